@@ -1,0 +1,113 @@
+# softgate build. Plain GNU Make: per-file ISA flags are one line each, the
+# cross build is CC=..., and nothing beyond make and a C11 compiler is needed.
+#
+#   make                 library (static + shared), CLI, test runner
+#   make test            the test suite under every ISA level this CPU has
+#   make sanitize        the suite built with AddressSanitizer + UBSan
+#   make arm64           cross-build for arm64 and run the suite under qemu
+#   make check           test + sanitize (+ arm64 when the cross compiler exists)
+#   make bench           the softmax benchmark (main job on a fresh machine)
+#   make install PREFIX=/usr/local
+
+CC       ?= cc
+BUILD    ?= build
+PREFIX   ?= /usr/local
+OPT      ?= -O2
+CFLAGS_BASE = -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+              -D_POSIX_C_SOURCE=200809L -fPIC -pthread -Iinclude -Isrc
+CFLAGS_LIB  = $(CFLAGS_BASE) -fvisibility=hidden
+LDLIBS   = -lm -pthread
+EXTRA_CFLAGS ?=
+EXTRA_LDFLAGS ?=
+
+ARCH := $(shell $(CC) -dumpmachine)
+LIB_SRC = src/core/cpu.c src/core/dispatch.c src/core/context.c src/core/threadpool.c \
+          src/softmax/softmax_ref.c src/softmax/softmax_ops.c src/softmax/softmax_masked.c \
+          src/softmax/softmax_backward.c src/softmax/softmax_f64.c
+ifneq (,$(findstring x86_64,$(ARCH)))
+LIB_SRC += src/softmax/softmax_avx2.c src/softmax/softmax_avx512.c
+endif
+
+# ISA flags for the files that need them, and for no other file.
+FLAGS_avx2   = -mavx2 -mfma
+FLAGS_avx512 = -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma
+isa_flags = $(if $(findstring _avx512,$(1)),$(FLAGS_avx512),$(if $(findstring _avx2,$(1)),$(FLAGS_avx2)))
+
+CLI_SRC   = cli/softgate.c bench/bench_softmax.c bench/bench_util.c
+TEST_SRC  = $(wildcard tests/*.c)
+
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
+DEPS     = $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+
+SOVERSION = 0
+all: $(BUILD)/libsoftgate.a $(BUILD)/libsoftgate.so $(BUILD)/softgate $(BUILD)/softgate_tests \
+     $(BUILD)/examples/softmax_basic
+
+$(BUILD)/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_LIB) $(call isa_flags,$<) $(EXTRA_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(EXTRA_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libsoftgate.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libsoftgate.so: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libsoftgate.so.$(SOVERSION) $(EXTRA_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/softgate: $(CLI_OBJ) $(BUILD)/libsoftgate.a
+	$(CC) $(EXTRA_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/examples/%: $(BUILD)/examples/%.o $(BUILD)/libsoftgate.a
+	$(CC) $(EXTRA_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/softgate_tests: $(TEST_OBJ) $(BUILD)/libsoftgate.a
+	$(CC) $(EXTRA_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# ISA levels this machine can run: ref always, then what the CPU reports.
+ISA_LEVELS = $(shell $(BUILD)/softgate info --isa-levels 2>/dev/null || echo ref)
+RUNNER ?=
+
+test: all
+	$(RUNNER) $(BUILD)/examples/softmax_basic
+	@set -e; for isa in $$($(RUNNER) $(BUILD)/softgate info --isa-levels); do \
+	  echo "== tests, $(BUILD), SOFTGATE_ISA=$$isa"; \
+	  SOFTGATE_ISA=$$isa $(RUNNER) $(BUILD)/softgate_tests $(TEST_ARGS); \
+	done
+
+sanitize:
+	$(MAKE) test BUILD=build-san OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
+
+ARM64_CC ?= aarch64-linux-gnu-gcc
+arm64:
+	$(MAKE) test BUILD=build-arm64 CC=$(ARM64_CC) \
+	  RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" TEST_ARGS="--quick"
+
+check: test sanitize
+	@if command -v $(ARM64_CC) >/dev/null && command -v qemu-aarch64 >/dev/null; then \
+	  $(MAKE) arm64; else echo "== arm64 skipped: $(ARM64_CC) or qemu-aarch64 missing"; fi
+
+bench: all
+	$(BUILD)/softgate bench softmax
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/softgate.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libsoftgate.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libsoftgate.so $(DESTDIR)$(PREFIX)/lib/libsoftgate.so.$(SOVERSION)
+	ln -sf libsoftgate.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libsoftgate.so
+	install -m 755 $(BUILD)/softgate $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/.*SG_VERSION_STRING "\(.*\)"/\1/p' include/softgate.h)|' \
+	  softgate.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/softgate.pc
+
+clean:
+	rm -rf build build-san build-arm64
+
+.PHONY: all test sanitize arm64 check bench install clean
+-include $(DEPS)

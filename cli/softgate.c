@@ -1,0 +1,68 @@
+/*
+ * softgate.c - the command-line tool: a thin layer that parses arguments,
+ * calls the public API and prints. All computing happens in the library.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "../bench/bench.h"
+#include "softgate.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "softgate %s - the softmax family, gates and mixtures of experts\n"
+            "\n"
+            "usage:\n"
+            "  softgate info [--isa-levels]   CPU features and the kernel chosen for each slot\n"
+            "  softgate bench softmax [...]   softmax-core benchmark (--help for options)\n"
+            "  softgate version\n"
+            "\n"
+            "environment: SOFTGATE_ISA=ref|avx2|avx512|native restricts the kernels used.\n",
+            SG_VERSION_STRING);
+}
+
+static int cmd_info(int argc, char **argv) {
+    if (argc > 0 && strcmp(argv[0], "--isa-levels") == 0) {
+        /* The levels this CPU can run, for the test driver. */
+        for (int isa = SG_ISA_REF; isa <= SG_ISA_AVX512; isa++)
+            if (sg_cpu_supports((sg_isa)isa)) printf("%s%s", isa ? " " : "", sg_isa_name((sg_isa)isa));
+        printf("\n");
+        return 0;
+    }
+    if (argc > 0) {
+        fprintf(stderr, "softgate info: unknown option '%s'\n", argv[0]);
+        return 2;
+    }
+    printf("softgate %s\n", SG_VERSION_STRING);
+    printf("cpu features: %s\n", sg_cpu_features());
+    printf("isa in use:   %s\n", sg_isa_name(sg_active_isa()));
+    printf("kernels:\n");
+    for (size_t i = 0; i < sg_kernel_count(); i++)
+        printf("  %-16s %s\n", sg_kernel_slot_name(i), sg_kernel_impl_name(i));
+    return 0;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    if (argc < 1 || strcmp(argv[0], "--help") == 0) {
+        fprintf(stderr, "usage: softgate bench softmax [options]   (softgate bench softmax --help)\n");
+        return argc < 1 ? 2 : 0;
+    }
+    if (strcmp(argv[0], "softmax") == 0) return sg_bench_softmax_main(argc - 1, argv + 1);
+    fprintf(stderr, "softgate bench: unknown benchmark '%s' (available: softmax)\n", argv[0]);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
+    if (strcmp(argv[1], "bench") == 0) return cmd_bench(argc - 2, argv + 2);
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("softgate %s\n", SG_VERSION_STRING);
+        return 0;
+    }
+    fprintf(stderr, "softgate: unknown command '%s' (try: softgate help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,286 @@
+/*
+ * softgate.h - the public API of softgate: the softmax family, gates and
+ * mixtures of experts, in C11.
+ *
+ * Conventions used throughout (shape letters are defined once, here):
+ *   N  row length            T  tokens       E  experts
+ *   B  batch (rows)          K  experts per token
+ *   D  model width           F  expert hidden width
+ *
+ * Matrices are row-major. A "row stride" (ld*) is the distance in elements
+ * between the starts of consecutive rows; it must be >= N. Outputs may alias
+ * their own input exactly (in place: y == x with ldy == ldx); any other
+ * overlap is undefined.
+ *
+ * Errors: every function that can fail returns an sg_status. The library
+ * never prints, aborts or exits; after a failure sg_context_error(ctx) gives a
+ * message naming the argument that was wrong.
+ *
+ * Threads: an sg_context owns a thread pool. A context must not be used by
+ * two caller threads at once; use one context per caller thread. Results are
+ * bit-identical for every thread count.
+ */
+#ifndef SOFTGATE_H
+#define SOFTGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Marks the public API; everything else is hidden in the shared library. */
+#if defined(__GNUC__)
+#define SG_API __attribute__((visibility("default")))
+#else
+#define SG_API
+#endif
+
+#define SG_VERSION_MAJOR 0
+#define SG_VERSION_MINOR 1
+#define SG_VERSION_PATCH 0
+#define SG_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------ */
+/* Status, context, threads, workspace                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef enum sg_status {
+    SG_OK = 0,
+    SG_ERR_ARGUMENT = 1,   /* an argument is invalid (message names it)     */
+    SG_ERR_SHAPE = 2,      /* shapes or strides do not fit together          */
+    SG_ERR_NO_MEMORY = 3,  /* an allocation failed                           */
+    SG_ERR_WORKSPACE = 4,  /* the caller's workspace is too small            */
+    SG_ERR_UNSUPPORTED = 5 /* not available on this CPU or in this build    */
+} sg_status;
+
+/* A short constant description of a status code ("invalid argument", ...). */
+SG_API const char *sg_status_string(sg_status status);
+
+typedef struct sg_context sg_context;
+
+/*
+ * Creates a context with `threads` worker threads in total (the calling
+ * thread counts as one). threads == 0 means one per online CPU core.
+ * On failure *ctx is set to NULL.
+ */
+SG_API sg_status sg_context_create(sg_context **ctx, int threads);
+SG_API void sg_context_destroy(sg_context *ctx);
+SG_API int sg_context_threads(const sg_context *ctx);
+
+/*
+ * The message of the last failed call on this context ("" if none). Valid
+ * until the next call on the context.
+ */
+SG_API const char *sg_context_error(const sg_context *ctx);
+
+/*
+ * Workspace. Ops that need scratch memory take it from the context. By
+ * default the context allocates (and keeps) what an op needs; after
+ * sg_context_set_workspace the context uses only the caller's buffer and an
+ * op that needs more returns SG_ERR_WORKSPACE, saying how many bytes it
+ * needs. Passing buf == NULL returns to context-managed memory. The softmax
+ * family (this header's section 2) needs no workspace at all.
+ */
+SG_API sg_status sg_context_set_workspace(sg_context *ctx, void *buf, size_t bytes);
+
+/*
+ * Runs fn(arg, task) for every task in [0, tasks) on the context's threads
+ * (the caller's included) and returns when all are done; the order in which
+ * tasks run is unspecified. Lets an engine share softgate's threads instead
+ * of oversubscribing the cores.
+ */
+SG_API void sg_context_run(sg_context *ctx, size_t tasks, void (*fn)(void *arg, size_t task),
+                           void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* CPU features and kernel dispatch                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * ISA levels. Kernels are chosen once, at the first call, from the CPU's
+ * features, restricted by the environment variable SOFTGATE_ISA:
+ *   ref     portable C only (always available)
+ *   avx2    x86-64 AVX2 + FMA
+ *   avx512  x86-64 AVX-512 F + BW + DQ + VL
+ *   native  the best the CPU has (default)
+ * A level above what the CPU supports falls back to the best it has.
+ */
+typedef enum sg_isa {
+    SG_ISA_REF = 0,
+    SG_ISA_AVX2 = 1,
+    SG_ISA_AVX512 = 2
+} sg_isa;
+
+SG_API const char *sg_isa_name(sg_isa isa);
+/* The ISA level in use (after SOFTGATE_ISA). */
+SG_API sg_isa sg_active_isa(void);
+/* Whether the CPU (ignoring SOFTGATE_ISA) supports a level. */
+SG_API int sg_cpu_supports(sg_isa isa);
+/* The CPU's relevant features as a space-separated string. */
+SG_API const char *sg_cpu_features(void);
+/* The kernel table: slot i's name and the function chosen for it. */
+SG_API size_t sg_kernel_count(void);
+SG_API const char *sg_kernel_slot_name(size_t i);
+SG_API const char *sg_kernel_impl_name(size_t i);
+
+/* ------------------------------------------------------------------------ */
+/* 2. The softmax core                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Algorithms for softmax, log-softmax and logsumexp over a row of N values.
+ *
+ * SG_SOFTMAX_THREE_PASS   max; exp + sum (+ store); scale. Exact for every
+ *                         finite input. Reads the row three times (twice for
+ *                         logsumexp), computes each exponential once.
+ * SG_SOFTMAX_TWO_PASS     Dukhan & Ablavatski's two-pass algorithm: the sum
+ *                         of exp(x) is accumulated as (mantissa, exponent)
+ *                         pairs, so no max pass is needed; a second pass
+ *                         writes the output. Domain: every |x_i| / T <= 1e7
+ *                         (so that x * log2(e) rounds to an exact integer);
+ *                         a row outside it (or containing inf or NaN) is
+ *                         recomputed by the three-pass algorithm. For T != 1
+ *                         its error grows with |x_i| / T, not |x_i - max| / T,
+ *                         since 1/T is rounded (see docs/KERNELS.md).
+ * SG_SOFTMAX_ONLINE       Milakov & Gimelshein's online normalizer: running
+ *                         max and rescaled running sum in one pass (rescaled
+ *                         once per SIMD block, not per element), then a
+ *                         second pass writes the output. Exact for every
+ *                         finite input.
+ * SG_SOFTMAX_AUTO         picks per row length from measured thresholds
+ *                         (three-pass while the row fits in the L2 cache,
+ *                         otherwise a two-pass-traffic algorithm).
+ *
+ * Rows with a boolean or additive mask, and rows holding inf or NaN, are
+ * computed by an exact masked path whatever the algorithm.
+ */
+typedef enum sg_softmax_algorithm {
+    SG_SOFTMAX_AUTO = 0,
+    SG_SOFTMAX_THREE_PASS = 1,
+    SG_SOFTMAX_TWO_PASS = 2,
+    SG_SOFTMAX_ONLINE = 3
+} sg_softmax_algorithm;
+
+SG_API const char *sg_softmax_algorithm_name(sg_softmax_algorithm algorithm);
+
+/*
+ * Options shared by the softmax-core ops. A NULL options pointer means the
+ * defaults from sg_softmax_options_default(): T = 1, no masks, AUTO.
+ *
+ * The value normalized is  z_i = x_i / T + add_mask_i  over the entries kept
+ * by keep_mask, computed as (x_i - max) / T + add_mask_i so that finite x of
+ * any magnitude never overflows.
+ *
+ * keep_mask      uint8 [rows x N], 1 keeps an entry, 0 removes it (any
+ *                nonzero value keeps). NULL: keep all.
+ * keep_mask_ld   row stride of keep_mask; 0 broadcasts one row of N to all
+ *                rows.
+ * add_mask       additive mask [rows x N] of the op's element type (float for
+ *                _f32 ops, double for _f64 ops). -inf removes an entry exactly
+ *                like keep_mask == 0. NULL: none.
+ * add_mask_ld    row stride of add_mask; 0 broadcasts one row to all rows.
+ * temperature    T; must be finite and > 0 (otherwise SG_ERR_ARGUMENT).
+ */
+typedef struct sg_softmax_options {
+    float temperature;
+    sg_softmax_algorithm algorithm;
+    const uint8_t *keep_mask;
+    size_t keep_mask_ld;
+    const void *add_mask;
+    size_t add_mask_ld;
+} sg_softmax_options;
+
+SG_API sg_softmax_options sg_softmax_options_default(void);
+
+/*
+ * Special values (forward), for every algorithm; "removed" means keep_mask 0
+ * or add_mask -inf; z is the unmasked value x/T + add_mask:
+ *
+ *   input                              softmax      log-softmax   logsumexp
+ *   removed entry (any x, NaN/inf too)  0            -inf          ignored
+ *   z_i = -inf, not removed             0            -inf          ignored
+ *   every entry removed or -inf         all 0        all -inf      -inf
+ *   any kept z_i NaN                    row NaN      row NaN       NaN
+ *   c >= 1 kept entries z_i = +inf      1/c there,   -log(c) there, +inf
+ *   (no NaN)                            0 elsewhere  -inf elsewhere
+ *   finite x, |x| up to 3.4e38          never overflows; exact up to the
+ *                                       bound in docs/KERNELS.md
+ *   N == 0 or rows == 0                 nothing written (logsumexp: -inf)
+ *
+ * Backward (vector-Jacobian products):
+ *   removed entries get dx = 0 exactly, whatever dy holds;
+ *   a NaN in y or dy (kept entries) propagates to the row;
+ *   the backward of a row whose forward was +inf-dominated follows the same
+ *   formulas with the saved outputs (no special case).
+ */
+
+/* y = softmax(z) row by row.  x: [rows x N] (ldx), y: [rows x N] (ldy). */
+SG_API sg_status sg_softmax_f32(sg_context *ctx, size_t rows, size_t n,
+                         const float *x, size_t ldx, float *y, size_t ldy,
+                         const sg_softmax_options *options);
+
+/* y = log_softmax(z) = z - logsumexp(z) row by row. */
+SG_API sg_status sg_log_softmax_f32(sg_context *ctx, size_t rows, size_t n,
+                             const float *x, size_t ldx, float *y, size_t ldy,
+                             const sg_softmax_options *options);
+
+/* lse[r] = logsumexp(z of row r) = log(sum_i exp(z_i)). lse: [rows]. */
+SG_API sg_status sg_logsumexp_f32(sg_context *ctx, size_t rows, size_t n,
+                           const float *x, size_t ldx, float *lse,
+                           const sg_softmax_options *options);
+
+/*
+ * Backward passes: gradients with respect to x (the 1/T factor included).
+ *   softmax:      dx = y * (dy - sum_j y_j dy_j) / T
+ *   log-softmax:  dx = (dy - exp(y) * sum_j dy_j) / T   (sum over kept j)
+ *   logsumexp:    dx_i = dlse * softmax(z)_i / T
+ * y is the forward output; options must carry the same masks and
+ * temperature as the forward call (the algorithm field is ignored).
+ * dx may alias dy (in place).
+ */
+SG_API sg_status sg_softmax_backward_f32(sg_context *ctx, size_t rows, size_t n,
+                                  const float *y, size_t ldy,
+                                  const float *dy, size_t lddy,
+                                  float *dx, size_t lddx,
+                                  const sg_softmax_options *options);
+
+SG_API sg_status sg_log_softmax_backward_f32(sg_context *ctx, size_t rows, size_t n,
+                                      const float *y, size_t ldy,
+                                      const float *dy, size_t lddy,
+                                      float *dx, size_t lddx,
+                                      const sg_softmax_options *options);
+
+/*
+ * logsumexp backward from x. lse may be NULL (recomputed from x) or the
+ * saved forward result, which saves the max and sum passes; a non-finite
+ * saved value makes that row recompute. dlse: [rows].
+ */
+SG_API sg_status sg_logsumexp_backward_f32(sg_context *ctx, size_t rows, size_t n,
+                                    const float *x, size_t ldx,
+                                    const float *lse, const float *dlse,
+                                    float *dx, size_t lddx,
+                                    const sg_softmax_options *options);
+
+/*
+ * Double precision, for the statistical models: same semantics, masks and
+ * special values; add_mask points to doubles. Reference speed (scalar code,
+ * libm exp/log); single-threaded apart from splitting rows.
+ * options->algorithm is ignored (always an exact three-pass).
+ */
+SG_API sg_status sg_softmax_f64(sg_context *ctx, size_t rows, size_t n,
+                         const double *x, size_t ldx, double *y, size_t ldy,
+                         const sg_softmax_options *options);
+SG_API sg_status sg_log_softmax_f64(sg_context *ctx, size_t rows, size_t n,
+                             const double *x, size_t ldx, double *y,
+                             size_t ldy, const sg_softmax_options *options);
+SG_API sg_status sg_logsumexp_f64(sg_context *ctx, size_t rows, size_t n,
+                           const double *x, size_t ldx, double *lse,
+                           const sg_softmax_options *options);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOFTGATE_H */

@@ -1,0 +1,418 @@
+/*
+ * softmax_avx512.c - AVX-512 (F, BW, DQ, VL) kernels of the softmax family.
+ * Compiled with AVX-512 flags for this file only; called only after
+ * dispatch saw the features. Contracts are in softmax_kernels.h.
+ *
+ * Unrolled by 4 vectors (64 floats): four independent accumulators hide the
+ * FMA latency. Tails use masked loads and stores, so no scalar loop.
+ */
+#include <immintrin.h>
+#include <math.h>
+
+#include "softmax/softmax_kernels.h"
+
+#define U 64 /* floats per unrolled iteration */
+
+/* exp(r) ~ 1 + r*(c1 + r*(c2 + r*(c3 + r*(c4 + r*c5)))) on |r| <= ln2/2,
+ * relative error 9.2e-8 before rounding. */
+#define C5 0x1.0F9F9Cp-7f
+#define C4 0x1.573A1Ap-5f
+#define C3 0x1.555A80p-3f
+#define C2 0x1.FFFDC6p-2f
+#define C1 0x1.FFFFF6p-1f
+#define LOG2E 0x1.715476p+0f
+#define MINUS_LN2_HI -0x1.62E430p-1f /* ln2 = LN2_HI + LN2_LO exactly enough */
+#define PLUS_LN2_LO 0x1.05C610p-29f  /* -(ln2 - LN2_HI) */
+#define FLUSH_BELOW -87.33654475f    /* ln(2^-126) */
+
+static inline __m512 poly_exp_reduced(__m512 r) {
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(C5), r, _mm512_set1_ps(C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C1));
+    return _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+}
+
+/* Splits exp(t) = p * 2^k, k = round(t * log2 e), by Cody-Waite reduction
+ * with FMA: k*ln2 is subtracted in two parts so r stays exact for |k| up to
+ * 2^24. For |t| above ~2^18, t * log2e rounded to float can pick a k one off
+ * the nearest, leaving |r| past the polynomial's range; a second, exact
+ * reduction step (k1 in {-1, 0, 1}) brings r back. This is what bounds the
+ * two-pass domain (|t| <= 1e7), not the polynomial. */
+static inline __m512 exp_split(__m512 t, __m512 *k) {
+    const int round = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m512 k0 = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(LOG2E)), round);
+    __m512 r = _mm512_fmadd_ps(k0, _mm512_set1_ps(MINUS_LN2_HI), t);
+    r = _mm512_fmadd_ps(k0, _mm512_set1_ps(PLUS_LN2_LO), r);
+    __m512 k1 = _mm512_roundscale_ps(_mm512_mul_ps(r, _mm512_set1_ps(LOG2E)), round);
+    r = _mm512_fmadd_ps(k1, _mm512_set1_ps(MINUS_LN2_HI), r);
+    r = _mm512_fmadd_ps(k1, _mm512_set1_ps(PLUS_LN2_LO), r);
+    *k = _mm512_add_ps(k0, k1);
+    return poly_exp_reduced(r);
+}
+
+/* exp(d) with the kernels' flush rule; NaN propagates (the flush compare is
+ * ordered, so NaN lanes keep their NaN). */
+static inline __m512 exp_ps(__m512 d) {
+    /* |d| <= 88 here (or flushed): one reduction step is exact. */
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(MINUS_LN2_HI), d);
+    r = _mm512_fmadd_ps(k, _mm512_set1_ps(PLUS_LN2_LO), r);
+    __m512 p = poly_exp_reduced(r);
+    __m512 e = _mm512_scalef_ps(p, k);
+    __mmask16 tiny = _mm512_cmp_ps_mask(d, _mm512_set1_ps(FLUSH_BELOW), _CMP_LT_OQ);
+    return _mm512_mask_mov_ps(e, tiny, _mm512_setzero_ps());
+}
+
+static inline __mmask16 tail_mask(size_t rem) {
+    return (__mmask16)((1u << rem) - 1u);
+}
+
+/* Adds 16 float lanes into two double accumulators (blocked summation). */
+static inline void fold(__m512d *lo, __m512d *hi, __m512 acc) {
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(acc)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(
+                                 _mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1))));
+}
+
+static inline double hsum_pd(__m512d lo, __m512d hi) {
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+float sg_rmax_f32__avx512_u64(size_t n, const float *x) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+    size_t i = 0;
+    for (; i + U <= n; i += U) {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(x + i));
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(x + i + 16));
+        m2 = _mm512_max_ps(m2, _mm512_loadu_ps(x + i + 32));
+        m3 = _mm512_max_ps(m3, _mm512_loadu_ps(x + i + 48));
+    }
+    for (; i + 16 <= n; i += 16) m0 = _mm512_max_ps(m0, _mm512_loadu_ps(x + i));
+    if (i < n) m1 = _mm512_max_ps(m1, _mm512_mask_loadu_ps(ninf, tail_mask(n - i), x + i));
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
+}
+
+/* Shared body of expsum and expsum_store; `store` is a constant after
+ * inlining, so each caller gets a loop without the branch. */
+static inline __attribute__((always_inline)) double
+expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
+    const __m512 vmax = _mm512_set1_ps(max), vc = _mm512_set1_ps(c);
+    __m512d dlo = _mm512_setzero_pd(), dhi = _mm512_setzero_pd();
+    size_t i = 0;
+    while (i < n) {
+        size_t end = n - i > SG_SUM_BLOCK ? i + SG_SUM_BLOCK : n;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + U <= end; i += U) {
+            __m512 e0 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmax), vc));
+            __m512 e1 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vmax), vc));
+            __m512 e2 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 32), vmax), vc));
+            __m512 e3 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 48), vmax), vc));
+            if (store) {
+                _mm512_storeu_ps(y + i, e0);
+                _mm512_storeu_ps(y + i + 16, e1);
+                _mm512_storeu_ps(y + i + 32, e2);
+                _mm512_storeu_ps(y + i + 48, e3);
+            }
+            a0 = _mm512_add_ps(a0, e0);
+            a1 = _mm512_add_ps(a1, e1);
+            a2 = _mm512_add_ps(a2, e2);
+            a3 = _mm512_add_ps(a3, e3);
+        }
+        for (; i + 16 <= end; i += 16) {
+            __m512 e = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmax), vc));
+            if (store) _mm512_storeu_ps(y + i, e);
+            a0 = _mm512_add_ps(a0, e);
+        }
+        if (i < end) {
+            __mmask16 m = tail_mask(end - i);
+            __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+            __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_mul_ps(_mm512_sub_ps(v, vmax), vc)));
+            if (store) _mm512_mask_storeu_ps(y + i, m, e);
+            a1 = _mm512_add_ps(a1, e);
+            i = end;
+        }
+        fold(&dlo, &dhi, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+    return hsum_pd(dlo, dhi);
+}
+
+double sg_expsum_f32__avx512_u64(size_t n, const float *x, float max, float c) {
+    return expsum_body(n, x, NULL, max, c, 0);
+}
+
+double sg_expsum_store_f32__avx512_u64(size_t n, const float *x, float *y,
+                                       float max, float c) {
+    return expsum_body(n, x, y, max, c, 1);
+}
+
+void sg_scale_f32__avx512_u64(size_t n, const float *x, float *y, float s) {
+    const __m512 vs = _mm512_set1_ps(s);
+    size_t i = 0;
+    for (; i + U <= n; i += U) {
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vs));
+        _mm512_storeu_ps(y + i + 16, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), vs));
+        _mm512_storeu_ps(y + i + 32, _mm512_mul_ps(_mm512_loadu_ps(x + i + 32), vs));
+        _mm512_storeu_ps(y + i + 48, _mm512_mul_ps(_mm512_loadu_ps(x + i + 48), vs));
+    }
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vs));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+    }
+}
+
+void sg_expscale_store_f32__avx512_u64(size_t n, const float *x, float *y,
+                                       float max, float c, float s) {
+    const __m512 vmax = _mm512_set1_ps(max), vc = _mm512_set1_ps(c), vs = _mm512_set1_ps(s);
+    size_t i = 0;
+#define EXPSCALE(v) _mm512_mul_ps(exp_ps(_mm512_mul_ps(_mm512_sub_ps((v), vmax), vc)), vs)
+    for (; i + U <= n; i += U) {
+        __m512 e0 = EXPSCALE(_mm512_loadu_ps(x + i));
+        __m512 e1 = EXPSCALE(_mm512_loadu_ps(x + i + 16));
+        __m512 e2 = EXPSCALE(_mm512_loadu_ps(x + i + 32));
+        __m512 e3 = EXPSCALE(_mm512_loadu_ps(x + i + 48));
+        _mm512_storeu_ps(y + i, e0);
+        _mm512_storeu_ps(y + i + 16, e1);
+        _mm512_storeu_ps(y + i + 32, e2);
+        _mm512_storeu_ps(y + i + 48, e3);
+    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, EXPSCALE(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, EXPSCALE(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+#undef EXPSCALE
+}
+
+/*
+ * Two-pass, pass 1. Each lane keeps its sum as acc_m * 2^acc_e; a new term
+ * p * 2^k joins by rescaling both to the larger exponent with vscalefps,
+ * which cannot overflow. Every SG_SUM_BLOCK elements the float pairs are
+ * folded into double pairs, so rounding does not grow with n.
+ */
+#define EXT_EMPTY -1.0e30f /* exponent of an empty accumulator */
+
+static inline void ext_add(__m512 *am, __m512 *ae, __m512 p, __m512 k) {
+    __m512 e = _mm512_max_ps(*ae, k);
+    *am = _mm512_add_ps(_mm512_scalef_ps(*am, _mm512_sub_ps(*ae, e)),
+                        _mm512_scalef_ps(p, _mm512_sub_ps(k, e)));
+    *ae = e;
+}
+
+static inline void ext_add_pd(__m512d *dm, __m512d *de, __m512d m, __m512d e) {
+    __m512d ne = _mm512_max_pd(*de, e);
+    *dm = _mm512_add_pd(_mm512_scalef_pd(*dm, _mm512_sub_pd(*de, ne)),
+                        _mm512_scalef_pd(m, _mm512_sub_pd(e, ne)));
+    *de = ne;
+}
+
+static inline void ext_fold(__m512d dm[2], __m512d de[2], __m512 m, __m512 e) {
+    __m512d mlo = _mm512_cvtps_pd(_mm512_castps512_ps256(m));
+    __m512d elo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+    __m512d mhi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(m), 1)));
+    __m512d ehi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+    ext_add_pd(&dm[0], &de[0], mlo, elo);
+    ext_add_pd(&dm[1], &de[1], mhi, ehi);
+}
+
+void sg_extexp_sum_f32__avx512_u64(size_t n, const float *x, float c, sg_extsum *out) {
+    const __m512 vc = _mm512_set1_ps(c), empty = _mm512_set1_ps(EXT_EMPTY);
+    __m512 vmax = _mm512_set1_ps(-INFINITY), vmin = _mm512_set1_ps(INFINITY);
+    __m512d dm[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    __m512d de[2] = {_mm512_set1_pd(EXT_EMPTY), _mm512_set1_pd(EXT_EMPTY)};
+    size_t i = 0;
+    while (i < n) {
+        size_t end = n - i > SG_SUM_BLOCK ? i + SG_SUM_BLOCK : n;
+        __m512 m0 = _mm512_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+        __m512 e0 = empty, e1 = empty, e2 = empty, e3 = empty;
+        for (; i + U <= end; i += U) {
+            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+            __m512 x2 = _mm512_loadu_ps(x + i + 32), x3 = _mm512_loadu_ps(x + i + 48);
+            vmax = _mm512_max_ps(vmax, _mm512_max_ps(_mm512_max_ps(x0, x1), _mm512_max_ps(x2, x3)));
+            vmin = _mm512_min_ps(vmin, _mm512_min_ps(_mm512_min_ps(x0, x1), _mm512_min_ps(x2, x3)));
+            __m512 k0, k1, k2, k3;
+            __m512 p0 = exp_split(_mm512_mul_ps(x0, vc), &k0);
+            __m512 p1 = exp_split(_mm512_mul_ps(x1, vc), &k1);
+            __m512 p2 = exp_split(_mm512_mul_ps(x2, vc), &k2);
+            __m512 p3 = exp_split(_mm512_mul_ps(x3, vc), &k3);
+            ext_add(&m0, &e0, p0, k0);
+            ext_add(&m1, &e1, p1, k1);
+            ext_add(&m2, &e2, p2, k2);
+            ext_add(&m3, &e3, p3, k3);
+        }
+        for (; i < end; i += 16) {
+            __mmask16 m = end - i >= 16 ? (__mmask16)0xFFFF : tail_mask(end - i);
+            __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+            vmax = _mm512_mask_max_ps(vmax, m, vmax, v);
+            vmin = _mm512_mask_min_ps(vmin, m, vmin, v);
+            __m512 k;
+            __m512 p = _mm512_maskz_mov_ps(m, exp_split(_mm512_mul_ps(v, vc), &k));
+            k = _mm512_mask_mov_ps(empty, m, k);
+            ext_add(&m0, &e0, p, k);
+        }
+        ext_add(&m0, &e0, m1, e1);
+        ext_add(&m2, &e2, m3, e3);
+        ext_add(&m0, &e0, m2, e2);
+        ext_fold(dm, de, m0, e0);
+    }
+    ext_add_pd(&dm[0], &de[0], dm[1], de[1]);
+    double e = _mm512_reduce_max_pd(de[0]);
+    double m = _mm512_reduce_add_pd(_mm512_scalef_pd(dm[0], _mm512_sub_pd(de[0], _mm512_set1_pd(e))));
+    out->m = m;
+    out->e = n ? e : 0.0;
+    out->max = _mm512_reduce_max_ps(vmax);
+    out->min = _mm512_reduce_min_ps(vmin);
+}
+
+void sg_extexp_store_f32__avx512_u64(size_t n, const float *x, float *y, float c,
+                                     float inv_m, float e) {
+    const __m512 vc = _mm512_set1_ps(c), vinv = _mm512_set1_ps(inv_m), ve = _mm512_set1_ps(e);
+    const __m512 limit = _mm512_set1_ps(-126.0f);
+    size_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        __m512 k;
+        __m512 p = exp_split(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vc), &k);
+        __m512 d = _mm512_sub_ps(k, ve);
+        __m512 v = _mm512_scalef_ps(_mm512_mul_ps(p, vinv), d);
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(d, limit, _CMP_LT_OQ), _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+/* (x - max) * c - off; where x - max overflows to -inf (|x|, |max| near
+ * FLT_MAX) but the scaled difference does not, x*c - max*c instead. */
+static inline __m512 shift_one(__m512 x, __m512 vmax, __m512 vc, __m512 vmaxc, __m512 voff) {
+    __m512 d = _mm512_sub_ps(x, vmax);
+    __mmask16 ovf = _mm512_cmp_ps_mask(d, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    __m512 v = _mm512_mask_mov_ps(_mm512_mul_ps(d, vc), ovf, _mm512_fmsub_ps(x, vc, vmaxc));
+    return _mm512_sub_ps(v, voff);
+}
+
+void sg_shift_store_f32__avx512_u64(size_t n, const float *x, float *y, float max,
+                                    float c, float off) {
+    const __m512 vmax = _mm512_set1_ps(max), vc = _mm512_set1_ps(c), voff = _mm512_set1_ps(off);
+    const __m512 vmaxc = _mm512_set1_ps(max * c);
+    size_t i = 0;
+#define SHIFT(v) shift_one((v), vmax, vc, vmaxc, voff)
+    for (; i + U <= n; i += U) {
+        _mm512_storeu_ps(y + i, SHIFT(_mm512_loadu_ps(x + i)));
+        _mm512_storeu_ps(y + i + 16, SHIFT(_mm512_loadu_ps(x + i + 16)));
+        _mm512_storeu_ps(y + i + 32, SHIFT(_mm512_loadu_ps(x + i + 32)));
+        _mm512_storeu_ps(y + i + 48, SHIFT(_mm512_loadu_ps(x + i + 48)));
+    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, SHIFT(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, SHIFT(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+#undef SHIFT
+}
+
+/* sum a_i * b_i (b == NULL: sum a_i), blocked float lanes then double. */
+static inline __attribute__((always_inline)) double
+dot_body(size_t n, const float *a, const float *b) {
+    __m512d dlo = _mm512_setzero_pd(), dhi = _mm512_setzero_pd();
+    const __m512 one = _mm512_set1_ps(1.0f);
+    size_t i = 0;
+    while (i < n) {
+        size_t end = n - i > SG_SUM_BLOCK ? i + SG_SUM_BLOCK : n;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + U <= end; i += U) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), b ? _mm512_loadu_ps(b + i) : one, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), b ? _mm512_loadu_ps(b + i + 16) : one, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), b ? _mm512_loadu_ps(b + i + 32) : one, a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), b ? _mm512_loadu_ps(b + i + 48) : one, a3);
+        }
+        for (; i < end; i += 16) {
+            __mmask16 m = end - i >= 16 ? (__mmask16)0xFFFF : tail_mask(end - i);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i),
+                                 b ? _mm512_maskz_loadu_ps(m, b + i) : one, a0);
+        }
+        fold(&dlo, &dhi, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+    return hsum_pd(dlo, dhi);
+}
+
+double sg_dot_f32__avx512_u64(size_t n, const float *a, const float *b) {
+    return dot_body(n, a, b);
+}
+
+double sg_sum_f32__avx512_u64(size_t n, const float *a) { return dot_body(n, a, NULL); }
+
+void sg_softmax_bwd_f32__avx512_u64(size_t n, const float *y, const float *dy,
+                                    float *dx, float dot, float c) {
+    const __m512 vdot = _mm512_set1_ps(dot), vc = _mm512_set1_ps(c);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        __m512 g = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dy + i), vdot);
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, y + i), g), vc);
+        _mm512_mask_storeu_ps(dx + i, m, v);
+    }
+}
+
+void sg_logsoftmax_bwd_f32__avx512_u64(size_t n, const float *y, const float *dy,
+                                       float *dx, float sum, float c) {
+    const __m512 vsum = _mm512_set1_ps(sum), vc = _mm512_set1_ps(c);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        __m512 p = exp_ps(_mm512_maskz_loadu_ps(m, y + i));
+        __m512 v = _mm512_fnmadd_ps(p, vsum, _mm512_maskz_loadu_ps(m, dy + i));
+        _mm512_mask_storeu_ps(dx + i, m, _mm512_mul_ps(v, vc));
+    }
+}
+
+/*
+ * Short rows in registers: up to 8 zmm (128 floats). NV is a constant in
+ * each instantiation below, so v[] lives in registers and the row is read
+ * once and written once.
+ */
+static inline __attribute__((always_inline)) int
+short_row(const float *x, float *y, size_t n, int nv, __m512 vc) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
+    __m512 v[8];
+    for (int k = 0; k < nv - 1; k++) v[k] = _mm512_loadu_ps(x + 16 * k);
+    v[nv - 1] = _mm512_mask_loadu_ps(ninf, last, x + 16 * (nv - 1));
+    __m512 mx = v[0];
+    for (int k = 1; k < nv; k++) mx = _mm512_max_ps(mx, v[k]);
+    float m = _mm512_reduce_max_ps(mx);
+    if (!(m - m == 0.0f)) return 0; /* +-inf or NaN max: special path */
+    const __m512 vmax = _mm512_set1_ps(m);
+    __m512 s = _mm512_setzero_ps();
+    for (int k = 0; k < nv; k++) {
+        v[k] = exp_ps(_mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc));
+        s = _mm512_add_ps(s, v[k]);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s));
+    for (int k = 0; k < nv - 1; k++) _mm512_storeu_ps(y + 16 * k, _mm512_mul_ps(v[k], inv));
+    _mm512_mask_storeu_ps(y + 16 * (nv - 1), last, _mm512_mul_ps(v[nv - 1], inv));
+    return 1;
+}
+
+#define SHORT_CASE(NV)                                                        \
+    case NV:                                                                  \
+        for (; r < rows; r++)                                                 \
+            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc)) return r;   \
+        return rows;
+
+size_t sg_softmax_short_f32__avx512(size_t rows, size_t n, const float *x,
+                                    size_t ldx, float *y, size_t ldy, float c) {
+    const __m512 vc = _mm512_set1_ps(c);
+    size_t r = 0;
+    switch ((n + 15) / 16) {
+        SHORT_CASE(1)
+        SHORT_CASE(2)
+        SHORT_CASE(3)
+        SHORT_CASE(4)
+        SHORT_CASE(5)
+        SHORT_CASE(6)
+        SHORT_CASE(7)
+        SHORT_CASE(8)
+    }
+    return 0; /* n == 0 or n > 128: not for this kernel */
+}
