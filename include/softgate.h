@@ -150,8 +150,9 @@ SG_API const char *sg_kernel_impl_name(size_t i);
  *                         second pass writes the output. Exact for every
  *                         finite input.
  * SG_SOFTMAX_AUTO         picks per row length from measured thresholds
- *                         (three-pass while the row fits in the L2 cache,
- *                         otherwise a two-pass-traffic algorithm).
+ *                         (three-pass up to N = 2^22, where the row stays in
+ *                         the last-level cache between passes; two-pass
+ *                         above). Depends on N only, not on threads.
  *
  * Rows with a boolean or additive mask, and rows holding inf or NaN, are
  * computed by an exact masked path whatever the algorithm.

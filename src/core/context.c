@@ -91,7 +91,8 @@ sg_status sg_context_set_workspace(sg_context *ctx, void *buf, size_t bytes) {
 
 void sg_parallel_for(sg_context *ctx, size_t tasks, sg_task_fn *fn, void *arg) {
     if (tasks == 0) return;
-    if (!ctx->pool || tasks == 1) {
+    /* The pool's ticket holds a 32-bit task index. */
+    if (!ctx->pool || tasks == 1 || tasks >= 0xFFFFFFFFu) {
         for (size_t i = 0; i < tasks; i++) fn(arg, i);
         return;
     }

@@ -394,6 +394,52 @@ short_row(const float *x, float *y, size_t n, int nv, __m512 vc) {
     return 1;
 }
 
+/*
+ * Rows of n <= 8: two rows per zmm (lanes 0-7 and 8-15), so the
+ * reductions and the exponential work on full vectors. Max and sum stay
+ * within each 8-lane half: swap neighbours, then pairs, then 128-bit lanes.
+ * Returns how many rows it completed (an even number), stopping before a
+ * pair with a non-finite max.
+ */
+static inline __m512 half_reduce_max(__m512 v) {
+    v = _mm512_max_ps(v, _mm512_permute_ps(v, 0xB1));
+    v = _mm512_max_ps(v, _mm512_permute_ps(v, 0x4E));
+    return _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+}
+
+static inline __m512 half_reduce_add(__m512 v) {
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
+    return _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+}
+
+static size_t softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,
+                            __m512 vc) {
+    const __mmask8 m8 = (__mmask8)((1u << n) - 1u);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const int dense = n == 8 && ldx == 8 && ldy == 8; /* two rows = one vector */
+    size_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        const float *x0 = x + r * ldx;
+        __m512 v = dense ? _mm512_loadu_ps(x0)
+                         : _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_mask_loadu_ps(ninf, m8, x0)),
+                                              _mm256_mask_loadu_ps(ninf, m8, x0 + ldx), 1);
+        __m512 mx = half_reduce_max(v);
+        if (_mm512_cmp_ps_mask(_mm512_sub_ps(mx, mx), _mm512_setzero_ps(), _CMP_EQ_OQ) != 0xFFFF)
+            return r; /* +-inf or NaN max in one of the two rows */
+        __m512 e = exp_ps(_mm512_mul_ps(_mm512_sub_ps(v, mx), vc));
+        __m512 out = _mm512_div_ps(e, half_reduce_add(e));
+        float *y0 = y + r * ldy;
+        if (dense) {
+            _mm512_storeu_ps(y0, out);
+        } else {
+            _mm256_mask_storeu_ps(y0, m8, _mm512_castps512_ps256(out));
+            _mm256_mask_storeu_ps(y0 + ldy, m8, _mm512_extractf32x8_ps(out, 1));
+        }
+    }
+    return r;
+}
+
 #define SHORT_CASE(NV)                                                        \
     case NV:                                                                  \
         for (; r < rows; r++)                                                 \
@@ -404,6 +450,10 @@ size_t sg_softmax_short_f32__avx512(size_t rows, size_t n, const float *x,
                                     size_t ldx, float *y, size_t ldy, float c) {
     const __m512 vc = _mm512_set1_ps(c);
     size_t r = 0;
+    if (n <= 8 && n > 0) {
+        r = softmax_pairs(rows, n, x, ldx, y, ldy, vc);
+        if (r + 1 < rows) return r; /* stopped at a pair with a special value */
+    }
     switch ((n + 15) / 16) {
         SHORT_CASE(1)
         SHORT_CASE(2)

@@ -20,10 +20,10 @@ typedef enum sg_fwd_op { SG_OP_SOFTMAX, SG_OP_LOG_SOFTMAX, SG_OP_LOGSUMEXP } sg_
 #define SG_CHUNK_MIN ((size_t)1 << 16)
 #define SG_MAX_CHUNKS 1024
 /* Elements of work per thread task when rows are split across threads. */
-#define SG_TASK_ELEMS ((size_t)32768)
+#define SG_TASK_ELEMS ((size_t)16384)
 /* Below this much work a call stays on the caller's thread: waking the
  * pool costs more than it saves. */
-#define SG_PARALLEL_MIN_ELEMS ((size_t)65536)
+#define SG_PARALLEL_MIN_ELEMS ((size_t)16384)
 
 /* Chunk length for a row of n (a multiple of 64); returns the count. */
 static inline size_t sg_chunking(size_t n, size_t *chunk) {

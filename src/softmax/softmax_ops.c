@@ -18,13 +18,16 @@
 /* Two-pass domain: |x / T| <= this keeps k = round(x log2 e) exact. */
 #define TWO_PASS_LIMIT 1.0e7
 /*
- * AUTO: three-pass while the row stays in L2 between its passes (then it
- * costs one read and one write of memory and one exp per element), the
- * algorithm below for longer rows (two memory reads and one write).
- * Measured with `softgate bench softmax` (BENCHMARKS.md).
+ * AUTO: three-pass while the row fits in the last-level cache between its
+ * passes (then memory sees one read and one write, and each exponential is
+ * computed once), two-pass above (two reads and one write, no max pass).
+ * Measured with `softgate bench softmax` on Zen 4 (BENCHMARKS.md): three-
+ * pass is fastest up to n = 1M on 1 and 2 threads; at n = 16M two-pass is
+ * 1.23x three-pass on 2 threads. The choice depends on n alone, never on the
+ * thread count, so results stay identical for every thread count.
  */
-#define AUTO_THREE_PASS_MAX_N ((size_t)1 << 16)
-#define AUTO_LONG_ALGORITHM SG_SOFTMAX_ONLINE
+#define AUTO_THREE_PASS_MAX_N ((size_t)1 << 22)
+#define AUTO_LONG_ALGORITHM SG_SOFTMAX_TWO_PASS
 
 const char *sg_softmax_algorithm_name(sg_softmax_algorithm a) {
     switch (a) {
