@@ -51,18 +51,19 @@ static inline __m512 exp_split(__m512 t, __m512 *k) {
     return poly_exp_reduced(r);
 }
 
-/* exp(d) with the kernels' flush rule; NaN propagates (the flush compare is
- * ordered, so NaN lanes keep their NaN). */
+/*
+ * exp(d) for the shifted arguments of softmax (d <= 0). Arguments below
+ * -150 are clamped there, where 2^k underflows to exactly 0: -inf gives 0,
+ * and NaN stays NaN (vmaxps returns its second operand when one is NaN).
+ * Outputs below 2^-126 come out denormal or 0.
+ */
 static inline __m512 exp_ps(__m512 d) {
-    /* |d| <= 88 here (or flushed): one reduction step is exact. */
+    d = _mm512_max_ps(_mm512_set1_ps(-150.0f), d);
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(LOG2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(MINUS_LN2_HI), d);
     r = _mm512_fmadd_ps(k, _mm512_set1_ps(PLUS_LN2_LO), r);
-    __m512 p = poly_exp_reduced(r);
-    __m512 e = _mm512_scalef_ps(p, k);
-    __mmask16 tiny = _mm512_cmp_ps_mask(d, _mm512_set1_ps(FLUSH_BELOW), _CMP_LT_OQ);
-    return _mm512_mask_mov_ps(e, tiny, _mm512_setzero_ps());
+    return _mm512_scalef_ps(poly_exp_reduced(r), k);
 }
 
 static inline __mmask16 tail_mask(size_t rem) {
@@ -97,8 +98,12 @@ float sg_rmax_f32__avx512_u64(size_t n, const float *x) {
 
 /* Shared body of expsum and expsum_store; `store` is a constant after
  * inlining, so each caller gets a loop without the branch. */
+/* (x - max) * c, skipping the product when c == 1 (the common T = 1;
+ * `unit` is a constant after inlining). */
+#define SHIFTED(v) (unit ? _mm512_sub_ps((v), vmax) : _mm512_mul_ps(_mm512_sub_ps((v), vmax), vc))
+
 static inline __attribute__((always_inline)) double
-expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
+expsum_body(size_t n, const float *x, float *y, float max, float c, int store, int unit) {
     const __m512 vmax = _mm512_set1_ps(max), vc = _mm512_set1_ps(c);
     __m512d dlo = _mm512_setzero_pd(), dhi = _mm512_setzero_pd();
     size_t i = 0;
@@ -106,10 +111,10 @@ expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
         size_t end = n - i > SG_SUM_BLOCK ? i + SG_SUM_BLOCK : n;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (; i + U <= end; i += U) {
-            __m512 e0 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmax), vc));
-            __m512 e1 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vmax), vc));
-            __m512 e2 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 32), vmax), vc));
-            __m512 e3 = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 48), vmax), vc));
+            __m512 e0 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i)));
+            __m512 e1 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i + 16)));
+            __m512 e2 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i + 32)));
+            __m512 e3 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i + 48)));
             if (store) {
                 _mm512_storeu_ps(y + i, e0);
                 _mm512_storeu_ps(y + i + 16, e1);
@@ -122,14 +127,14 @@ expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
             a3 = _mm512_add_ps(a3, e3);
         }
         for (; i + 16 <= end; i += 16) {
-            __m512 e = exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmax), vc));
+            __m512 e = exp_ps(SHIFTED(_mm512_loadu_ps(x + i)));
             if (store) _mm512_storeu_ps(y + i, e);
             a0 = _mm512_add_ps(a0, e);
         }
         if (i < end) {
             __mmask16 m = tail_mask(end - i);
             __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-            __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_mul_ps(_mm512_sub_ps(v, vmax), vc)));
+            __m512 e = _mm512_maskz_mov_ps(m, exp_ps(SHIFTED(v)));
             if (store) _mm512_mask_storeu_ps(y + i, m, e);
             a1 = _mm512_add_ps(a1, e);
             i = end;
@@ -140,12 +145,12 @@ expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
 }
 
 double sg_expsum_f32__avx512_u64(size_t n, const float *x, float max, float c) {
-    return expsum_body(n, x, NULL, max, c, 0);
+    return c == 1.0f ? expsum_body(n, x, NULL, max, c, 0, 1) : expsum_body(n, x, NULL, max, c, 0, 0);
 }
 
 double sg_expsum_store_f32__avx512_u64(size_t n, const float *x, float *y,
                                        float max, float c) {
-    return expsum_body(n, x, y, max, c, 1);
+    return c == 1.0f ? expsum_body(n, x, y, max, c, 1, 1) : expsum_body(n, x, y, max, c, 1, 0);
 }
 
 void sg_scale_f32__avx512_u64(size_t n, const float *x, float *y, float s) {

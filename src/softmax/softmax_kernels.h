@@ -5,8 +5,9 @@
  * Kernels are single-threaded, allocate nothing and trust their arguments
  * (the ops in softmax_ops.c check them). In every formula c = 1/T and
  * "exp" is the kernel's float exponential: relative error <= 2 ulp for
- * arguments >= -87.33, and exactly 0 below that (outputs under 2^-126 are
- * flushed), NaN in gives NaN out. Sums are accumulated in float lanes over
+ * arguments >= -87.33; below that the result is denormal or 0 (outputs under
+ * 2^-126 carry no accuracy guarantee), exp(-inf) is exactly 0, and NaN in
+ * gives NaN out. Sums are accumulated in float lanes over
  * blocks of at most 1024 elements, then in double, so their error does not
  * grow with n.
  */
