@@ -112,24 +112,30 @@ static void check_isa(sg_isa isa, bufs *b) {
             }
         }
     }
-    /* Short-row kernel: several rows with a stride, against the reference. */
+    /* Short-row kernel, softmax and log-softmax: several rows with a
+     * stride, against the reference. */
     const size_t short_max = isa == SG_ISA_AVX512 ? 128 : 64;
-    for (size_t n = 1; n <= short_max; n++) {
-        size_t rows = 5, ld = n + 3;
-        fill(b->x, rows * ld, n, 6.0f);
-        size_t done = K(softmax_short)(rows, n, b->x, ld, b->y, ld, 1.3f);
-        R(softmax_short)(rows, n, b->x, ld, b->z, ld, 1.3f);
-        CHECK(done == rows, "%s softmax_short n=%zu completed %zu rows", in, n, done);
-        for (size_t r = 0; r < rows; r++)
-            for (size_t i = 0; i < n; i++)
-                CHECK(test_rel(b->y[r * ld + i], b->z[r * ld + i]) < 1e-6 || b->z[r * ld + i] < 1e-37f,
-                      "%s softmax_short n=%zu r=%zu i=%zu", in, n, r, i);
-        /* A row with +inf stops the kernel before it writes that row. */
-        b->x[2 * ld + n / 2] = INFINITY;
-        b->y[2 * ld] = -7.0f;
-        done = K(softmax_short)(rows, n, b->x, ld, b->y, ld, 1.0f);
-        CHECK(done == 2 && b->y[2 * ld] == -7.0f, "%s softmax_short +inf n=%zu: done %zu", in, n, done);
-    }
+    for (int log_out = 0; log_out < 2; log_out++)
+        for (size_t n = 1; n <= short_max; n++) {
+            size_t rows = 5, ld = n + 3;
+            fill(b->x, rows * ld, n, 6.0f);
+            size_t done = K(softmax_short)(rows, n, b->x, ld, b->y, ld, 1.3f, log_out);
+            R(softmax_short)(rows, n, b->x, ld, b->z, ld, 1.3f, log_out);
+            CHECK(done == rows, "%s softmax_short n=%zu completed %zu rows", in, n, done);
+            for (size_t r = 0; r < rows; r++)
+                for (size_t i = 0; i < n; i++) {
+                    float got = b->y[r * ld + i], want = b->z[r * ld + i];
+                    int ok = log_out ? fabsf(got - want) <= 1e-6f * (1.0f + fabsf(want))
+                                     : test_rel(got, want) < 1e-6 || want < 1e-37f;
+                    CHECK(ok, "%s softmax_short log=%d n=%zu r=%zu i=%zu: %g vs %g", in, log_out, n, r, i,
+                          got, want);
+                }
+            /* A row with +inf stops the kernel before it writes that row. */
+            b->x[2 * ld + n / 2] = INFINITY;
+            b->y[2 * ld] = -7.0f;
+            done = K(softmax_short)(rows, n, b->x, ld, b->y, ld, 1.0f, log_out);
+            CHECK(done == 2 && b->y[2 * ld] == -7.0f, "%s softmax_short +inf n=%zu: done %zu", in, n, done);
+        }
 #undef K
 #undef R
 }

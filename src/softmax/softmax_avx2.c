@@ -219,20 +219,22 @@ void sg_expscale_store_f32__avx2_u32(size_t n, const float *x, float *y,
 #undef EXPSCALE
 }
 
-/* (x - max) * c - off; where x - max overflows to -inf (|x|, |max| near
- * FLT_MAX) but the scaled difference does not, x*c - max*c instead. */
-static inline __m256 shift_one(__m256 x, __m256 vmax, __m256 vc, __m256 vmaxc, __m256 voff) {
+/* (x - max) * c; where x - max overflows to -inf (|x|, |max| near FLT_MAX)
+ * but the scaled difference does not, x*c - max*c instead. */
+static inline __m256 scaled_diff(__m256 x, __m256 vmax, __m256 vc) {
     __m256 d = _mm256_sub_ps(x, vmax);
     __m256 ovf = _mm256_cmp_ps(d, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    __m256 v = _mm256_blendv_ps(_mm256_mul_ps(d, vc), _mm256_fmsub_ps(x, vc, vmaxc), ovf);
-    return _mm256_sub_ps(v, voff);
+    return _mm256_blendv_ps(_mm256_mul_ps(d, vc), _mm256_fmsub_ps(x, vc, _mm256_mul_ps(vmax, vc)), ovf);
+}
+
+static inline __m256 shift_one(__m256 x, __m256 vmax, __m256 vc, __m256 voff) {
+    return _mm256_sub_ps(scaled_diff(x, vmax, vc), voff);
 }
 
 void sg_shift_store_f32__avx2_u32(size_t n, const float *x, float *y, float max,
                                   float c, float off) {
     const __m256 vmax = _mm256_set1_ps(max), vc = _mm256_set1_ps(c), voff = _mm256_set1_ps(off);
-    const __m256 vmaxc = _mm256_set1_ps(max * c);
-#define SHIFT(v) shift_one((v), vmax, vc, vmaxc, voff)
+#define SHIFT(v) shift_one((v), vmax, vc, voff)
     ELEMENTWISE(SHIFT)
 #undef SHIFT
 }
@@ -371,7 +373,7 @@ void sg_logsoftmax_bwd_f32__avx2_u32(size_t n, const float *y, const float *dy,
 
 /* Short rows in registers: up to 8 ymm (64 floats); NV constant per case. */
 static inline __attribute__((always_inline)) int
-short_row(const float *x, float *y, size_t n, int nv, __m256 vc) {
+short_row(const float *x, float *y, size_t n, int nv, __m256 vc, int log_out) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     __m256i last = tail_mask(n - 8 * (size_t)(nv - 1));
     __m256 v[8];
@@ -385,23 +387,28 @@ short_row(const float *x, float *y, size_t n, int nv, __m256 vc) {
     const __m256 vmax = _mm256_set1_ps(m);
     __m256 s = _mm256_setzero_ps();
     for (int k = 0; k < nv; k++) {
-        v[k] = exp_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], vmax), vc));
-        s = _mm256_add_ps(s, v[k]);
+        v[k] = log_out ? scaled_diff(v[k], vmax, vc) /* d = (x - max) c */
+                       : _mm256_mul_ps(_mm256_sub_ps(v[k], vmax), vc);
+        __m256 e = exp_ps(v[k]);
+        s = _mm256_add_ps(s, e);
+        if (!log_out) v[k] = e;
     }
-    const __m256 inv = _mm256_set1_ps(1.0f / hsum_ps(s));
-    for (int k = 0; k < nv - 1; k++) _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(v[k], inv));
-    _mm256_maskstore_ps(y + 8 * (nv - 1), last, _mm256_mul_ps(v[nv - 1], inv));
+    /* softmax: e * (1/s); log-softmax: d - log s. */
+    const __m256 f = _mm256_set1_ps(log_out ? logf(hsum_ps(s)) : 1.0f / hsum_ps(s));
+    for (int k = 0; k < nv; k++) v[k] = log_out ? _mm256_sub_ps(v[k], f) : _mm256_mul_ps(v[k], f);
+    for (int k = 0; k < nv - 1; k++) _mm256_storeu_ps(y + 8 * k, v[k]);
+    _mm256_maskstore_ps(y + 8 * (nv - 1), last, v[nv - 1]);
     return 1;
 }
 
 #define SHORT_CASE(NV)                                                        \
     case NV:                                                                  \
         for (; r < rows; r++)                                                 \
-            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc)) return r;   \
+            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, log_out)) return r; \
         return rows;
 
 size_t sg_softmax_short_f32__avx2(size_t rows, size_t n, const float *x,
-                                  size_t ldx, float *y, size_t ldy, float c) {
+                                  size_t ldx, float *y, size_t ldy, float c, int log_out) {
     const __m256 vc = _mm256_set1_ps(c);
     size_t r = 0;
     switch ((n + 7) / 8) {

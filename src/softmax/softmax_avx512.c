@@ -289,21 +289,24 @@ void sg_extexp_store_f32__avx512_u64(size_t n, const float *x, float *y, float c
     }
 }
 
-/* (x - max) * c - off; where x - max overflows to -inf (|x|, |max| near
- * FLT_MAX) but the scaled difference does not, x*c - max*c instead. */
-static inline __m512 shift_one(__m512 x, __m512 vmax, __m512 vc, __m512 vmaxc, __m512 voff) {
+/* (x - max) * c; where x - max overflows to -inf (|x|, |max| near FLT_MAX)
+ * but the scaled difference does not, x*c - max*c instead. */
+static inline __m512 scaled_diff(__m512 x, __m512 vmax, __m512 vc) {
     __m512 d = _mm512_sub_ps(x, vmax);
     __mmask16 ovf = _mm512_cmp_ps_mask(d, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    __m512 v = _mm512_mask_mov_ps(_mm512_mul_ps(d, vc), ovf, _mm512_fmsub_ps(x, vc, vmaxc));
-    return _mm512_sub_ps(v, voff);
+    return _mm512_mask_mov_ps(_mm512_mul_ps(d, vc), ovf,
+                              _mm512_fmsub_ps(x, vc, _mm512_mul_ps(vmax, vc)));
+}
+
+static inline __m512 shift_one(__m512 x, __m512 vmax, __m512 vc, __m512 voff) {
+    return _mm512_sub_ps(scaled_diff(x, vmax, vc), voff);
 }
 
 void sg_shift_store_f32__avx512_u64(size_t n, const float *x, float *y, float max,
                                     float c, float off) {
     const __m512 vmax = _mm512_set1_ps(max), vc = _mm512_set1_ps(c), voff = _mm512_set1_ps(off);
-    const __m512 vmaxc = _mm512_set1_ps(max * c);
     size_t i = 0;
-#define SHIFT(v) shift_one((v), vmax, vc, vmaxc, voff)
+#define SHIFT(v) shift_one((v), vmax, vc, voff)
     for (; i + U <= n; i += U) {
         _mm512_storeu_ps(y + i, SHIFT(_mm512_loadu_ps(x + i)));
         _mm512_storeu_ps(y + i + 16, SHIFT(_mm512_loadu_ps(x + i + 16)));
@@ -372,12 +375,35 @@ void sg_logsoftmax_bwd_f32__avx512_u64(size_t n, const float *y, const float *dy
 }
 
 /*
+ * log(s) for the row sums of the short kernels (s >= 1, finite): s = m 2^e
+ * with m in [0.75, 1.5), log m = 2 atanh(z), z = (m - 1) / (m + 1),
+ * |z| <= 0.2, by its odd series to z^9 (error below 2e-8 absolute).
+ */
+static inline __m512 log_ps(__m512 s) {
+    __m512 m = _mm512_getmant_ps(s, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_src);
+    __m512 e = _mm512_getexp_ps(_mm512_mul_ps(s, _mm512_set1_ps(4.0f / 3.0f)));
+    __m512 z = _mm512_div_ps(_mm512_sub_ps(m, _mm512_set1_ps(1.0f)), _mm512_add_ps(m, _mm512_set1_ps(1.0f)));
+    __m512 z2 = _mm512_mul_ps(z, z);
+    __m512 p = _mm512_fmadd_ps(z2, _mm512_set1_ps(2.0f / 9.0f), _mm512_set1_ps(2.0f / 7.0f));
+    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(2.0f / 5.0f));
+    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(2.0f / 3.0f));
+    p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(2.0f));
+    return _mm512_fmadd_ps(e, _mm512_set1_ps(0x1.62E430p-1f), _mm512_fmadd_ps(p, z, _mm512_mul_ps(e, _mm512_set1_ps(-PLUS_LN2_LO))));
+}
+
+/* The output of a short row from d = (x - max) c, e = exp(d) and the row
+ * sum s: softmax e / s, log-softmax d - log s. */
+static inline __m512 short_out(__m512 d, __m512 e, __m512 s_or_log, int log_out) {
+    return log_out ? _mm512_sub_ps(d, s_or_log) : _mm512_div_ps(e, s_or_log);
+}
+
+/*
  * Short rows in registers: up to 8 zmm (128 floats). NV is a constant in
  * each instantiation below, so v[] lives in registers and the row is read
  * once and written once.
  */
 static inline __attribute__((always_inline)) int
-short_row(const float *x, float *y, size_t n, int nv, __m512 vc) {
+short_row(const float *x, float *y, size_t n, int nv, __m512 vc, int log_out) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
     __m512 v[8];
@@ -390,12 +416,18 @@ short_row(const float *x, float *y, size_t n, int nv, __m512 vc) {
     const __m512 vmax = _mm512_set1_ps(m);
     __m512 s = _mm512_setzero_ps();
     for (int k = 0; k < nv; k++) {
-        v[k] = exp_ps(_mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc));
-        s = _mm512_add_ps(s, v[k]);
+        v[k] = log_out ? scaled_diff(v[k], vmax, vc) /* d = (x - max) c */
+                       : _mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc);
+        __m512 e = exp_ps(v[k]);
+        s = _mm512_add_ps(s, e);
+        if (!log_out) v[k] = e;
     }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s));
-    for (int k = 0; k < nv - 1; k++) _mm512_storeu_ps(y + 16 * k, _mm512_mul_ps(v[k], inv));
-    _mm512_mask_storeu_ps(y + 16 * (nv - 1), last, _mm512_mul_ps(v[nv - 1], inv));
+    /* softmax: e * (1/s); log-softmax: d - log s. */
+    const float sum = _mm512_reduce_add_ps(s);
+    const __m512 f = _mm512_set1_ps(log_out ? logf(sum) : 1.0f / sum);
+    for (int k = 0; k < nv; k++) v[k] = log_out ? _mm512_sub_ps(v[k], f) : _mm512_mul_ps(v[k], f);
+    for (int k = 0; k < nv - 1; k++) _mm512_storeu_ps(y + 16 * k, v[k]);
+    _mm512_mask_storeu_ps(y + 16 * (nv - 1), last, v[nv - 1]);
     return 1;
 }
 
@@ -418,8 +450,9 @@ static inline __m512 half_reduce_add(__m512 v) {
     return _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
 }
 
-static size_t softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,
-                            __m512 vc) {
+static inline __attribute__((always_inline)) size_t
+softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy, __m512 vc,
+              int log_out) {
     const __mmask8 m8 = (__mmask8)((1u << n) - 1u);
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const int dense = n == 8 && ldx == 8 && ldy == 8; /* two rows = one vector */
@@ -432,8 +465,9 @@ static size_t softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, f
         __m512 mx = half_reduce_max(v);
         if (_mm512_cmp_ps_mask(_mm512_sub_ps(mx, mx), _mm512_setzero_ps(), _CMP_EQ_OQ) != 0xFFFF)
             return r; /* +-inf or NaN max in one of the two rows */
-        __m512 e = exp_ps(_mm512_mul_ps(_mm512_sub_ps(v, mx), vc));
-        __m512 out = _mm512_div_ps(e, half_reduce_add(e));
+        __m512 d = log_out ? scaled_diff(v, mx, vc) : _mm512_mul_ps(_mm512_sub_ps(v, mx), vc);
+        __m512 e = exp_ps(d), s = half_reduce_add(e);
+        __m512 out = short_out(d, e, log_out ? log_ps(s) : s, log_out);
         float *y0 = y + r * ldy;
         if (dense) {
             _mm512_storeu_ps(y0, out);
@@ -448,15 +482,16 @@ static size_t softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, f
 #define SHORT_CASE(NV)                                                        \
     case NV:                                                                  \
         for (; r < rows; r++)                                                 \
-            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc)) return r;   \
+            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, log_out)) return r; \
         return rows;
 
 size_t sg_softmax_short_f32__avx512(size_t rows, size_t n, const float *x,
-                                    size_t ldx, float *y, size_t ldy, float c) {
+                                    size_t ldx, float *y, size_t ldy, float c, int log_out) {
     const __m512 vc = _mm512_set1_ps(c);
     size_t r = 0;
     if (n <= 8 && n > 0) {
-        r = softmax_pairs(rows, n, x, ldx, y, ldy, vc);
+        r = log_out ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, 1)
+                    : softmax_pairs(rows, n, x, ldx, y, ldy, vc, 0);
         if (r + 1 < rows) return r; /* stopped at a pair with a special value */
     }
     switch ((n + 15) / 16) {

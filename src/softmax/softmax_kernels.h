@@ -60,12 +60,14 @@ typedef void sg_softmax_bwd_fn(size_t n, const float *y, const float *dy,
 typedef void sg_logsoftmax_bwd_fn(size_t n, const float *y, const float *dy,
                                   float *dx, float sum, float c);
 /*
- * Softmax of whole short rows (n <= the table's short_max_n) held in
- * registers. Stops before the first row whose max is +-inf (or NaN-only)
- * and returns how many rows it completed; a row with a NaN and a finite max
- * is completed as all NaN. y may equal x (ldy == ldx).
+ * Softmax (log_out == 0) or log-softmax (log_out == 1) of whole short rows
+ * (n <= the table's short_max_n) held in registers: one read and one write
+ * per row. Stops before the first row whose max is +-inf (or NaN-only) and
+ * returns how many rows it completed; a row with a NaN and a finite max is
+ * completed as all NaN. y may equal x (ldy == ldx).
  */
 typedef size_t sg_softmax_short_fn(size_t rows, size_t n, const float *x,
-                                   size_t ldx, float *y, size_t ldy, float c);
+                                   size_t ldx, float *y, size_t ldy, float c,
+                                   int log_out);
 
 #endif

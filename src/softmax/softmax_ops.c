@@ -190,7 +190,7 @@ typedef struct rows_task {
 } rows_task;
 
 static int uses_short_kernel(const sg_fwd_job *j) {
-    return j->op == SG_OP_SOFTMAX && !sg_job_masked(j) && j->algorithm == SG_SOFTMAX_THREE_PASS &&
+    return j->op != SG_OP_LOGSUMEXP && !sg_job_masked(j) && j->algorithm == SG_SOFTMAX_THREE_PASS &&
            j->n > 0 && j->n <= j->k->softmax_short_max_n;
 }
 
@@ -201,7 +201,7 @@ static void run_rows(const sg_fwd_job *j, size_t r0, size_t r1) {
     }
     for (size_t r = r0; r < r1;) {
         r += j->k->softmax_short(r1 - r, j->n, j->x + r * j->ldx, j->ldx, j->y + r * j->ldy,
-                                 j->ldy, j->c);
+                                 j->ldy, j->c, j->op == SG_OP_LOG_SOFTMAX);
         if (r < r1) sg_masked_row(j, r++); /* the row the kernel stopped at */
     }
 }

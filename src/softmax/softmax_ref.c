@@ -122,14 +122,19 @@ void sg_logsoftmax_bwd_f32__ref(size_t n, const float *y, const float *dy,
 }
 
 size_t sg_softmax_short_f32__ref(size_t rows, size_t n, const float *x,
-                                 size_t ldx, float *y, size_t ldy, float c) {
+                                 size_t ldx, float *y, size_t ldy, float c, int log_out) {
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
         float *yr = y + r * ldy;
         float mx = sg_rmax_f32__ref(n, xr);
         if (!isfinite(mx)) return r;
-        double s = sg_expsum_store_f32__ref(n, xr, yr, mx, c);
-        sg_scale_f32__ref(n, yr, yr, (float)(1.0 / s));
+        if (log_out) {
+            double s = sg_expsum_f32__ref(n, xr, mx, c);
+            sg_shift_store_f32__ref(n, xr, yr, mx, c, (float)log(s));
+        } else {
+            double s = sg_expsum_store_f32__ref(n, xr, yr, mx, c);
+            sg_scale_f32__ref(n, yr, yr, (float)(1.0 / s));
+        }
     }
     return rows;
 }
