@@ -66,6 +66,18 @@ static inline __m512 exp_ps(__m512 d) {
     return _mm512_scalef_ps(poly_exp_reduced(r), k);
 }
 
+/* exp(t) = p * 2^k with one reduction step: exact for |t| <= 2^17, where
+ * t log2 e rounds to within 2^-7 of itself, so |r| <= 0.352. */
+static inline __m512 exp_split_narrow(__m512 t, __m512 *k) {
+    *k = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(LOG2E)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(*k, _mm512_set1_ps(MINUS_LN2_HI), t);
+    r = _mm512_fmadd_ps(*k, _mm512_set1_ps(PLUS_LN2_LO), r);
+    return poly_exp_reduced(r);
+}
+
+#define NARROW_LIMIT 131072.0f /* 2^17 */
+
 static inline __mmask16 tail_mask(size_t rem) {
     return (__mmask16)((1u << rem) - 1u);
 }
@@ -224,8 +236,36 @@ static inline void ext_fold(__m512d dm[2], __m512d de[2], __m512 m, __m512 e) {
     ext_add_pd(&dm[1], &de[1], mhi, ehi);
 }
 
-void sg_extexp_sum_f32__avx512_u64(size_t n, const float *x, float c, sg_extsum *out) {
+/* One unrolled step of pass 1; `wide` and `unit` are constants after
+ * inlining. */
+static inline __attribute__((always_inline)) void
+ext_step(__m512 x0, __m512 x1, __m512 x2, __m512 x3, __m512 vc, int unit, int wide, __m512 *m0,
+         __m512 *e0, __m512 *m1, __m512 *e1, __m512 *m2, __m512 *e2, __m512 *m3, __m512 *e3) {
+    __m512 k0, k1, k2, k3, p0, p1, p2, p3;
+#define T(v) (unit ? (v) : _mm512_mul_ps((v), vc))
+    if (wide) {
+        p0 = exp_split(T(x0), &k0);
+        p1 = exp_split(T(x1), &k1);
+        p2 = exp_split(T(x2), &k2);
+        p3 = exp_split(T(x3), &k3);
+    } else {
+        p0 = exp_split_narrow(T(x0), &k0);
+        p1 = exp_split_narrow(T(x1), &k1);
+        p2 = exp_split_narrow(T(x2), &k2);
+        p3 = exp_split_narrow(T(x3), &k3);
+    }
+#undef T
+    ext_add(m0, e0, p0, k0);
+    ext_add(m1, e1, p1, k1);
+    ext_add(m2, e2, p2, k2);
+    ext_add(m3, e3, p3, k3);
+}
+
+static inline __attribute__((always_inline)) void
+extexp_sum_body(size_t n, const float *x, float c, sg_extsum *out, int unit) {
     const __m512 vc = _mm512_set1_ps(c), empty = _mm512_set1_ps(EXT_EMPTY);
+    /* Blocks whose |x c| stay under 2^17 take the one-step reduction. */
+    const __m512 hi = _mm512_set1_ps(NARROW_LIMIT / c), lo = _mm512_set1_ps(-NARROW_LIMIT / c);
     __m512 vmax = _mm512_set1_ps(-INFINITY), vmin = _mm512_set1_ps(INFINITY);
     __m512d dm[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
     __m512d de[2] = {_mm512_set1_pd(EXT_EMPTY), _mm512_set1_pd(EXT_EMPTY)};
@@ -237,17 +277,16 @@ void sg_extexp_sum_f32__avx512_u64(size_t n, const float *x, float c, sg_extsum 
         for (; i + U <= end; i += U) {
             __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
             __m512 x2 = _mm512_loadu_ps(x + i + 32), x3 = _mm512_loadu_ps(x + i + 48);
-            vmax = _mm512_max_ps(vmax, _mm512_max_ps(_mm512_max_ps(x0, x1), _mm512_max_ps(x2, x3)));
-            vmin = _mm512_min_ps(vmin, _mm512_min_ps(_mm512_min_ps(x0, x1), _mm512_min_ps(x2, x3)));
-            __m512 k0, k1, k2, k3;
-            __m512 p0 = exp_split(_mm512_mul_ps(x0, vc), &k0);
-            __m512 p1 = exp_split(_mm512_mul_ps(x1, vc), &k1);
-            __m512 p2 = exp_split(_mm512_mul_ps(x2, vc), &k2);
-            __m512 p3 = exp_split(_mm512_mul_ps(x3, vc), &k3);
-            ext_add(&m0, &e0, p0, k0);
-            ext_add(&m1, &e1, p1, k1);
-            ext_add(&m2, &e2, p2, k2);
-            ext_add(&m3, &e3, p3, k3);
+            __m512 lmax = _mm512_max_ps(_mm512_max_ps(x0, x1), _mm512_max_ps(x2, x3));
+            __m512 lmin = _mm512_min_ps(_mm512_min_ps(x0, x1), _mm512_min_ps(x2, x3));
+            vmax = _mm512_max_ps(vmax, lmax);
+            vmin = _mm512_min_ps(vmin, lmin);
+            /* NaN lanes compare false and take the narrow path: the row is
+             * recomputed by three-pass anyway. */
+            if (_mm512_cmp_ps_mask(lmax, hi, _CMP_GT_OQ) | _mm512_cmp_ps_mask(lmin, lo, _CMP_LT_OQ))
+                ext_step(x0, x1, x2, x3, vc, unit, 1, &m0, &e0, &m1, &e1, &m2, &e2, &m3, &e3);
+            else
+                ext_step(x0, x1, x2, x3, vc, unit, 0, &m0, &e0, &m1, &e1, &m2, &e2, &m3, &e3);
         }
         for (; i < end; i += 16) {
             __mmask16 m = end - i >= 16 ? (__mmask16)0xFFFF : tail_mask(end - i);
@@ -273,15 +312,22 @@ void sg_extexp_sum_f32__avx512_u64(size_t n, const float *x, float c, sg_extsum 
     out->min = _mm512_reduce_min_ps(vmin);
 }
 
+void sg_extexp_sum_f32__avx512_u64(size_t n, const float *x, float c, sg_extsum *out) {
+    if (c == 1.0f) extexp_sum_body(n, x, c, out, 1);
+    else extexp_sum_body(n, x, c, out, 0);
+}
+
 void sg_extexp_store_f32__avx512_u64(size_t n, const float *x, float *y, float c,
                                      float inv_m, float e) {
     const __m512 vc = _mm512_set1_ps(c), vinv = _mm512_set1_ps(inv_m), ve = _mm512_set1_ps(e);
-    const __m512 limit = _mm512_set1_ps(-126.0f);
+    const __m512 limit = _mm512_set1_ps(-126.0f), big = _mm512_set1_ps(NARROW_LIMIT);
     size_t i = 0;
     for (; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
-        __m512 k;
-        __m512 p = exp_split(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vc), &k);
+        __m512 k, t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vc);
+        __m512 p;
+        if (_mm512_cmp_ps_mask(_mm512_abs_ps(t), big, _CMP_GT_OQ)) p = exp_split(t, &k);
+        else p = exp_split_narrow(t, &k);
         __m512 d = _mm512_sub_ps(k, ve);
         __m512 v = _mm512_scalef_ps(_mm512_mul_ps(p, vinv), d);
         v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(d, limit, _CMP_LT_OQ), _mm512_setzero_ps());
