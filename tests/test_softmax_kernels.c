@@ -136,6 +136,32 @@ static void check_isa(sg_isa isa, bufs *b) {
             done = K(softmax_short)(rows, n, b->x, ld, b->y, ld, 1.0f, log_out);
             CHECK(done == 2 && b->y[2 * ld] == -7.0f, "%s softmax_short +inf n=%zu: done %zu", in, n, done);
         }
+    /* Short-row backward, both modes, strided, then in place (dx == dy). */
+    for (int log_mode = 0; log_mode < 2; log_mode++)
+        for (size_t n = 1; n <= short_max; n++) {
+            size_t rows = 5, ld = n + 2;
+            fill(b->x, rows * ld, n + 5, 1.0f); /* y: treated as (log-)probabilities */
+            fill(b->w, rows * ld, n + 6, 1.0f); /* dy */
+            K(softmax_bwd_short)(rows, n, b->x, ld, b->w, ld, b->y, ld, 0.8f, log_mode);
+            R(softmax_bwd_short)(rows, n, b->x, ld, b->w, ld, b->z, ld, 0.8f, log_mode);
+            for (size_t r = 0; r < rows; r++) {
+                /* The rounding scale: the row's reduction of magnitudes. */
+                const float *yr = b->x + r * ld, *dr = b->w + r * ld;
+                double mag = 0.0;
+                for (size_t i = 0; i < n; i++) mag += log_mode ? fabs(dr[i]) : fabs(yr[i] * dr[i]);
+                for (size_t i = 0; i < n; i++) {
+                    float got = b->y[r * ld + i], want = b->z[r * ld + i];
+                    double scale = log_mode ? fabs(dr[i]) + exp(yr[i]) * mag : fabs(yr[i]) * (fabs(dr[i]) + mag);
+                    CHECK(fabs(got - want) <= 1e-6 * scale + 1e-30,
+                          "%s softmax_bwd_short log=%d n=%zu r=%zu i=%zu: %g vs %g", in, log_mode, n, r,
+                          i, got, want);
+                }
+            }
+            K(softmax_bwd_short)(rows, n, b->x, ld, b->w, ld, b->w, ld, 0.8f, log_mode);
+            for (size_t r = 0; r < rows; r++)
+                CHECK(memcmp(b->w + r * ld, b->y + r * ld, n * sizeof(float)) == 0,
+                      "%s softmax_bwd_short in place n=%zu row %zu", in, n, r);
+        }
 #undef K
 #undef R
 }

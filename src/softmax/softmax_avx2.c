@@ -423,3 +423,45 @@ size_t sg_softmax_short_f32__avx2(size_t rows, size_t n, const float *x,
     }
     return 0; /* n == 0 or n > 64: not for this kernel */
 }
+
+/* Backward of short rows in registers (up to 8 ymm of y and of dy). */
+static inline __attribute__((always_inline)) void
+bwd_short_row(const float *y, const float *dy, float *dx, size_t n, int nv, __m256 vc, int log_mode) {
+    __m256i last = tail_mask(n - 8 * (size_t)(nv - 1)), full = tail_mask(8);
+    __m256 vy[8], vd[8];
+    __m256 acc = _mm256_setzero_ps();
+    for (int k = 0; k < nv; k++) {
+        __m256i m = k == nv - 1 ? last : full;
+        vy[k] = _mm256_maskload_ps(y + 8 * k, m);
+        vd[k] = _mm256_maskload_ps(dy + 8 * k, m);
+        acc = log_mode ? _mm256_add_ps(acc, vd[k]) : _mm256_fmadd_ps(vy[k], vd[k], acc);
+    }
+    const __m256 red = _mm256_set1_ps(hsum_ps(acc));
+    for (int k = 0; k < nv; k++) {
+        __m256 out = log_mode ? _mm256_mul_ps(_mm256_fnmadd_ps(exp_ps(vy[k]), red, vd[k]), vc)
+                              : _mm256_mul_ps(_mm256_mul_ps(vy[k], _mm256_sub_ps(vd[k], red)), vc);
+        _mm256_maskstore_ps(dx + 8 * k, k == nv - 1 ? last : full, out);
+    }
+}
+
+#define BWD_CASE(NV)                                                                   \
+    case NV:                                                                           \
+        for (size_t r = 0; r < rows; r++)                                              \
+            bwd_short_row(y + r * ldy, dy + r * lddy, dx + r * lddx, n, NV, vc, log_mode); \
+        return;
+
+void sg_softmax_bwd_short_f32__avx2(size_t rows, size_t n, const float *y, size_t ldy,
+                                    const float *dy, size_t lddy, float *dx, size_t lddx, float c,
+                                    int log_mode) {
+    const __m256 vc = _mm256_set1_ps(c);
+    switch ((n + 7) / 8) {
+        BWD_CASE(1)
+        BWD_CASE(2)
+        BWD_CASE(3)
+        BWD_CASE(4)
+        BWD_CASE(5)
+        BWD_CASE(6)
+        BWD_CASE(7)
+        BWD_CASE(8)
+    }
+}

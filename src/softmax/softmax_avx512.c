@@ -552,3 +552,77 @@ size_t sg_softmax_short_f32__avx512(size_t rows, size_t n, const float *x,
     }
     return 0; /* n == 0 or n > 128: not for this kernel */
 }
+
+/*
+ * Backward of short rows in registers (up to 8 zmm of y and of dy), and
+ * two rows per zmm for n <= 8. Masked-off lanes load as 0 and add nothing
+ * to the row's reduction.
+ */
+static inline __attribute__((always_inline)) __m512
+bwd_out(__m512 y, __m512 dy, __m512 red, __m512 vc, int log_mode) {
+    return log_mode ? _mm512_mul_ps(_mm512_fnmadd_ps(exp_ps(y), red, dy), vc)
+                    : _mm512_mul_ps(_mm512_mul_ps(y, _mm512_sub_ps(dy, red)), vc);
+}
+
+static inline __attribute__((always_inline)) void
+bwd_short_row(const float *y, const float *dy, float *dx, size_t n, int nv, __m512 vc, int log_mode) {
+    __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
+    __m512 vy[8], vd[8];
+    __m512 acc = _mm512_setzero_ps();
+    for (int k = 0; k < nv; k++) {
+        __mmask16 m = k == nv - 1 ? last : (__mmask16)0xFFFF;
+        vy[k] = _mm512_maskz_loadu_ps(m, y + 16 * k);
+        vd[k] = _mm512_maskz_loadu_ps(m, dy + 16 * k);
+        acc = log_mode ? _mm512_add_ps(acc, vd[k]) : _mm512_fmadd_ps(vy[k], vd[k], acc);
+    }
+    const __m512 red = _mm512_set1_ps(_mm512_reduce_add_ps(acc));
+    for (int k = 0; k < nv; k++)
+        _mm512_mask_storeu_ps(dx + 16 * k, k == nv - 1 ? last : (__mmask16)0xFFFF,
+                              bwd_out(vy[k], vd[k], red, vc, log_mode));
+}
+
+static inline __attribute__((always_inline)) size_t
+bwd_pairs(size_t rows, size_t n, const float *y, size_t ldy, const float *dy, size_t lddy, float *dx,
+          size_t lddx, __m512 vc, int log_mode) {
+    const __mmask8 m8 = (__mmask8)((1u << n) - 1u);
+    size_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        const float *y0 = y + r * ldy, *d0 = dy + r * lddy;
+        __m512 vy = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_maskz_loadu_ps(m8, y0)),
+                                       _mm256_maskz_loadu_ps(m8, y0 + ldy), 1);
+        __m512 vd = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_maskz_loadu_ps(m8, d0)),
+                                       _mm256_maskz_loadu_ps(m8, d0 + lddy), 1);
+        __m512 red = half_reduce_add(log_mode ? vd : _mm512_mul_ps(vy, vd));
+        __m512 out = bwd_out(vy, vd, red, vc, log_mode);
+        float *x0 = dx + r * lddx;
+        _mm256_mask_storeu_ps(x0, m8, _mm512_castps512_ps256(out));
+        _mm256_mask_storeu_ps(x0 + lddx, m8, _mm512_extractf32x8_ps(out, 1));
+    }
+    return r;
+}
+
+#define BWD_CASE(NV)                                                                   \
+    case NV:                                                                           \
+        for (; r < rows; r++)                                                          \
+            bwd_short_row(y + r * ldy, dy + r * lddy, dx + r * lddx, n, NV, vc, log_mode); \
+        return;
+
+void sg_softmax_bwd_short_f32__avx512(size_t rows, size_t n, const float *y, size_t ldy,
+                                      const float *dy, size_t lddy, float *dx, size_t lddx,
+                                      float c, int log_mode) {
+    const __m512 vc = _mm512_set1_ps(c);
+    size_t r = 0;
+    if (n <= 8 && n > 0)
+        r = log_mode ? bwd_pairs(rows, n, y, ldy, dy, lddy, dx, lddx, vc, 1)
+                     : bwd_pairs(rows, n, y, ldy, dy, lddy, dx, lddx, vc, 0);
+    switch ((n + 15) / 16) {
+        BWD_CASE(1)
+        BWD_CASE(2)
+        BWD_CASE(3)
+        BWD_CASE(4)
+        BWD_CASE(5)
+        BWD_CASE(6)
+        BWD_CASE(7)
+        BWD_CASE(8)
+    }
+}

@@ -56,11 +56,21 @@ static void write(const bwd_job *j, size_t r, size_t i0, size_t len, float reduc
             if (is_removed(j, r, i0 + i)) dx[i] = 0.0f;
 }
 
+static void bwd_rows(const bwd_job *j, size_t r0, size_t r1) {
+    if (!j->keep && !j->add && j->n <= j->k->softmax_short_max_n) {
+        /* Short rows: one kernel call for the whole range, rows in registers. */
+        j->k->softmax_bwd_short(r1 - r0, j->n, j->y + r0 * j->ldy, j->ldy, j->dy + r0 * j->lddy,
+                                j->lddy, j->dx + r0 * j->lddx, j->lddx, j->c,
+                                j->kind == BWD_LOG_SOFTMAX);
+        return;
+    }
+    for (size_t r = r0; r < r1; r++) write(j, r, 0, j->n, (float)reduce(j, r, 0, j->n));
+}
+
 static void bwd_rows_task(void *arg, size_t t) {
     const bwd_job *j = arg;
     size_t per = sg_rows_per_task(j->n), r0 = t * per;
-    size_t r1 = r0 + per < j->rows ? r0 + per : j->rows;
-    for (size_t r = r0; r < r1; r++) write(j, r, 0, j->n, (float)reduce(j, r, 0, j->n));
+    bwd_rows(j, r0, r0 + per < j->rows ? r0 + per : j->rows);
 }
 
 static void bwd_chunk_task(void *arg, size_t t) {
@@ -121,7 +131,7 @@ static sg_status backward(sg_context *ctx, const char *name, bwd_kind kind, size
         return SG_OK;
     }
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) {
-        for (size_t r = 0; r < rows; r++) write(&j, r, 0, n, (float)reduce(&j, r, 0, n));
+        bwd_rows(&j, 0, rows);
         return SG_OK;
     }
     size_t per = sg_rows_per_task(n);

@@ -70,4 +70,14 @@ typedef size_t sg_softmax_short_fn(size_t rows, size_t n, const float *x,
                                    size_t ldx, float *y, size_t ldy, float c,
                                    int log_out);
 
+/*
+ * Backward of whole short rows (n <= the table's short_max_n) in registers:
+ * softmax (log_mode == 0): dx = y * (dy - sum_j y_j dy_j) * c;
+ * log-softmax (log_mode == 1): dx = (dy - exp(y) * sum_j dy_j) * c.
+ * dx may equal dy (lddx == lddy).
+ */
+typedef void sg_softmax_bwd_short_fn(size_t rows, size_t n, const float *y, size_t ldy,
+                                     const float *dy, size_t lddy, float *dx, size_t lddx,
+                                     float c, int log_mode);
+
 #endif

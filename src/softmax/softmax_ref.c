@@ -138,3 +138,16 @@ size_t sg_softmax_short_f32__ref(size_t rows, size_t n, const float *x,
     }
     return rows;
 }
+
+void sg_softmax_bwd_short_f32__ref(size_t rows, size_t n, const float *y, size_t ldy,
+                                   const float *dy, size_t lddy, float *dx, size_t lddx, float c,
+                                   int log_mode) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *yr = y + r * ldy, *dyr = dy + r * lddy;
+        float *dxr = dx + r * lddx;
+        if (log_mode)
+            sg_logsoftmax_bwd_f32__ref(n, yr, dyr, dxr, (float)sg_sum_f32__ref(n, dyr), c);
+        else
+            sg_softmax_bwd_f32__ref(n, yr, dyr, dxr, (float)sg_dot_f32__ref(n, yr, dyr), c);
+    }
+}
