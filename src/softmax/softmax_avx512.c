@@ -335,17 +335,21 @@ void sg_extexp_store_f32__avx512_u64(size_t n, const float *x, float *y, float c
     }
 }
 
-/* (x - max) * c; where x - max overflows to -inf (|x|, |max| near FLT_MAX)
- * but the scaled difference does not, x*c - max*c instead. */
-static inline __m512 scaled_diff(__m512 x, __m512 vmax, __m512 vc) {
+/* (x - max) * c on the lanes in `valid`. Where x - max overflows to -inf
+ * (|x|, |max| near FLT_MAX) but the scaled difference does not, x*c - max*c
+ * instead; that branch is almost never taken (it is also taken, harmlessly,
+ * for x = -inf). */
+static inline __m512 scaled_diff(__m512 x, __m512 vmax, __m512 vc, __mmask16 valid) {
     __m512 d = _mm512_sub_ps(x, vmax);
-    __mmask16 ovf = _mm512_cmp_ps_mask(d, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    return _mm512_mask_mov_ps(_mm512_mul_ps(d, vc), ovf,
-                              _mm512_fmsub_ps(x, vc, _mm512_mul_ps(vmax, vc)));
+    __mmask16 ovf = _mm512_mask_cmp_ps_mask(valid, d, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    if (__builtin_expect(ovf != 0, 0))
+        return _mm512_mask_mov_ps(_mm512_mul_ps(d, vc), ovf,
+                                  _mm512_fmsub_ps(x, vc, _mm512_mul_ps(vmax, vc)));
+    return _mm512_mul_ps(d, vc);
 }
 
 static inline __m512 shift_one(__m512 x, __m512 vmax, __m512 vc, __m512 voff) {
-    return _mm512_sub_ps(scaled_diff(x, vmax, vc), voff);
+    return _mm512_sub_ps(scaled_diff(x, vmax, vc, 0xFFFF), voff);
 }
 
 void sg_shift_store_f32__avx512_u64(size_t n, const float *x, float *y, float max,
@@ -428,7 +432,10 @@ void sg_logsoftmax_bwd_f32__avx512_u64(size_t n, const float *y, const float *dy
 static inline __m512 log_ps(__m512 s) {
     __m512 m = _mm512_getmant_ps(s, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_src);
     __m512 e = _mm512_getexp_ps(_mm512_mul_ps(s, _mm512_set1_ps(4.0f / 3.0f)));
-    __m512 z = _mm512_div_ps(_mm512_sub_ps(m, _mm512_set1_ps(1.0f)), _mm512_add_ps(m, _mm512_set1_ps(1.0f)));
+    /* 1 / (m + 1) by rcp14 and one Newton step (relative error ~2^-28). */
+    __m512 den = _mm512_add_ps(m, _mm512_set1_ps(1.0f)), inv = _mm512_rcp14_ps(den);
+    inv = _mm512_mul_ps(inv, _mm512_fnmadd_ps(den, inv, _mm512_set1_ps(2.0f)));
+    __m512 z = _mm512_mul_ps(_mm512_sub_ps(m, _mm512_set1_ps(1.0f)), inv);
     __m512 z2 = _mm512_mul_ps(z, z);
     __m512 p = _mm512_fmadd_ps(z2, _mm512_set1_ps(2.0f / 9.0f), _mm512_set1_ps(2.0f / 7.0f));
     p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(2.0f / 5.0f));
@@ -462,7 +469,7 @@ short_row(const float *x, float *y, size_t n, int nv, __m512 vc, int log_out) {
     const __m512 vmax = _mm512_set1_ps(m);
     __m512 s = _mm512_setzero_ps();
     for (int k = 0; k < nv; k++) {
-        v[k] = log_out ? scaled_diff(v[k], vmax, vc) /* d = (x - max) c */
+        v[k] = log_out ? scaled_diff(v[k], vmax, vc, k == nv - 1 ? last : 0xFFFF) /* d = (x - max) c */
                        : _mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc);
         __m512 e = exp_ps(v[k]);
         s = _mm512_add_ps(s, e);
@@ -511,7 +518,8 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
         __m512 mx = half_reduce_max(v);
         if (_mm512_cmp_ps_mask(_mm512_sub_ps(mx, mx), _mm512_setzero_ps(), _CMP_EQ_OQ) != 0xFFFF)
             return r; /* +-inf or NaN max in one of the two rows */
-        __m512 d = log_out ? scaled_diff(v, mx, vc) : _mm512_mul_ps(_mm512_sub_ps(v, mx), vc);
+        __m512 d = log_out ? scaled_diff(v, mx, vc, (__mmask16)(m8 | (m8 << 8)))
+                           : _mm512_mul_ps(_mm512_sub_ps(v, mx), vc);
         __m512 e = exp_ps(d), s = half_reduce_add(e);
         __m512 out = short_out(d, e, log_out ? log_ps(s) : s, log_out);
         float *y0 = y + r * ldy;
