@@ -203,7 +203,8 @@ SG_API sg_softmax_options sg_softmax_options_default(void);
  *   removed entry (any x, NaN/inf too)  0            -inf          ignored
  *   z_i = -inf, not removed             0            -inf          ignored
  *   every entry removed or -inf         all 0        all -inf      -inf
- *   any kept z_i NaN                    row NaN      row NaN       NaN
+ *   any kept z_i NaN                    NaN on kept  NaN on kept   NaN
+ *   (removed entries keep 0 / -inf)     entries      entries
  *   c >= 1 kept entries z_i = +inf      1/c there,   -log(c) there, +inf
  *   (no NaN)                            0 elsewhere  -inf elsewhere
  *   finite x, |x| up to 3.4e38          never overflows; exact up to the

@@ -64,6 +64,12 @@ static void check_isa(sg_isa isa, bufs *b) {
             K(expsum_store)(n, w, w, mx, c);
             CHECK(memcmp(w, y, n * sizeof *w) == 0, "%s expsum_store in place n=%zu", in, n);
 
+            /* shiftexpsum_store: the shifted values, and the sum of their exps. */
+            double s_shift = K(shiftexpsum_store)(n, x, y, mx, c);
+            CHECK(test_rel(s_shift, s_ref) < 1e-6, "%s shiftexpsum_store sum n=%zu", in, n);
+            for (size_t i = 0; i < n; i++)
+                CHECK(y[i] == (x[i] - mx) * c, "%s shiftexpsum_store n=%zu i=%zu: %g", in, n, i, y[i]);
+
             K(scale)(n, x, y, 0.37f);
             for (size_t i = 0; i < n; i++)
                 CHECK(y[i] == x[i] * 0.37f, "%s scale n=%zu i=%zu", in, n, i);

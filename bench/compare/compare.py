@@ -38,8 +38,8 @@ def command(impl, args, threads):
     if args.quick:
         common.append("--quick")
     if impl == "softgate":
-        return [args.softgate, "bench", "softmax", "--json"] + common + [
-            "--reps", "1"]
+        return [args.softgate, "bench", "softmax", "--json", "--algo",
+                "auto"] + common + ["--reps", "1"]
     if impl == "torch":
         return [args.python, os.path.join(HERE, "bench_torch.py")] + common
     if impl == "xnnpack" and args.op == "log_softmax":

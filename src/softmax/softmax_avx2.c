@@ -134,6 +134,15 @@ float sg_rmax_f32__avx2_u32(size_t n, const float *x) {
     return hmax_ps(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
 }
 
+/* (x - max) * c; where x - max overflows to -inf (|x|, |max| near FLT_MAX)
+ * but the scaled difference does not, x*c - max*c instead. */
+static inline __m256 scaled_diff(__m256 x, __m256 vmax, __m256 vc) {
+    __m256 d = _mm256_sub_ps(x, vmax);
+    __m256 ovf = _mm256_cmp_ps(d, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    return _mm256_blendv_ps(_mm256_mul_ps(d, vc), _mm256_fmsub_ps(x, vc, _mm256_mul_ps(vmax, vc)), ovf);
+}
+
+/* store: 0 nothing, 1 the terms exp(d), 2 the shifted values d. */
 static inline __attribute__((always_inline)) double
 expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
     const __m256 vmax = _mm256_set1_ps(max), vc = _mm256_set1_ps(c);
@@ -142,35 +151,27 @@ expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
     while (i < n) {
         size_t end = n - i > SG_SUM_BLOCK ? i + SG_SUM_BLOCK : n;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#define EXPSUM_STEP(v, ptr, acc, m)                                                     \
+    do {                                                                                \
+        __m256 d_ = store == 2 ? scaled_diff((v), vmax, vc)                             \
+                               : _mm256_mul_ps(_mm256_sub_ps((v), vmax), vc);           \
+        __m256 e_ = _mm256_and_ps(exp_ps(d_), _mm256_castsi256_ps(m));                  \
+        if (store == 1) _mm256_maskstore_ps((ptr), (m), e_);                            \
+        if (store == 2) _mm256_maskstore_ps((ptr), (m), d_);                            \
+        (acc) = _mm256_add_ps((acc), e_);                                               \
+    } while (0)
+        const __m256i all = tail_mask(8);
         for (; i + U <= end; i += U) {
-            __m256 e0 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax), vc));
-            __m256 e1 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vmax), vc));
-            __m256 e2 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 16), vmax), vc));
-            __m256 e3 = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 24), vmax), vc));
-            if (store) {
-                _mm256_storeu_ps(y + i, e0);
-                _mm256_storeu_ps(y + i + 8, e1);
-                _mm256_storeu_ps(y + i + 16, e2);
-                _mm256_storeu_ps(y + i + 24, e3);
-            }
-            a0 = _mm256_add_ps(a0, e0);
-            a1 = _mm256_add_ps(a1, e1);
-            a2 = _mm256_add_ps(a2, e2);
-            a3 = _mm256_add_ps(a3, e3);
+            EXPSUM_STEP(_mm256_loadu_ps(x + i), y + i, a0, all);
+            EXPSUM_STEP(_mm256_loadu_ps(x + i + 8), y + i + 8, a1, all);
+            EXPSUM_STEP(_mm256_loadu_ps(x + i + 16), y + i + 16, a2, all);
+            EXPSUM_STEP(_mm256_loadu_ps(x + i + 24), y + i + 24, a3, all);
         }
-        for (; i + 8 <= end; i += 8) {
-            __m256 e = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax), vc));
-            if (store) _mm256_storeu_ps(y + i, e);
-            a0 = _mm256_add_ps(a0, e);
+        for (; i < end; i += 8) {
+            __m256i m = tail_mask(end - i >= 8 ? 8 : end - i);
+            EXPSUM_STEP(_mm256_maskload_ps(x + i, m), y + i, a0, m);
         }
-        if (i < end) {
-            __m256i m = tail_mask(end - i);
-            __m256 e = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vmax), vc));
-            e = _mm256_and_ps(e, _mm256_castsi256_ps(m));
-            if (store) _mm256_maskstore_ps(y + i, m, e);
-            a1 = _mm256_add_ps(a1, e);
-            i = end;
-        }
+#undef EXPSUM_STEP
         fold(&dlo, &dhi, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     }
     return hsum_pd(dlo, dhi);
@@ -183,6 +184,11 @@ double sg_expsum_f32__avx2_u32(size_t n, const float *x, float max, float c) {
 double sg_expsum_store_f32__avx2_u32(size_t n, const float *x, float *y,
                                      float max, float c) {
     return expsum_body(n, x, y, max, c, 1);
+}
+
+double sg_shiftexpsum_store_f32__avx2_u32(size_t n, const float *x, float *y,
+                                          float max, float c) {
+    return expsum_body(n, x, y, max, c, 2);
 }
 
 /* Elementwise loop skeleton: OP maps one loaded vector to one result. */
@@ -217,14 +223,6 @@ void sg_expscale_store_f32__avx2_u32(size_t n, const float *x, float *y,
 #define EXPSCALE(v) _mm256_mul_ps(exp_ps(_mm256_mul_ps(_mm256_sub_ps((v), vmax), vc)), vs)
     ELEMENTWISE(EXPSCALE)
 #undef EXPSCALE
-}
-
-/* (x - max) * c; where x - max overflows to -inf (|x|, |max| near FLT_MAX)
- * but the scaled difference does not, x*c - max*c instead. */
-static inline __m256 scaled_diff(__m256 x, __m256 vmax, __m256 vc) {
-    __m256 d = _mm256_sub_ps(x, vmax);
-    __m256 ovf = _mm256_cmp_ps(d, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    return _mm256_blendv_ps(_mm256_mul_ps(d, vc), _mm256_fmsub_ps(x, vc, _mm256_mul_ps(vmax, vc)), ovf);
 }
 
 static inline __m256 shift_one(__m256 x, __m256 vmax, __m256 vc, __m256 voff) {

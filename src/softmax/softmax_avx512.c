@@ -108,48 +108,56 @@ float sg_rmax_f32__avx512_u64(size_t n, const float *x) {
     return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
 }
 
-/* Shared body of expsum and expsum_store; `store` is a constant after
- * inlining, so each caller gets a loop without the branch. */
+/* (x - max) * c on the lanes in `valid`. Where x - max overflows to -inf
+ * (|x|, |max| near FLT_MAX) but the scaled difference does not, x*c - max*c
+ * instead; that branch is almost never taken (it is also taken, harmlessly,
+ * for x = -inf). */
+static inline __m512 scaled_diff(__m512 x, __m512 vmax, __m512 vc, __mmask16 valid) {
+    __m512 d = _mm512_sub_ps(x, vmax);
+    __mmask16 ovf = _mm512_mask_cmp_ps_mask(valid, d, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    if (__builtin_expect(ovf != 0, 0))
+        return _mm512_mask_mov_ps(_mm512_mul_ps(d, vc), ovf,
+                                  _mm512_fmsub_ps(x, vc, _mm512_mul_ps(vmax, vc)));
+    return _mm512_mul_ps(d, vc);
+}
+
 /* (x - max) * c, skipping the product when c == 1 (the common T = 1;
  * `unit` is a constant after inlining). */
 #define SHIFTED(v) (unit ? _mm512_sub_ps((v), vmax) : _mm512_mul_ps(_mm512_sub_ps((v), vmax), vc))
 
+/*
+ * Shared body of expsum, expsum_store and shiftexpsum_store. `store` (a
+ * constant after inlining) says what is written: 0 nothing, 1 the terms
+ * exp(d), 2 the shifted values d themselves (log-softmax, so that its
+ * memory writes overlap the exponentials as softmax's do).
+ */
+#define EXPSUM_STEP(v, ptr, acc, wmask)                                            \
+    do {                                                                           \
+        __m512 d_ = store == 2 ? scaled_diff((v), vmax, vc, (wmask)) : SHIFTED(v); \
+        __m512 e_ = _mm512_maskz_mov_ps((wmask), exp_ps(d_));                     \
+        if (store == 1) _mm512_mask_storeu_ps((ptr), (wmask), e_);                 \
+        if (store == 2) _mm512_mask_storeu_ps((ptr), (wmask), d_);                 \
+        (acc) = _mm512_add_ps((acc), e_);                                          \
+    } while (0)
+
 static inline __attribute__((always_inline)) double
 expsum_body(size_t n, const float *x, float *y, float max, float c, int store, int unit) {
     const __m512 vmax = _mm512_set1_ps(max), vc = _mm512_set1_ps(c);
+    const __mmask16 all = 0xFFFF;
     __m512d dlo = _mm512_setzero_pd(), dhi = _mm512_setzero_pd();
     size_t i = 0;
     while (i < n) {
         size_t end = n - i > SG_SUM_BLOCK ? i + SG_SUM_BLOCK : n;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (; i + U <= end; i += U) {
-            __m512 e0 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i)));
-            __m512 e1 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i + 16)));
-            __m512 e2 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i + 32)));
-            __m512 e3 = exp_ps(SHIFTED(_mm512_loadu_ps(x + i + 48)));
-            if (store) {
-                _mm512_storeu_ps(y + i, e0);
-                _mm512_storeu_ps(y + i + 16, e1);
-                _mm512_storeu_ps(y + i + 32, e2);
-                _mm512_storeu_ps(y + i + 48, e3);
-            }
-            a0 = _mm512_add_ps(a0, e0);
-            a1 = _mm512_add_ps(a1, e1);
-            a2 = _mm512_add_ps(a2, e2);
-            a3 = _mm512_add_ps(a3, e3);
+            EXPSUM_STEP(_mm512_loadu_ps(x + i), y + i, a0, all);
+            EXPSUM_STEP(_mm512_loadu_ps(x + i + 16), y + i + 16, a1, all);
+            EXPSUM_STEP(_mm512_loadu_ps(x + i + 32), y + i + 32, a2, all);
+            EXPSUM_STEP(_mm512_loadu_ps(x + i + 48), y + i + 48, a3, all);
         }
-        for (; i + 16 <= end; i += 16) {
-            __m512 e = exp_ps(SHIFTED(_mm512_loadu_ps(x + i)));
-            if (store) _mm512_storeu_ps(y + i, e);
-            a0 = _mm512_add_ps(a0, e);
-        }
-        if (i < end) {
-            __mmask16 m = tail_mask(end - i);
-            __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-            __m512 e = _mm512_maskz_mov_ps(m, exp_ps(SHIFTED(v)));
-            if (store) _mm512_mask_storeu_ps(y + i, m, e);
-            a1 = _mm512_add_ps(a1, e);
-            i = end;
+        for (; i < end; i += 16) {
+            __mmask16 m = end - i >= 16 ? all : tail_mask(end - i);
+            EXPSUM_STEP(_mm512_maskz_loadu_ps(m, x + i), y + i, a0, m);
         }
         fold(&dlo, &dhi, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
     }
@@ -163,6 +171,11 @@ double sg_expsum_f32__avx512_u64(size_t n, const float *x, float max, float c) {
 double sg_expsum_store_f32__avx512_u64(size_t n, const float *x, float *y,
                                        float max, float c) {
     return c == 1.0f ? expsum_body(n, x, y, max, c, 1, 1) : expsum_body(n, x, y, max, c, 1, 0);
+}
+
+double sg_shiftexpsum_store_f32__avx512_u64(size_t n, const float *x, float *y,
+                                            float max, float c) {
+    return expsum_body(n, x, y, max, c, 2, 0);
 }
 
 void sg_scale_f32__avx512_u64(size_t n, const float *x, float *y, float s) {
@@ -333,19 +346,6 @@ void sg_extexp_store_f32__avx512_u64(size_t n, const float *x, float *y, float c
         v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(d, limit, _CMP_LT_OQ), _mm512_setzero_ps());
         _mm512_mask_storeu_ps(y + i, m, v);
     }
-}
-
-/* (x - max) * c on the lanes in `valid`. Where x - max overflows to -inf
- * (|x|, |max| near FLT_MAX) but the scaled difference does not, x*c - max*c
- * instead; that branch is almost never taken (it is also taken, harmlessly,
- * for x = -inf). */
-static inline __m512 scaled_diff(__m512 x, __m512 vmax, __m512 vc, __mmask16 valid) {
-    __m512 d = _mm512_sub_ps(x, vmax);
-    __mmask16 ovf = _mm512_mask_cmp_ps_mask(valid, d, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    if (__builtin_expect(ovf != 0, 0))
-        return _mm512_mask_mov_ps(_mm512_mul_ps(d, vc), ovf,
-                                  _mm512_fmsub_ps(x, vc, _mm512_mul_ps(vmax, vc)));
-    return _mm512_mul_ps(d, vc);
 }
 
 static inline __m512 shift_one(__m512 x, __m512 vmax, __m512 vc, __m512 voff) {

@@ -32,6 +32,10 @@ typedef double sg_expsum_fn(size_t n, const float *x, float max, float c);
 /* y_i = exp((x_i - max) * c); returns sum_i y_i. y may equal x. */
 typedef double sg_expsum_store_fn(size_t n, const float *x, float *y,
                                   float max, float c);
+/* y_i = (x_i - max) * c (as shift_store with off = 0); returns
+ * sum_i exp(y_i). The log-softmax pass that writes while it computes. */
+typedef double sg_shiftexpsum_store_fn(size_t n, const float *x, float *y,
+                                       float max, float c);
 /* y_i = x_i * s. y may equal x. */
 typedef void sg_scale_fn(size_t n, const float *x, float *y, float s);
 /* y_i = exp((x_i - max) * c) * s. y may equal x. */

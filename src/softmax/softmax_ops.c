@@ -125,6 +125,11 @@ static int row_three_pass(const sg_fwd_job *j, const float *x, float *out) {
     if (j->op == SG_OP_SOFTMAX) {
         double s = k->expsum_store(n, x, out, mx, j->c);
         k->scale(n, out, out, (float)(1.0 / s));
+    } else if (j->op == SG_OP_LOG_SOFTMAX) {
+        /* Write (x - max) c while summing, then subtract log(sum) in place:
+         * the writes overlap the exponentials, as in softmax. */
+        double s = k->shiftexpsum_store(n, x, out, mx, j->c);
+        k->shift_store(n, out, out, 0.0f, 1.0f, (float)log(s));
     } else {
         finish_from_max_sum(j, n, x, out, mx, k->expsum(n, x, mx, j->c));
     }

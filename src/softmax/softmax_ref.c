@@ -38,6 +38,16 @@ double sg_expsum_store_f32__ref(size_t n, const float *x, float *y, float max,
     return s;
 }
 
+double sg_shiftexpsum_store_f32__ref(size_t n, const float *x, float *y, float max, float c) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float d = x[i] - max; /* see shift_store for the overflow case */
+        y[i] = d == -INFINITY ? x[i] * c - max * c : d * c;
+        s += exp_flushed(y[i]);
+    }
+    return s;
+}
+
 void sg_scale_f32__ref(size_t n, const float *x, float *y, float s) {
     for (size_t i = 0; i < n; i++) y[i] = x[i] * s;
 }
