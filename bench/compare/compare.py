@@ -39,7 +39,7 @@ def command(impl, args, threads):
         common.append("--quick")
     if impl == "softgate":
         return [args.softgate, "bench", "softmax", "--json", "--algo",
-                "auto"] + common + ["--reps", "1"]
+                "auto"] + common + ["--reps", "3"]
     if impl == "torch":
         return [args.python, os.path.join(HERE, "bench_torch.py")] + common
     if impl == "xnnpack" and args.op == "log_softmax":

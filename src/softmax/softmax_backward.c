@@ -23,7 +23,7 @@ typedef struct bwd_job {
     const float *add;
     size_t add_ld;
     /* Long-row state (one row at a time). */
-    size_t row, chunk;
+    size_t row, chunk, chunks, groups;
     double *partial;
     float reduced;
     int phase;
@@ -80,6 +80,14 @@ static void bwd_chunk_task(void *arg, size_t t) {
     else write(j, j->row, i0, len, j->reduced);
 }
 
+/* Contiguous ranges of chunks, one per thread (see split_group_fn in
+ * softmax_ops.c): chunks keep their core between the two phases. */
+static void bwd_group_task(void *arg, size_t g) {
+    bwd_job *j = arg;
+    size_t c0 = g * j->chunks / j->groups, c1 = (g + 1) * j->chunks / j->groups;
+    for (size_t t = c0; t < c1; t++) bwd_chunk_task(j, t);
+}
+
 static sg_status check_bwd(sg_context *ctx, const char *name, size_t rows, size_t n,
                            const float *y, size_t ldy, const float *dy, size_t lddy, float *dx,
                            size_t lddx, const sg_softmax_options *o, float *c) {
@@ -117,16 +125,18 @@ static sg_status backward(sg_context *ctx, const char *name, bwd_kind kind, size
     j.add_ld = o.add_mask_ld;
     if (n >= SG_SPLIT_N) {
         size_t chunks = sg_chunking(n, &j.chunk);
+        j.chunks = chunks;
+        j.groups = (size_t)ctx->threads < chunks ? (size_t)ctx->threads : chunks;
         j.partial = ctx->scratch;
         for (size_t r = 0; r < rows; r++) {
             j.row = r;
             j.phase = 0;
-            sg_parallel_for(ctx, chunks, bwd_chunk_task, &j);
+            sg_parallel_for(ctx, j.groups, bwd_group_task, &j);
             double s = 0.0;
             for (size_t t = 0; t < chunks; t++) s += j.partial[t];
             j.reduced = (float)s;
             j.phase = 1;
-            sg_parallel_for(ctx, chunks, bwd_chunk_task, &j);
+            sg_parallel_for(ctx, j.groups, bwd_group_task, &j);
         }
         return SG_OK;
     }

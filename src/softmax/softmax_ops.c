@@ -233,7 +233,7 @@ typedef struct split_job {
     const sg_fwd_job *j;
     const float *x;
     float *out;
-    size_t chunk, chunks;
+    size_t chunk, chunks, groups;
     chunk_phase phase;
     float max; /* combined statistics, for the write phase */
     double sum;
@@ -267,9 +267,20 @@ static void split_task_fn(void *arg, size_t t) {
     }
 }
 
+/* One task per thread, each a contiguous range of chunks: the caller's
+ * thread usually claims range 0 in every phase, so a chunk tends to stay in
+ * the cache of the core that touched it in the previous phase (which the
+ * three-pass algorithm relies on). Which thread runs a range never changes
+ * the result: each chunk's partial is stored in its own slot. */
+static void split_group_fn(void *arg, size_t g) {
+    split_job *s = arg;
+    size_t c0 = g * s->chunks / s->groups, c1 = (g + 1) * s->chunks / s->groups;
+    for (size_t t = c0; t < c1; t++) split_task_fn(s, t);
+}
+
 static void run_phase(sg_context *ctx, split_job *s, chunk_phase phase) {
     s->phase = phase;
-    sg_parallel_for(ctx, s->chunks, split_task_fn, s);
+    sg_parallel_for(ctx, s->groups, split_group_fn, s);
 }
 
 /* Three-pass over chunks; returns 0 if the row needs the exact path. */
@@ -342,6 +353,7 @@ static void split_row(sg_context *ctx, const sg_fwd_job *j, size_t r) {
     s.x = j->x + r * j->ldx;
     s.out = sg_job_out(j, r);
     s.chunks = sg_chunking(j->n, &s.chunk);
+    s.groups = (size_t)ctx->threads < s.chunks ? (size_t)ctx->threads : s.chunks;
     s.parts = ctx->scratch;
     int ok;
     switch (j->algorithm) {
