@@ -371,7 +371,8 @@ void sg_logsoftmax_bwd_f32__avx2_u32(size_t n, const float *y, const float *dy,
 
 /* Short rows in registers: up to 8 ymm (64 floats); NV constant per case. */
 static inline __attribute__((always_inline)) int
-short_row(const float *x, float *y, size_t n, int nv, __m256 vc, int log_out) {
+short_row(const float *x, float *y, size_t n, int nv, __m256 vc, float t, int mode) {
+    const int log_out = mode == SG_SHORT_LOG_SOFTMAX;
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     __m256i last = tail_mask(n - 8 * (size_t)(nv - 1));
     __m256 v[8];
@@ -391,6 +392,10 @@ short_row(const float *x, float *y, size_t n, int nv, __m256 vc, int log_out) {
         s = _mm256_add_ps(s, e);
         if (!log_out) v[k] = e;
     }
+    if (mode == SG_SHORT_LOGSUMEXP) {
+        *y = (float)((double)m / t + log(hsum_ps(s)));
+        return 1;
+    }
     /* softmax: e * (1/s); log-softmax: d - log s. */
     const __m256 f = _mm256_set1_ps(log_out ? logf(hsum_ps(s)) : 1.0f / hsum_ps(s));
     for (int k = 0; k < nv; k++) v[k] = log_out ? _mm256_sub_ps(v[k], f) : _mm256_mul_ps(v[k], f);
@@ -402,11 +407,11 @@ short_row(const float *x, float *y, size_t n, int nv, __m256 vc, int log_out) {
 #define SHORT_CASE(NV)                                                        \
     case NV:                                                                  \
         for (; r < rows; r++)                                                 \
-            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, log_out)) return r; \
+            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, t, mode)) return r; \
         return rows;
 
 size_t sg_softmax_short_f32__avx2(size_t rows, size_t n, const float *x,
-                                  size_t ldx, float *y, size_t ldy, float c, int log_out) {
+                                  size_t ldx, float *y, size_t ldy, float c, float t, int mode) {
     const __m256 vc = _mm256_set1_ps(c);
     size_t r = 0;
     switch ((n + 7) / 8) {

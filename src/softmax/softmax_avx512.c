@@ -456,7 +456,8 @@ static inline __m512 short_out(__m512 d, __m512 e, __m512 s_or_log, int log_out)
  * once and written once.
  */
 static inline __attribute__((always_inline)) int
-short_row(const float *x, float *y, size_t n, int nv, __m512 vc, int log_out) {
+short_row(const float *x, float *y, size_t n, int nv, __m512 vc, float t, int mode) {
+    const int log_out = mode == SG_SHORT_LOG_SOFTMAX;
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
     __m512 v[8];
@@ -475,8 +476,12 @@ short_row(const float *x, float *y, size_t n, int nv, __m512 vc, int log_out) {
         s = _mm512_add_ps(s, e);
         if (!log_out) v[k] = e;
     }
-    /* softmax: e * (1/s); log-softmax: d - log s. */
     const float sum = _mm512_reduce_add_ps(s);
+    if (mode == SG_SHORT_LOGSUMEXP) {
+        *y = (float)((double)m / t + log(sum));
+        return 1;
+    }
+    /* softmax: e * (1/s); log-softmax: d - log s. */
     const __m512 f = _mm512_set1_ps(log_out ? logf(sum) : 1.0f / sum);
     for (int k = 0; k < nv; k++) v[k] = log_out ? _mm512_sub_ps(v[k], f) : _mm512_mul_ps(v[k], f);
     for (int k = 0; k < nv - 1; k++) _mm512_storeu_ps(y + 16 * k, v[k]);
@@ -505,7 +510,8 @@ static inline __m512 half_reduce_add(__m512 v) {
 
 static inline __attribute__((always_inline)) size_t
 softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy, __m512 vc,
-              int log_out) {
+              float t, int mode) {
+    const int log_out = mode == SG_SHORT_LOG_SOFTMAX;
     const __mmask8 m8 = (__mmask8)((1u << n) - 1u);
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const int dense = n == 8 && ldx == 8 && ldy == 8; /* two rows = one vector */
@@ -521,8 +527,15 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
         __m512 d = log_out ? scaled_diff(v, mx, vc, (__mmask16)(m8 | (m8 << 8)))
                            : _mm512_mul_ps(_mm512_sub_ps(v, mx), vc);
         __m512 e = exp_ps(d), s = half_reduce_add(e);
-        __m512 out = short_out(d, e, log_out ? log_ps(s) : s, log_out);
         float *y0 = y + r * ldy;
+        if (mode == SG_SHORT_LOGSUMEXP) { /* lanes 0 and 8: the two rows */
+            __m512 l = log_ps(s);
+            y0[0] = (float)((double)_mm512_cvtss_f32(mx) / t + _mm512_cvtss_f32(l));
+            y0[ldy] = (float)((double)_mm_cvtss_f32(_mm512_extractf32x4_ps(mx, 2)) / t +
+                              _mm_cvtss_f32(_mm512_extractf32x4_ps(l, 2)));
+            continue;
+        }
+        __m512 out = short_out(d, e, log_out ? log_ps(s) : s, log_out);
         if (dense) {
             _mm512_storeu_ps(y0, out);
         } else {
@@ -536,16 +549,18 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
 #define SHORT_CASE(NV)                                                        \
     case NV:                                                                  \
         for (; r < rows; r++)                                                 \
-            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, log_out)) return r; \
+            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, t, mode)) return r; \
         return rows;
 
 size_t sg_softmax_short_f32__avx512(size_t rows, size_t n, const float *x,
-                                    size_t ldx, float *y, size_t ldy, float c, int log_out) {
+                                    size_t ldx, float *y, size_t ldy, float c, float t, int mode) {
     const __m512 vc = _mm512_set1_ps(c);
     size_t r = 0;
     if (n <= 8 && n > 0) {
-        r = log_out ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, 1)
-                    : softmax_pairs(rows, n, x, ldx, y, ldy, vc, 0);
+        /* One instantiation per mode, so the loop carries no mode tests. */
+        r = mode == SG_SHORT_LOGSUMEXP     ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_LOGSUMEXP)
+            : mode == SG_SHORT_LOG_SOFTMAX ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_LOG_SOFTMAX)
+                                           : softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_SOFTMAX);
         if (r + 1 < rows) return r; /* stopped at a pair with a special value */
     }
     switch ((n + 15) / 16) {

@@ -64,15 +64,18 @@ typedef void sg_softmax_bwd_fn(size_t n, const float *y, const float *dy,
 typedef void sg_logsoftmax_bwd_fn(size_t n, const float *y, const float *dy,
                                   float *dx, float sum, float c);
 /*
- * Softmax (log_out == 0) or log-softmax (log_out == 1) of whole short rows
- * (n <= the table's short_max_n) held in registers: one read and one write
- * per row. Stops before the first row whose max is +-inf (or NaN-only) and
- * returns how many rows it completed; a row with a NaN and a finite max is
- * completed as all NaN. y may equal x (ldy == ldx).
+ * Whole short rows (n <= the table's short_max_n) held in registers, one
+ * read per row: mode SG_SHORT_SOFTMAX or SG_SHORT_LOG_SOFTMAX write the row
+ * of y (y may equal x, ldy == ldx); SG_SHORT_LOGSUMEXP writes one value,
+ * y[r * ldy] = max / t + log(sum) (t = T, so that the max term is not
+ * rounded through c = 1/T). Stops before the first row whose max is +-inf (or NaN-only)
+ * and returns how many rows it completed; a row with a NaN and a finite max
+ * is completed as NaN.
  */
+enum { SG_SHORT_SOFTMAX = 0, SG_SHORT_LOG_SOFTMAX = 1, SG_SHORT_LOGSUMEXP = 2 };
 typedef size_t sg_softmax_short_fn(size_t rows, size_t n, const float *x,
                                    size_t ldx, float *y, size_t ldy, float c,
-                                   int log_out);
+                                   float t, int mode);
 
 /*
  * Backward of whole short rows (n <= the table's short_max_n) in registers:

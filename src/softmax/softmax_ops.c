@@ -195,7 +195,7 @@ typedef struct rows_task {
 } rows_task;
 
 static int uses_short_kernel(const sg_fwd_job *j) {
-    return j->op != SG_OP_LOGSUMEXP && !sg_job_masked(j) && j->algorithm == SG_SOFTMAX_THREE_PASS &&
+    return !sg_job_masked(j) && j->algorithm == SG_SOFTMAX_THREE_PASS &&
            j->n > 0 && j->n <= j->k->softmax_short_max_n;
 }
 
@@ -205,8 +205,12 @@ static void run_rows(const sg_fwd_job *j, size_t r0, size_t r1) {
         return;
     }
     for (size_t r = r0; r < r1;) {
-        r += j->k->softmax_short(r1 - r, j->n, j->x + r * j->ldx, j->ldx, j->y + r * j->ldy,
-                                 j->ldy, j->c, j->op == SG_OP_LOG_SOFTMAX);
+        static const int modes[] = {[SG_OP_SOFTMAX] = SG_SHORT_SOFTMAX,
+                                    [SG_OP_LOG_SOFTMAX] = SG_SHORT_LOG_SOFTMAX,
+                                    [SG_OP_LOGSUMEXP] = SG_SHORT_LOGSUMEXP};
+        r += j->k->softmax_short(r1 - r, j->n, j->x + r * j->ldx, j->ldx, sg_job_out(j, r),
+                                 j->op == SG_OP_LOGSUMEXP ? 1 : j->ldy, j->c, j->temperature,
+                                 modes[j->op]);
         if (r < r1) sg_masked_row(j, r++); /* the row the kernel stopped at */
     }
 }

@@ -132,13 +132,15 @@ void sg_logsoftmax_bwd_f32__ref(size_t n, const float *y, const float *dy,
 }
 
 size_t sg_softmax_short_f32__ref(size_t rows, size_t n, const float *x,
-                                 size_t ldx, float *y, size_t ldy, float c, int log_out) {
+                                 size_t ldx, float *y, size_t ldy, float c, float t, int mode) {
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
         float *yr = y + r * ldy;
         float mx = sg_rmax_f32__ref(n, xr);
         if (!isfinite(mx)) return r;
-        if (log_out) {
+        if (mode == SG_SHORT_LOGSUMEXP) {
+            *yr = (float)((double)mx / t + log(sg_expsum_f32__ref(n, xr, mx, c)));
+        } else if (mode == SG_SHORT_LOG_SOFTMAX) {
             double s = sg_expsum_f32__ref(n, xr, mx, c);
             sg_shift_store_f32__ref(n, xr, yr, mx, c, (float)log(s));
         } else {
