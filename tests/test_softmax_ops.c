@@ -232,6 +232,38 @@ TEST(ops_bit_identical_for_every_thread_count) {
     }
 }
 
+/*
+ * Short rows pack two per vector on AVX-512: a row's bits must not depend
+ * on its partner, on a special row next to it, or on where the rows are cut
+ * into tasks (5461 rows per task for n = 3: odd).
+ */
+TEST(ops_bit_identical_short_rows_with_specials) {
+    static const size_t shapes[][2] = {{6000, 3}, {4096, 8}, {3001, 5}, {2000, 16}};
+    for (size_t si = 0; si < 4; si++) {
+        size_t rows = shapes[si][0], n = shapes[si][1];
+        float *x = random_rows(rows, n, 4.0, 0.0, 77 + si);
+        x[0] = INFINITY;               /* row 0 special */
+        x[5 * n + 1] = NAN;            /* row 5 */
+        x[(rows / 2) * n] = INFINITY;  /* a row in the middle */
+        x[(rows - 1) * n] = -INFINITY; /* the last row: just a -inf entry */
+        size_t total = 3 * rows * n + rows;
+        float *base = malloc(total * sizeof *base), *other = malloc(total * sizeof *other);
+        sg_context *one = test_context(1), *two = test_context(2), *three = test_context(3);
+        run_all(one, x, rows, n, SG_SOFTMAX_AUTO, base);
+        run_all(two, x, rows, n, SG_SOFTMAX_AUTO, other);
+        CHECK(memcmp(base, other, total * sizeof *base) == 0, "rows=%zu n=%zu: 1 vs 2 threads differ", rows, n);
+        run_all(three, x, rows, n, SG_SOFTMAX_AUTO, other);
+        CHECK(memcmp(base, other, total * sizeof *base) == 0, "rows=%zu n=%zu: 1 vs 3 threads differ", rows, n);
+        /* A row computed alone gives the same bits as inside the batch. */
+        float alone[16];
+        sg_softmax_options o = opts(SG_SOFTMAX_AUTO, 0.9f);
+        sg_softmax_f32(one, 1, n, x + 7 * n, n, alone, n, &o);
+        CHECK(memcmp(alone, base + 7 * n, n * sizeof *alone) == 0, "rows=%zu n=%zu: row 7 alone differs", rows, n);
+        sg_context_destroy(one), sg_context_destroy(two), sg_context_destroy(three);
+        free(x), free(base), free(other);
+    }
+}
+
 /* ---- backward against central finite differences ---------------------- */
 
 typedef enum { F_SOFTMAX, F_LOG_SOFTMAX, F_LSE } fd_fn;

@@ -514,16 +514,21 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
     const int log_out = mode == SG_SHORT_LOG_SOFTMAX;
     const __mmask8 m8 = (__mmask8)((1u << n) - 1u);
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
-    const int dense = n == 8 && ldx == 8 && ldy == 8; /* two rows = one vector */
     size_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
+    while (r < rows) {
+        /* A lone last row is paired with itself: every lane computes its
+         * own row alone, so a row's bits never depend on its partner (nor,
+         * through the partition of rows into tasks, on the thread count). */
+        const size_t r2 = r + 1 < rows ? r + 1 : r;
         const float *x0 = x + r * ldx;
+        const int dense = n == 8 && ldx == 8 && r2 == r + 1; /* two rows = one vector */
         __m512 v = dense ? _mm512_loadu_ps(x0)
                          : _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_mask_loadu_ps(ninf, m8, x0)),
-                                              _mm256_mask_loadu_ps(ninf, m8, x0 + ldx), 1);
+                                              _mm256_mask_loadu_ps(ninf, m8, x + r2 * ldx), 1);
         __m512 mx = half_reduce_max(v);
-        if (_mm512_cmp_ps_mask(_mm512_sub_ps(mx, mx), _mm512_setzero_ps(), _CMP_EQ_OQ) != 0xFFFF)
-            return r; /* +-inf or NaN max in one of the two rows */
+        __mmask16 finite = _mm512_cmp_ps_mask(_mm512_sub_ps(mx, mx), _mm512_setzero_ps(), _CMP_EQ_OQ);
+        if ((finite & 0xFF) != 0xFF) return r; /* +-inf or NaN max: row r takes the exact path */
+        const int both = r2 != r && finite == 0xFFFF;
         __m512 d = log_out ? scaled_diff(v, mx, vc, (__mmask16)(m8 | (m8 << 8)))
                            : _mm512_mul_ps(_mm512_sub_ps(v, mx), vc);
         __m512 e = exp_ps(d), s = half_reduce_add(e);
@@ -531,20 +536,24 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
         if (mode == SG_SHORT_LOGSUMEXP) { /* lanes 0 and 8: the two rows */
             __m512 l = log_ps(s);
             y0[0] = (float)((double)_mm512_cvtss_f32(mx) / t + _mm512_cvtss_f32(l));
-            y0[ldy] = (float)((double)_mm_cvtss_f32(_mm512_extractf32x4_ps(mx, 2)) / t +
-                              _mm_cvtss_f32(_mm512_extractf32x4_ps(l, 2)));
-            continue;
-        }
-        __m512 out = short_out(d, e, log_out ? log_ps(s) : s, log_out);
-        if (dense) {
-            _mm512_storeu_ps(y0, out);
+            if (both)
+                y0[ldy] = (float)((double)_mm_cvtss_f32(_mm512_extractf32x4_ps(mx, 2)) / t +
+                                  _mm_cvtss_f32(_mm512_extractf32x4_ps(l, 2)));
         } else {
-            _mm256_mask_storeu_ps(y0, m8, _mm512_castps512_ps256(out));
-            _mm256_mask_storeu_ps(y0 + ldy, m8, _mm512_extractf32x8_ps(out, 1));
+            __m512 out = short_out(d, e, log_out ? log_ps(s) : s, log_out);
+            if (both && n == 8 && ldy == 8) {
+                _mm512_storeu_ps(y0, out);
+            } else {
+                _mm256_mask_storeu_ps(y0, m8, _mm512_castps512_ps256(out));
+                if (both) _mm256_mask_storeu_ps(y0 + ldy, m8, _mm512_extractf32x8_ps(out, 1));
+            }
         }
+        /* If row r + 1 was special, the next pair starts at it and stops. */
+        r += both ? 2 : 1;
     }
     return r;
 }
+
 
 #define SHORT_CASE(NV)                                                        \
     case NV:                                                                  \
@@ -556,13 +565,10 @@ size_t sg_softmax_short_f32__avx512(size_t rows, size_t n, const float *x,
                                     size_t ldx, float *y, size_t ldy, float c, float t, int mode) {
     const __m512 vc = _mm512_set1_ps(c);
     size_t r = 0;
-    if (n <= 8 && n > 0) {
-        /* One instantiation per mode, so the loop carries no mode tests. */
-        r = mode == SG_SHORT_LOGSUMEXP     ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_LOGSUMEXP)
-            : mode == SG_SHORT_LOG_SOFTMAX ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_LOG_SOFTMAX)
-                                           : softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_SOFTMAX);
-        if (r + 1 < rows) return r; /* stopped at a pair with a special value */
-    }
+    if (n <= 8 && n > 0) /* one instantiation per mode: no mode tests in the loop */
+        return mode == SG_SHORT_LOGSUMEXP     ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_LOGSUMEXP)
+               : mode == SG_SHORT_LOG_SOFTMAX ? softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_LOG_SOFTMAX)
+                                              : softmax_pairs(rows, n, x, ldx, y, ldy, vc, t, SG_SHORT_SOFTMAX);
     switch ((n + 15) / 16) {
         SHORT_CASE(1)
         SHORT_CASE(2)
@@ -604,24 +610,23 @@ bwd_short_row(const float *y, const float *dy, float *dx, size_t n, int nv, __m5
                               bwd_out(vy[k], vd[k], red, vc, log_mode));
 }
 
-static inline __attribute__((always_inline)) size_t
+static inline __attribute__((always_inline)) void
 bwd_pairs(size_t rows, size_t n, const float *y, size_t ldy, const float *dy, size_t lddy, float *dx,
           size_t lddx, __m512 vc, int log_mode) {
     const __mmask8 m8 = (__mmask8)((1u << n) - 1u);
-    size_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
+    for (size_t r = 0; r < rows; r += 2) {
+        const size_t r2 = r + 1 < rows ? r + 1 : r; /* a lone row pairs with itself */
         const float *y0 = y + r * ldy, *d0 = dy + r * lddy;
         __m512 vy = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_maskz_loadu_ps(m8, y0)),
-                                       _mm256_maskz_loadu_ps(m8, y0 + ldy), 1);
+                                       _mm256_maskz_loadu_ps(m8, y + r2 * ldy), 1);
         __m512 vd = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_maskz_loadu_ps(m8, d0)),
-                                       _mm256_maskz_loadu_ps(m8, d0 + lddy), 1);
+                                       _mm256_maskz_loadu_ps(m8, dy + r2 * lddy), 1);
         __m512 red = half_reduce_add(log_mode ? vd : _mm512_mul_ps(vy, vd));
         __m512 out = bwd_out(vy, vd, red, vc, log_mode);
         float *x0 = dx + r * lddx;
         _mm256_mask_storeu_ps(x0, m8, _mm512_castps512_ps256(out));
-        _mm256_mask_storeu_ps(x0 + lddx, m8, _mm512_extractf32x8_ps(out, 1));
+        if (r2 != r) _mm256_mask_storeu_ps(x0 + lddx, m8, _mm512_extractf32x8_ps(out, 1));
     }
-    return r;
 }
 
 #define BWD_CASE(NV)                                                                   \
@@ -635,9 +640,11 @@ void sg_softmax_bwd_short_f32__avx512(size_t rows, size_t n, const float *y, siz
                                       float c, int log_mode) {
     const __m512 vc = _mm512_set1_ps(c);
     size_t r = 0;
-    if (n <= 8 && n > 0)
-        r = log_mode ? bwd_pairs(rows, n, y, ldy, dy, lddy, dx, lddx, vc, 1)
-                     : bwd_pairs(rows, n, y, ldy, dy, lddy, dx, lddx, vc, 0);
+    if (n <= 8 && n > 0) {
+        if (log_mode) bwd_pairs(rows, n, y, ldy, dy, lddy, dx, lddx, vc, 1);
+        else bwd_pairs(rows, n, y, ldy, dy, lddy, dx, lddx, vc, 0);
+        return;
+    }
     switch ((n + 15) / 16) {
         BWD_CASE(1)
         BWD_CASE(2)
