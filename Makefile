@@ -89,9 +89,13 @@ arm64:
 	$(MAKE) test BUILD=build-arm64 CC=$(ARM64_CC) \
 	  RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" TEST_ARGS="--quick"
 
+REQUIRE_ARM64 ?=
 check: test sanitize
 	@if command -v $(ARM64_CC) >/dev/null && command -v qemu-aarch64 >/dev/null; then \
-	  $(MAKE) arm64; else echo "== arm64 skipped: $(ARM64_CC) or qemu-aarch64 missing"; fi
+	  $(MAKE) arm64; \
+	elif [ -n "$(REQUIRE_ARM64)" ]; then \
+	  echo "== arm64 required but $(ARM64_CC) or qemu-aarch64 is missing" >&2; exit 1; \
+	else echo "== arm64 skipped: $(ARM64_CC) or qemu-aarch64 missing"; fi
 
 bench: all
 	$(BUILD)/softgate bench softmax

@@ -151,9 +151,22 @@ static double time_probe(sg_context *ctx, const shape *s) {
     return t / iters;
 }
 
-/* Checks one row of the op's output against a double-precision softmax
- * before timing: a fast wrong kernel must not produce a number. */
+/* Checks one row of the forward ops' output against a double-precision
+ * softmax before timing: a fast wrong kernel must not produce a number.
+ * (The backward kernels are checked by the test suite only.) */
 static void check_once(sg_context *ctx, op_id op, const shape *s, sg_softmax_algorithm algo) {
+    if (op == OP_LOGSUMEXP) {
+        run_op(ctx, op, s, algo);
+        size_t r = s->rows - 1, n = s->n;
+        double mx = -INFINITY, sum = 0.0;
+        for (size_t i = 0; i < n; i++) mx = s->x[r * n + i] > mx ? s->x[r * n + i] : mx;
+        for (size_t i = 0; i < n; i++) sum += exp((double)s->x[r * n + i] - mx);
+        if (!(fabs(s->lse[r] - (mx + log(sum))) <= 1e-5 * fmax(1.0, fabs(mx)))) {
+            fprintf(stderr, "softgate bench: logsumexp n=%zu is wrong; refusing to time it\n", n);
+            exit(1);
+        }
+        return;
+    }
     if (op != OP_SOFTMAX && op != OP_LOG_SOFTMAX) return;
     run_op(ctx, op, s, algo);
     size_t r = s->rows - 1, n = s->n;
@@ -216,7 +229,10 @@ int sg_bench_softmax_main(int argc, char **argv) {
         /* Backward inputs must be forward outputs (probabilities or
          * log-probabilities) for the timing to be representative. */
         sg_context *tmp;
-        sg_context_create(&tmp, 0);
+        if (sg_context_create(&tmp, 0) != SG_OK) {
+            fprintf(stderr, "softgate bench: cannot create a context\n");
+            return 1;
+        }
         if (c.op == OP_SOFTMAX_BWD) sg_softmax_f32(tmp, OUT_CACHE_ELEMS / 1000, 1000, x, 1000, x, 1000, NULL);
         else sg_log_softmax_f32(tmp, OUT_CACHE_ELEMS / 1000, 1000, x, 1000, x, 1000, NULL);
         sg_context_destroy(tmp);

@@ -3,6 +3,7 @@
  * calls the public API and prints. All computing happens in the library.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../bench/bench.h"
@@ -34,6 +35,11 @@ static int cmd_info(int argc, char **argv) {
         return 2;
     }
     printf("softgate %s\n", SG_VERSION_STRING);
+    const char *env = getenv("SOFTGATE_ISA");
+    if (env && *env && strcmp(env, "ref") && strcmp(env, "avx2") && strcmp(env, "avx512") &&
+        strcmp(env, "native"))
+        fprintf(stderr, "softgate: warning: SOFTGATE_ISA=%s is not ref, avx2, avx512 or native; "
+                        "using native\n", env);
     printf("cpu features: %s\n", sg_cpu_features());
     printf("isa in use:   %s\n", sg_isa_name(sg_active_isa()));
     printf("kernels:\n");

@@ -62,9 +62,10 @@ typedef struct sg_context sg_context;
 
 /*
  * Creates a context with `threads` worker threads in total (the calling
- * thread counts as one). threads == 0 means one per online CPU core.
- * On failure *ctx is set to NULL.
+ * thread counts as one), 1 to SG_MAX_THREADS; threads == 0 means one per
+ * online CPU core (at most SG_MAX_THREADS). On failure *ctx is set to NULL.
  */
+#define SG_MAX_THREADS 1024
 SG_API sg_status sg_context_create(sg_context **ctx, int threads);
 SG_API void sg_context_destroy(sg_context *ctx);
 SG_API int sg_context_threads(const sg_context *ctx);
@@ -89,7 +90,10 @@ SG_API sg_status sg_context_set_workspace(sg_context *ctx, void *buf, size_t byt
  * Runs fn(arg, task) for every task in [0, tasks) on the context's threads
  * (the caller's included) and returns when all are done; the order in which
  * tasks run is unspecified. Lets an engine share softgate's threads instead
- * of oversubscribing the cores.
+ * of oversubscribing the cores. A task may call sg_context_run on the same
+ * context (the nested tasks then run inline, on the task's thread) but must
+ * not call softgate ops with it: give such tasks a context of their own.
+ * NULL ctx or fn: nothing runs.
  */
 SG_API void sg_context_run(sg_context *ctx, size_t tasks, void (*fn)(void *arg, size_t task),
                            void *arg);
@@ -105,7 +109,8 @@ SG_API void sg_context_run(sg_context *ctx, size_t tasks, void (*fn)(void *arg, 
  *   avx2    x86-64 AVX2 + FMA
  *   avx512  x86-64 AVX-512 F + BW + DQ + VL
  *   native  the best the CPU has (default)
- * A level above what the CPU supports falls back to the best it has.
+ * A level above what the CPU supports falls back to the best it has; an
+ * unrecognized value is treated as native (`softgate info` warns).
  */
 typedef enum sg_isa {
     SG_ISA_REF = 0,
@@ -146,16 +151,20 @@ SG_API const char *sg_kernel_impl_name(size_t i);
  *                         since 1/T is rounded (see docs/KERNELS.md).
  * SG_SOFTMAX_ONLINE       Milakov & Gimelshein's online normalizer: running
  *                         max and rescaled running sum in one pass (rescaled
- *                         once per SIMD block, not per element), then a
- *                         second pass writes the output. Exact for every
- *                         finite input.
+ *                         once per block of 4096 elements, not per element),
+ *                         then a second pass writes the output. Exact for
+ *                         every finite input.
  * SG_SOFTMAX_AUTO         picks per row length from measured thresholds
  *                         (three-pass up to N = 2^22, where the row stays in
  *                         the last-level cache between passes; two-pass
  *                         above). Depends on N only, not on threads.
  *
- * Rows with a boolean or additive mask, and rows holding inf or NaN, are
- * computed by an exact masked path whatever the algorithm.
+ * Rows with a boolean or additive mask, rows holding inf or NaN, and every
+ * row when T > 1e36 are computed by an exact path (in double where it
+ * matters) whatever the algorithm.
+ *
+ * Pointers: x, y (and dy, dx) may be NULL only when rows * N == 0; lse and
+ * dlse are required whenever rows > 0.
  */
 typedef enum sg_softmax_algorithm {
     SG_SOFTMAX_AUTO = 0,
@@ -257,7 +266,9 @@ SG_API sg_status sg_log_softmax_backward_f32(sg_context *ctx, size_t rows, size_
 /*
  * logsumexp backward from x. lse may be NULL (recomputed from x) or the
  * saved forward result, which saves the max and sum passes; a non-finite
- * saved value makes that row recompute. dlse: [rows].
+ * saved value makes that row recompute, and masks always recompute. From a
+ * saved lse the relative error of dx grows with |lse| u (the saved float is
+ * rounded): pass NULL for the bound of the forward op. dlse: [rows].
  */
 SG_API sg_status sg_logsumexp_backward_f32(sg_context *ctx, size_t rows, size_t n,
                                     const float *x, size_t ldx,

@@ -389,3 +389,88 @@ TEST(context_runs_every_task_once) {
     sg_context *bad = (sg_context *)&buf;
     CHECK(sg_context_create(&bad, -1) == SG_ERR_ARGUMENT && bad == NULL, "negative threads");
 }
+
+/* ---- regressions from review ------------------------------------------ */
+
+TEST(ops_huge_values_with_extreme_temperatures) {
+    sg_context *ctx = test_context(1);
+    /* f64: x/T overflows double for T < 1, x differences do not. */
+    double xd[3] = {1e308, 1e308, 0.0}, yd[3], lse;
+    sg_softmax_options o = opts(SG_SOFTMAX_AUTO, 0.5f);
+    CHECK(sg_softmax_f64(ctx, 1, 3, xd, 3, yd, 3, &o) == SG_OK, "f64 status");
+    CHECK(yd[0] == 0.5 && yd[1] == 0.5 && yd[2] == 0.0, "f64 T=0.5 huge: %g %g %g", yd[0], yd[1], yd[2]);
+    CHECK(sg_logsumexp_f64(ctx, 1, 3, xd, 3, &lse, &o) == SG_OK && lse == INFINITY,
+          "f64 lse beyond double is +inf, got %g", lse);
+    /* f32: T = 1e38, x - max overflows float but (x - max) / T is -6. */
+    float x[2] = {3e38f, -3e38f}, y[2];
+    double want1 = 1.0 / (1.0 + exp(6.0));
+    for (int a = 0; a < N_ALGOS; a++) {
+        o = opts(algos[a], 1e38f);
+        CHECK(sg_softmax_f32(ctx, 1, 2, x, 2, y, 2, &o) == SG_OK, "f32 status");
+        CHECK(test_rel(y[1], want1) < 1e-5 && test_rel(y[0], 1.0 - want1) < 1e-6,
+              "%s T=1e38: %g %g, want %g", sg_softmax_algorithm_name(algos[a]), y[0], y[1], want1);
+    }
+    sg_context_destroy(ctx);
+}
+
+TEST(ops_logsumexp_backward_per_row_and_masked_zeros) {
+    sg_context *ctx = test_context(1);
+    float x[8] = {1, 2, 3, 4, 0.5f, 0.25f, INFINITY, 1}, lse[2], dlse[2] = {1.0f, 2.0f}, dx[8], ref[8];
+    sg_softmax_options o = opts(SG_SOFTMAX_AUTO, 1.0f);
+    sg_logsumexp_f32(ctx, 2, 4, x, 4, lse, &o);
+    CHECK(isfinite(lse[0]) && lse[1] == INFINITY, "lse %g %g", lse[0], lse[1]);
+    CHECK(sg_logsumexp_backward_f32(ctx, 2, 4, x, 4, lse, dlse, dx, 4, &o) == SG_OK, "status");
+    /* Row 0 from its saved value, row 1 recomputed: each as if alone. */
+    sg_logsumexp_backward_f32(ctx, 1, 4, x, 4, NULL, dlse, ref, 4, &o);
+    for (int i = 0; i < 4; i++) CHECK(test_rel(dx[i], ref[i]) < 1e-5, "row 0 i=%d %g vs %g", i, dx[i], ref[i]);
+    CHECK(dx[6] == 2.0f && dx[4] == 0.0f, "row 1 (+inf): %g %g", dx[4], dx[6]);
+    /* A removed entry gets exactly 0 even when dlse is inf. */
+    uint8_t keep[4] = {1, 0, 1, 1};
+    float inf_dlse = INFINITY;
+    o.keep_mask = keep;
+    CHECK(sg_logsumexp_backward_f32(ctx, 1, 4, x, 4, NULL, &inf_dlse, dx, 4, &o) == SG_OK, "masked");
+    CHECK(dx[1] == 0.0f, "removed entry with dlse = inf: %g", dx[1]);
+    /* NULL dlse is an argument error. */
+    CHECK(sg_logsumexp_backward_f32(ctx, 1, 4, x, 4, NULL, NULL, dx, 4, &o) == SG_ERR_ARGUMENT,
+          "NULL dlse");
+    sg_context_destroy(ctx);
+}
+
+typedef struct nest_job {
+    sg_context *ctx;
+    atomic_int inner;
+} nest_job;
+
+static void inner_task(void *arg, size_t t) {
+    (void)t;
+    atomic_fetch_add(&((nest_job *)arg)->inner, 1);
+}
+
+static void outer_task(void *arg, size_t t) {
+    nest_job *j = arg;
+    if (t % 16 == 0) sg_context_run(j->ctx, 8, inner_task, j);
+}
+
+TEST(context_nested_run_and_limits) {
+    nest_job j;
+    j.ctx = test_context(2);
+    atomic_init(&j.inner, 0);
+    sg_context_run(j.ctx, 64, outer_task, &j); /* must not deadlock */
+    CHECK(atomic_load(&j.inner) == 4 * 8, "nested tasks ran %d times", atomic_load(&j.inner));
+    /* Ops that ignore the algorithm accept any value in it. */
+    float y[4] = {0.1f, 0.2f, 0.3f, 0.4f}, dy[4] = {1, 2, 3, 4}, dx[4];
+    sg_softmax_options o = sg_softmax_options_default();
+    o.algorithm = (sg_softmax_algorithm)99;
+    CHECK(sg_softmax_backward_f32(j.ctx, 1, 4, y, 4, dy, 4, dx, 4, &o) == SG_OK, "backward ignores algorithm");
+    CHECK(sg_softmax_f32(j.ctx, 1, 4, y, 4, dx, 4, &o) == SG_ERR_ARGUMENT, "forward checks algorithm");
+    /* A mask whose rows run past the address space. */
+    o = sg_softmax_options_default();
+    uint8_t keep[4] = {1, 1, 1, 1};
+    o.keep_mask = keep;
+    o.keep_mask_ld = SIZE_MAX / 2;
+    CHECK(sg_softmax_f32(j.ctx, 4, 1, y, 1, dx, 1, &o) == SG_ERR_SHAPE, "mask stride overflow: %s",
+          sg_context_error(j.ctx));
+    sg_context_destroy(j.ctx);
+    sg_context *c = (sg_context *)&j;
+    CHECK(sg_context_create(&c, SG_MAX_THREADS + 1) == SG_ERR_ARGUMENT && c == NULL, "thread cap");
+}

@@ -39,10 +39,10 @@ sg_status sg_ok(sg_context *ctx) {
 sg_status sg_context_create(sg_context **out, int threads) {
     if (!out) return SG_ERR_ARGUMENT;
     *out = NULL;
-    if (threads < 0) return SG_ERR_ARGUMENT;
+    if (threads < 0 || threads > SG_MAX_THREADS) return SG_ERR_ARGUMENT;
     if (threads == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cores > 0 ? (int)(cores < 1024 ? cores : 1024) : 1;
+        threads = cores > 0 ? (int)(cores < SG_MAX_THREADS ? cores : SG_MAX_THREADS) : 1;
     }
     sg_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return SG_ERR_NO_MEMORY;
@@ -92,11 +92,12 @@ sg_status sg_context_set_workspace(sg_context *ctx, void *buf, size_t bytes) {
 void sg_parallel_for(sg_context *ctx, size_t tasks, sg_task_fn *fn, void *arg) {
     if (tasks == 0) return;
     /* The pool's ticket holds a 32-bit task index. */
-    if (!ctx->pool || tasks == 1 || tasks >= 0xFFFFFFFFu) {
+    if (!ctx->pool || tasks == 1 || tasks >= 0xFFFFFFFFu || atomic_exchange(&ctx->busy, 1)) {
         for (size_t i = 0; i < tasks; i++) fn(arg, i);
         return;
     }
     sg_pool_run(ctx->pool, tasks, fn, arg);
+    atomic_store(&ctx->busy, 0);
 }
 
 void sg_context_run(sg_context *ctx, size_t tasks, void (*fn)(void *arg, size_t task), void *arg) {

@@ -6,6 +6,8 @@
 #ifndef SG_CORE_CONTEXT_H
 #define SG_CORE_CONTEXT_H
 
+#include <stdatomic.h>
+
 #include "softgate.h"
 
 typedef struct sg_pool sg_pool;
@@ -20,6 +22,9 @@ struct sg_context {
     /* Fixed scratch for the bounded temporaries of ops (per-chunk partial
      * results), allocated once at creation so ops never allocate. */
     void *scratch;
+    /* Set while the pool runs a job: a nested sg_parallel_for (a task that
+     * calls sg_context_run on its own context) then runs inline. */
+    atomic_int busy;
 };
 
 #define SG_SCRATCH_BYTES (64u * 1024u)

@@ -117,7 +117,12 @@ sg_pool *sg_pool_create(int threads) {
         free(p);
         return NULL;
     }
-    pthread_cond_init(&p->wake, NULL);
+    if (pthread_cond_init(&p->wake, NULL) != 0) {
+        pthread_mutex_destroy(&p->mutex);
+        free(p->tids);
+        free(p);
+        return NULL;
+    }
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->ticket, 0);
     atomic_init(&p->fn, NULL);
@@ -155,6 +160,9 @@ void sg_pool_run(sg_pool *p, size_t tasks, sg_task_fn *fn, void *arg) {
     atomic_store_explicit(&p->arg, arg, memory_order_release);
     atomic_store_explicit(&p->tasks, (uint64_t)tasks, memory_order_release);
     atomic_store_explicit(&p->ticket, (uint64_t)gen << 32, memory_order_release);
+    /* Store-load ordering against a worker that registers as a sleeper and
+     * then re-reads the ticket: one of the two must see the other. */
+    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mutex);
         pthread_cond_broadcast(&p->wake);

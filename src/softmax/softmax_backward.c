@@ -91,7 +91,7 @@ static void bwd_group_task(void *arg, size_t g) {
 static sg_status check_bwd(sg_context *ctx, const char *name, size_t rows, size_t n,
                            const float *y, size_t ldy, const float *dy, size_t lddy, float *dx,
                            size_t lddx, const sg_softmax_options *o, float *c) {
-    sg_status st = sg_check_options(ctx, name, n, o, c);
+    sg_status st = sg_check_options(ctx, name, rows, n, o, 0, c);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dy", dy, rows, n, lddy);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
@@ -180,7 +180,7 @@ sg_status sg_logsumexp_backward_f32(sg_context *ctx, size_t rows, size_t n, cons
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     float c;
-    sg_status st = sg_check_options(ctx, name, n, &o, &c);
+    sg_status st = sg_check_options(ctx, name, rows, n, &o, 0, &c);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dlse", dlse, rows, 1, 1);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
@@ -188,17 +188,33 @@ sg_status sg_logsumexp_backward_f32(sg_context *ctx, size_t rows, size_t n, cons
         st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == x) needs lddx == ldx", name);
     if (st != SG_OK || rows == 0 || n == 0) return st;
     const sg_kernels *k = sg_kernels_get();
-    int masked = o.keep_mask || o.add_mask;
-    int need_softmax = !lse || masked;
-    for (size_t r = 0; lse && !need_softmax && r < rows; r++) need_softmax = !isfinite(lse[r]);
-    if (need_softmax) {
+    const int masked = o.keep_mask || o.add_mask;
+    if (!lse || masked) {
         st = sg_softmax_f32(ctx, rows, n, x, ldx, dx, lddx, &o);
         if (st != SG_OK) return st;
-        for (size_t r = 0; r < rows; r++)
-            k->scale(n, dx + r * lddx, dx + r * lddx, dlse[r] * c);
+        const float *add = o.add_mask;
+        for (size_t r = 0; r < rows; r++) {
+            float *d = dx + r * lddx;
+            k->scale(n, d, d, dlse[r] * c);
+            /* 0 * inf or 0 * NaN must not reach a removed entry. */
+            for (size_t i = 0; masked && i < n; i++)
+                if ((o.keep_mask && !o.keep_mask[r * o.keep_mask_ld + i]) ||
+                    (add && add[r * o.add_mask_ld + i] == -INFINITY))
+                    d[i] = 0.0f;
+        }
         return SG_OK;
     }
-    for (size_t r = 0; r < rows; r++)
-        k->expscale_store(n, x + r * ldx, dx + r * lddx, lse[r] * o.temperature, c, dlse[r] * c);
+    /* Saved lse: one pass per row; a row whose saved value is not finite
+     * recomputes its own softmax (the decision is per row). */
+    for (size_t r = 0; r < rows; r++) {
+        float *d = dx + r * lddx;
+        if (isfinite(lse[r])) {
+            k->expscale_store(n, x + r * ldx, d, lse[r] * o.temperature, c, dlse[r] * c);
+        } else {
+            st = sg_softmax_f32(ctx, 1, n, x + r * ldx, ldx, d, lddx, &o);
+            if (st != SG_OK) return st;
+            k->scale(n, d, d, dlse[r] * c);
+        }
+    }
     return SG_OK;
 }

@@ -37,23 +37,23 @@ static void f64_row(const f64_job *j, size_t r) {
     const double *a = j->add ? j->add + r * j->add_ld : NULL;
     double *out = j->op == SG_OP_LOGSUMEXP ? j->y + r : j->y + r * j->ldy;
     size_t nan = 0, posinf = 0, finite = 0;
-    /* The largest kept z = x/T + a, compared as the pair (x/T, a) so that
-     * neither a huge x absorbs a small a nor x - max x cancels first. */
-    double zp = 0.0, zq = 0.0;
+    /* The largest kept z = x/T + a, compared through sg_z_diff so that a
+     * huge x neither absorbs a small a nor overflows when divided by T. */
+    double xb = 0.0, ab = 0.0; /* (x, a) of the largest kept z */
     for (size_t i = 0; i < j->n; i++) {
         int cl = classify(j, r, i);
         nan += cl == 2;
         posinf += cl == 1;
-        if (cl == 0 && (finite++ == 0 || sg_pair_diff(x[i] / j->t, a ? a[i] : 0.0, zp, zq) > 0.0)) {
-            zp = x[i] / j->t;
-            zq = a ? a[i] : 0.0;
+        if (cl == 0 && (finite++ == 0 || sg_z_diff(x[i], a ? a[i] : 0.0, xb, ab, j->t) > 0.0)) {
+            xb = x[i];
+            ab = a ? a[i] : 0.0;
         }
     }
     double sum = 0.0;
     if (!nan && !posinf && finite)
         for (size_t i = 0; i < j->n; i++)
-            if (classify(j, r, i) == 0) sum += exp(sg_pair_diff(x[i] / j->t, a ? a[i] : 0.0, zp, zq));
-    double lse = nan ? NAN : posinf ? INFINITY : !finite ? -INFINITY : zp + zq + log(sum);
+            if (classify(j, r, i) == 0) sum += exp(sg_z_diff(x[i], a ? a[i] : 0.0, xb, ab, j->t));
+    double lse = nan ? NAN : posinf ? INFINITY : !finite ? -INFINITY : xb / j->t + ab + log(sum);
     if (j->op == SG_OP_LOGSUMEXP) {
         *out = lse;
         return;
@@ -68,7 +68,7 @@ static void f64_row(const f64_job *j, size_t r) {
                                      : (log_out ? -INFINITY : 0.0);
         else if (cl != 0) v = log_out ? -INFINITY : 0.0;
         else {
-            double d = sg_pair_diff(x[i] / j->t, a ? a[i] : 0.0, zp, zq);
+            double d = sg_z_diff(x[i], a ? a[i] : 0.0, xb, ab, j->t);
             v = log_out ? d - log(sum) : exp(d) / sum;
         }
         out[i] = v;
@@ -89,7 +89,7 @@ static sg_status forward_f64(sg_context *ctx, const char *name, sg_fwd_op op, si
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     float c;
-    sg_status st = sg_check_options(ctx, name, n, &o, &c);
+    sg_status st = sg_check_options(ctx, name, rows, n, &o, 0, &c);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
     if (st == SG_OK && op == SG_OP_LOGSUMEXP) st = sg_check_matrix(ctx, name, "lse", y, rows, 1, 1);
     else if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);

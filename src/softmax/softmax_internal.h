@@ -55,7 +55,15 @@ typedef struct sg_fwd_job {
     size_t add_ld;
 } sg_fwd_job;
 
-static inline int sg_job_masked(const sg_fwd_job *j) { return j->keep || j->add; }
+/*
+ * Rows that take the exact path whatever the algorithm: masked rows, and
+ * every row when T > 1e36, where x - max can overflow float while
+ * (x - max) / T still matters (the exact path works in double).
+ */
+#define SG_EXACT_BELOW_C 1e-36f
+static inline int sg_job_exact(const sg_fwd_job *j) {
+    return j->keep || j->add || j->c < SG_EXACT_BELOW_C;
+}
 
 /* The output of row r of a forward job (for logsumexp, one float). */
 static inline float *sg_job_out(const sg_fwd_job *j, size_t r) {
@@ -63,10 +71,10 @@ static inline float *sg_job_out(const sg_fwd_job *j, size_t r) {
 }
 
 /*
- * (p_i + q_i) - (p_b + q_b) for doubles, without the cancellation of the
- * plain sum: z = x/T + a is kept as the pair (x/T, a), so that a huge x
- * does not absorb a small a, nor does x - max_x lose x before a is added.
- * TwoSum on each difference, then the errors are added back.
+ * z_i - z_b for z = x/T + a, in double, without the cancellation of the
+ * plain expression: the x difference is taken before dividing by T (so a
+ * huge x/T neither overflows nor absorbs a small a), and both differences
+ * are error-free sums whose error terms are added back.
  */
 static inline double sg_two_sum(double a, double b, double *err) {
     double s = a + b, bb = s - a;
@@ -74,17 +82,24 @@ static inline double sg_two_sum(double a, double b, double *err) {
     return s;
 }
 
-static inline double sg_pair_diff(double p_i, double q_i, double p_b, double q_b) {
-    double e1, e2;
-    double s1 = sg_two_sum(p_i, -p_b, &e1), s2 = sg_two_sum(q_i, -q_b, &e2);
-    if (s1 - s1 != 0.0 || s2 - s2 != 0.0) {
-        /* A difference overflowed (doubles near DBL_MAX): halve everything,
-         * which is exact, and scale back (the result may be -inf). */
-        s1 = sg_two_sum(0.5 * p_i, -0.5 * p_b, &e1);
-        s2 = sg_two_sum(0.5 * q_i, -0.5 * q_b, &e2);
-        return 2.0 * ((s1 + s2) + (e1 + e2));
+/* a - b exactly as hi + lo; where a - b overflows (doubles near DBL_MAX),
+ * both halved (exact) and the result doubled back, possibly to +-inf. */
+static inline double sg_exact_diff(double a, double b, double *lo) {
+    double hi = sg_two_sum(a, -b, lo);
+    if (hi - hi != 0.0) {
+        hi = 2.0 * sg_two_sum(0.5 * a, -0.5 * b, lo);
+        *lo *= 2.0;
     }
-    return (s1 + s2) + (e1 + e2);
+    return hi;
+}
+
+static inline double sg_z_diff(double x_i, double a_i, double x_b, double a_b, double t) {
+    double xlo, alo;
+    double xhi = sg_exact_diff(x_i, x_b, &xlo), ahi = sg_exact_diff(a_i, a_b, &alo);
+    double p = xhi / t, plo = xlo / t;
+    if (p - p != 0.0) /* the scaled x difference is beyond double: it decides */
+        return p;
+    return (p + ahi) + (plo + alo);
 }
 
 /*
@@ -94,9 +109,11 @@ static inline double sg_pair_diff(double p_i, double q_i, double p_b, double q_b
  */
 void sg_masked_row(const sg_fwd_job *j, size_t r);
 
-/* Checks options and returns the temperature's reciprocal in *c. */
-sg_status sg_check_options(sg_context *ctx, const char *op, size_t n,
-                           const sg_softmax_options *o, float *c);
+/* Checks options for rows x n (masks included) and returns the
+ * temperature's reciprocal in *c. The algorithm field is checked only when
+ * the op uses it. */
+sg_status sg_check_options(sg_context *ctx, const char *op, size_t rows, size_t n,
+                           const sg_softmax_options *o, int uses_algorithm, float *c);
 /* Checks one matrix argument: non-NULL (when rows * n > 0), ld >= n. */
 sg_status sg_check_matrix(sg_context *ctx, const char *op, const char *name,
                           const void *p, size_t rows, size_t n, size_t ld);

@@ -3,9 +3,9 @@
  * additive masks, and every special value (NaN, +-inf, fully removed rows).
  *
  * A scalar scan classifies the row first and finds the entry b with the
- * largest kept z = x/T + a, comparing the pairs (x/T, a) in double (see
- * sg_pair_diff): the range of double holds x/T for any finite float, and
- * the pair keeps a huge x from absorbing a small a. The numeric part then
+ * largest kept z = x/T + a, comparing z differences in double (see
+ * sg_z_diff): the x difference is taken before dividing by T, so neither a
+ * huge x absorbs a small a nor x/T overflows. The numeric part then
  * builds z - z_b (<= 0, rounded once to float) on the stack one block at a
  * time and runs the kernel table on it, so masked rows are still
  * vectorized.
@@ -25,7 +25,7 @@ typedef struct row_view {
 /* What one row holds, seen through its masks. */
 typedef struct row_scan {
     size_t nan, posinf, finite;
-    double zp, zq; /* (x/T, a) of the largest finite kept z */
+    double xb, ab; /* (x, a) of the largest finite kept z */
 } row_scan;
 
 static inline int removed(const row_view *v, size_t i) {
@@ -43,8 +43,8 @@ static inline int z_class(const row_view *v, size_t i) {
 }
 
 /* z_i - z_b, computed from the pairs. */
-static inline double z_minus(const row_view *v, size_t i, double t, double zp, double zq) {
-    return sg_pair_diff((double)v->x[i] / t, v->add ? (double)v->add[i] : 0.0, zp, zq);
+static inline double z_minus(const row_view *v, size_t i, double t, double xb, double ab) {
+    return sg_z_diff(v->x[i], v->add ? (double)v->add[i] : 0.0, xb, ab, t);
 }
 
 static row_scan scan_row(const row_view *v, size_t n, double t) {
@@ -55,9 +55,9 @@ static row_scan scan_row(const row_view *v, size_t n, double t) {
         case 2: s.nan++; break;
         case 1: s.posinf++; break;
         case 0:
-            if (s.finite++ == 0 || z_minus(v, i, t, s.zp, s.zq) > 0.0) {
-                s.zp = (double)v->x[i] / t;
-                s.zq = v->add ? (double)v->add[i] : 0.0;
+            if (s.finite++ == 0 || z_minus(v, i, t, s.xb, s.ab) > 0.0) {
+                s.xb = v->x[i];
+                s.ab = v->add ? (double)v->add[i] : 0.0;
             }
             break;
         default: break;
@@ -71,7 +71,7 @@ static row_scan scan_row(const row_view *v, size_t n, double t) {
 static void make_z(const row_view *v, size_t i0, size_t len, const row_scan *s, double t, float *z) {
     for (size_t k = 0; k < len; k++) {
         size_t i = i0 + k;
-        z[k] = removed(v, i) || v->x[i] == -INFINITY ? -INFINITY : (float)z_minus(v, i, t, s->zp, s->zq);
+        z[k] = removed(v, i) || v->x[i] == -INFINITY ? -INFINITY : (float)z_minus(v, i, t, s->xb, s->ab);
     }
 }
 
@@ -121,7 +121,7 @@ void sg_masked_row(const sg_fwd_job *j, size_t r) {
         sum += k->expsum(len, z, 0.0f, 1.0f);
     }
     if (j->op == SG_OP_LOGSUMEXP) {
-        *out = (float)(s.zp + s.zq + log(sum));
+        *out = (float)(s.xb / t + s.ab + log(sum));
         return;
     }
     const float inv = (float)(1.0 / sum), logsum = (float)log(sum);

@@ -61,12 +61,12 @@ sg_status sg_check_matrix(sg_context *ctx, const char *op, const char *name,
     return SG_OK;
 }
 
-sg_status sg_check_options(sg_context *ctx, const char *op, size_t n,
-                           const sg_softmax_options *o, float *c) {
+sg_status sg_check_options(sg_context *ctx, const char *op, size_t rows, size_t n,
+                           const sg_softmax_options *o, int uses_algorithm, float *c) {
     if (!(o->temperature > 0.0f) || !is_finite(o->temperature))
         return sg_fail(ctx, SG_ERR_ARGUMENT,
                        "%s: temperature must be finite and > 0 (got %g)", op, (double)o->temperature);
-    if ((unsigned)o->algorithm > (unsigned)SG_SOFTMAX_ONLINE)
+    if (uses_algorithm && (unsigned)o->algorithm > (unsigned)SG_SOFTMAX_ONLINE)
         return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: unknown algorithm %d", op, (int)o->algorithm);
     if (o->keep_mask && o->keep_mask_ld != 0 && o->keep_mask_ld < n)
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: keep_mask_ld (%zu) must be 0 (broadcast) or >= n (%zu)",
@@ -74,6 +74,12 @@ sg_status sg_check_options(sg_context *ctx, const char *op, size_t n,
     if (o->add_mask && o->add_mask_ld != 0 && o->add_mask_ld < n)
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: add_mask_ld (%zu) must be 0 (broadcast) or >= n (%zu)",
                        op, o->add_mask_ld, n);
+    sg_status st = SG_OK;
+    if (o->keep_mask && o->keep_mask_ld)
+        st = sg_check_matrix(ctx, op, "keep_mask", o->keep_mask, rows, n, o->keep_mask_ld);
+    if (st == SG_OK && o->add_mask && o->add_mask_ld)
+        st = sg_check_matrix(ctx, op, "add_mask", o->add_mask, rows, n, o->add_mask_ld);
+    if (st != SG_OK) return st;
     float inv = 1.0f / o->temperature;
     if (!is_finite(inv))
         return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: temperature %g is too small (1/T overflows)",
@@ -172,7 +178,7 @@ static int row_online(const sg_fwd_job *j, const float *x, float *out) {
 }
 
 static void fwd_row(const sg_fwd_job *j, size_t r) {
-    if (sg_job_masked(j)) {
+    if (sg_job_exact(j)) {
         sg_masked_row(j, r);
         return;
     }
@@ -195,7 +201,7 @@ typedef struct rows_task {
 } rows_task;
 
 static int uses_short_kernel(const sg_fwd_job *j) {
-    return !sg_job_masked(j) && j->algorithm == SG_SOFTMAX_THREE_PASS &&
+    return !sg_job_exact(j) && j->algorithm == SG_SOFTMAX_THREE_PASS &&
            j->n > 0 && j->n <= j->k->softmax_short_max_n;
 }
 
@@ -380,7 +386,7 @@ static sg_status forward(sg_context *ctx, const char *name, sg_fwd_op op, size_t
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     sg_fwd_job j = {0};
-    sg_status st = sg_check_options(ctx, name, n, &o, &j.c);
+    sg_status st = sg_check_options(ctx, name, rows, n, &o, 1, &j.c);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
     if (st == SG_OK && op == SG_OP_LOGSUMEXP) st = sg_check_matrix(ctx, name, "lse", y, rows, 1, 1);
     else if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
@@ -411,7 +417,7 @@ static sg_status forward(sg_context *ctx, const char *name, sg_fwd_op op, size_t
     j.add = o.add_mask;
     j.add_ld = o.add_mask_ld;
 
-    if (n >= SG_SPLIT_N && !sg_job_masked(&j)) {
+    if (n >= SG_SPLIT_N && !sg_job_exact(&j)) {
         for (size_t r = 0; r < rows; r++) split_row(ctx, &j, r);
         return SG_OK;
     }
