@@ -89,13 +89,8 @@ static sg_status forward_f64(sg_context *ctx, const char *name, sg_fwd_op op, si
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     float c;
-    sg_status st = sg_check_options(ctx, name, rows, n, &o, 0, &c);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
-    if (st == SG_OK && op == SG_OP_LOGSUMEXP) st = sg_check_matrix(ctx, name, "lse", y, rows, 1, 1);
-    else if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
+    sg_status st = sg_check_forward(ctx, name, op, rows, n, x, ldx, y, ldy, &o, 0, &c);
     if (st != SG_OK) return st;
-    if (op != SG_OP_LOGSUMEXP && x == y && ldx != ldy && rows > 1)
-        return sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (y == x) needs ldy == ldx", name);
     if (rows == 0) return SG_OK;
     if (n == 0) {
         if (op == SG_OP_LOGSUMEXP)

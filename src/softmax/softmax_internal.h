@@ -114,6 +114,11 @@ void sg_masked_row(const sg_fwd_job *j, size_t r);
  * the op uses it. */
 sg_status sg_check_options(sg_context *ctx, const char *op, size_t rows, size_t n,
                            const sg_softmax_options *o, int uses_algorithm, float *c);
+/* The argument checks shared by the forward ops (f32 and f64): options,
+ * x, the output (y, or lse for logsumexp), in-place strides. */
+sg_status sg_check_forward(sg_context *ctx, const char *name, sg_fwd_op op, size_t rows, size_t n,
+                           const void *x, size_t ldx, const void *y, size_t ldy,
+                           const sg_softmax_options *o, int uses_algorithm, float *c);
 /* Checks one matrix argument: non-NULL (when rows * n > 0), ld >= n. */
 sg_status sg_check_matrix(sg_context *ctx, const char *op, const char *name,
                           const void *p, size_t rows, size_t n, size_t ld);

@@ -379,6 +379,19 @@ _Static_assert(SG_MAX_CHUNKS * sizeof(chunk_part) <= SG_SCRATCH_BYTES,
 
 /* ---- the public forward ops ------------------------------------------- */
 
+sg_status sg_check_forward(sg_context *ctx, const char *name, sg_fwd_op op, size_t rows, size_t n,
+                           const void *x, size_t ldx, const void *y, size_t ldy,
+                           const sg_softmax_options *o, int uses_algorithm, float *c) {
+    sg_status st = sg_check_options(ctx, name, rows, n, o, uses_algorithm, c);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
+    if (st == SG_OK && op == SG_OP_LOGSUMEXP) st = sg_check_matrix(ctx, name, "lse", y, rows, 1, 1);
+    else if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
+    if (st == SG_OK && op != SG_OP_LOGSUMEXP && x == y && ldx != ldy && rows > 1)
+        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (y == x) needs ldy == ldx (%zu != %zu)", name,
+                     ldy, ldx);
+    return st;
+}
+
 static sg_status forward(sg_context *ctx, const char *name, sg_fwd_op op, size_t rows, size_t n,
                          const float *x, size_t ldx, float *y, size_t ldy,
                          const sg_softmax_options *options) {
@@ -386,14 +399,8 @@ static sg_status forward(sg_context *ctx, const char *name, sg_fwd_op op, size_t
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     sg_fwd_job j = {0};
-    sg_status st = sg_check_options(ctx, name, rows, n, &o, 1, &j.c);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
-    if (st == SG_OK && op == SG_OP_LOGSUMEXP) st = sg_check_matrix(ctx, name, "lse", y, rows, 1, 1);
-    else if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
+    sg_status st = sg_check_forward(ctx, name, op, rows, n, x, ldx, y, ldy, &o, 1, &j.c);
     if (st != SG_OK) return st;
-    if (op != SG_OP_LOGSUMEXP && x == y && ldx != ldy && rows > 1)
-        return sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (y == x) needs ldy == ldx (%zu != %zu)",
-                       name, ldy, ldx);
     if (rows == 0) return SG_OK;
     if (n == 0) { /* empty rows: nothing to write but logsumexp's -inf */
         if (op == SG_OP_LOGSUMEXP)
