@@ -142,7 +142,8 @@ static inline __m256 scaled_diff(__m256 x, __m256 vmax, __m256 vc) {
     return _mm256_blendv_ps(_mm256_mul_ps(d, vc), _mm256_fmsub_ps(x, vc, _mm256_mul_ps(vmax, vc)), ovf);
 }
 
-/* store: 0 nothing, 1 the terms exp(d), 2 the shifted values d. */
+/* store: 0 nothing, 1 the terms exp(d), 2 the shifted values d with the
+ * overflow-safe difference (needed only when c < 1), 3 without. */
 static inline __attribute__((always_inline)) double
 expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
     const __m256 vmax = _mm256_set1_ps(max), vc = _mm256_set1_ps(c);
@@ -157,7 +158,7 @@ expsum_body(size_t n, const float *x, float *y, float max, float c, int store) {
                                : _mm256_mul_ps(_mm256_sub_ps((v), vmax), vc);           \
         __m256 e_ = _mm256_and_ps(exp_ps(d_), _mm256_castsi256_ps(m));                  \
         if (store == 1) _mm256_maskstore_ps((ptr), (m), e_);                            \
-        if (store == 2) _mm256_maskstore_ps((ptr), (m), d_);                            \
+        if (store >= 2) _mm256_maskstore_ps((ptr), (m), d_);                            \
         (acc) = _mm256_add_ps((acc), e_);                                               \
     } while (0)
         const __m256i all = tail_mask(8);
@@ -188,7 +189,7 @@ double sg_expsum_store_f32__avx2_u32(size_t n, const float *x, float *y,
 
 double sg_shiftexpsum_store_f32__avx2_u32(size_t n, const float *x, float *y,
                                           float max, float c) {
-    return expsum_body(n, x, y, max, c, 2);
+    return c < 1.0f ? expsum_body(n, x, y, max, c, 2) : expsum_body(n, x, y, max, c, 3);
 }
 
 /* Elementwise loop skeleton: OP maps one loaded vector to one result. */
@@ -229,12 +230,18 @@ static inline __m256 shift_one(__m256 x, __m256 vmax, __m256 vc, __m256 voff) {
     return _mm256_sub_ps(scaled_diff(x, vmax, vc), voff);
 }
 
-void sg_shift_store_f32__avx2_u32(size_t n, const float *x, float *y, float max,
-                                  float c, float off) {
+static inline __attribute__((always_inline)) void
+shift_store_body(size_t n, const float *x, float *y, float max, float c, float off, int safe) {
     const __m256 vmax = _mm256_set1_ps(max), vc = _mm256_set1_ps(c), voff = _mm256_set1_ps(off);
-#define SHIFT(v) shift_one((v), vmax, vc, voff)
+#define SHIFT(v) (safe ? shift_one((v), vmax, vc, voff) : _mm256_fmsub_ps(_mm256_sub_ps((v), vmax), vc, voff))
     ELEMENTWISE(SHIFT)
 #undef SHIFT
+}
+
+void sg_shift_store_f32__avx2_u32(size_t n, const float *x, float *y, float max,
+                                  float c, float off) {
+    if (c < 1.0f) shift_store_body(n, x, y, max, c, off, 1);
+    else shift_store_body(n, x, y, max, c, off, 0);
 }
 
 /* Two-pass, pass 1: per-lane sums acc_m * 2^acc_e (see the AVX-512 file). */
@@ -386,7 +393,7 @@ short_row(const float *x, float *y, size_t n, int nv, __m256 vc, float t, int mo
     const __m256 vmax = _mm256_set1_ps(m);
     __m256 s = _mm256_setzero_ps();
     for (int k = 0; k < nv; k++) {
-        v[k] = log_out ? scaled_diff(v[k], vmax, vc) /* d = (x - max) c */
+        v[k] = log_out && t > 1.0f ? scaled_diff(v[k], vmax, vc) /* d = (x - max) c, safe if c < 1 */
                        : _mm256_mul_ps(_mm256_sub_ps(v[k], vmax), vc);
         __m256 e = exp_ps(v[k]);
         s = _mm256_add_ps(s, e);

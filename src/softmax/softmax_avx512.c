@@ -128,15 +128,17 @@ static inline __m512 scaled_diff(__m512 x, __m512 vmax, __m512 vc, __mmask16 val
 /*
  * Shared body of expsum, expsum_store and shiftexpsum_store. `store` (a
  * constant after inlining) says what is written: 0 nothing, 1 the terms
- * exp(d), 2 the shifted values d themselves (log-softmax, so that its
- * memory writes overlap the exponentials as softmax's do).
+ * exp(d), 2 or 3 the shifted values d themselves (log-softmax, so that its
+ * memory writes overlap the exponentials as softmax's do): 2 with the
+ * overflow-safe difference, needed only when c < 1 (for c >= 1 an
+ * overflowed x - max is -inf after scaling anyway), 3 without.
  */
 #define EXPSUM_STEP(v, ptr, acc, wmask)                                            \
     do {                                                                           \
         __m512 d_ = store == 2 ? scaled_diff((v), vmax, vc, (wmask)) : SHIFTED(v); \
         __m512 e_ = _mm512_maskz_mov_ps((wmask), exp_ps(d_));                     \
         if (store == 1) _mm512_mask_storeu_ps((ptr), (wmask), e_);                 \
-        if (store == 2) _mm512_mask_storeu_ps((ptr), (wmask), d_);                 \
+        if (store >= 2) _mm512_mask_storeu_ps((ptr), (wmask), d_);                 \
         (acc) = _mm512_add_ps((acc), e_);                                          \
     } while (0)
 
@@ -175,7 +177,8 @@ double sg_expsum_store_f32__avx512_u64(size_t n, const float *x, float *y,
 
 double sg_shiftexpsum_store_f32__avx512_u64(size_t n, const float *x, float *y,
                                             float max, float c) {
-    return expsum_body(n, x, y, max, c, 2, 0);
+    if (c < 1.0f) return expsum_body(n, x, y, max, c, 2, 0);
+    return c == 1.0f ? expsum_body(n, x, y, max, c, 3, 1) : expsum_body(n, x, y, max, c, 3, 0);
 }
 
 void sg_scale_f32__avx512_u64(size_t n, const float *x, float *y, float s) {
@@ -352,11 +355,12 @@ static inline __m512 shift_one(__m512 x, __m512 vmax, __m512 vc, __m512 voff) {
     return _mm512_sub_ps(scaled_diff(x, vmax, vc, 0xFFFF), voff);
 }
 
-void sg_shift_store_f32__avx512_u64(size_t n, const float *x, float *y, float max,
-                                    float c, float off) {
+static inline __attribute__((always_inline)) void
+shift_store_body(size_t n, const float *x, float *y, float max, float c, float off, int safe) {
     const __m512 vmax = _mm512_set1_ps(max), vc = _mm512_set1_ps(c), voff = _mm512_set1_ps(off);
     size_t i = 0;
-#define SHIFT(v) shift_one((v), vmax, vc, voff)
+    /* The overflow-safe difference matters only when c < 1 (see above). */
+#define SHIFT(v) (safe ? shift_one((v), vmax, vc, voff) : _mm512_fmsub_ps(_mm512_sub_ps((v), vmax), vc, voff))
     for (; i + U <= n; i += U) {
         _mm512_storeu_ps(y + i, SHIFT(_mm512_loadu_ps(x + i)));
         _mm512_storeu_ps(y + i + 16, SHIFT(_mm512_loadu_ps(x + i + 16)));
@@ -369,6 +373,12 @@ void sg_shift_store_f32__avx512_u64(size_t n, const float *x, float *y, float ma
         _mm512_mask_storeu_ps(y + i, m, SHIFT(_mm512_maskz_loadu_ps(m, x + i)));
     }
 #undef SHIFT
+}
+
+void sg_shift_store_f32__avx512_u64(size_t n, const float *x, float *y, float max,
+                                    float c, float off) {
+    if (c < 1.0f) shift_store_body(n, x, y, max, c, off, 1);
+    else shift_store_body(n, x, y, max, c, off, 0);
 }
 
 /* sum a_i * b_i (b == NULL: sum a_i), blocked float lanes then double. */
@@ -458,6 +468,7 @@ static inline __m512 short_out(__m512 d, __m512 e, __m512 s_or_log, int log_out)
 static inline __attribute__((always_inline)) int
 short_row(const float *x, float *y, size_t n, int nv, __m512 vc, float t, int mode) {
     const int log_out = mode == SG_SHORT_LOG_SOFTMAX;
+    const int safe = t > 1.0f; /* c < 1: the overflow-safe difference */
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
     __m512 v[8];
@@ -470,7 +481,7 @@ short_row(const float *x, float *y, size_t n, int nv, __m512 vc, float t, int mo
     const __m512 vmax = _mm512_set1_ps(m);
     __m512 s = _mm512_setzero_ps();
     for (int k = 0; k < nv; k++) {
-        v[k] = log_out ? scaled_diff(v[k], vmax, vc, k == nv - 1 ? last : 0xFFFF) /* d = (x - max) c */
+        v[k] = log_out && safe ? scaled_diff(v[k], vmax, vc, k == nv - 1 ? last : 0xFFFF) /* d = (x - max) c */
                        : _mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc);
         __m512 e = exp_ps(v[k]);
         s = _mm512_add_ps(s, e);
@@ -512,6 +523,7 @@ static inline __attribute__((always_inline)) size_t
 softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy, __m512 vc,
               float t, int mode) {
     const int log_out = mode == SG_SHORT_LOG_SOFTMAX;
+    const int safe = t > 1.0f; /* c < 1: the overflow-safe difference */
     const __mmask8 m8 = (__mmask8)((1u << n) - 1u);
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     size_t r = 0;
@@ -529,7 +541,7 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
         __mmask16 finite = _mm512_cmp_ps_mask(_mm512_sub_ps(mx, mx), _mm512_setzero_ps(), _CMP_EQ_OQ);
         if ((finite & 0xFF) != 0xFF) return r; /* +-inf or NaN max: row r takes the exact path */
         const int both = r2 != r && finite == 0xFFFF;
-        __m512 d = log_out ? scaled_diff(v, mx, vc, (__mmask16)(m8 | (m8 << 8)))
+        __m512 d = log_out && safe ? scaled_diff(v, mx, vc, (__mmask16)(m8 | (m8 << 8)))
                            : _mm512_mul_ps(_mm512_sub_ps(v, mx), vc);
         __m512 e = exp_ps(d), s = half_reduce_add(e);
         float *y0 = y + r * ldy;
@@ -555,8 +567,68 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
 }
 
 
+/*
+ * Log-softmax and logsumexp of short rows, 16 rows at a time: pass A finds
+ * each row's max and sum, one vector logarithm serves the 16 sums, pass B
+ * (rows still in L1) writes (x - max) c - log(sum). Stops before a row with
+ * a non-finite max, like short_row.
+ */
+static inline __attribute__((always_inline)) int
+short_stats(const float *x, size_t n, int nv, __m512 vc, float *max, float *sum) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
+    __m512 v[8];
+    for (int k = 0; k < nv - 1; k++) v[k] = _mm512_loadu_ps(x + 16 * k);
+    v[nv - 1] = _mm512_mask_loadu_ps(ninf, last, x + 16 * (nv - 1));
+    __m512 mx = v[0];
+    for (int k = 1; k < nv; k++) mx = _mm512_max_ps(mx, v[k]);
+    float m = _mm512_reduce_max_ps(mx);
+    if (!(m - m == 0.0f)) return 0;
+    const __m512 vmax = _mm512_set1_ps(m);
+    __m512 s = _mm512_setzero_ps();
+    for (int k = 0; k < nv; k++) s = _mm512_add_ps(s, exp_ps(_mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc)));
+    *max = m;
+    *sum = _mm512_reduce_add_ps(s);
+    return 1;
+}
+
+static inline __attribute__((always_inline)) size_t
+short_log_rows(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy, int nv,
+               __m512 vc, float t, int mode) {
+    const int safe = t > 1.0f; /* c < 1: the overflow-safe difference */
+    const __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
+    size_t r = 0;
+    while (r < rows) {
+        size_t b = rows - r < 16 ? rows - r : 16, k = 0;
+        float ms[16], ss[16], ls[16];
+        for (int q = 0; q < 16; q++) ss[q] = 1.0f; /* unused lanes: log 1 = 0 */
+        while (k < b && short_stats(x + (r + k) * ldx, n, nv, vc, &ms[k], &ss[k])) k++;
+        _mm512_storeu_ps(ls, log_ps(_mm512_loadu_ps(ss)));
+        for (size_t q = 0; q < k; q++) {
+            if (mode == SG_SHORT_LOGSUMEXP) {
+                y[(r + q) * ldy] = (float)((double)ms[q] / t + ls[q]);
+                continue;
+            }
+            const float *xr = x + (r + q) * ldx;
+            float *yr = y + (r + q) * ldy;
+            const __m512 vmax = _mm512_set1_ps(ms[q]), vl = _mm512_set1_ps(ls[q]);
+            for (int j = 0; j < nv; j++) {
+                __mmask16 m = j == nv - 1 ? last : (__mmask16)0xFFFF;
+                __m512 v = _mm512_maskz_loadu_ps(m, xr + 16 * j);
+                __m512 d = safe ? scaled_diff(v, vmax, vc, m) : _mm512_mul_ps(_mm512_sub_ps(v, vmax), vc);
+                _mm512_mask_storeu_ps(yr + 16 * j, m, _mm512_sub_ps(d, vl));
+            }
+        }
+        r += k;
+        if (k < b) return r; /* row r has a non-finite max */
+    }
+    return rows;
+}
+
 #define SHORT_CASE(NV)                                                        \
     case NV:                                                                  \
+        if (mode != SG_SHORT_SOFTMAX)                                         \
+            return short_log_rows(rows, n, x, ldx, y, ldy, NV, vc, t, mode);  \
         for (; r < rows; r++)                                                 \
             if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, t, mode)) return r; \
         return rows;
