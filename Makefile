@@ -23,7 +23,8 @@ EXTRA_LDFLAGS ?=
 ARCH := $(shell $(CC) -dumpmachine)
 LIB_SRC = src/core/cpu.c src/core/dispatch.c src/core/context.c src/core/threadpool.c \
           src/softmax/softmax_ref.c src/softmax/softmax_ops.c src/softmax/softmax_masked.c \
-          src/softmax/softmax_backward.c src/softmax/softmax_f64.c src/random/philox.c
+          src/softmax/softmax_backward.c src/softmax/softmax_f64.c src/random/philox.c \
+          src/normalizers/sparsemax.c
 ifneq (,$(findstring x86_64,$(ARCH)))
 LIB_SRC += src/softmax/softmax_avx2.c src/softmax/softmax_avx512.c
 endif

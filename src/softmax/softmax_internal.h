@@ -6,6 +6,7 @@
 #ifndef SG_SOFTMAX_INTERNAL_H
 #define SG_SOFTMAX_INTERNAL_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "core/context.h"
@@ -101,6 +102,46 @@ static inline double sg_z_diff(double x_i, double a_i, double x_b, double a_b, d
         return p;
     return (p + ahi) + (plo + alo);
 }
+
+/*
+ * A row seen through its masks: the rules every normalizer shares (what is
+ * removed, how z = x/T + a is classified, the largest kept z).
+ */
+typedef struct sg_row_view {
+    const float *x;
+    const uint8_t *keep; /* NULL: keep all */
+    const float *add;    /* NULL: no additive mask */
+    double t;            /* temperature */
+} sg_row_view;
+
+/* What one row holds: counts of kept NaN, +inf and finite z, and (x, a) of
+ * the entry b with the largest finite kept z. */
+typedef struct sg_row_scan {
+    size_t nan, posinf, finite;
+    double xb, ab;
+} sg_row_scan;
+
+static inline int sg_row_removed(const sg_row_view *v, size_t i) {
+    return (v->keep && !v->keep[i]) || (v->add && v->add[i] == -INFINITY);
+}
+
+/* z_i in the extended reals: +1 for +inf, -1 for -inf, 2 for NaN (x = -inf
+ * with a = +inf included), 0 for finite. */
+static inline int sg_row_z_class(const sg_row_view *v, size_t i) {
+    float x = v->x[i], a = v->add ? v->add[i] : 0.0f;
+    if (isnan(x) || isnan(a) || (x == -INFINITY && a == INFINITY)) return 2;
+    if (x == INFINITY || a == INFINITY) return 1;
+    if (x == -INFINITY) return -1;
+    return 0;
+}
+
+/* z_i - z_b in double (sg_z_diff). */
+static inline double sg_row_z_minus(const sg_row_view *v, size_t i, double xb, double ab) {
+    return sg_z_diff(v->x[i], v->add ? (double)v->add[i] : 0.0, xb, ab, v->t);
+}
+
+/* The scan of a row of n (softmax_masked.c). */
+sg_row_scan sg_row_scan_f32(const sg_row_view *v, size_t n);
 
 /*
  * The exact row path: masks, temperature and every special value of the

@@ -16,46 +16,15 @@
 
 #define ZBLOCK 1024
 
-typedef struct row_view {
-    const float *x;
-    const uint8_t *keep; /* NULL: keep all */
-    const float *add;    /* NULL: no additive mask */
-} row_view;
-
-/* What one row holds, seen through its masks. */
-typedef struct row_scan {
-    size_t nan, posinf, finite;
-    double xb, ab; /* (x, a) of the largest finite kept z */
-} row_scan;
-
-static inline int removed(const row_view *v, size_t i) {
-    return (v->keep && !v->keep[i]) || (v->add && v->add[i] == -INFINITY);
-}
-
-/* z_i = x_i/T + a_i in the extended reals: +1 for +inf, -1 for -inf,
- * 2 for NaN (x = -inf with a = +inf included), 0 for finite. */
-static inline int z_class(const row_view *v, size_t i) {
-    float x = v->x[i], a = v->add ? v->add[i] : 0.0f;
-    if (isnan(x) || isnan(a) || (x == -INFINITY && a == INFINITY)) return 2;
-    if (x == INFINITY || a == INFINITY) return 1;
-    if (x == -INFINITY) return -1;
-    return 0;
-}
-
-/* z_i - z_b, computed from the pairs. */
-static inline double z_minus(const row_view *v, size_t i, double t, double xb, double ab) {
-    return sg_z_diff(v->x[i], v->add ? (double)v->add[i] : 0.0, xb, ab, t);
-}
-
-static row_scan scan_row(const row_view *v, size_t n, double t) {
-    row_scan s = {0, 0, 0, 0.0, 0.0};
+sg_row_scan sg_row_scan_f32(const sg_row_view *v, size_t n) {
+    sg_row_scan s = {0, 0, 0, 0.0, 0.0};
     for (size_t i = 0; i < n; i++) {
-        if (removed(v, i)) continue;
-        switch (z_class(v, i)) {
+        if (sg_row_removed(v, i)) continue;
+        switch (sg_row_z_class(v, i)) {
         case 2: s.nan++; break;
         case 1: s.posinf++; break;
         case 0:
-            if (s.finite++ == 0 || z_minus(v, i, t, s.xb, s.ab) > 0.0) {
+            if (s.finite++ == 0 || sg_row_z_minus(v, i, s.xb, s.ab) > 0.0) {
                 s.xb = v->x[i];
                 s.ab = v->add ? (double)v->add[i] : 0.0;
             }
@@ -68,15 +37,15 @@ static row_scan scan_row(const row_view *v, size_t n, double t) {
 
 /* Fills z[0..len) with z - zmax for entries [i0, i0+len) of the row
  * (-inf for removed entries and kept x = -inf). */
-static void make_z(const row_view *v, size_t i0, size_t len, const row_scan *s, double t, float *z) {
+static void make_z(const sg_row_view *v, size_t i0, size_t len, const sg_row_scan *s, float *z) {
     for (size_t k = 0; k < len; k++) {
         size_t i = i0 + k;
-        z[k] = removed(v, i) || v->x[i] == -INFINITY ? -INFINITY : (float)z_minus(v, i, t, s->xb, s->ab);
+        z[k] = sg_row_removed(v, i) || v->x[i] == -INFINITY ? -INFINITY : (float)sg_row_z_minus(v, i, s->xb, s->ab);
     }
 }
 
 /* Rows with NaN, +inf or nothing finite: outputs follow from counts. */
-static void special_row(const sg_fwd_job *j, const row_view *v, const row_scan *s, float *out) {
+static void special_row(const sg_fwd_job *j, const sg_row_view *v, const sg_row_scan *s, float *out) {
     float hit, miss_kept, lse;
     if (s->nan) {
         hit = miss_kept = NAN;
@@ -95,20 +64,19 @@ static void special_row(const sg_fwd_job *j, const row_view *v, const row_scan *
     }
     const float gone = j->op == SG_OP_LOG_SOFTMAX ? -INFINITY : 0.0f;
     for (size_t i = 0; i < j->n; i++) {
-        if (removed(v, i)) out[i] = gone;
+        if (sg_row_removed(v, i)) out[i] = gone;
         else if (s->nan) out[i] = NAN;
-        else out[i] = z_class(v, i) == 1 ? hit : miss_kept;
+        else out[i] = sg_row_z_class(v, i) == 1 ? hit : miss_kept;
     }
 }
 
 void sg_masked_row(const sg_fwd_job *j, size_t r) {
     const sg_kernels *k = j->k;
-    row_view v = {j->x + r * j->ldx, j->keep ? j->keep + r * j->keep_ld : NULL,
-                  j->add ? j->add + r * j->add_ld : NULL};
+    sg_row_view v = {j->x + r * j->ldx, j->keep ? j->keep + r * j->keep_ld : NULL,
+                  j->add ? j->add + r * j->add_ld : NULL, j->temperature};
     float *out = sg_job_out(j, r);
     const size_t n = j->n;
-    const double t = j->temperature;
-    row_scan s = scan_row(&v, n, t);
+    sg_row_scan s = sg_row_scan_f32(&v, n);
     if (s.nan || s.posinf || !s.finite) {
         special_row(j, &v, &s, out);
         return;
@@ -117,17 +85,17 @@ void sg_masked_row(const sg_fwd_job *j, size_t r) {
     double sum = 0.0;
     for (size_t i = 0; i < n; i += ZBLOCK) {
         size_t len = n - i < ZBLOCK ? n - i : ZBLOCK;
-        make_z(&v, i, len, &s, t, z);
+        make_z(&v, i, len, &s, z);
         sum += k->expsum(len, z, 0.0f, 1.0f);
     }
     if (j->op == SG_OP_LOGSUMEXP) {
-        *out = (float)(s.xb / t + s.ab + log(sum));
+        *out = (float)(s.xb / v.t + s.ab + log(sum));
         return;
     }
     const float inv = (float)(1.0 / sum), logsum = (float)log(sum);
     for (size_t i = 0; i < n; i += ZBLOCK) {
         size_t len = n - i < ZBLOCK ? n - i : ZBLOCK;
-        make_z(&v, i, len, &s, t, z);
+        make_z(&v, i, len, &s, z);
         if (j->op == SG_OP_SOFTMAX) k->expscale_store(len, z, out + i, 0.0f, 1.0f, inv);
         else k->shift_store(len, z, out + i, 0.0f, 1.0f, logsum);
     }
