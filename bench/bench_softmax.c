@@ -14,9 +14,17 @@
 
 #define MAX_LIST 32
 
-typedef enum { OP_SOFTMAX, OP_LOG_SOFTMAX, OP_LOGSUMEXP, OP_SOFTMAX_BWD, OP_LOG_SOFTMAX_BWD } op_id;
-static const char *const op_names[] = {"softmax", "log_softmax", "logsumexp", "softmax_backward",
-                                       "log_softmax_backward"};
+typedef enum {
+    OP_SOFTMAX,
+    OP_LOG_SOFTMAX,
+    OP_LOGSUMEXP,
+    OP_SOFTMAX_BWD,
+    OP_LOG_SOFTMAX_BWD,
+    OP_SPARSEMAX,
+    N_OPS
+} op_id;
+static const char *const op_names[] = {"softmax",          "log_softmax",          "logsumexp",
+                                       "softmax_backward", "log_softmax_backward", "sparsemax"};
 
 typedef struct bench_cfg {
     int json, reps;
@@ -38,7 +46,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: softgate bench softmax [--json] [--quick] [--threads 1,2] [--n 8,32,...]\n"
             "         [--cache in|out|both] [--op softmax|log_softmax|logsumexp|softmax_backward|\n"
-            "         log_softmax_backward] [--algo auto,three_pass,two_pass,online] [--reps R]\n");
+            "         log_softmax_backward|sparsemax] [--algo auto,three_pass,two_pass,online]\n"
+            "         [--reps R]   (the algorithm applies to the softmax-core ops)\n");
 }
 
 static int parse_algo_list(const char *s, bench_cfg *c) {
@@ -85,7 +94,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
             i++;
         } else if (strcmp(a, "--op") == 0 && v) {
             int found = -1;
-            for (int k = 0; k < 5; k++)
+            for (int k = 0; k < N_OPS; k++)
                 if (strcmp(v, op_names[k]) == 0) found = k;
             if (found < 0) return 0;
             c->op = (op_id)found;
@@ -121,6 +130,8 @@ static sg_status run_op(sg_context *ctx, op_id op, const shape *s, sg_softmax_al
         return sg_softmax_backward_f32(ctx, s->rows, s->n, s->x, s->n, s->dy, s->n, s->y, s->n, &o);
     case OP_LOG_SOFTMAX_BWD:
         return sg_log_softmax_backward_f32(ctx, s->rows, s->n, s->x, s->n, s->dy, s->n, s->y, s->n, &o);
+    case OP_SPARSEMAX: return sg_sparsemax_f32(ctx, s->rows, s->n, s->x, s->n, s->y, s->n, &o);
+    case N_OPS: break;
     }
     return SG_ERR_ARGUMENT;
 }
