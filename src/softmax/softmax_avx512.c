@@ -465,38 +465,34 @@ static inline __m512 short_out(__m512 d, __m512 e, __m512 s_or_log, int log_out)
  * each instantiation below, so v[] lives in registers and the row is read
  * once and written once.
  */
-static inline __attribute__((always_inline)) int
-short_row(const float *x, float *y, size_t n, int nv, __m512 vc, float t, int mode) {
-    const int log_out = mode == SG_SHORT_LOG_SOFTMAX;
-    const int safe = t > 1.0f; /* c < 1: the overflow-safe difference */
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+/* Loads a short row into v[0..nv) (-inf past n) and returns its max. */
+static inline __attribute__((always_inline)) float
+short_load_max(const float *x, size_t n, int nv, __m512 v[8]) {
     __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
-    __m512 v[8];
     for (int k = 0; k < nv - 1; k++) v[k] = _mm512_loadu_ps(x + 16 * k);
-    v[nv - 1] = _mm512_mask_loadu_ps(ninf, last, x + 16 * (nv - 1));
+    v[nv - 1] = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), last, x + 16 * (nv - 1));
     __m512 mx = v[0];
     for (int k = 1; k < nv; k++) mx = _mm512_max_ps(mx, v[k]);
-    float m = _mm512_reduce_max_ps(mx);
-    if (!(m - m == 0.0f)) return 0; /* +-inf or NaN max: special path */
+    return _mm512_reduce_max_ps(mx);
+}
+
+/* Softmax of one short row; 0 (nothing written) if its max is +-inf or
+ * NaN, for the exact path. */
+static inline __attribute__((always_inline)) int
+short_row(const float *x, float *y, size_t n, int nv, __m512 vc) {
+    __m512 v[8];
+    const float m = short_load_max(x, n, nv, v);
+    if (!(m - m == 0.0f)) return 0;
     const __m512 vmax = _mm512_set1_ps(m);
     __m512 s = _mm512_setzero_ps();
     for (int k = 0; k < nv; k++) {
-        v[k] = log_out && safe ? scaled_diff(v[k], vmax, vc, k == nv - 1 ? last : 0xFFFF) /* d = (x - max) c */
-                       : _mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc);
-        __m512 e = exp_ps(v[k]);
-        s = _mm512_add_ps(s, e);
-        if (!log_out) v[k] = e;
+        v[k] = exp_ps(_mm512_mul_ps(_mm512_sub_ps(v[k], vmax), vc));
+        s = _mm512_add_ps(s, v[k]);
     }
-    const float sum = _mm512_reduce_add_ps(s);
-    if (mode == SG_SHORT_LOGSUMEXP) {
-        *y = (float)((double)m / t + log(sum));
-        return 1;
-    }
-    /* softmax: e * (1/s); log-softmax: d - log s. */
-    const __m512 f = _mm512_set1_ps(log_out ? logf(sum) : 1.0f / sum);
-    for (int k = 0; k < nv; k++) v[k] = log_out ? _mm512_sub_ps(v[k], f) : _mm512_mul_ps(v[k], f);
-    for (int k = 0; k < nv - 1; k++) _mm512_storeu_ps(y + 16 * k, v[k]);
-    _mm512_mask_storeu_ps(y + 16 * (nv - 1), last, v[nv - 1]);
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(s));
+    for (int k = 0; k < nv - 1; k++) _mm512_storeu_ps(y + 16 * k, _mm512_mul_ps(v[k], inv));
+    _mm512_mask_storeu_ps(y + 16 * (nv - 1), tail_mask(n - 16 * (size_t)(nv - 1)),
+                          _mm512_mul_ps(v[nv - 1], inv));
     return 1;
 }
 
@@ -575,14 +571,8 @@ softmax_pairs(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_
  */
 static inline __attribute__((always_inline)) int
 short_stats(const float *x, size_t n, int nv, __m512 vc, float *max, float *sum) {
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    __mmask16 last = tail_mask(n - 16 * (size_t)(nv - 1));
     __m512 v[8];
-    for (int k = 0; k < nv - 1; k++) v[k] = _mm512_loadu_ps(x + 16 * k);
-    v[nv - 1] = _mm512_mask_loadu_ps(ninf, last, x + 16 * (nv - 1));
-    __m512 mx = v[0];
-    for (int k = 1; k < nv; k++) mx = _mm512_max_ps(mx, v[k]);
-    float m = _mm512_reduce_max_ps(mx);
+    const float m = short_load_max(x, n, nv, v);
     if (!(m - m == 0.0f)) return 0;
     const __m512 vmax = _mm512_set1_ps(m);
     __m512 s = _mm512_setzero_ps();
@@ -630,7 +620,7 @@ short_log_rows(size_t rows, size_t n, const float *x, size_t ldx, float *y, size
         if (mode != SG_SHORT_SOFTMAX)                                         \
             return short_log_rows(rows, n, x, ldx, y, ldy, NV, vc, t, mode);  \
         for (; r < rows; r++)                                                 \
-            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc, t, mode)) return r; \
+            if (!short_row(x + r * ldx, y + r * ldy, n, NV, vc)) return r;         \
         return rows;
 
 size_t sg_softmax_short_f32__avx512(size_t rows, size_t n, const float *x,
