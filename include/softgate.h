@@ -304,12 +304,14 @@ SG_API sg_status sg_logsumexp_f64(sg_context *ctx, size_t rows, size_t n,
 SG_API void sg_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 /*
- * u[r][i] = uniform strictly inside (0, 1) (24 random bits plus one half,
- * times 2^-24: never 0 or 1), a pure function of (seed, offset, r, i):
+ * u[r][i] = uniform strictly inside (0, 1) (23 random bits plus one half,
+ * times 2^-23: in [2^-24, 1 - 2^-24], never 0 or 1), a pure function of
+ * (seed, offset, r, i):
  * key = seed, counter = (i / 4, r, offset). The same numbers for every
  * thread count; the caller advances `offset` between calls (e.g. by the
  * step number) so that calls and layers never repeat each other's draws.
- * rows < 2^32. u: [rows x n] with row stride ldu >= n.
+ * rows < 2^32 and n < 2^34 (else SG_ERR_SHAPE). u: [rows x n] with row
+ * stride ldu >= n.
  */
 SG_API sg_status sg_random_uniform_f32(sg_context *ctx, uint64_t seed, uint64_t offset,
                                        size_t rows, size_t n, float *u, size_t ldu);

@@ -55,6 +55,19 @@ TEST(random_uniform_open_interval_and_moments) {
         CHECK(memcmp(w + r * 1010, u + r * n, n * sizeof *w) == 0, "row %zu differs", r);
         CHECK(w[r * 1010 + n] == -1.0f, "gap after row %zu written", r);
     }
+    /* The draw whose top 24 bits are all ones (seed 1, row 349317, column 3)
+     * must still be below 1: an earlier 24-bit mapping rounded it to 1. */
+    size_t big = 349318;
+    float *b = malloc(big * 4 * sizeof *b);
+    sg_random_uniform_f32(ctx, 1, 0, big, 4, b, 4);
+    float bmax = 0.0f, bmin = 1.0f;
+    for (size_t i = 0; i < big * 4; i++) {
+        bmax = b[i] > bmax ? b[i] : bmax;
+        bmin = b[i] < bmin ? b[i] : bmin;
+    }
+    CHECK(bmax < 1.0f && bmin > 0.0f && b[349317 * 4 + 3] < 1.0f, "extremes %.9g %.9g", (double)bmin,
+          (double)bmax);
+    free(b);
     /* Another offset (or seed) gives other numbers. */
     sg_random_uniform_f32(one, 42, 8, 1, n, v, n);
     size_t same = 0;

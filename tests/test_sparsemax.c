@@ -860,3 +860,19 @@ TEST(sparsemax_threads_identical) {
     }
     for (int c = 0; c < 3; c++) sg_context_destroy(ctxs[c]);
 }
+
+/* The loss is >= 0 even where its terms cancel: the target at the max and
+ * the rest just above max - 1 (rounding once gave -1.75e-10). */
+TEST(sparsemax_loss_never_negative) {
+    sg_context *ctx = test_context(1);
+    size_t n = 100000;
+    float *x = malloc(n * sizeof *x), loss = -1.0f;
+    for (size_t i = 0; i < n; i++) x[i] = nextafterf(-1.0f, 0.0f);
+    x[0] = 0.0f;
+    int32_t target = 0;
+    CHECK(sg_sparsemax_loss_f32(ctx, 1, n, x, n, &target, &loss, NULL, 0, NULL) == SG_OK, "status: %s",
+          sg_context_error(ctx));
+    CHECK(loss >= 0.0f && loss < 1e-6f, "loss %g", (double)loss);
+    free(x);
+    sg_context_destroy(ctx);
+}

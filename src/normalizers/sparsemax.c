@@ -266,7 +266,11 @@ static float loss_row(const sm_job *j, size_t r) {
         tr = solve_tau(above_view, &src, MICHELOT_MAX_ITER);
     }
     double q = 0.5 * (tr.set.s2 - (double)tr.set.k * tr.tau * tr.tau);
-    return (float)(q - dk + 0.5);
+    double loss = q - dk + 0.5;
+    /* The loss is >= 0; when the target is the max the terms cancel and
+     * rounding can leave -1e-10. (A NaN compares false and stays NaN.) */
+    if (loss < 0.0) loss = 0.0;
+    return (float)loss;
 }
 
 static void run_rows(const sm_job *j, size_t r0, size_t r1) {

@@ -40,11 +40,13 @@ void sg_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
     for (int i = 0; i < 4; i++) out[i] = c[i];
 }
 
-/* 32 random bits to a float strictly inside (0, 1): the top 24 bits plus
- * one half, times 2^-24, so 0 and 1 are never produced (log(-log(u)) of a
- * Gumbel sample stays finite) and every value is exact in float. */
+/* 32 random bits to a float strictly inside (0, 1): the top 23 bits plus
+ * one half, times 2^-23, so u lies in [2^-24, 1 - 2^-24] and 0 and 1 are
+ * never produced (log(-log(u)) of a Gumbel sample stays finite). With 23
+ * bits, k + 0.5 < 2^23 is exact in float; with 24 it would round to even
+ * above 2^23 and could reach 1. */
 static inline float to_open_unit(uint32_t bits) {
-    return ((float)(bits >> 8) + 0.5f) * 0x1p-24f;
+    return ((float)(bits >> 9) + 0.5f) * 0x1p-23f;
 }
 
 typedef struct uniform_job {
@@ -83,8 +85,9 @@ sg_status sg_random_uniform_f32(sg_context *ctx, uint64_t seed, uint64_t offset,
     if (rows == 0 || n == 0) return SG_OK;
     if (!u) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: u is NULL", name);
     if (ldu < n) return sg_fail(ctx, SG_ERR_SHAPE, "%s: ldu (%zu) is less than n (%zu)", name, ldu, n);
-    if (rows > 0xFFFFFFFFu || n / 4 > 0xFFFFFFFFu)
-        return sg_fail(ctx, SG_ERR_SHAPE, "%s: at most 2^32 rows and 2^34 columns per call", name);
+    if (rows > 0xFFFFFFFFu || n / 4 > 0xFFFFFFFFu || n > SIZE_MAX / sizeof(float))
+        return sg_fail(ctx, SG_ERR_SHAPE, "%s: rows must be < 2^32 and n < 2^34 (got %zu, %zu)", name,
+                       rows, n);
     if ((rows - 1) > (SIZE_MAX / sizeof(float) - n) / ldu)
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: %zu rows of stride %zu overflow the address space", name,
                        rows, ldu);
