@@ -249,7 +249,7 @@ SG_API sg_status sg_logsumexp_f32(sg_context *ctx, size_t rows, size_t n,
  *   logsumexp:    dx_i = dlse * softmax(z)_i / T
  * y is the forward output; options must carry the same masks and
  * temperature as the forward call (the algorithm field is ignored).
- * dx may alias dy (in place).
+ * dx may alias dy or y (in place, with the same row stride).
  */
 SG_API sg_status sg_softmax_backward_f32(sg_context *ctx, size_t rows, size_t n,
                                   const float *y, size_t ldy,

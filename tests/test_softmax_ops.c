@@ -463,6 +463,13 @@ TEST(context_nested_run_and_limits) {
     o.algorithm = (sg_softmax_algorithm)99;
     CHECK(sg_softmax_backward_f32(j.ctx, 1, 4, y, 4, dy, 4, dx, 4, &o) == SG_OK, "backward ignores algorithm");
     CHECK(sg_softmax_f32(j.ctx, 1, 4, y, 4, dx, 4, &o) == SG_ERR_ARGUMENT, "forward checks algorithm");
+    /* In place over y is allowed with y's stride, refused with another. */
+    float yy[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.25f, 0.25f, 0.25f, 0.25f}, dd[8] = {1, 2, 3, 4, 1, 2, 3, 4};
+    o = sg_softmax_options_default();
+    CHECK(sg_softmax_backward_f32(j.ctx, 2, 4, yy, 4, dd, 4, yy, 4, &o) == SG_OK, "dx == y");
+    CHECK(fabsf(yy[0] - 0.1f * (1.0f - 3.0f)) < 1e-6f, "dx == y value %g", (double)yy[0]);
+    CHECK(sg_softmax_backward_f32(j.ctx, 2, 4, yy, 4, dd, 4, yy, 5, &o) == SG_ERR_SHAPE,
+          "dx == y with another stride");
     /* A mask whose rows run past the address space. */
     o = sg_softmax_options_default();
     uint8_t keep[4] = {1, 1, 1, 1};

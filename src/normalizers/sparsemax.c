@@ -334,13 +334,7 @@ sg_status sg_sparsemax_backward_f32(sg_context *ctx, size_t rows, size_t n, cons
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     float c;
-    sg_status st = sg_check_options(ctx, name, rows, n, &o, 0, &c);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dy", dy, rows, n, lddy);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
-    if (st == SG_OK && rows > 1 && ((dx == dy && lddx != lddy) || (dx == y && lddx != ldy)))
-        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == dy or dx == y) needs the same row stride",
-                     name);
+    sg_status st = sg_check_backward(ctx, name, rows, n, y, ldy, dy, lddy, dx, lddx, &o, &c);
     if (st != SG_OK || rows == 0 || n == 0) return st;
     sm_job j = {0};
     j.op = OP_BACKWARD;

@@ -88,15 +88,16 @@ static void bwd_group_task(void *arg, size_t g) {
     for (size_t t = c0; t < c1; t++) bwd_chunk_task(j, t);
 }
 
-static sg_status check_bwd(sg_context *ctx, const char *name, size_t rows, size_t n,
-                           const float *y, size_t ldy, const float *dy, size_t lddy, float *dx,
-                           size_t lddx, const sg_softmax_options *o, float *c) {
+sg_status sg_check_backward(sg_context *ctx, const char *name, size_t rows, size_t n,
+                            const float *y, size_t ldy, const float *dy, size_t lddy,
+                            const float *dx, size_t lddx, const sg_softmax_options *o, float *c) {
     sg_status st = sg_check_options(ctx, name, rows, n, o, 0, c);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dy", dy, rows, n, lddy);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
-    if (st == SG_OK && dx == dy && lddx != lddy && rows > 1)
-        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == dy) needs lddx == lddy", name);
+    if (st == SG_OK && rows > 1 && ((dx == dy && lddx != lddy) || (dx == y && lddx != ldy)))
+        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == dy or dx == y) needs the same row stride",
+                     name);
     return st;
 }
 
@@ -107,7 +108,7 @@ static sg_status backward(sg_context *ctx, const char *name, bwd_kind kind, size
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     bwd_job j = {0};
-    sg_status st = check_bwd(ctx, name, rows, n, y, ldy, dy, lddy, dx, lddx, &o, &j.c);
+    sg_status st = sg_check_backward(ctx, name, rows, n, y, ldy, dy, lddy, dx, lddx, &o, &j.c);
     if (st != SG_OK || rows == 0 || n == 0) return st;
     j.k = sg_kernels_get();
     j.kind = kind;

@@ -160,6 +160,11 @@ sg_status sg_check_options(sg_context *ctx, const char *op, size_t rows, size_t 
 sg_status sg_check_forward(sg_context *ctx, const char *name, sg_fwd_op op, size_t rows, size_t n,
                            const void *x, size_t ldx, const void *y, size_t ldy,
                            const sg_softmax_options *o, int uses_algorithm, float *c);
+/* The argument checks shared by the backward ops: options, y, dy, dx, and
+ * in place (dx == dy or dx == y) only with the same row stride. */
+sg_status sg_check_backward(sg_context *ctx, const char *name, size_t rows, size_t n,
+                            const float *y, size_t ldy, const float *dy, size_t lddy,
+                            const float *dx, size_t lddx, const sg_softmax_options *o, float *c);
 /* Checks one matrix argument: non-NULL (when rows * n > 0), ld >= n. */
 sg_status sg_check_matrix(sg_context *ctx, const char *op, const char *name,
                           const void *p, size_t rows, size_t n, size_t ld);
