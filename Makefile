@@ -16,17 +16,25 @@ OPT      ?= -O2
 CFLAGS_BASE = -std=c11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
               -D_POSIX_C_SOURCE=200809L -fPIC -pthread -Iinclude -Isrc
 CFLAGS_LIB  = $(CFLAGS_BASE) -fvisibility=hidden
-LDLIBS   = -lm -pthread
+# OpenBLAS provides CBLAS and LAPACK (Debian: libopenblas-dev).
+BLAS_LIBS ?= -lopenblas
+LDLIBS   = $(BLAS_LIBS) -lm -pthread
 EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
 
 ARCH := $(shell $(CC) -dumpmachine)
-LIB_SRC = src/core/cpu.c src/core/dispatch.c src/core/context.c src/core/threadpool.c \
-          src/softmax/softmax_ref.c src/softmax/softmax_ops.c src/softmax/softmax_masked.c \
-          src/softmax/softmax_backward.c src/softmax/softmax_f64.c src/random/philox.c \
-          src/normalizers/sparsemax.c
+# Every .c under src/<part>/ is library source. Files named *_avx2.c and
+# *_avx512.c are x86-64 kernels, *_neon.c arm64 kernels; each is compiled
+# only for its architecture (and with its ISA flags, below).
+ALL_LIB_SRC = $(sort $(wildcard src/*/*.c))
+X86_SRC     = $(filter %_avx2.c %_avx512.c,$(ALL_LIB_SRC))
+ARM_SRC     = $(filter %_neon.c,$(ALL_LIB_SRC))
+LIB_SRC     = $(filter-out $(X86_SRC) $(ARM_SRC),$(ALL_LIB_SRC))
 ifneq (,$(findstring x86_64,$(ARCH)))
-LIB_SRC += src/softmax/softmax_avx2.c src/softmax/softmax_avx512.c
+LIB_SRC += $(X86_SRC)
+endif
+ifneq (,$(findstring aarch64,$(ARCH)))
+LIB_SRC += $(ARM_SRC)
 endif
 
 # ISA flags for the files that need them, and for no other file.
@@ -34,7 +42,7 @@ FLAGS_avx2   = -mavx2 -mfma
 FLAGS_avx512 = -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma
 isa_flags = $(if $(findstring _avx512,$(1)),$(FLAGS_avx512),$(if $(findstring _avx2,$(1)),$(FLAGS_avx2)))
 
-CLI_SRC   = cli/softgate.c bench/bench_softmax.c bench/bench_util.c
+CLI_SRC   = $(sort $(wildcard cli/*.c bench/*.c))
 TEST_SRC  = $(wildcard tests/*.c)
 
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -86,9 +94,10 @@ sanitize:
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 
 ARM64_CC ?= aarch64-linux-gnu-gcc
+# OpenBLAS's thread start-up hangs under qemu-user; one thread is enough there.
 arm64:
 	$(MAKE) test BUILD=build-arm64 CC=$(ARM64_CC) \
-	  RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" TEST_ARGS="--quick"
+	  RUNNER="env OPENBLAS_NUM_THREADS=1 qemu-aarch64 -L /usr/aarch64-linux-gnu" TEST_ARGS="--quick"
 
 REQUIRE_ARM64 ?=
 check: test sanitize
@@ -103,7 +112,9 @@ bench: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/include/softgate
 	install -m 644 include/softgate.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/softgate/*.h $(DESTDIR)$(PREFIX)/include/softgate/
 	install -m 644 $(BUILD)/libsoftgate.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libsoftgate.so $(DESTDIR)$(PREFIX)/lib/libsoftgate.so.$(SOVERSION)
 	ln -sf libsoftgate.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libsoftgate.so

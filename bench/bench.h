@@ -29,6 +29,24 @@ void sg_bench_fill_normal(float *x, size_t count, float scale, unsigned seed);
 
 void *sg_bench_alloc(size_t bytes); /* 64-byte aligned, touched; exits on failure */
 
-int sg_bench_softmax_main(int argc, char **argv);
+/*
+ * Benchmarks register themselves: SG_BENCH(softmax, "softmax-core ...")
+ * defines `static int bench_softmax(int argc, char **argv)` and makes it
+ * `softgate bench softmax`. argv[0] is the first option after the name;
+ * the function returns the process exit status (0, or 2 for bad usage).
+ */
+typedef int (*sg_bench_fn)(int argc, char **argv);
+void sg_bench_register(const char *name, const char *summary, sg_bench_fn fn);
+size_t sg_bench_count(void);
+const char *sg_bench_name(size_t i);
+const char *sg_bench_summary(size_t i);
+sg_bench_fn sg_bench_find(const char *name); /* NULL when unknown */
+
+#define SG_BENCH(name, summary)                                                      \
+    static int bench_##name(int argc, char **argv);                                  \
+    __attribute__((constructor)) static void register_bench_##name(void) {           \
+        sg_bench_register(#name, summary, bench_##name);                             \
+    }                                                                                \
+    static int bench_##name(int argc, char **argv)
 
 #endif

@@ -224,7 +224,7 @@ static void bench_shape(sg_context *ctx, const bench_cfg *c, const shape *s, con
     }
 }
 
-int sg_bench_softmax_main(int argc, char **argv) {
+SG_BENCH(softmax, "the softmax core (softmax, log-softmax, logsumexp, backward) and sparsemax against a memory probe") {
     bench_cfg c;
     if (!parse_args(argc, argv, &c)) {
         usage();

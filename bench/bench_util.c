@@ -132,3 +132,32 @@ double sg_bench_probe(sg_context *ctx, const float *x, float *y, size_t count) {
     sg_context_run(ctx, tasks, probe_task, &p);
     return sg_bench_now() - t0;
 }
+
+/* The benchmark registry (SG_BENCH); filled by constructors before main. */
+enum { MAX_BENCHES = 64 };
+static struct {
+    const char *name, *summary;
+    sg_bench_fn fn;
+} benches[MAX_BENCHES];
+static size_t bench_total;
+
+void sg_bench_register(const char *name, const char *summary, sg_bench_fn fn) {
+    if (bench_total == MAX_BENCHES) {
+        fprintf(stderr, "softgate: too many benchmarks (raise MAX_BENCHES)\n");
+        abort();
+    }
+    benches[bench_total].name = name;
+    benches[bench_total].summary = summary;
+    benches[bench_total].fn = fn;
+    bench_total++;
+}
+
+size_t sg_bench_count(void) { return bench_total; }
+const char *sg_bench_name(size_t i) { return i < bench_total ? benches[i].name : NULL; }
+const char *sg_bench_summary(size_t i) { return i < bench_total ? benches[i].summary : NULL; }
+
+sg_bench_fn sg_bench_find(const char *name) {
+    for (size_t i = 0; i < bench_total; i++)
+        if (strcmp(benches[i].name, name) == 0) return benches[i].fn;
+    return NULL;
+}

@@ -15,7 +15,7 @@ static void usage(FILE *f) {
             "\n"
             "usage:\n"
             "  softgate info [--isa-levels]   CPU features and the kernel chosen for each slot\n"
-            "  softgate bench softmax [...]   softmax-core benchmark (--help for options)\n"
+            "  softgate bench NAME [...]      benchmarks (softgate bench --help lists them)\n"
             "  softgate version\n"
             "\n"
             "environment: SOFTGATE_ISA=ref|avx2|avx512|native restricts the kernels used.\n",
@@ -48,13 +48,22 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
+static void list_benches(FILE *f) {
+    for (size_t i = 0; i < sg_bench_count(); i++)
+        fprintf(f, "  softgate bench %-12s %s\n", sg_bench_name(i), sg_bench_summary(i));
+}
+
 static int cmd_bench(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "--help") == 0) {
-        fprintf(stderr, "usage: softgate bench softmax [options]   (softgate bench softmax --help)\n");
+        FILE *f = argc < 1 ? stderr : stdout;
+        fprintf(f, "usage: softgate bench NAME [options]   (softgate bench NAME --help)\n");
+        list_benches(f);
         return argc < 1 ? 2 : 0;
     }
-    if (strcmp(argv[0], "softmax") == 0) return sg_bench_softmax_main(argc - 1, argv + 1);
-    fprintf(stderr, "softgate bench: unknown benchmark '%s' (available: softmax)\n", argv[0]);
+    sg_bench_fn fn = sg_bench_find(argv[0]);
+    if (fn) return fn(argc - 1, argv + 1);
+    fprintf(stderr, "softgate bench: unknown benchmark '%s'; available:\n", argv[0]);
+    list_benches(stderr);
     return 2;
 }
 

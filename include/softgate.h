@@ -400,6 +400,14 @@ SG_API sg_status sg_sparsemax_loss_f32(sg_context *ctx, size_t rows, size_t n,
                                        float *loss, float *dx, size_t lddx,
                                        const sg_softmax_options *options);
 
+/* The rest of the API, by part; each file is included only from here. */
+#include "softgate/sparse.h"
+#include "softgate/alternatives.h"
+#include "softgate/losses.h"
+#include "softgate/route.h"
+#include "softgate/moe.h"
+#include "softgate/mixture.h"
+
 #ifdef __cplusplus
 }
 #endif
