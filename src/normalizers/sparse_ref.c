@@ -1,0 +1,30 @@
+/*
+ * sparse_ref.c - reference kernels of the sparse normalizers (the spec the
+ * SIMD kernels in sparse_avx2.c / sparse_avx512.c are tested against).
+ */
+#include <math.h>
+
+#include "normalizers/sparse_kernels.h"
+
+/* The row max, and whether any entry is NaN or +inf (such rows take the
+ * exact special-value path, so the max of the others is all that matters). */
+float sg_sparse_max_f32__ref(size_t n, const float *x, int *bad) {
+    float m = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(x[i]) || x[i] == INFINITY) *bad = 1;
+        else if (x[i] > m) m = x[i];
+    }
+    return m;
+}
+
+/* The candidates of a row: entries above a threshold below which nothing
+ * can be in the support (the op derives thr from the max). */
+size_t sg_sparse_select_f32__ref(size_t n, const float *x, float thr, uint32_t *idx, size_t cap) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(x[i] > thr)) continue;
+        if (c == cap) return cap + 1;
+        idx[c++] = (uint32_t)i;
+    }
+    return c;
+}
