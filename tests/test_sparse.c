@@ -13,7 +13,7 @@
  *   sparse_entmax15_reference   values, simplex, exact zeros; N over the
  *                               tiles; scales, temperatures
  *   sparse_entmax15_paths       sort vs sort-free threshold; rows with more
- *                               than 1024 candidates (full-row path)
+ *                               than 4096 candidates (full-row path)
  *   sparse_entmax_alpha         alpha in [1.05, 10] vs reference; alpha = 2
  *                               vs sparsemax; 1.5 vs entmax15; alpha -> 1
  *                               vs softmax
@@ -41,6 +41,7 @@
 /* The reference kernels (the manifest's REF lines). */
 sg_sparse_max_fn sg_sparse_max_f32__ref;
 sg_sparse_select_fn sg_sparse_select_f32__ref;
+sg_sparse_sums_fn sg_sparse_sums_f32__ref;
 
 #define SENTINEL (-12345.5f)
 #define TOL_E15 3e-7    /* documented 1.5-entmax accuracy (absolute) */
@@ -318,6 +319,26 @@ TEST(sparse_kernels_tails) {
                         CHECK(b1 || m1 == m2, "%s n=%zu: max %g ref %g", e[q].name, n, m1, m2);
                         x[ib0] = kb, x[ia0] = ka;
                     }
+                } else if (e[q].slot == SG_SPARSE_SLOT_sums) {
+                    sg_sparse_sums_fn *f = (sg_sparse_sums_fn *)e[q].fn;
+                    const double ts[] = {-1.0, 0.5, 3.0, -INFINITY, INFINITY};
+                    const float keep = x[n - 1];
+                    for (int ninf = 0; ninf < 2; ninf++) {
+                        if (ninf) x[n - 1] = -INFINITY; /* removed entries are -inf in d */
+                        for (size_t h = 0; h < 5; h++) {
+                            sg_sparse_sums a, b;
+                            f(n, x, 0.5, ts[h], &a);
+                            sg_sparse_sums_f32__ref(n, x, 0.5, ts[h], &b);
+                            /* sums in the kernel's lane order: 1e-13 relative to sum |u| */
+                            double tol = 1e-13 * (fabs(b.s2) + 3.0 * n);
+                            CHECK(a.k == b.k && fabs(a.s1 - b.s1) <= tol && fabs(a.s2 - b.s2) <= tol &&
+                                      a.min_in == b.min_in && a.max_out == b.max_out,
+                                  "%s n=%zu t=%g: k %zu/%zu s1 %.17g/%.17g s2 %.17g/%.17g min %g/%g "
+                                  "max %g/%g", e[q].name, n, ts[h], a.k, b.k, a.s1, b.s1, a.s2, b.s2,
+                                  a.min_in, b.min_in, a.max_out, b.max_out);
+                        }
+                    }
+                    x[n - 1] = keep;
                 } else {
                     sg_sparse_select_fn *f = (sg_sparse_select_fn *)e[q].fn;
                     const float thrs[] = {2.0f, 4.0f, -INFINITY, 0.0f};
@@ -365,7 +386,7 @@ TEST(sparse_entmax15_reference) {
 
 TEST(sparse_entmax15_paths) {
     /* The two threshold solvers on the same rows agree with the reference
-     * threshold; then rows with > 1024 candidates through the API. */
+     * threshold; then rows with > 4096 candidates through the API. */
     const size_t ns[] = {1, 2, 5, 100, 3000};
     for (size_t a = 0; a < 5; a++) {
         const size_t n = ns[a];
@@ -377,17 +398,19 @@ TEST(sparse_entmax15_paths) {
             for (size_t i = 0; i < n; i++) x[i] -= m, z[i] = x[i]; /* max exactly 0 */
             if (n > 3) x[3] = -INFINITY, z[3] = -INFINITY;
             double tr = ref_entmax15(n, z, y);
-            double t1 = sg_entmax15_tau_f32(x, n, scr), t2 = sg_entmax15_tau_f32(x, n, NULL);
-            CHECK(fabs(t1 - tr) <= 1e-12 && fabs(t2 - tr) <= 1e-12,
-                  "n=%zu scale %d: tau sort %.17g bisect %.17g ref %.17g", n, sc, t1, t2, tr);
+            double t1 = sg_entmax15_tau_f32(x, n, scr, 0), t2 = sg_entmax15_tau_f32(x, n, NULL, 1);
+            double t3 = sg_entmax15_tau_f32(x, n, NULL, 2);
+            CHECK(fabs(t1 - tr) <= 1e-12 && fabs(t2 - tr) <= 1e-12 && fabs(t3 - tr) <= 1e-12,
+                  "n=%zu scale %d: tau sort %.17g bisect %.17g newton %.17g ref %.17g", n, sc, t1, t2,
+                  t3, tr);
             double ta = sg_entmax_tau_f32(x, n, 1.5);
             CHECK(fabs(ta - tr) <= 1e-12, "n=%zu: alpha solver tau %.17g ref %.17g", n, ta, tr);
             free(x), free(z), free(y), free(scr);
         }
     }
-    /* Full-row path: 3000 entries within 2 of the max (all candidates). */
+    /* Full-row path: 5000 entries within 2 of the max (all candidates). */
     sg_context *ctx = test_context(1);
-    const size_t n = 3000, rows = 3;
+    const size_t n = 5000, rows = 3;
     float *x = xalloc(rows * n * sizeof *x);
     test_rng rng = test_rng_seed(9);
     for (size_t i = 0; i < rows * n; i++) x[i] = (float)(1.9 * test_uniform(&rng));

@@ -49,7 +49,7 @@
  * sqrt((1 - ss_k) / k), support = largest k with tau_k <= u_(k)), run on
  * the candidates z_i > max z - 2 only (tau >= max/2 - 1, so no other entry
  * can be in the support), which a vectorized filter finds; rows with more
- * than 1024 candidates find the same support by bisection (no sort, no
+ * than 4096 candidates find the same support without a sort (no
  * buffer) and take the same closed form. Accuracy: each output within
  * 3e-7 (absolute) of 1.5-entmax of the exact z (d = z - max is rounded
  * once to float; tau in double).
@@ -64,7 +64,7 @@ SG_API sg_status sg_entmax15_f32(sg_context *ctx, size_t rows, size_t n,
  * alpha-entmax for any finite alpha > 1 (alpha = 1 is softmax: rejected with
  * SG_ERR_ARGUMENT pointing to sg_softmax_f32; alpha < 1, NaN or inf:
  * SG_ERR_ARGUMENT). tau is solved on the candidates z_i > max z -
- * 1/(alpha - 1) (all of the row if more than 1024) by Newton steps kept
+ * 1/(alpha - 1) (all of the row if more than 4096) by Newton steps kept
  * inside a bisection bracket [-1, 0] of u = (alpha - 1)(z - max z), to
  * 2^-52 (at most 200 evaluations; bisection alone needs about 54); the
  * outputs are then divided by their sum, so rows sum to 1 within float

@@ -22,6 +22,7 @@
 
 #include "normalizers/sparse_internal.h"
 #include "normalizers/sparse_internal_entmax.h"
+#include "normalizers/sparse_kernels.h"
 
 /* ---- 1.5-entmax: the exact threshold ---------------------------------- */
 
@@ -103,8 +104,41 @@ static double tau15_bisect(const float *d, size_t n) {
     return mean - sqrt(delta > 0.0 ? delta : 0.0);
 }
 
-double sg_entmax15_tau_f32(const float *d, size_t n, double *scratch) {
-    return scratch ? tau15_sort(d, n, scratch) : tau15_bisect(d, n);
+/*
+ * Without a sort, fast: Newton's method on the convex decreasing
+ * g(t) = sum (u - t)_+^2 - 1 from t = -1 (g >= 0) stays below tau and
+ * increases monotonically. At each iterate, S = {u > t} is a superset of
+ * the support; the closed form on S, t_S = mean - sqrt((1 - ss) / |S|),
+ * is tau exactly when {u > t_S} = S (then g(t_S) = 0), which the same
+ * pass checks with min_S u and the max of the rest. Float rows need 2 to
+ * 6 passes (the sums kernel, vectorized); after NEWTON15_MAX_ITER, or if
+ * rounding stalls the iteration, 0 is returned as a failure flag (tau < 0
+ * always) and the caller falls back to the sort or the bisection.
+ */
+#define NEWTON15_MAX_ITER 40
+static double tau15_newton(const float *d, size_t n) {
+    sg_sparse_sums_fn *sums = sg_sparse_kernels_get()->sums;
+    double t = -1.0;
+    for (int it = 0; it < NEWTON15_MAX_ITER; it++) {
+        sg_sparse_sums a;
+        sums(n, d, 0.5, t, &a);
+        const double k = (double)a.k, mean = a.s1 / k, ss = a.s2 - a.s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
+        /* Newton: g = sum (u - t)^2 - 1, g' = -2 sum (u - t) over S */
+        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) break; /* no progress: rounding; fall back */
+        t = next;
+    }
+    return 0.0;
+}
+
+double sg_entmax15_tau_f32(const float *d, size_t n, double *scratch, int method) {
+    if (method == 0) return tau15_sort(d, n, scratch);
+    if (method == 1) return tau15_bisect(d, n);
+    return tau15_newton(d, n);
 }
 
 static inline float y15(float d, double tau) {
@@ -134,29 +168,34 @@ static double f_alpha(const float *d, size_t n, double am1, double p, double t, 
 
 /*
  * f is decreasing with f(-1) >= 0 > f(0) = -1. Newton steps inside the
- * bracket [lo, hi], bisection whenever a step leaves it or the bracket has
- * not halved in two steps; stops when the bracket (or a step) is within
- * 2^-52 of tau, at most ALPHA_MAX_ITER evaluations (bisection alone needs
- * about 54).
+ * bracket [lo, hi] (from the left they stay left when f is convex, i.e.
+ * alpha <= 2), a bisection step whenever a Newton step would leave the
+ * bracket or shrink less than half the step before last (rtsafe, Numerical
+ * Recipes 9.4); stops when a step is below 2^-52 (tau is in [-1, 0]), at
+ * most ALPHA_MAX_ITER evaluations (bisection alone needs about 54).
  */
 #define ALPHA_MAX_ITER 200
 double sg_entmax_tau_f32(const float *d, size_t n, double alpha) {
     const double am1 = alpha - 1.0, p = 1.0 / am1, eps = 0x1p-52;
     double lo = -1.0, hi = 0.0, t = -1.0, df, f = f_alpha(d, n, am1, p, t, &df);
-    double w_old = 1.0, w_older = 2.0;
+    double dx = hi - lo, dx_old = dx;
     for (int it = 0; it < ALPHA_MAX_ITER; it++) {
         if (f == 0.0) return t;
-        if (f > 0.0) lo = t;
-        else hi = t;
-        if (hi - lo <= eps) break;
-        double next = df < 0.0 ? t - f / df : 0.5 * (lo + hi);
-        if (!(next > lo && next < hi) || hi - lo > 0.5 * w_older) next = 0.5 * (lo + hi);
-        w_older = w_old, w_old = hi - lo;
-        if (fabs(next - t) <= eps) return next;
-        t = next;
+        if (((t - hi) * df - f) * ((t - lo) * df - f) > 0.0 || fabs(2.0 * f) > fabs(dx_old * df)) {
+            dx_old = dx;
+            dx = 0.5 * (hi - lo);
+            t = lo + dx;
+        } else {
+            dx_old = dx;
+            dx = f / df;
+            t -= dx;
+        }
+        if (fabs(dx) < eps) return t;
         f = f_alpha(d, n, am1, p, t, &df);
+        if (f < 0.0) hi = t;
+        else lo = t;
     }
-    return lo; /* f(lo) >= 0: the bracket's end inside the support side */
+    return lo; /* f(lo) >= 0 */
 }
 
 /* ---- rows --------------------------------------------------------------- */
@@ -174,13 +213,17 @@ static void entmax15_row(const sg_sparse_job *j, size_t r) {
     switch (sg_sparse_gather(&v, j->n, 2.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
     case SG_SPARSE_SPECIAL: special_row(j, &v, &s, y); return;
     case SG_SPARSE_FULL: {
-        const double tau = tau15_bisect(y, j->n);
+        double tau = tau15_newton(y, j->n);
+        if (tau == 0.0) tau = tau15_bisect(y, j->n);
         for (size_t i = 0; i < j->n; i++) y[i] = y15(y[i], tau);
         return;
     }
     case SG_SPARSE_CANDS: {
-        double u[SG_SPARSE_CAND_MAX];
-        const double tau = tau15_sort(c.d, c.m, u);
+        double tau = tau15_newton(c.d, c.m);
+        if (tau == 0.0) {
+            double u[SG_SPARSE_CAND_MAX];
+            tau = tau15_sort(c.d, c.m, u);
+        }
         memset(y, 0, j->n * sizeof *y);
         for (size_t q = 0; q < c.m; q++) y[c.idx[q]] = y15(c.d[q], tau);
         return;

@@ -74,3 +74,53 @@ size_t sg_sparse_select_f32__avx2_u32(size_t n, const float *x, float thr, uint3
     }
     return c;
 }
+
+/* 4 doubles per vector, two vectors per step; compares give lane masks
+ * that select what is added (and-ed) and blended into min and max. */
+static inline double hsum4(__m256d v) {
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
+static inline double hmin4(__m256d v) {
+    __m128d h = _mm_min_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_min_sd(h, _mm_unpackhi_pd(h, h)));
+}
+static inline double hmax4(__m256d v) {
+    __m128d h = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_max_sd(h, _mm_unpackhi_pd(h, h)));
+}
+
+void sg_sparse_sums_f32__avx2_u8(size_t n, const float *d, double scale, double t,
+                                 sg_sparse_sums *out) {
+    const __m256d vs = _mm256_set1_pd(scale), vt = _mm256_set1_pd(t);
+    const __m256d pinf = _mm256_set1_pd(INFINITY), ninf = _mm256_set1_pd(-INFINITY);
+    __m256d s1a = _mm256_setzero_pd(), s1b = s1a, s2a = s1a, s2b = s1a;
+    __m256d mna = pinf, mnb = pinf, mxa = ninf, mxb = ninf;
+    size_t k = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256d u = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(d + i)), vs);
+        __m256d v = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(d + i + 4)), vs);
+        __m256d mu = _mm256_cmp_pd(u, vt, _CMP_GT_OQ), mv = _mm256_cmp_pd(v, vt, _CMP_GT_OQ);
+        k += (size_t)__builtin_popcount((unsigned)_mm256_movemask_pd(mu)) +
+             (size_t)__builtin_popcount((unsigned)_mm256_movemask_pd(mv));
+        __m256d ui = _mm256_and_pd(u, mu), vi = _mm256_and_pd(v, mv);
+        s1a = _mm256_add_pd(s1a, ui), s1b = _mm256_add_pd(s1b, vi);
+        s2a = _mm256_fmadd_pd(ui, ui, s2a), s2b = _mm256_fmadd_pd(vi, vi, s2b);
+        mna = _mm256_min_pd(mna, _mm256_blendv_pd(pinf, u, mu));
+        mnb = _mm256_min_pd(mnb, _mm256_blendv_pd(pinf, v, mv));
+        mxa = _mm256_max_pd(mxa, _mm256_blendv_pd(u, ninf, mu));
+        mxb = _mm256_max_pd(mxb, _mm256_blendv_pd(v, ninf, mv));
+    }
+    double s1 = hsum4(_mm256_add_pd(s1a, s1b)), s2 = hsum4(_mm256_add_pd(s2a, s2b));
+    double mn = hmin4(_mm256_min_pd(mna, mnb)), mx = hmax4(_mm256_max_pd(mxa, mxb));
+    for (; i < n; i++) {
+        const double u = scale * (double)d[i];
+        if (u > t) {
+            k++, s1 += u, s2 += u * u;
+            if (u < mn) mn = u;
+        } else if (u > mx) {
+            mx = u;
+        }
+    }
+    out->k = k, out->s1 = s1, out->s2 = s2, out->min_in = mn, out->max_out = mx;
+}

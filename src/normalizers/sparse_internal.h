@@ -13,9 +13,9 @@
 
 #include "softmax/softmax_internal.h"
 
-/* Candidates a row may hold on the stack (8 KiB + 4 KiB); a row with more
- * takes the full-row path, which uses the output row as scratch. */
-#define SG_SPARSE_CAND_MAX 1024
+/* Candidates a row may hold on the stack (16 KiB + 16 KiB); a row with
+ * more takes the full-row path, which uses the output row as scratch. */
+#define SG_SPARSE_CAND_MAX 4096
 
 static inline int sg_sparse_special(const sg_row_scan *s) {
     return s->nan || s->posinf || !s->finite;

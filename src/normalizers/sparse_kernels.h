@@ -26,6 +26,16 @@ typedef float sg_sparse_max_fn(size_t n, const float *x, int *bad);
  */
 typedef size_t sg_sparse_select_fn(size_t n, const float *x, float thr, uint32_t *idx, size_t cap);
 
+/* Sums over u_i = scale * d_i (in double) with u_i > t: count, sum,
+ * sum of squares and min; and the max of the other u_i (-inf if none).
+ * -inf entries are never above t. Sums in an order of the kernel's own
+ * (lanes), so ISA levels may differ in the last bits. */
+typedef struct sg_sparse_sums {
+    size_t k;
+    double s1, s2, min_in, max_out;
+} sg_sparse_sums;
+typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t, sg_sparse_sums *out);
+
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,
 #include "normalizers/sparse_slots.inc"

@@ -28,3 +28,19 @@ size_t sg_sparse_select_f32__ref(size_t n, const float *x, float thr, uint32_t *
     }
     return c;
 }
+
+/* The pass of the 1.5-entmax threshold (and of any threshold needing the
+ * support's first two moments): u = scale * d in double. */
+void sg_sparse_sums_f32__ref(size_t n, const float *d, double scale, double t, sg_sparse_sums *out) {
+    sg_sparse_sums a = {0, 0.0, 0.0, INFINITY, -INFINITY};
+    for (size_t i = 0; i < n; i++) {
+        const double u = scale * (double)d[i];
+        if (u > t) {
+            a.k++, a.s1 += u, a.s2 += u * u;
+            if (u < a.min_in) a.min_in = u;
+        } else if (u > a.max_out) {
+            a.max_out = u;
+        }
+    }
+    *out = a;
+}

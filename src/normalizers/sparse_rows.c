@@ -46,7 +46,14 @@ static float filter_threshold(float xb, double radius, double t) {
 }
 
 static sg_sparse_kind full_row(const sg_row_view *v, size_t n, const sg_row_scan *s, float *out) {
-    for (size_t i = 0; i < n; i++) out[i] = sg_sparse_d(v, s, i);
+    if (!v->keep && !v->add && v->t == 1.0) { /* as in the candidate loop below */
+        for (size_t i = 0; i < n; i++) {
+            const double d = (double)v->x[i] - s->xb;
+            out[i] = d < -FLT_MAX ? -INFINITY : (float)d; /* x = -inf gives -inf */
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) out[i] = sg_sparse_d(v, s, i);
+    }
     return SG_SPARSE_FULL;
 }
 

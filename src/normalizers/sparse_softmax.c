@@ -62,6 +62,57 @@ static void special_row(const sg_sparse_job *j, const sg_row_view *v, const sg_r
     }
 }
 
+/* ---- small k on unmasked rows: a sorted top-k list fed by the filter ---- */
+
+/* The k of the fast path at most, and the filter's block. */
+#define TOPK_SMALL 64
+#define TOPK_BLOCK 256
+
+/* Inserts (v, i) into val/idx sorted by value descending, then index
+ * ascending (i is larger than every index already held, so it goes after
+ * its equals: ties keep the lower index); m entries held, k at most. */
+static inline size_t topk_insert(float *val, uint32_t *idx, size_t m, size_t k, float v, uint32_t i) {
+    size_t p = m < k ? m : k - 1;
+    if (m == k && !(v > val[k - 1])) return m;
+    while (p > 0 && val[p - 1] < v) val[p] = val[p - 1], idx[p] = idx[p - 1], p--;
+    val[p] = v, idx[p] = i;
+    return m < k ? m + 1 : m;
+}
+
+/*
+ * For unmasked rows (whose order of x is the order of z) and k <= 64: the
+ * first k entries seed the list, then the select kernel passes over the
+ * rest in blocks, keeping only x > the current k-th value (rare after a
+ * few blocks), so the row is read once more at filter speed. The output
+ * is exp(d) / sum with d = z - max z in double from the kept x values
+ * (sg_z_diff), so in place works and no rounding of d to float enters.
+ */
+static void forward_small(const sg_sparse_job *j, const sg_row_view *v, const sg_row_scan *s,
+                          float *y) {
+    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
+    const size_t n = j->n, k = j->k;
+    float val[TOPK_SMALL];
+    uint32_t idx[TOPK_SMALL], cand[TOPK_BLOCK];
+    size_t m = 0, i = 0;
+    for (; i < n && m < k; i++) m = topk_insert(val, idx, m, k, v->x[i], (uint32_t)i);
+    for (; i < n; i += TOPK_BLOCK) {
+        const size_t len = n - i < TOPK_BLOCK ? n - i : TOPK_BLOCK;
+        const size_t c = kr->select(len, v->x + i, val[k - 1], cand, TOPK_BLOCK);
+        for (size_t q = 0; q < c; q++)
+            m = topk_insert(val, idx, m, k, v->x[i + cand[q]], (uint32_t)(i + cand[q]));
+    }
+    double e[TOPK_SMALL], sum = 0.0;
+    for (size_t q = 0; q < m; q++) {
+        /* sg_z_diff with T = 1 and no add mask is the double difference */
+        const double d = v->t == 1.0 ? (double)val[q] - s->xb : sg_z_diff(val[q], 0.0, s->xb, 0.0, v->t);
+        e[q] = val[q] == -INFINITY ? 0.0 : exp(d);
+        sum += e[q];
+    }
+    const double inv = 1.0 / sum; /* sum >= 1: val[0] is the max */
+    memset(y, 0, n * sizeof *y);
+    for (size_t q = 0; q < m; q++) y[idx[q]] = (float)(e[q] * inv);
+}
+
 static void forward_row(const sg_sparse_job *j, size_t r) {
     const sg_row_view v = sg_sparse_view(j, r);
     float *y = j->out + r * j->ldo;
@@ -76,6 +127,10 @@ static void forward_row(const sg_sparse_job *j, size_t r) {
     }
     if (sg_sparse_special(&s)) {
         special_row(j, &v, &s, y);
+        return;
+    }
+    if (!v.keep && !v.add && j->k <= TOPK_SMALL && j->n <= UINT32_MAX) {
+        forward_small(j, &v, &s, y);
         return;
     }
     if (!v.keep && !v.add && v.t == 1.0) { /* as sg_sparse_d, without the error-free sums */
