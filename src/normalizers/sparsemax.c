@@ -17,10 +17,11 @@
  *     candidates write d for every entry into the output row (the scratch;
  *     in place works because entry i is read before it is written).
  *  2. tau (relative to z_b) by Michelot's iteration from the superset
- *     {d > -1}, sums in double, until the support stops changing; after
- *     MICHELOT_MAX_ITER iterations, bisection on tau (see solve_tau). The
- *     candidates are in index order and entries with d <= -1 never enter
- *     a sum, so both paths give the same bits.
+ *     {d > -1}, sums in double (the vectorized sums kernel), until the
+ *     support stops changing; after MICHELOT_MAX_ITER iterations,
+ *     bisection on tau (see solve_tau). Entries with d <= -1 never enter
+ *     a sum, so both paths solve the same problem (to the last bits,
+ *     which the order of summation may change).
  *  3. y_i = max(d_i - tau, 0): zeros, then the candidates above tau.
  */
 #include <float.h>
@@ -29,6 +30,7 @@
 
 #include "normalizers/normalizers_internal.h"
 #include "normalizers/sparse_internal.h"
+#include "normalizers/sparse_kernels.h"
 #include "softmax/softmax_internal.h"
 
 /* Michelot's iteration is Newton's method on a convex piecewise-linear
@@ -149,18 +151,18 @@ static tau_result solve_tau(above_fn *above, const void *src, int max_iter) {
     return bisect(above, src, tau);
 }
 
-/* solve_tau on a float array with the pass inlined (the hot case: a few
- * candidates); the same sums in the same order, so the same bits. */
+/* solve_tau on a float array, each pass by the dispatched sums kernel
+ * (branch-free, vectorized; its lane order of summation is its own, so
+ * ISA levels may differ in the last bits of tau). */
 static tau_result solve_tau_array(const float *d, size_t n) {
-    float_src src = {d, n};
-    set_sums cur = above_float(&src, -1.0);
+    sg_sparse_sums_fn *sums = sg_sparse_kernels_get()->sums;
+    sg_sparse_sums a;
+    sums(n, d, 1.0, -1.0, &a);
+    set_sums cur = {a.k, a.s1, a.s2};
     double tau = tau_of(cur);
     for (int it = 0; it < MICHELOT_MAX_ITER; it++) {
-        set_sums next = {0, 0.0, 0.0};
-        for (size_t i = 0; i < n; i++) {
-            double di = d[i];
-            if (di > tau) next.k++, next.s += di, next.s2 += di * di;
-        }
+        sums(n, d, 1.0, tau, &a);
+        set_sums next = {a.k, a.s1, a.s2};
         if (next.k == cur.k) {
             tau_result r = {tau, next};
             return r;
@@ -168,6 +170,7 @@ static tau_result solve_tau_array(const float *d, size_t n) {
         cur = next;
         tau = tau_of(cur);
     }
+    float_src src = {d, n};
     return bisect(above_float, &src, tau);
 }
 
