@@ -66,7 +66,7 @@ static void special_row(const sg_sparse_job *j, const sg_row_view *v, const sg_r
 
 /* The k of the fast path at most, and the filter's block. */
 #define TOPK_SMALL 64
-#define TOPK_BLOCK 256
+#define TOPK_BLOCK 32
 
 /* Inserts (v, i) into val/idx sorted by value descending, then index
  * ascending (i is larger than every index already held, so it goes after
