@@ -43,16 +43,17 @@
  * alpha -> 1 tends to softmax; entries below the threshold are exactly 0.
  * Shift invariant in z.
  *
- * 1.5-entmax (sg_entmax15_f32), exact: y_i = (z_i/2 - tau)_+^2 with tau
- * from the paper's sort-based algorithm (sorted u = z/2 - max/2,
- * cumulative mean and sum of squared deviations, tau_k = mean_k -
- * sqrt((1 - ss_k) / k), support = largest k with tau_k <= u_(k)), run on
- * the candidates z_i > max z - 2 only (tau >= max/2 - 1, so no other entry
- * can be in the support), which a vectorized filter finds; rows with more
- * than 4096 candidates find the same support without a sort (no
- * buffer) and take the same closed form. Accuracy: each output within
- * 3e-7 (absolute) of 1.5-entmax of the exact z (d = z - max is rounded
- * once to float; tau in double).
+ * 1.5-entmax (sg_entmax15_f32), exact: y_i = (z_i/2 - tau)_+^2. The paper
+ * finds tau by sorting u = (z - max z)/2 and taking cumulative sums
+ * (tau_k = mean_k - sqrt((1 - ss_k) / k), support = the largest k with
+ * tau_k <= u_(k)). softgate solves the same problem on the candidates
+ * z_i > max z - 2 only (tau >= max/2 - 1, so no other entry can be in the
+ * support), found by a vectorized filter, and finds the support without a
+ * sort: Newton steps on sum (u - t)_+^2 = 1 from below, each checking
+ * whether the closed form on {u > t} is consistent, which makes it exact
+ * (2 to 6 vectorized passes over the candidates); the paper's sort is the
+ * fallback. Accuracy: each output within 3e-7 (absolute) of 1.5-entmax of
+ * the exact z (d = z - max is rounded once to float; tau in double).
  *
  * x, y: [rows x N] with strides ldx, ldy >= N.
  */
@@ -68,11 +69,13 @@ SG_API sg_status sg_entmax15_f32(sg_context *ctx, size_t rows, size_t n,
  * inside a bisection bracket [-1, 0] of u = (alpha - 1)(z - max z), to
  * 2^-52 (at most 200 evaluations; bisection alone needs about 54); the
  * outputs are then divided by their sum, so rows sum to 1 within float
- * rounding. Accuracy: within 1e-6 (absolute) of the exact map for alpha in
- * [1.05, 10] (measured in tests/test_sparse.c); as alpha -> 1 the
- * sensitivity of y to tau grows like 1/(alpha - 1). Slower than 1.5-entmax
- * (pow per candidate per step): use sg_entmax15_f32 for alpha = 1.5 and
- * sg_sparsemax_f32 for alpha = 2 (exact, faster).
+ * rounding. Accuracy: for 1 < alpha <= 2, each output within 1e-6
+ * (absolute) of the exact map. For alpha > 2 the map y = w^(1/(alpha-1))
+ * has an unbounded slope at the threshold: an entry just above it can move
+ * by about e^(1/(alpha-1)) for an error e ~ 6e-8 |d| in d (1e-3 at
+ * alpha = 3); entries away from the threshold keep 1e-6. Slower than the
+ * exact ops (a pow per candidate per step): use sg_entmax15_f32 for
+ * alpha = 1.5 and sg_sparsemax_f32 for alpha = 2.
  */
 SG_API sg_status sg_entmax_f32(sg_context *ctx, double alpha, size_t rows, size_t n,
                                const float *x, size_t ldx, float *y, size_t ldy,
@@ -109,10 +112,13 @@ SG_API sg_status sg_entmax_backward_f32(sg_context *ctx, double alpha, size_t ro
  * entries selects all its kept entries (kept z = -inf get 0). k >= N is
  * plain softmax: the call is sg_softmax_f32 with the same options (same
  * bits). k == 0 is SG_ERR_ARGUMENT. Shift invariant in z.
- * Accuracy: exp and the sum in double; each output within 1 ulp-ish of
- * the exact value (relative 2e-7 measured) on the selected entries.
- * Cost: a max pass, a pass writing d, a radix select on the bits of d
- * (4 passes of 8 bits, no allocation), a sum pass and an output pass.
+ * Accuracy: exp and the sum in double; the relative error of each selected
+ * output is at most 3e-7 + 2^-24 |z_i - max z| (d is rounded once to
+ * float on the general path; unmasked rows with k <= 64 use d in double).
+ * Cost: unmasked rows with k <= 64: a max pass and one filtered pass (the
+ * vectorized select keeps only entries above the current k-th value);
+ * otherwise a pass writing d, a radix select on the bits of d (4 passes of
+ * 8 bits, no allocation), a sum pass and an output pass.
  */
 SG_API sg_status sg_sparse_softmax_f32(sg_context *ctx, size_t k, size_t rows, size_t n,
                                        const float *x, size_t ldx, float *y, size_t ldy,

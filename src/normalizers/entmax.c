@@ -117,11 +117,11 @@ static double tau15_bisect(const float *d, size_t n) {
  */
 #define NEWTON15_MAX_ITER 40
 static double tau15_newton(const float *d, size_t n) {
-    sg_sparse_sums_fn *sums = sg_sparse_kernels_get()->sums;
+    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
     double t = -1.0;
     for (int it = 0; it < NEWTON15_MAX_ITER; it++) {
         sg_sparse_sums a;
-        sums(n, d, 0.5, t, &a);
+        sg_sparse_sums_run(kr, n, d, 0.5, t, &a);
         const double k = (double)a.k, mean = a.s1 / k, ss = a.s2 - a.s1 * mean;
         const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / k;
         const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "normalizers/sparse_kernels.h"
 #include "softmax/softmax_internal.h"
 
 /* Candidates a row may hold on the stack (16 KiB + 16 KiB); a row with
@@ -65,6 +66,30 @@ typedef enum {
  */
 sg_sparse_kind sg_sparse_gather(const sg_row_view *v, size_t n, double radius, size_t cap,
                                 sg_row_scan *s, sg_sparse_cands *c, float *out);
+
+/* Below this many entries the sums pass is done inline (scalar): the
+ * kernel's call and four horizontal reductions cost more than the loop. */
+#define SG_SPARSE_SUMS_INLINE 16
+
+/* The sums kernel's pass (sparse_kernels.h), inline for short arrays. */
+static inline void sg_sparse_sums_run(const sg_sparse_kernels *k, size_t n, const float *d,
+                                      double scale, double t, sg_sparse_sums *out) {
+    if (n > SG_SPARSE_SUMS_INLINE) {
+        k->sums(n, d, scale, t, out);
+        return;
+    }
+    sg_sparse_sums a = {0, 0.0, 0.0, INFINITY, -INFINITY};
+    for (size_t i = 0; i < n; i++) {
+        const double u = scale * (double)d[i];
+        if (u > t) {
+            a.k++, a.s1 += u, a.s2 += u * u;
+            if (u < a.min_in) a.min_in = u;
+        } else if (u > a.max_out) {
+            a.max_out = u;
+        }
+    }
+    *out = a;
+}
 
 /* One call of a sparse op, resolved; row() computes row r. */
 typedef struct sg_sparse_job sg_sparse_job;

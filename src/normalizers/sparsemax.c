@@ -155,13 +155,13 @@ static tau_result solve_tau(above_fn *above, const void *src, int max_iter) {
  * (branch-free, vectorized; its lane order of summation is its own, so
  * ISA levels may differ in the last bits of tau). */
 static tau_result solve_tau_array(const float *d, size_t n) {
-    sg_sparse_sums_fn *sums = sg_sparse_kernels_get()->sums;
+    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
     sg_sparse_sums a;
-    sums(n, d, 1.0, -1.0, &a);
+    sg_sparse_sums_run(kr, n, d, 1.0, -1.0, &a);
     set_sums cur = {a.k, a.s1, a.s2};
     double tau = tau_of(cur);
     for (int it = 0; it < MICHELOT_MAX_ITER; it++) {
-        sums(n, d, 1.0, tau, &a);
+        sg_sparse_sums_run(kr, n, d, 1.0, tau, &a);
         set_sums next = {a.k, a.s1, a.s2};
         if (next.k == cur.k) {
             tau_result r = {tau, next};
