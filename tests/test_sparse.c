@@ -298,7 +298,8 @@ TEST(sparse_kernels_tails) {
     const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
     const size_t big = 4099 + 3;
     float *buf = random_x(big, 3.0, 11);
-    uint32_t *ia = xalloc(big * sizeof *ia), *ib = xalloc(big * sizeof *ib);
+    uint32_t *ia = xalloc((big + 16) * sizeof *ia), *ib = xalloc((big + 16) * sizeof *ib);
+    float *va = xalloc((big + 16) * sizeof *va), *vb = xalloc((big + 16) * sizeof *vb);
     for (size_t q = 0; q < count; q++) {
         if (!sg_cpu_supports(e[q].isa)) continue;
         for (size_t t = 0; t < N_TAILS; t++) {
@@ -345,24 +346,25 @@ TEST(sparse_kernels_tails) {
                     for (size_t h = 0; h < 4; h++) {
                         const size_t caps[] = {0, 1, 5, n};
                         for (size_t cc = 0; cc < 4; cc++) {
-                            size_t c1 = f(n, x, thrs[h], ia, caps[cc]);
-                            size_t c2 = sg_sparse_select_f32__ref(n, x, thrs[h], ib, caps[cc]);
+                            size_t c1 = f(n, x, thrs[h], ia, va, caps[cc]);
+                            size_t c2 = sg_sparse_select_f32__ref(n, x, thrs[h], ib, vb, caps[cc]);
                             size_t w = c1 < caps[cc] ? c1 : caps[cc];
-                            CHECK(c1 == c2 && memcmp(ia, ib, w * sizeof *ia) == 0,
+                            CHECK(c1 == c2 && memcmp(ia, ib, w * sizeof *ia) == 0 &&
+                                      memcmp(va, vb, w * sizeof *va) == 0,
                                   "%s n=%zu thr %g cap %zu: count %zu ref %zu", e[q].name, n,
                                   thrs[h], caps[cc], c1, c2);
                         }
                     }
                     float keep = x[0];
                     x[0] = NAN; /* NaN never passes */
-                    size_t c1 = f(n, x, -INFINITY, ia, n);
+                    size_t c1 = f(n, x, -INFINITY, ia, va, n);
                     CHECK(c1 == n - 1 && (n == 1 || ia[0] == 1), "%s n=%zu: NaN selected", e[q].name, n);
                     x[0] = keep;
                 }
             }
         }
     }
-    free(buf), free(ia), free(ib);
+    free(buf), free(ia), free(ib), free(va), free(vb);
 }
 
 /* ---- forward against the references ---------------------------------------- */

@@ -122,8 +122,8 @@ static double tau15_newton(const float *d, size_t n) {
     for (int it = 0; it < NEWTON15_MAX_ITER; it++) {
         sg_sparse_sums a;
         sg_sparse_sums_run(kr, n, d, 0.5, t, &a);
-        const double k = (double)a.k, mean = a.s1 / k, ss = a.s2 - a.s1 * mean;
-        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / k;
+        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
         const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
         if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
         /* Newton: g = sum (u - t)^2 - 1, g' = -2 sum (u - t) over S */
@@ -141,9 +141,10 @@ double sg_entmax15_tau_f32(const float *d, size_t n, double *scratch, int method
     return tau15_newton(d, n);
 }
 
+/* Branch-free (about half the candidates are in the support, at random). */
 static inline float y15(float d, double tau) {
-    const double w = 0.5 * (double)d - tau;
-    return w > 0.0 ? (float)(w * w) : 0.0f;
+    const double w = sg_relu(0.5 * (double)d - tau);
+    return (float)(w * w);
 }
 
 /* ---- alpha-entmax: the threshold by bracketed Newton -------------------- */

@@ -42,17 +42,20 @@ float sg_sparse_max_f32__avx2_u32(size_t n, const float *x, int *bad) {
     return m;
 }
 
-static inline size_t take(unsigned m, size_t base, uint32_t *idx, size_t c, size_t cap) {
+static inline size_t take(unsigned m, const float *x, size_t base, uint32_t *idx, float *val,
+                          size_t c, size_t cap) {
     while (m) {
         if (c == cap) return cap + 1;
-        idx[c++] = (uint32_t)(base + (size_t)__builtin_ctz(m));
+        const size_t i = base + (size_t)__builtin_ctz(m);
+        val[c] = x[i];
+        idx[c++] = (uint32_t)i;
         m &= m - 1;
     }
     return c;
 }
 
 size_t sg_sparse_select_f32__avx2_u32(size_t n, const float *x, float thr, uint32_t *idx,
-                                      size_t cap) {
+                                      float *val, size_t cap) {
     const __m256 t = _mm256_set1_ps(thr);
     size_t c = 0, i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -61,15 +64,16 @@ size_t sg_sparse_select_f32__avx2_u32(size_t n, const float *x, float thr, uint3
         unsigned k2 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 16), t, _CMP_GT_OQ));
         unsigned k3 = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 24), t, _CMP_GT_OQ));
         unsigned all = k0 | k1 << 8 | k2 << 16 | k3 << 24;
-        if (all && (c = take(all, i, idx, c, cap)) > cap) return c;
+        if (all && (c = take(all, x, i, idx, val, c, cap)) > cap) return c;
     }
     for (; i + 8 <= n; i += 8) {
         unsigned k = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), t, _CMP_GT_OQ));
-        if (k && (c = take(k, i, idx, c, cap)) > cap) return c;
+        if (k && (c = take(k, x, i, idx, val, c, cap)) > cap) return c;
     }
     for (; i < n; i++) {
         if (!(x[i] > thr)) continue;
         if (c == cap) return cap + 1;
+        val[c] = x[i];
         idx[c++] = (uint32_t)i;
     }
     return c;

@@ -36,35 +36,40 @@ float sg_sparse_max_f32__avx512_u64(size_t n, const float *x, int *bad) {
 }
 
 /* Candidates are rare (those near the max), so the loop is a compare and
- * a mask test per 64 floats; set bits are then walked in index order. */
-static inline size_t take(__mmask16 m, size_t base, uint32_t *idx, size_t c, size_t cap) {
-    while (m) {
-        if (c == cap) return cap + 1;
-        idx[c++] = (uint32_t)(base + (size_t)__builtin_ctz(m));
-        m &= (__mmask16)(m - 1);
-    }
-    return c;
+ * a mask test per 64 floats; a block with candidates compresses their
+ * indices and values into registers and stores all 16 lanes (compress
+ * straight to memory is slow on some cores), advancing by the count. */
+static inline size_t take(__mmask16 m, __m512 v, size_t base, uint32_t *idx, float *val, size_t c,
+                          size_t cap) {
+    if (!m) return c;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i ids = _mm512_add_epi32(lane, _mm512_set1_epi32((int)(uint32_t)base));
+    _mm512_storeu_si512((void *)(idx + c), _mm512_maskz_compress_epi32(m, ids));
+    _mm512_storeu_ps(val + c, _mm512_maskz_compress_ps(m, v));
+    c += (size_t)__builtin_popcount(m);
+    return c > cap ? cap + 1 : c;
 }
 
 size_t sg_sparse_select_f32__avx512_u64(size_t n, const float *x, float thr, uint32_t *idx,
-                                        size_t cap) {
+                                        float *val, size_t cap) {
     const __m512 t = _mm512_set1_ps(thr);
     size_t c = 0, i = 0;
     for (; i + 64 <= n; i += 64) {
-        __mmask16 k0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), t, _CMP_GT_OQ);
-        __mmask16 k1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 16), t, _CMP_GT_OQ);
-        __mmask16 k2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 32), t, _CMP_GT_OQ);
-        __mmask16 k3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i + 48), t, _CMP_GT_OQ);
+        const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        const __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+        __mmask16 k0 = _mm512_cmp_ps_mask(v0, t, _CMP_GT_OQ), k1 = _mm512_cmp_ps_mask(v1, t, _CMP_GT_OQ);
+        __mmask16 k2 = _mm512_cmp_ps_mask(v2, t, _CMP_GT_OQ), k3 = _mm512_cmp_ps_mask(v3, t, _CMP_GT_OQ);
         if (!(k0 | k1 | k2 | k3)) continue;
-        if ((c = take(k0, i, idx, c, cap)) > cap) return c;
-        if ((c = take(k1, i + 16, idx, c, cap)) > cap) return c;
-        if ((c = take(k2, i + 32, idx, c, cap)) > cap) return c;
-        if ((c = take(k3, i + 48, idx, c, cap)) > cap) return c;
+        if ((c = take(k0, v0, i, idx, val, c, cap)) > cap) return c;
+        if ((c = take(k1, v1, i + 16, idx, val, c, cap)) > cap) return c;
+        if ((c = take(k2, v2, i + 32, idx, val, c, cap)) > cap) return c;
+        if ((c = take(k3, v3, i + 48, idx, val, c, cap)) > cap) return c;
     }
     for (; i < n; i += 16) {
         __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __mmask16 m = _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, x + i), t, _CMP_GT_OQ);
-        if ((c = take(m, i, idx, c, cap)) > cap) return c;
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __mmask16 m = _mm512_mask_cmp_ps_mask(k, v, t, _CMP_GT_OQ);
+        if ((c = take(m, v, i, idx, val, c, cap)) > cap) return c;
     }
     return c;
 }

@@ -44,8 +44,8 @@ static inline float sg_sparse_special_p(const sg_row_view *v, const sg_row_scan 
  * order. */
 typedef struct sg_sparse_cands {
     size_t m;
-    float d[SG_SPARSE_CAND_MAX];
-    uint32_t idx[SG_SPARSE_CAND_MAX];
+    float d[SG_SPARSE_CAND_MAX + 16]; /* + 16: the select kernel's slack */
+    uint32_t idx[SG_SPARSE_CAND_MAX + 16];
 } sg_sparse_cands;
 
 typedef enum {
@@ -67,9 +67,15 @@ typedef enum {
 sg_sparse_kind sg_sparse_gather(const sg_row_view *v, size_t n, double radius, size_t cap,
                                 sg_row_scan *s, sg_sparse_cands *c, float *out);
 
-/* Below this many entries the sums pass is done inline (scalar): the
- * kernel's call and four horizontal reductions cost more than the loop. */
-#define SG_SPARSE_SUMS_INLINE 16
+/* max(w, 0) without a branch (compilers keep the branch of w > 0 ? w : 0,
+ * which mispredicts on candidates): w + |w| is +0 or 2w exactly. */
+static inline double sg_relu(double w) { return 0.5 * (w + fabs(w)); }
+
+/* Up to this many entries the sums pass is done inline (scalar): the
+ * kernel's call and four horizontal reductions cost more than the loop;
+ * beyond, the scalar loop's data-dependent branches (about half the
+ * candidates are in the support) cost more than the branch-free kernel. */
+#define SG_SPARSE_SUMS_INLINE 4
 
 /* The sums kernel's pass (sparse_kernels.h), inline for short arrays. */
 static inline void sg_sparse_sums_run(const sg_sparse_kernels *k, size_t n, const float *d,

@@ -20,11 +20,14 @@
 typedef float sg_sparse_max_fn(size_t n, const float *x, int *bad);
 
 /*
- * The indices i with x_i > thr, increasing, written to idx. Returns their
- * count when it is <= cap; otherwise stops once cap + 1 are found and
- * returns cap + 1 (idx then holds at most cap entries). NaN never passes.
+ * The indices i with x_i > thr, increasing, written to idx, and their
+ * values x_i to val. Returns their count when it is <= cap; otherwise
+ * stops once more than cap are found and returns cap + 1. idx and val
+ * must have room for cap + 16 entries (vector stores may write up to 16
+ * entries past the count, never past cap + 16). NaN never passes.
  */
-typedef size_t sg_sparse_select_fn(size_t n, const float *x, float thr, uint32_t *idx, size_t cap);
+typedef size_t sg_sparse_select_fn(size_t n, const float *x, float thr, uint32_t *idx, float *val,
+                                   size_t cap);
 
 /* Sums over u_i = scale * d_i (in double) with u_i > t: count, sum,
  * sum of squares and min; and the max of the other u_i (-inf if none).

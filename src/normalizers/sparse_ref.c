@@ -19,11 +19,13 @@ float sg_sparse_max_f32__ref(size_t n, const float *x, int *bad) {
 
 /* The candidates of a row: entries above a threshold below which nothing
  * can be in the support (the op derives thr from the max). */
-size_t sg_sparse_select_f32__ref(size_t n, const float *x, float thr, uint32_t *idx, size_t cap) {
+size_t sg_sparse_select_f32__ref(size_t n, const float *x, float thr, uint32_t *idx, float *val,
+                                 size_t cap) {
     size_t c = 0;
     for (size_t i = 0; i < n; i++) {
         if (!(x[i] > thr)) continue;
         if (c == cap) return cap + 1;
+        val[c] = x[i];
         idx[c++] = (uint32_t)i;
     }
     return c;

@@ -71,13 +71,14 @@ sg_sparse_kind sg_sparse_gather(const sg_row_view *v, size_t n, double radius, s
         s->nan = s->posinf = 0;
         s->finite = 1; /* at least; the count is not used */
         s->xb = m, s->ab = 0.0;
-        c->m = k->select(n, v->x, filter_threshold(m, radius, v->t), c->idx, cap);
+        /* the kernel writes the candidates' x into c->d; d replaces it */
+        c->m = k->select(n, v->x, filter_threshold(m, radius, v->t), c->idx, c->d, cap);
         if (c->m > cap) return full_row(v, n, s, out);
         if (v->t == 1.0) {
             /* sg_z_diff with T = 1 and no add mask is the double
              * difference rounded once (hi + lo rounds back to hi): the same
              * bits without the error-free sums. */
-            for (size_t j = 0; j < c->m; j++) c->d[j] = (float)((double)v->x[c->idx[j]] - s->xb);
+            for (size_t j = 0; j < c->m; j++) c->d[j] = (float)((double)c->d[j] - s->xb);
         } else {
             for (size_t j = 0; j < c->m; j++) c->d[j] = sg_sparse_d(v, s, c->idx[j]);
         }

@@ -92,14 +92,14 @@ static void forward_small(const sg_sparse_job *j, const sg_row_view *v, const sg
     const sg_sparse_kernels *kr = sg_sparse_kernels_get();
     const size_t n = j->n, k = j->k;
     float val[TOPK_SMALL];
-    uint32_t idx[TOPK_SMALL], cand[TOPK_BLOCK];
+    uint32_t idx[TOPK_SMALL], cand[TOPK_BLOCK + 16];
+    float cval[TOPK_BLOCK + 16];
     size_t m = 0, i = 0;
     for (; i < n && m < k; i++) m = topk_insert(val, idx, m, k, v->x[i], (uint32_t)i);
     for (; i < n; i += TOPK_BLOCK) {
         const size_t len = n - i < TOPK_BLOCK ? n - i : TOPK_BLOCK;
-        const size_t c = kr->select(len, v->x + i, val[k - 1], cand, TOPK_BLOCK);
-        for (size_t q = 0; q < c; q++)
-            m = topk_insert(val, idx, m, k, v->x[i + cand[q]], (uint32_t)(i + cand[q]));
+        const size_t c = kr->select(len, v->x + i, val[k - 1], cand, cval, TOPK_BLOCK);
+        for (size_t q = 0; q < c; q++) m = topk_insert(val, idx, m, k, cval[q], (uint32_t)(i + cand[q]));
     }
     double e[TOPK_SMALL], sum = 0.0;
     for (size_t q = 0; q < m; q++) {

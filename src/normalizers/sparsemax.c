@@ -236,8 +236,8 @@ static void forward_row(const sm_job *j, size_t r) {
     case SG_SPARSE_CANDS: {
         const double tau = solve_tau_array(c.d, c.m).tau;
         memset(y, 0, j->n * sizeof *y);
-        for (size_t q = 0; q < c.m; q++)
-            if (c.d[q] > tau) y[c.idx[q]] = (float)(c.d[q] - tau);
+        for (size_t q = 0; q < c.m; q++) /* branch-free: d > tau iff d - tau > 0 */
+            y[c.idx[q]] = (float)sg_relu((double)c.d[q] - tau);
         return;
     }
     }
