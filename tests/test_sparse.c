@@ -286,6 +286,17 @@ static int check_forward(sg_context *ctx, op p, size_t rows, size_t n, const flo
     return bad;
 }
 
+/* max |a_i - b_i| (NaN counts as infinite). Written with a branch: the
+ * fmax reduction in a loop crashed aarch64-linux-gnu-gcc 12's vectorizer. */
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double w = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)a[i] - (double)b[i]);
+        if (!(e <= w)) w = isnan(e) ? INFINITY : e;
+    }
+    return w;
+}
+
 /* Lengths around the kernel tiles (16-lane AVX-512 vectors in 64-float
  * steps, 8-lane AVX2 in 32-float steps). */
 static const size_t TAILS[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 128, 193, 1000, 4099};
@@ -447,10 +458,10 @@ TEST(sparse_entmax_alpha) {
     double worst2 = 0.0, worst15 = 0.0;
     CHECK(sg_entmax_f32(ctx, 2.0, rows, n, x, n, y1, n, NULL) == SG_OK, "alpha 2");
     CHECK(sg_sparsemax_f32(ctx, rows, n, x, n, y2, n, NULL) == SG_OK, "sparsemax");
-    for (size_t i = 0; i < rows * n; i++) worst2 = fmax(worst2, fabs(y1[i] - y2[i]));
+    worst2 = max_abs_diff(y1, y2, rows * n);
     CHECK(sg_entmax_f32(ctx, 1.5, rows, n, x, n, y1, n, NULL) == SG_OK, "alpha 1.5");
     CHECK(sg_entmax15_f32(ctx, rows, n, x, n, y2, n, NULL) == SG_OK, "entmax15");
-    for (size_t i = 0; i < rows * n; i++) worst15 = fmax(worst15, fabs(y1[i] - y2[i]));
+    worst15 = max_abs_diff(y1, y2, rows * n);
     CHECK(worst2 <= 2e-7, "entmax alpha=2 vs sparsemax: %g", worst2);
     CHECK(worst15 <= 2e-7, "entmax alpha=1.5 vs entmax15: %g", worst15);
     /* alpha -> 1 tends to softmax: error shrinks with alpha - 1. */
@@ -462,7 +473,10 @@ TEST(sparse_entmax_alpha) {
         for (size_t row = 0; row < 2; row++) {
             z_row(n, x + row * n, NULL, NULL, 1.0, z);
             ref_softmax(n, z, r);
-            for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(y1[row * n + i] - r[i]));
+            for (size_t i = 0; i < n; i++) { /* a branch, not fmax: see max_abs_diff */
+                const double e = fabs(y1[row * n + i] - r[i]);
+                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+            }
         }
         CHECK(worst < prev && worst <= near1[a] - 1.0, "alpha %g: max |y - softmax| = %g",
               near1[a], worst);
@@ -484,6 +498,28 @@ TEST(sparse_topk_reference) {
             check_forward(ctx, p, 3, n, x, q == 1 ? 2.0f : 1.0f, "topk");
             free(x);
         }
+    /* k > 4096: the radix-select path (and its ties), unmasked and masked. */
+    {
+        const size_t n = 6000, ks2[] = {4500, 5999};
+        float *x = random_x(2 * n, 2.0, 77);
+        for (size_t i = 0; i < 2 * n; i += 7) x[i] = 1.0f; /* many equal values */
+        uint8_t *keep = xalloc(n);
+        for (size_t i = 0; i < n; i++) keep[i] = i % 3 != 0;
+        float *y = xalloc(2 * n * sizeof *y);
+        double *z = xalloc(n * sizeof *z);
+        for (size_t q = 0; q < 2; q++)
+            for (int mk = 0; mk < 2; mk++) {
+                sg_softmax_options o = topt(1.0f);
+                if (mk) o.keep_mask = keep, o.keep_mask_ld = 0;
+                op p = {TOPK, 0.0, ks2[q]};
+                CHECK(fwd(ctx, p, 2, n, x, n, y, n, &o) == SG_OK, "radix path");
+                for (size_t r = 0; r < 2; r++) {
+                    z_row(n, x + r * n, mk ? keep : NULL, NULL, 1.0, z);
+                    check_row(p, n, z, y + r * n, mk ? "topk radix masked" : "topk radix");
+                }
+            }
+        free(x), free(keep), free(y), free(z);
+    }
     /* Ties: values 0..4 repeated; k cuts inside a tie group. */
     float xt[12] = {1, 3, 2, 3, 0, 3, 1, 2, 3, 0, 1, 2}, y[12];
     CHECK(sg_sparse_softmax_f32(ctx, 3, 1, 12, xt, 12, y, 12, NULL) == SG_OK, "ties");
@@ -533,7 +569,7 @@ TEST(sparse_shift_invariance) {
                 CHECK(sg_sparsemax_f32(ctx, rows, n, x, n, y, n, NULL) == SG_OK, "sparsemax");
                 CHECK(sg_sparsemax_f32(ctx, rows, n, xs, n, ys, n, NULL) == SG_OK, "sparsemax shifted");
             }
-            for (size_t i = 0; i < rows * n; i++) worst = fmax(worst, fabs(y[i] - ys[i]));
+            worst = max_abs_diff(y, ys, rows * n);
             CHECK(worst <= 1e-7, "%s shift %g: max diff %g", q < 4 ? kind_names[ops[q].k] : "sparsemax",
                   shifts[s], worst);
         }

@@ -106,19 +106,21 @@ SG_API sg_status sg_entmax_backward_f32(sg_context *ctx, double alpha, size_t ro
  * Alternative Softmax Transformation", 2021): softmax over the k largest
  * z of each row, exactly 0 elsewhere,
  *   y_i = exp(z_i - max z) / sum_{j in top-k} exp(z_j - max z)  on top-k.
- * Ranking is by d = z - max z rounded once to float (for unmasked rows with
- * T = 1, exactly the order of x); ties at the k-th value go to the lower
+ * Ranking: unmasked rows by x (exactly the order of z); masked rows, and
+ * every row when k > 4096, by d = z - max z rounded once to float (entries
+ * whose d round to the same float tie). Ties at the k-th value go to the lower
  * index. Removed entries are never selected; a row with fewer than k kept
  * entries selects all its kept entries (kept z = -inf get 0). k >= N is
  * plain softmax: the call is sg_softmax_f32 with the same options (same
  * bits). k == 0 is SG_ERR_ARGUMENT. Shift invariant in z.
  * Accuracy: exp and the sum in double; the relative error of each selected
- * output is at most 3e-7 + 2^-24 |z_i - max z| (d is rounded once to
- * float on the general path; unmasked rows with k <= 64 use d in double).
- * Cost: unmasked rows with k <= 64: a max pass and one filtered pass (the
- * vectorized select keeps only entries above the current k-th value);
- * otherwise a pass writing d, a radix select on the bits of d (4 passes of
- * 8 bits, no allocation), a sum pass and an output pass.
+ * output is at most 3e-7 + 2^-24 |z_i - max z| (the second term only where
+ * d is rounded to float: masked rows, k > 4096).
+ * Cost: k <= 4096: a max pass and one pass feeding a heap of the k best
+ * (unmasked rows: the vectorized select keeps only entries above the
+ * current k-th value, so few reach the heap); k > 4096: a pass writing d,
+ * a radix select on the bits of d (4 passes of 8 bits, no allocation), a
+ * sum pass and an output pass.
  */
 SG_API sg_status sg_sparse_softmax_f32(sg_context *ctx, size_t k, size_t rows, size_t n,
                                        const float *x, size_t ldx, float *y, size_t ldy,

@@ -62,55 +62,97 @@ static void special_row(const sg_sparse_job *j, const sg_row_view *v, const sg_r
     }
 }
 
-/* ---- small k on unmasked rows: a sorted top-k list fed by the filter ---- */
+/* ---- k <= 4096: a heap of the k best, fed by the filter ---------------- */
 
-/* The k of the fast path at most, and the filter's block. */
-#define TOPK_SMALL 64
+/* The k of the heap path at most (64 KiB of stack), and the filter's block. */
+#define TOPK_HEAP 4096
 #define TOPK_BLOCK 32
 
-/* Inserts (v, i) into val/idx sorted by value descending, then index
- * ascending (i is larger than every index already held, so it goes after
- * its equals: ties keep the lower index); m entries held, k at most. */
-static inline size_t topk_insert(float *val, uint32_t *idx, size_t m, size_t k, float v, uint32_t i) {
-    size_t p = m < k ? m : k - 1;
-    if (m == k && !(v > val[k - 1])) return m;
-    while (p > 0 && val[p - 1] < v) val[p] = val[p - 1], idx[p] = idx[p - 1], p--;
-    val[p] = v, idx[p] = i;
-    return m < k ? m + 1 : m;
+/* A min-heap of the k best (value, index) seen so far, its root the worst:
+ * the smallest value, and of equal values the largest index. */
+typedef struct topk_heap {
+    float *v;
+    uint32_t *i;
+    size_t m, k;
+} topk_heap;
+
+static inline int worse(const topk_heap *h, size_t a, size_t b) {
+    return h->v[a] < h->v[b] || (h->v[a] == h->v[b] && h->i[a] > h->i[b]);
+}
+
+static inline void swap_at(topk_heap *h, size_t a, size_t b) {
+    float tv = h->v[a];
+    uint32_t ti = h->i[a];
+    h->v[a] = h->v[b], h->i[a] = h->i[b];
+    h->v[b] = tv, h->i[b] = ti;
+}
+
+static void sift_down(topk_heap *h, size_t p) {
+    for (;;) {
+        size_t w = p, l = 2 * p + 1, r = l + 1;
+        if (l < h->m && worse(h, l, w)) w = l;
+        if (r < h->m && worse(h, r, w)) w = r;
+        if (w == p) return;
+        swap_at(h, p, w);
+        p = w;
+    }
+}
+
+/* Offers (v, i), i larger than every index held: a value equal to the
+ * root's is then worse (ties keep the lower index). */
+static inline void heap_offer(topk_heap *h, float v, uint32_t i) {
+    if (h->m < h->k) {
+        size_t p = h->m++;
+        h->v[p] = v, h->i[p] = i;
+        while (p > 0 && worse(h, p, (p - 1) / 2)) swap_at(h, p, (p - 1) / 2), p = (p - 1) / 2;
+        return;
+    }
+    if (!(v > h->v[0])) return;
+    h->v[0] = v, h->i[0] = i;
+    sift_down(h, 0);
 }
 
 /*
- * For unmasked rows (whose order of x is the order of z) and k <= 64: the
- * first k entries seed the list, then the select kernel passes over the
- * rest in blocks, keeping only x > the current k-th value (rare after a
- * few blocks), so the row is read once more at filter speed. The output
- * is exp(d) / sum with d = z - max z in double from the kept x values
- * (sg_z_diff), so in place works and no rounding of d to float enters.
+ * k <= 4096 (and k < N). Unmasked rows, whose order of x is the order of
+ * z: the first k entries seed the heap, then the select kernel passes over
+ * the rest in blocks, keeping only x > the current k-th value (rare after
+ * a few blocks); outputs from d = z - max z in double (sg_z_diff) from the
+ * kept x. Masked rows: every entry is offered with d rounded once to float
+ * (-inf for removed entries, which then get 0 if they are ever selected).
+ * Nothing is written before the end, so in place works.
  */
-static void forward_small(const sg_sparse_job *j, const sg_row_view *v, const sg_row_scan *s,
-                          float *y) {
-    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
-    const size_t n = j->n, k = j->k;
-    float val[TOPK_SMALL];
-    uint32_t idx[TOPK_SMALL], cand[TOPK_BLOCK + 16];
-    float cval[TOPK_BLOCK + 16];
-    size_t m = 0, i = 0;
-    for (; i < n && m < k; i++) m = topk_insert(val, idx, m, k, v->x[i], (uint32_t)i);
-    for (; i < n; i += TOPK_BLOCK) {
-        const size_t len = n - i < TOPK_BLOCK ? n - i : TOPK_BLOCK;
-        const size_t c = kr->select(len, v->x + i, val[k - 1], cand, cval, TOPK_BLOCK);
-        for (size_t q = 0; q < c; q++) m = topk_insert(val, idx, m, k, cval[q], (uint32_t)(i + cand[q]));
+static void forward_heap(const sg_sparse_job *j, const sg_row_view *v, const sg_row_scan *s,
+                         float *y) {
+    const size_t n = j->n;
+    const int masked = v->keep || v->add;
+    float hv[TOPK_HEAP], cval[TOPK_BLOCK + 16];
+    uint32_t hi[TOPK_HEAP], cand[TOPK_BLOCK + 16];
+    topk_heap h = {hv, hi, 0, j->k};
+    if (!masked) {
+        const sg_sparse_kernels *kr = sg_sparse_kernels_get();
+        size_t i = 0;
+        for (; i < n && h.m < h.k; i++) heap_offer(&h, v->x[i], (uint32_t)i);
+        for (; i < n; i += TOPK_BLOCK) {
+            const size_t len = n - i < TOPK_BLOCK ? n - i : TOPK_BLOCK;
+            const size_t c = kr->select(len, v->x + i, hv[0], cand, cval, TOPK_BLOCK);
+            for (size_t q = 0; q < c; q++) heap_offer(&h, cval[q], (uint32_t)(i + cand[q]));
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) heap_offer(&h, sg_sparse_d(v, s, i), (uint32_t)i);
     }
-    double e[TOPK_SMALL], sum = 0.0;
-    for (size_t q = 0; q < m; q++) {
+    /* one exp per selected entry (the call dominates for short rows) */
+    double e[TOPK_HEAP], sum = 0.0;
+    for (size_t q = 0; q < h.m; q++) {
         /* sg_z_diff with T = 1 and no add mask is the double difference */
-        const double d = v->t == 1.0 ? (double)val[q] - s->xb : sg_z_diff(val[q], 0.0, s->xb, 0.0, v->t);
-        e[q] = val[q] == -INFINITY ? 0.0 : exp(d);
+        const double d = masked ? (double)hv[q]
+                         : v->t == 1.0 ? (double)hv[q] - s->xb
+                                       : sg_z_diff(hv[q], 0.0, s->xb, 0.0, v->t);
+        e[q] = hv[q] == -INFINITY ? 0.0 : exp(d);
         sum += e[q];
     }
-    const double inv = 1.0 / sum; /* sum >= 1: val[0] is the max */
+    const double inv = 1.0 / sum; /* sum >= 1: the max is selected */
     memset(y, 0, n * sizeof *y);
-    for (size_t q = 0; q < m; q++) y[idx[q]] = (float)(e[q] * inv);
+    for (size_t q = 0; q < h.m; q++) y[hi[q]] = (float)(e[q] * inv);
 }
 
 static void forward_row(const sg_sparse_job *j, size_t r) {
@@ -129,8 +171,8 @@ static void forward_row(const sg_sparse_job *j, size_t r) {
         special_row(j, &v, &s, y);
         return;
     }
-    if (!v.keep && !v.add && j->k <= TOPK_SMALL && j->n <= UINT32_MAX) {
-        forward_small(j, &v, &s, y);
+    if (j->k <= TOPK_HEAP && j->n <= UINT32_MAX) {
+        forward_heap(j, &v, &s, y);
         return;
     }
     if (!v.keep && !v.add && v.t == 1.0) { /* as sg_sparse_d, without the error-free sums */
