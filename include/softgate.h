@@ -329,20 +329,25 @@ SG_API sg_status sg_random_uniform_f32(sg_context *ctx, uint64_t seed, uint64_t 
  * kept entries, with the options, masks, strides and pointer rules of
  * section 2 (options->algorithm is ignored). y == x (ldy == ldx) is allowed.
  *
- * Method (exact, no sorting, no allocation, O(1) extra memory): d = z - max z
- * is formed in double (as the softmax masked path does, so finite x of any
- * magnitude never overflows) and rounded once to float into the output row,
- * which serves as scratch. tau is found by Michelot's iteration: S_0 =
- * {d > -1} (the max alone gives tau >= max - 1), tau_t = (sum_{S_t} d - 1) /
- * |S_t| with sums in double, S_{t+1} = {d > tau_t}, until the support stops
- * changing; tau_t increases monotonically (it is Newton's method on
- * sum_i max(d_i - tau, 0) = 1) and is exact when it stops. A cap of 32
- * iterations bounds the work (float rows need about log2(N) or fewer: at
- * most 13 measured at N = 1e5); past it, bisection on tau narrows
- * [tau_t, max) until no entry lies inside, then tau comes from the exact
- * support formula. Cost per row: 2 passes over x (max, d), 1 pass per
- * iteration (a compare and two double adds per element), 1 write; at most
- * about 90 + log2(N) passes if the cap is ever reached.
+ * Method (exact, no sorting, no allocation): tau >= max z - 1 (the max
+ * alone), so only entries with z_i > max z - 1 can be in the support.
+ * Unmasked rows: a vectorized max pass (NaN and +inf flagged) and a
+ * vectorized filter pass collect those candidates (threshold rounded down,
+ * so none is missed); masked rows: the scalar scan and filter of the
+ * masked softmax path. d = z - max z is formed in double for the
+ * candidates (so finite x of any magnitude never overflows) and rounded
+ * once to float. tau is found by Michelot's iteration on them: S_0 =
+ * {d > -1}, tau_t = (sum_{S_t} d - 1) / |S_t| with sums in double, S_{t+1}
+ * = {d > tau_t}, until the support stops changing; tau_t increases
+ * monotonically (it is Newton's method on sum_i max(d_i - tau, 0) = 1) and
+ * is exact when it stops. A cap of 32 iterations bounds the work; past it,
+ * bisection on tau narrows [tau_t, max) until no entry lies inside, then
+ * tau comes from the exact support formula. Rows with more than 4096
+ * candidates use the output row as scratch for d. Cost per row: 2
+ * vectorized passes over x, a few vectorized passes over the candidates,
+ * one output pass. The kernels (docs/SPARSE.md) are chosen per
+ * SOFTGATE_ISA; the order of the double sums may differ between ISA levels
+ * in the last bits.
  *
  * Accuracy: each output is within 1e-7 (absolute) of sparsemax of the exact
  * z: d, tau and the output are each rounded by at most 2^-25 on the support,

@@ -6,23 +6,31 @@
  * softmax_internal.h; softmax itself and its kernels do not belong here.
  *
  * Per row of the forward op (the loss does the same with dx as its row):
- *  1. A scan classifies the kept entries (NaN, +inf, finite) and finds b,
- *     the entry with the largest finite z = x/T + a, comparing z differences
- *     in double with sg_z_diff (as softmax_masked.c does), so finite x of
- *     any magnitude never overflows.
- *  2. d_i = z_i - z_b, computed in double and rounded once to float, is
- *     written into the output row, which serves as the scratch: no
- *     allocation, and in place (y == x) works because entry i is read
- *     before it is written. Removed and -inf entries get d = -inf.
- *  3. tau (relative to z_b) by Michelot's iteration from the superset
- *     {d > -1}, sums in double, until the support stops changing; after
- *     MICHELOT_MAX_ITER iterations, bisection on tau (see solve_tau).
- *  4. y_i = max(d_i - tau, 0), written over d_i.
+ *  1. sg_sparse_gather (sparse_rows.c) classifies the row. Unmasked rows:
+ *     a vectorized max (NaN and +inf flagged), then a vectorized filter
+ *     keeps the few candidates x_i > x_max - T (rounded down), the only
+ *     entries that can be in the support (tau >= max - 1); d_i = z_i - z_b
+ *     is computed for them alone, in double (sg_z_diff, so finite x of any
+ *     magnitude never overflows) and rounded once to float. Masked rows:
+ *     the scalar scan of the softmax core (sg_row_scan_f32), then the same
+ *     candidates by a scalar pass. Rows with more than SG_SPARSE_CAND_MAX
+ *     candidates write d for every entry into the output row (the scratch;
+ *     in place works because entry i is read before it is written).
+ *  2. tau (relative to z_b) by Michelot's iteration from the superset
+ *     {d > -1}, sums in double (the vectorized sums kernel), until the
+ *     support stops changing; after MICHELOT_MAX_ITER iterations,
+ *     bisection on tau (see solve_tau). Entries with d <= -1 never enter
+ *     a sum, so both paths solve the same problem (to the last bits,
+ *     which the order of summation may change).
+ *  3. y_i = max(d_i - tau, 0): zeros, then the candidates above tau.
  */
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 #include "normalizers/normalizers_internal.h"
+#include "normalizers/sparse_internal.h"
+#include "normalizers/sparse_kernels.h"
 #include "softmax/softmax_internal.h"
 
 /* Michelot's iteration is Newton's method on a convex piecewise-linear
@@ -43,23 +51,14 @@ typedef struct tau_result {
     set_sums set;
 } tau_result;
 
-static inline int special(const sg_row_scan *s) { return s->nan || s->posinf || !s->finite; }
+static inline int special(const sg_row_scan *s) { return sg_sparse_special(s); }
 
-/* d_i = z_i - z_b rounded once to float; -inf for removed entries, for
- * x = -inf, and below -FLT_MAX (such entries are never in the support,
- * which lies within 1 of the max). */
 static inline float d_of(const sg_row_view *v, const sg_row_scan *s, size_t i) {
-    if (sg_row_removed(v, i) || v->x[i] == -INFINITY) return -INFINITY;
-    double d = sg_row_z_minus(v, i, s->xb, s->ab);
-    return d < -FLT_MAX ? -INFINITY : (float)d;
+    return sg_sparse_d(v, s, i);
 }
 
-/* The output of a special row (NaN, +inf or nothing finite): from counts. */
 static inline float special_p(const sg_row_view *v, const sg_row_scan *s, size_t i) {
-    if (sg_row_removed(v, i)) return 0.0f;
-    if (s->nan) return NAN;
-    if (s->posinf) return sg_row_z_class(v, i) == 1 ? 1.0f / (float)s->posinf : 0.0f;
-    return 0.0f;
+    return sg_sparse_special_p(v, s, i);
 }
 
 /* ---- the threshold ----------------------------------------------------- */
@@ -152,6 +151,29 @@ static tau_result solve_tau(above_fn *above, const void *src, int max_iter) {
     return bisect(above, src, tau);
 }
 
+/* solve_tau on a float array, each pass by the dispatched sums kernel
+ * (branch-free, vectorized; its lane order of summation is its own, so
+ * ISA levels may differ in the last bits of tau). */
+static tau_result solve_tau_array(const float *d, size_t n) {
+    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
+    sg_sparse_sums a;
+    sg_sparse_sums_run(kr, n, d, 1.0, -1.0, &a);
+    set_sums cur = {a.k, a.s1, a.s2};
+    double tau = tau_of(cur);
+    for (int it = 0; it < MICHELOT_MAX_ITER; it++) {
+        sg_sparse_sums_run(kr, n, d, 1.0, tau, &a);
+        set_sums next = {a.k, a.s1, a.s2};
+        if (next.k == cur.k) {
+            tau_result r = {tau, next};
+            return r;
+        }
+        cur = next;
+        tau = tau_of(cur);
+    }
+    float_src src = {d, n};
+    return bisect(above_float, &src, tau);
+}
+
 /* Writes d of a finite row into out (the scratch) and solves for tau. */
 static tau_result solve_in_row(const sg_row_view *v, const sg_row_scan *s, size_t n, float *out) {
     for (size_t i = 0; i < n; i++) out[i] = d_of(v, s, i);
@@ -199,14 +221,26 @@ static sg_row_view view_of(const sm_job *j, size_t r) {
 
 static void forward_row(const sm_job *j, size_t r) {
     const sg_row_view v = view_of(j, r);
-    const sg_row_scan s = sg_row_scan_f32(&v, j->n);
+    sg_row_scan s;
+    sg_sparse_cands c;
     float *y = j->out + r * j->ldo;
-    if (special(&s)) {
+    switch (sg_sparse_gather(&v, j->n, 1.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
+    case SG_SPARSE_SPECIAL:
         for (size_t i = 0; i < j->n; i++) y[i] = special_p(&v, &s, i);
         return;
+    case SG_SPARSE_FULL: {
+        const double tau = solve_tau_array(y, j->n).tau;
+        for (size_t i = 0; i < j->n; i++) y[i] = y[i] > tau ? (float)(y[i] - tau) : 0.0f;
+        return;
     }
-    const double tau = solve_in_row(&v, &s, j->n, y).tau;
-    for (size_t i = 0; i < j->n; i++) y[i] = y[i] > tau ? (float)(y[i] - tau) : 0.0f;
+    case SG_SPARSE_CANDS: {
+        const double tau = solve_tau_array(c.d, c.m).tau;
+        memset(y, 0, j->n * sizeof *y);
+        for (size_t q = 0; q < c.m; q++) /* branch-free: d > tau iff d - tau > 0 */
+            y[c.idx[q]] = (float)sg_relu((double)c.d[q] - tau);
+        return;
+    }
+    }
 }
 
 /* dx on the support S = {kept i: y_i > 0}: (dy_i - mean_S dy) / T; 0

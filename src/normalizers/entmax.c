@@ -1,0 +1,377 @@
+/*
+ * entmax.c - alpha-entmax (Peters, Niculae and Martins, "Sparse
+ * Sequence-to-Sequence Models", ACL 2019), float32: exact 1.5-entmax (the
+ * paper's sort-and-cumulative-sums threshold), alpha-entmax for any
+ * alpha > 1 (bracketed Newton/bisection on the threshold), and the
+ * backward pass shared by both. Rows across threads; masks, temperature
+ * and special values as sparsemax (sparse_internal.h). Sparsemax itself
+ * (alpha = 2, exact) is in sparsemax.c.
+ *
+ *   entmax_alpha(z)_i = [(alpha - 1) z_i - tau]_+^(1 / (alpha - 1)),
+ *   tau the unique threshold with sum_i y_i = 1.
+ *
+ * Everything is computed from d = z - max z (shift invariance), as
+ * u = (alpha - 1) d in [-inf, 0], so tau lies in [-1, 0): the max alone
+ * gives (0 - tau)^p <= 1. Hence only entries with u > -1, i.e.
+ * d > -1 / (alpha - 1) (d > -2 for 1.5-entmax), can be in the support:
+ * sg_sparse_gather filters those candidates with the vectorized kernels,
+ * and the threshold is solved on them alone.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "normalizers/sparse_internal.h"
+#include "normalizers/sparse_internal_entmax.h"
+#include "normalizers/sparse_kernels.h"
+
+/* ---- 1.5-entmax: the exact threshold ---------------------------------- */
+
+static void sort_desc(double *u, size_t m) {
+    for (size_t i = 1; i < m; i++) { /* insertion sort: m is small */
+        double v = u[i];
+        size_t j = i;
+        while (j > 0 && u[j - 1] < v) u[j] = u[j - 1], j--;
+        u[j] = v;
+    }
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    double p = *(const double *)a, q = *(const double *)b;
+    return (p < q) - (p > q);
+}
+
+/*
+ * The paper's algorithm on u = d / 2 sorted descending: for each prefix of
+ * size k, mean and ss = sum (u - mean)^2 (Welford, in double), then
+ * tau_k = mean - sqrt((1 - ss) / k), the smaller root of
+ * sum_{j<=k} (u_j - tau)^2 = 1; the support is the largest k with
+ * tau_k <= u_(k), and tau = tau_k there. scratch: m doubles.
+ */
+static double tau15_sort(const float *d, size_t m, double *u) {
+    size_t f = 0;
+    for (size_t i = 0; i < m; i++)
+        if (d[i] > -2.0f) u[f++] = 0.5 * (double)d[i];
+    if (f <= 64) sort_desc(u, f);
+    else qsort(u, f, sizeof *u, cmp_desc);
+    double mean = 0.0, ss = 0.0, tau = -1.0;
+    for (size_t k = 1; k <= f; k++) {
+        const double v = u[k - 1], dm = v - mean;
+        mean += dm / (double)k;
+        ss += dm * (v - mean);
+        const double delta = (1.0 - ss) / (double)k;
+        const double t = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (t <= v) tau = t; /* the last k that passes: the support size */
+    }
+    return tau;
+}
+
+/* Sums of u = d / 2 over {u > t}: count, sum, sum of squares, and
+ * sum (u - t)^2. */
+typedef struct sums15 {
+    size_t k;
+    double s, s2, f;
+} sums15;
+
+static sums15 above15(const float *d, size_t n, double t) {
+    sums15 a = {0, 0.0, 0.0, 0.0};
+    for (size_t i = 0; i < n; i++) {
+        const double u = 0.5 * (double)d[i];
+        if (u > t) a.k++, a.s += u, a.s2 += u * u, a.f += (u - t) * (u - t);
+    }
+    return a;
+}
+
+/*
+ * Without a sort (rows with too many candidates: no buffer): bisection on
+ * tau in [-1, 0] with f(t) = sum (u - t)_+^2 - 1 (decreasing) until no u
+ * lies in (lo, hi], which makes {u > lo} the support exactly; then tau is
+ * the closed form of the sort algorithm on that set. About 53 + log2(N)
+ * passes at most, fewer when entries are apart.
+ */
+static double tau15_bisect(const float *d, size_t n) {
+    double lo = -1.0, hi = 0.0;
+    sums15 a = above15(d, n, lo);
+    size_t khi = 0;
+    while (a.k != khi) {
+        const double mid = 0.5 * (lo + hi);
+        if (mid <= lo || mid >= hi) break;
+        sums15 m = above15(d, n, mid);
+        if (m.f >= 1.0) lo = mid, a = m;
+        else hi = mid, khi = m.k;
+    }
+    const double mean = a.s / (double)a.k, ss = a.s2 - a.s * mean;
+    const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / (double)a.k;
+    return mean - sqrt(delta > 0.0 ? delta : 0.0);
+}
+
+/*
+ * Without a sort, fast: Newton's method on the convex decreasing
+ * g(t) = sum (u - t)_+^2 - 1 from t = -1 (g >= 0) stays below tau and
+ * increases monotonically. At each iterate, S = {u > t} is a superset of
+ * the support; the closed form on S, t_S = mean - sqrt((1 - ss) / |S|),
+ * is tau exactly when {u > t_S} = S (then g(t_S) = 0), which the same
+ * pass checks with min_S u and the max of the rest. Float rows need 2 to
+ * 6 passes (the sums kernel, vectorized); after NEWTON15_MAX_ITER, or if
+ * rounding stalls the iteration, 0 is returned as a failure flag (tau < 0
+ * always) and the caller falls back to the sort or the bisection.
+ */
+#define NEWTON15_MAX_ITER 40
+static double tau15_newton(const float *d, size_t n) {
+    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
+    double t = -1.0;
+    for (int it = 0; it < NEWTON15_MAX_ITER; it++) {
+        sg_sparse_sums a;
+        sg_sparse_sums_run(kr, n, d, 0.5, t, &a);
+        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
+        /* Newton: g = sum (u - t)^2 - 1, g' = -2 sum (u - t) over S */
+        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) break; /* no progress: rounding; fall back */
+        t = next;
+    }
+    return 0.0;
+}
+
+double sg_entmax15_tau_f32(const float *d, size_t n, double *scratch, int method) {
+    if (method == 0) return tau15_sort(d, n, scratch);
+    if (method == 1) return tau15_bisect(d, n);
+    return tau15_newton(d, n);
+}
+
+/* Branch-free (about half the candidates are in the support, at random). */
+static inline float y15(float d, double tau) {
+    const double w = sg_relu(0.5 * (double)d - tau);
+    return (float)(w * w);
+}
+
+/* ---- alpha-entmax: the threshold by bracketed Newton -------------------- */
+
+static inline double powp(double w, double p) {
+    return p == 1.0 ? w : p == 2.0 ? w * w : pow(w, p);
+}
+
+/* f(t) = sum (u - t)_+^p - 1 and its derivative, u = am1 * d. */
+static double f_alpha(const float *d, size_t n, double am1, double p, double t, double *df) {
+    double f = -1.0, g = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double w = am1 * (double)d[i] - t;
+        if (w > 0.0) {
+            const double wp = powp(w, p);
+            f += wp, g += wp / w;
+        }
+    }
+    *df = -p * g;
+    return f;
+}
+
+/*
+ * f is decreasing with f(-1) >= 0 > f(0) = -1. Newton steps inside the
+ * bracket [lo, hi] (from the left they stay left when f is convex, i.e.
+ * alpha <= 2), a bisection step whenever a Newton step would leave the
+ * bracket or shrink less than half the step before last (rtsafe, Numerical
+ * Recipes 9.4); stops when a step is below 2^-52 (tau is in [-1, 0]), at
+ * most ALPHA_MAX_ITER evaluations (bisection alone needs about 54).
+ */
+#define ALPHA_MAX_ITER 200
+double sg_entmax_tau_f32(const float *d, size_t n, double alpha) {
+    const double am1 = alpha - 1.0, p = 1.0 / am1, eps = 0x1p-52;
+    double lo = -1.0, hi = 0.0, t = -1.0, df, f = f_alpha(d, n, am1, p, t, &df);
+    double dx = hi - lo, dx_old = dx;
+    for (int it = 0; it < ALPHA_MAX_ITER; it++) {
+        if (f == 0.0) return t;
+        if (((t - hi) * df - f) * ((t - lo) * df - f) > 0.0 || fabs(2.0 * f) > fabs(dx_old * df)) {
+            dx_old = dx;
+            dx = 0.5 * (hi - lo);
+            t = lo + dx;
+        } else {
+            dx_old = dx;
+            dx = f / df;
+            t -= dx;
+        }
+        if (fabs(dx) < eps) return t;
+        f = f_alpha(d, n, am1, p, t, &df);
+        if (f < 0.0) hi = t;
+        else lo = t;
+    }
+    return lo; /* f(lo) >= 0 */
+}
+
+/* ---- rows --------------------------------------------------------------- */
+
+static void special_row(const sg_sparse_job *j, const sg_row_view *v, const sg_row_scan *s,
+                        float *y) {
+    for (size_t i = 0; i < j->n; i++) y[i] = sg_sparse_special_p(v, s, i);
+}
+
+static void entmax15_row(const sg_sparse_job *j, size_t r) {
+    const sg_row_view v = sg_sparse_view(j, r);
+    sg_row_scan s;
+    sg_sparse_cands c;
+    float *y = j->out + r * j->ldo;
+    switch (sg_sparse_gather(&v, j->n, 2.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
+    case SG_SPARSE_SPECIAL: special_row(j, &v, &s, y); return;
+    case SG_SPARSE_FULL: {
+        double tau = tau15_newton(y, j->n);
+        if (tau == 0.0) tau = tau15_bisect(y, j->n);
+        for (size_t i = 0; i < j->n; i++) y[i] = y15(y[i], tau);
+        return;
+    }
+    case SG_SPARSE_CANDS: {
+        double tau = tau15_newton(c.d, c.m);
+        if (tau == 0.0) {
+            double u[SG_SPARSE_CAND_MAX];
+            tau = tau15_sort(c.d, c.m, u);
+        }
+        memset(y, 0, j->n * sizeof *y);
+        for (size_t q = 0; q < c.m; q++) y[c.idx[q]] = y15(c.d[q], tau);
+        return;
+    }
+    }
+}
+
+/* y = w^p / sum w^p with w = (u - tau)_+: tau is exact to 2^-52, and the
+ * division makes the row sum to 1 within rounding. */
+static double alpha_sum(const float *d, size_t n, double am1, double p, double tau) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double w = am1 * (double)d[i] - tau;
+        if (w > 0.0) sum += powp(w, p);
+    }
+    return sum;
+}
+
+static inline float y_alpha(float d, double am1, double p, double tau, double inv) {
+    const double w = am1 * (double)d - tau;
+    return w > 0.0 ? (float)(powp(w, p) * inv) : 0.0f;
+}
+
+static void entmax_row(const sg_sparse_job *j, size_t r) {
+    const sg_row_view v = sg_sparse_view(j, r);
+    const double am1 = j->alpha - 1.0, p = 1.0 / am1;
+    sg_row_scan s;
+    sg_sparse_cands c;
+    float *y = j->out + r * j->ldo;
+    switch (sg_sparse_gather(&v, j->n, p, SG_SPARSE_CAND_MAX, &s, &c, y)) {
+    case SG_SPARSE_SPECIAL: special_row(j, &v, &s, y); return;
+    case SG_SPARSE_FULL: {
+        const double tau = sg_entmax_tau_f32(y, j->n, j->alpha);
+        const double inv = 1.0 / alpha_sum(y, j->n, am1, p, tau);
+        for (size_t i = 0; i < j->n; i++) y[i] = y_alpha(y[i], am1, p, tau, inv);
+        return;
+    }
+    case SG_SPARSE_CANDS: {
+        const double tau = sg_entmax_tau_f32(c.d, c.m, j->alpha);
+        const double inv = 1.0 / alpha_sum(c.d, c.m, am1, p, tau);
+        memset(y, 0, j->n * sizeof *y);
+        for (size_t q = 0; q < c.m; q++) y[c.idx[q]] = y_alpha(c.d[q], am1, p, tau, inv);
+        return;
+    }
+    }
+}
+
+/*
+ * dx = g (dy - sum(g dy) / sum(g)) / T with g_i = y_i^(2 - alpha) on the
+ * support {kept i: y_i > 0} and 0 elsewhere (whatever dy holds there); a
+ * NaN in a kept y makes the row's kept entries NaN.
+ */
+static inline double g_of(float y, double two_minus_alpha) {
+    return two_minus_alpha == 0.5 ? sqrt((double)y) : pow((double)y, two_minus_alpha);
+}
+
+static void backward_row(const sg_sparse_job *j, size_t r) {
+    const sg_row_view v = sg_sparse_view(j, r); /* v.x is y */
+    const float *y = v.x, *dy = j->dy + r * j->lddy;
+    float *dx = j->out + r * j->ldo;
+    const double e = 2.0 - j->alpha;
+    double sg = 0.0, sgd = 0.0;
+    size_t nan = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        if (sg_row_removed(&v, i)) continue;
+        if (isnan(y[i])) nan++;
+        else if (y[i] > 0.0f) {
+            const double g = g_of(y[i], e);
+            sg += g, sgd += g * dy[i];
+        }
+    }
+    const double mean = sg > 0.0 ? sgd / sg : 0.0;
+    for (size_t i = 0; i < j->n; i++) {
+        if (sg_row_removed(&v, i)) dx[i] = 0.0f;
+        else if (nan) dx[i] = NAN;
+        else dx[i] = y[i] > 0.0f ? (float)(g_of(y[i], e) * ((double)dy[i] - mean) / j->t) : 0.0f;
+    }
+}
+
+/* ---- public ops --------------------------------------------------------- */
+
+static sg_status check_alpha(sg_context *ctx, const char *name, double alpha) {
+    if (alpha == 1.0)
+        return sg_fail(ctx, SG_ERR_ARGUMENT,
+                       "%s: alpha = 1 is softmax, not entmax (use sg_softmax_f32); alpha must be > 1",
+                       name);
+    if (!(alpha > 1.0) || !isfinite(alpha))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: alpha = %g must be finite and > 1", name, alpha);
+    return SG_OK;
+}
+
+static sg_status forward(sg_context *ctx, const char *name, double alpha, size_t rows, size_t n,
+                         const float *x, size_t ldx, float *y, size_t ldy,
+                         const sg_softmax_options *options, void (*row)(const sg_sparse_job *, size_t)) {
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_alpha(ctx, name, alpha);
+    if (st != SG_OK) return st;
+    sg_softmax_options o = options ? *options : sg_softmax_options_default();
+    float c;
+    st = sg_check_forward(ctx, name, SG_OP_SOFTMAX, rows, n, x, ldx, y, ldy, &o, 0, &c);
+    if (st != SG_OK || rows == 0 || n == 0) return st;
+    sg_sparse_job j = {0};
+    j.row = row;
+    j.x = x, j.ldx = ldx, j.out = y, j.ldo = ldy, j.alpha = alpha;
+    sg_sparse_run(ctx, &j, rows, n, &o);
+    return SG_OK;
+}
+
+static sg_status backward(sg_context *ctx, const char *name, double alpha, size_t rows, size_t n,
+                          const float *y, size_t ldy, const float *dy, size_t lddy, float *dx,
+                          size_t lddx, const sg_softmax_options *options) {
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_alpha(ctx, name, alpha);
+    if (st != SG_OK) return st;
+    sg_softmax_options o = options ? *options : sg_softmax_options_default();
+    float c;
+    st = sg_check_backward(ctx, name, rows, n, y, ldy, dy, lddy, dx, lddx, &o, &c);
+    if (st != SG_OK || rows == 0 || n == 0) return st;
+    sg_sparse_job j = {0};
+    j.row = backward_row;
+    j.x = y, j.ldx = ldy, j.dy = dy, j.lddy = lddy, j.out = dx, j.ldo = lddx, j.alpha = alpha;
+    sg_sparse_run(ctx, &j, rows, n, &o);
+    return SG_OK;
+}
+
+sg_status sg_entmax15_f32(sg_context *ctx, size_t rows, size_t n, const float *x, size_t ldx,
+                          float *y, size_t ldy, const sg_softmax_options *options) {
+    return forward(ctx, "sg_entmax15_f32", 1.5, rows, n, x, ldx, y, ldy, options, entmax15_row);
+}
+
+sg_status sg_entmax15_backward_f32(sg_context *ctx, size_t rows, size_t n, const float *y,
+                                   size_t ldy, const float *dy, size_t lddy, float *dx,
+                                   size_t lddx, const sg_softmax_options *options) {
+    return backward(ctx, "sg_entmax15_backward_f32", 1.5, rows, n, y, ldy, dy, lddy, dx, lddx,
+                    options);
+}
+
+sg_status sg_entmax_f32(sg_context *ctx, double alpha, size_t rows, size_t n, const float *x,
+                        size_t ldx, float *y, size_t ldy, const sg_softmax_options *options) {
+    return forward(ctx, "sg_entmax_f32", alpha, rows, n, x, ldx, y, ldy, options, entmax_row);
+}
+
+sg_status sg_entmax_backward_f32(sg_context *ctx, double alpha, size_t rows, size_t n,
+                                 const float *y, size_t ldy, const float *dy, size_t lddy,
+                                 float *dx, size_t lddx, const sg_softmax_options *options) {
+    return backward(ctx, "sg_entmax_backward_f32", alpha, rows, n, y, ldy, dy, lddy, dx, lddx,
+                    options);
+}

@@ -1,0 +1,68 @@
+/*
+ * sparse_kernels.h - the kernels of the sparse normalizers (sparsemax,
+ * entmax, sparse-softmax): signatures, contracts and their own small
+ * dispatch table, filled from sparse_manifest.inc with the reference
+ * kernels first and overridden up to sg_active_isa() (so SOFTGATE_ISA
+ * applies). Internal. The softmax core's table does not belong here.
+ *
+ * Kernels are single-threaded, allocate nothing and trust their arguments.
+ */
+#ifndef SG_SPARSE_KERNELS_H
+#define SG_SPARSE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "softgate.h"
+
+/* max_i x_i (-inf for n == 0; NaN entries ignored); sets *bad = 1 when a
+ * NaN or +inf is present (leaves it alone otherwise). */
+typedef float sg_sparse_max_fn(size_t n, const float *x, int *bad);
+
+/*
+ * The indices i with x_i > thr, increasing, written to idx, and their
+ * values x_i to val. Returns their count when it is <= cap; otherwise
+ * stops once more than cap are found and returns cap + 1. idx and val
+ * must have room for cap + 16 entries (vector stores may write up to 16
+ * entries past the count, never past cap + 16). NaN never passes.
+ */
+typedef size_t sg_sparse_select_fn(size_t n, const float *x, float thr, uint32_t *idx, float *val,
+                                   size_t cap);
+
+/* Sums over u_i = scale * d_i (in double) with u_i > t: count, sum,
+ * sum of squares and min; and the max of the other u_i (-inf if none).
+ * -inf entries are never above t. Sums in an order of the kernel's own
+ * (lanes), so ISA levels may differ in the last bits. */
+typedef struct sg_sparse_sums {
+    size_t k;
+    double s1, s2, min_in, max_out;
+} sg_sparse_sums;
+typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t, sg_sparse_sums *out);
+
+enum sg_sparse_slot {
+#define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,
+#include "normalizers/sparse_slots.inc"
+#undef SG_SPARSE_SLOT
+    SG_SPARSE_SLOT_COUNT
+};
+
+typedef struct sg_sparse_kernels {
+#define SG_SPARSE_SLOT(slot) sg_sparse_##slot##_fn *slot;
+#include "normalizers/sparse_slots.inc"
+#undef SG_SPARSE_SLOT
+    const char *impl_name[SG_SPARSE_SLOT_COUNT];
+} sg_sparse_kernels;
+
+/* The table (thread-safe, filled on first use); never NULL, no NULL slot. */
+const sg_sparse_kernels *sg_sparse_kernels_get(void);
+
+/* Every kernel compiled in, for the tests (cast fn to the slot's type). */
+typedef struct sg_sparse_kernel_entry {
+    enum sg_sparse_slot slot;
+    sg_isa isa;
+    const char *name;
+    void (*fn)(void);
+} sg_sparse_kernel_entry;
+const sg_sparse_kernel_entry *sg_sparse_kernel_entries(size_t *count);
+
+#endif
