@@ -1,0 +1,50 @@
+/*
+ * alternatives_avx2.c - AVX2 + FMA kernels of the softmax alternatives:
+ * the vector layer for alternatives_simd.h, which holds the kernel bodies.
+ * Compiled with -mavx2 -mfma for this file only; called only after
+ * dispatch saw the features.
+ */
+#include <immintrin.h>
+
+typedef __m256 VF;
+typedef __m256 VM; /* all-ones / all-zeros lanes */
+#define VW 8
+#define KNAME(name) name##__avx2
+
+static inline VF vset1(float a) { return _mm256_set1_ps(a); }
+static inline VF vload(const float *p) { return _mm256_loadu_ps(p); }
+static inline void vstore(float *p, VF v) { _mm256_storeu_ps(p, v); }
+static inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
+static inline VF vsub(VF a, VF b) { return _mm256_sub_ps(a, b); }
+static inline VF vmul(VF a, VF b) { return _mm256_mul_ps(a, b); }
+static inline VF vdiv(VF a, VF b) { return _mm256_div_ps(a, b); }
+static inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+static inline VF vmax(VF a, VF b) { return _mm256_max_ps(a, b); }
+static inline VF vmin(VF a, VF b) { return _mm256_min_ps(a, b); }
+static inline VF vabs(VF a) {
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a);
+}
+static inline VF vround(VF a) {
+    return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+/* 2^k for integral k in [-300, 300] as two normal powers of two, each
+ * exponent within [-150, 150] / 2: the first product stays normal, the
+ * second rounds once (denormal results right, overflow to +inf). */
+static inline VF pow2i(VF k) {
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+}
+static inline VF vldexp(VF p, VF k) {
+    VF k1 = _mm256_floor_ps(_mm256_mul_ps(k, _mm256_set1_ps(0.5f)));
+    return _mm256_mul_ps(_mm256_mul_ps(p, pow2i(k1)), pow2i(_mm256_sub_ps(k, k1)));
+}
+static inline VM vgt(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+static inline VM vge(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+static inline VM vlt(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+static inline VF vsel(VM m, VF a, VF b) { return _mm256_blendv_ps(b, a, m); }
+static inline VM vfirst(size_t rem) {
+    const VF lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmp_ps(lane, _mm256_set1_ps((float)rem), _CMP_LT_OQ);
+}
+
+#include "normalizers/alternatives_simd.h"
