@@ -42,6 +42,21 @@ static inline VM vgt(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 static inline VM vge(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
 static inline VM vlt(VF a, VF b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 static inline VF vsel(VM m, VF a, VF b) { return _mm256_blendv_ps(b, a, m); }
+/* m in [sqrt(1/2), sqrt(2)) and e with x = m 2^e for finite x > 0;
+ * denormals are scaled by 2^23 first. Other x give garbage that v_log
+ * replaces. */
+static inline VF vlog_parts(VF x, VF *e) {
+    VF den = _mm256_cmp_ps(x, _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ);
+    VF xs = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(0x1p23f)), den);
+    __m256i bits = _mm256_castps_si256(xs);
+    __m256i ex = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
+    VF m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
+                                               _mm256_set1_epi32(0x3F800000)));
+    VF k = _mm256_sub_ps(_mm256_cvtepi32_ps(ex), _mm256_and_ps(den, _mm256_set1_ps(23.0f)));
+    VF big = _mm256_cmp_ps(m, _mm256_set1_ps(0x1.6A09E6p+0f), _CMP_GT_OQ);
+    *e = _mm256_add_ps(k, _mm256_and_ps(big, _mm256_set1_ps(1.0f)));
+    return _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
+}
 static inline VM vfirst(size_t rem) {
     const VF lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmp_ps(lane, _mm256_set1_ps((float)rem), _CMP_LT_OQ);

@@ -31,6 +31,15 @@ static inline VM vgt(VF a, VF b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); 
 static inline VM vge(VF a, VF b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
 static inline VM vlt(VF a, VF b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 static inline VF vsel(VM m, VF a, VF b) { return _mm512_mask_blend_ps(m, b, a); }
+/* m in [1, 2) and e with x = m 2^e (getexp/getmant handle denormals),
+ * then m folded into [sqrt(1/2), sqrt(2)). */
+static inline VF vlog_parts(VF x, VF *e) {
+    VF m = _mm512_getmant_ps(x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero);
+    VF k = _mm512_getexp_ps(x);
+    __mmask16 big = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0x1.6A09E6p+0f), _CMP_GT_OQ);
+    *e = _mm512_mask_add_ps(k, big, k, _mm512_set1_ps(1.0f));
+    return _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5f));
+}
 static inline VM vfirst(size_t rem) { return (VM)((1u << rem) - 1u); }
 
 #include "normalizers/alternatives_simd.h"

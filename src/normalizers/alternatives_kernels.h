@@ -42,6 +42,13 @@ typedef void sg_sigmoid_bwd_fn(size_t n, const float *y, const float *dy, float 
 /* dx_i = y_i sigma(-z_i) (dy_i - dot) c. */
 typedef void sg_nsigmoid_bwd_fn(size_t n, const float *x, const float *y, const float *dy,
                                 float *dx, float c, float dot);
+/* y_i = log(x_i) - off for x_i >= 0 (log 0 = -inf, log inf = inf, NaN
+ * and x < 0 give NaN); relative error of log <= 3 ulp (vector kernels).
+ * y may equal x. */
+typedef void sg_log_shift_store_fn(size_t n, const float *x, float *y, float off);
+/* t_i = x_i - log(-log(u_i)) for u_i in (0, 1): Gumbel noise added to x.
+ * t may equal x. */
+typedef void sg_gumbel_store_fn(size_t n, const float *x, const float *u, float *t);
 /* dx_i = y_i / (1 + |z_i|) (dy_i - dot) c. */
 typedef void sg_stablemax_bwd_fn(size_t n, const float *x, const float *y, const float *dy,
                                  float *dx, float c, float dot);

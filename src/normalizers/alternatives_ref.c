@@ -90,3 +90,11 @@ void sg_stablemax_bwd_f32__ref(size_t n, const float *x, const float *y, const f
     for (size_t i = 0; i < n; i++)
         dx[i] = (float)((double)y[i] / (1.0 + fabs((double)(x[i] * c))) * ((double)dy[i] - dot) * c);
 }
+
+void sg_log_shift_store_f32__ref(size_t n, const float *x, float *y, float off) {
+    for (size_t i = 0; i < n; i++) y[i] = (float)(log((double)x[i]) - off);
+}
+
+void sg_gumbel_store_f32__ref(size_t n, const float *x, const float *u, float *t) {
+    for (size_t i = 0; i < n; i++) t[i] = (float)((double)x[i] - log(-log((double)u[i])));
+}

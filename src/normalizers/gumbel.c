@@ -28,19 +28,29 @@ typedef struct gumbel_job {
  * bit for bit. */
 static inline float open_unit(uint32_t bits) { return ((float)(bits >> 9) + 0.5f) * 0x1p-23f; }
 
+/* Uniforms of one row's columns [i0, i0 + len), i0 a multiple of 4. */
+static void uniforms(const gumbel_job *g, size_t r, size_t i0, size_t len, float *u) {
+    for (size_t i = 0; i < len; i += 4) {
+        const uint32_t ctr[4] = {(uint32_t)((i0 + i) / 4), (uint32_t)r, (uint32_t)g->offset,
+                                 (uint32_t)(g->offset >> 32)};
+        uint32_t out[4];
+        sg_philox4x32_10(ctr, g->key, out);
+        for (size_t k = 0; k < 4 && i + k < len; k++) u[i + k] = open_unit(out[k]);
+    }
+}
+
+/* t = x + g by blocks: uniforms on the stack, then the gumbel_store
+ * kernel (t may be x: each entry is read before it is written). */
+#define NOISE_BLOCK 1024
 static void noise_row(const alt_job *aj, size_t r) {
     const gumbel_job *g = (const gumbel_job *)aj;
     const float *x = aj->x + r * aj->ldx;
     float *t = g->soft + r * g->ldsoft;
-    for (size_t i = 0; i < aj->n; i += 4) {
-        const uint32_t ctr[4] = {(uint32_t)(i / 4), (uint32_t)r, (uint32_t)g->offset,
-                                 (uint32_t)(g->offset >> 32)};
-        uint32_t out[4];
-        sg_philox4x32_10(ctr, g->key, out);
-        for (size_t k = 0; k < 4 && i + k < aj->n; k++) {
-            double u = open_unit(out[k]);
-            t[i + k] = (float)((double)x[i + k] - log(-log(u))); /* x read before t written */
-        }
+    float u[NOISE_BLOCK];
+    for (size_t i = 0; i < aj->n; i += NOISE_BLOCK) {
+        size_t len = aj->n - i < NOISE_BLOCK ? aj->n - i : NOISE_BLOCK;
+        uniforms(g, r, i, len, u);
+        aj->k->gumbel_store(len, x + i, u, t + i);
     }
 }
 

@@ -100,7 +100,38 @@ static void forward_row(const alt_job *j, size_t r) {
     for (size_t i = 0; i < n; i++) y[i] = s2 > 0.0 ? (float)(y[i] / s2) : 0.0f;
 }
 
-static void log_forward_row(const alt_job *j, size_t r) { exact_row(j, r, 1); }
+/* Fast path: s into y by the kernel, then y = log s - log S in place. */
+static void log_forward_row(const alt_job *j, size_t r) {
+    const float *x = j->x + r * j->ldx;
+    float *y = j->out + r * j->ldo;
+    const size_t n = j->n;
+    const float xm = alt_masked(j) ? 0.0f : j->ck->rmax(n, x);
+    if (alt_masked(j) || (xm - xm == 0.0f && xm * j->c == INFINITY)) {
+        exact_row(j, r, 1);
+        return;
+    }
+    double s = j->k->stablemax_store(n, x, y, j->c);
+    if (isnan(s)) {
+        sg_alt_nan_row(j, r);
+        return;
+    }
+    if (!(s > 0.0 && s < INFINITY)) { /* +inf entries, lanes overflowed, or all -inf */
+        size_t c = 0;
+        for (size_t i = 0; i < n; i++) c += y[i] == INFINITY;
+        if (c) {
+            const float hit = (float)-log((double)c);
+            for (size_t i = 0; i < n; i++) y[i] = y[i] == INFINITY ? hit : -INFINITY;
+            return;
+        }
+        s = 0.0;
+        for (size_t i = 0; i < n; i++) s += y[i];
+        if (s == 0.0) {
+            for (size_t i = 0; i < n; i++) y[i] = -INFINITY;
+            return;
+        }
+    }
+    j->k->log_shift_store(n, y, y, (float)log(s));
+}
 
 /* dx_j = y_j / (1 + |z_j|) (dy_j - sum_kept dy y) / T. */
 static void backward_row(const alt_job *j, size_t r) {
@@ -126,7 +157,7 @@ static void backward_row(const alt_job *j, size_t r) {
  * Everything is read (the scan, z_k) before dx, which may be x, is
  * written; each dx_j needs only x_j.
  */
-static void loss_row(const alt_job *j, size_t r) {
+static void loss_exact_row(const alt_job *j, size_t r) {
     const sg_row_view v = alt_view(j, r);
     const sm_scan s = scan(&v, j->n);
     const size_t k = (size_t)j->target[r];
@@ -151,6 +182,42 @@ static void loss_row(const alt_job *j, size_t r) {
         double g = (p - (double)(i == k)) / (1.0 + fabs(z)) / j->t;
         dx[i] = (float)(isinf(z) && !s.nan ? 0.0 : g);
     }
+}
+
+/*
+ * Unmasked rows: S from the kernel on blocks of the stack (x stays
+ * intact, so dx may be x), then dx elementwise from x. Rows whose S is
+ * not a positive finite number (NaN, +inf, all -inf, float lanes
+ * overflowed) and z = x / T overflowing float take the exact path.
+ */
+#define LOSS_BLOCK 1024
+static void loss_row(const alt_job *j, size_t r) {
+    const float *x = j->x + r * j->ldx;
+    const size_t n = j->n, k = (size_t)j->target[r];
+    const float xm = alt_masked(j) ? 0.0f : j->ck->rmax(n, x);
+    if (alt_masked(j) || (xm - xm == 0.0f && xm * j->c == INFINITY)) {
+        loss_exact_row(j, r);
+        return;
+    }
+    float buf[LOSS_BLOCK];
+    double s = 0.0;
+    for (size_t i = 0; i < n; i += LOSS_BLOCK)
+        s += j->k->stablemax_store(n - i < LOSS_BLOCK ? n - i : LOSS_BLOCK, x + i, buf, j->c);
+    const float zk = x[k] * j->c;
+    if (!(s > 0.0 && s < INFINITY) || zk == -INFINITY) {
+        loss_exact_row(j, r);
+        return;
+    }
+    j->loss[r] = (float)(log(s) - log_stable_s(zk));
+    if (!j->out) return;
+    float *dx = j->out + r * j->ldo;
+    const float inv = (float)(1.0 / s), c = j->c;
+    for (size_t i = 0; i < n; i++) {
+        const float z = x[i] * c, a = fabsf(z);
+        const float sv = z >= 0.0f ? z + 1.0f : 1.0f / (1.0f - z);
+        dx[i] = sv * inv / (1.0f + a) * c;
+    }
+    dx[k] = (float)(((double)dx[k] / c - 1.0 / (1.0 + fabs((double)zk))) * c);
 }
 
 /* ---- public ops --------------------------------------------------------- */
