@@ -191,6 +191,7 @@ static void loss_exact_row(const alt_job *j, size_t r) {
  * overflowed) and z = x / T overflowing float take the exact path.
  */
 #define LOSS_BLOCK 1024
+static const float zero[LOSS_BLOCK]; /* dy = 0 for the backward kernel */
 static void loss_row(const alt_job *j, size_t r) {
     const float *x = j->x + r * j->ldx;
     const size_t n = j->n, k = (size_t)j->target[r];
@@ -210,12 +211,16 @@ static void loss_row(const alt_job *j, size_t r) {
     }
     j->loss[r] = (float)(log(s) - log_stable_s(zk));
     if (!j->out) return;
+    /* dx = y / (1 + |z|) c by blocks: y = s / S on the stack, then the
+     * backward kernel with dy = 0 and dot = -1 (x is read before dx, which
+     * may be x, is written); then the target's -1 / (1 + |z_k|) c. */
     float *dx = j->out + r * j->ldo;
-    const float inv = (float)(1.0 / s), c = j->c;
-    for (size_t i = 0; i < n; i++) {
-        const float z = x[i] * c, a = fabsf(z);
-        const float sv = z >= 0.0f ? z + 1.0f : 1.0f / (1.0f - z);
-        dx[i] = sv * inv / (1.0f + a) * c;
+    const float c = j->c;
+    for (size_t i = 0; i < n; i += LOSS_BLOCK) {
+        size_t len = n - i < LOSS_BLOCK ? n - i : LOSS_BLOCK;
+        j->k->stablemax_store(len, x + i, buf, c);
+        j->ck->scale(len, buf, buf, (float)(1.0 / s));
+        j->k->stablemax_bwd(len, x + i, buf, zero, dx + i, c, -1.0f);
     }
     dx[k] = (float)(((double)dx[k] / c - 1.0 / (1.0 + fabs((double)zk))) * c);
 }
