@@ -116,8 +116,9 @@ SG_API sg_status sg_stablemax_f32(sg_context *ctx, size_t rows, size_t n,
                                   const float *x, size_t ldx, float *y, size_t ldy,
                                   const sg_softmax_options *options);
 
-/* y_i = log(stablemax(z)_i) = sign(z_i) log1p(|z_i|) - log(sum_j s(z_j)).
- * Scalar code (libm log in double); same table (brackets above). */
+/* y_i = log(stablemax(z)_i) = sign(z_i) log1p(|z_i|) - log(sum_j s(z_j)),
+ * unmasked rows as log(float s(z_i)) - log S by the vector kernels
+ * (absolute error <= 1e-6 max(1, |y_i|)); same table (brackets above). */
 SG_API sg_status sg_log_stablemax_f32(sg_context *ctx, size_t rows, size_t n,
                                       const float *x, size_t ldx, float *y, size_t ldy,
                                       const sg_softmax_options *options);
@@ -138,7 +139,8 @@ SG_API sg_status sg_stablemax_backward_f32(sg_context *ctx, size_t rows, size_t 
  * loss, target: [rows]; dx: [rows x N] (lddx), may alias x (lddx == ldx).
  * A target outside [0, N) or removed by the masks is SG_ERR_ARGUMENT
  * naming the row, and nothing is written (N == 0 with rows > 0 is an
- * error). Special values: a kept NaN gives loss NaN (dx NaN on kept
+ * error). Unmasked rows use the vector kernels (loss and dx within 1e-6
+ * relative, or 1e-6 absolute for |.| < 1). Special values: a kept NaN gives loss NaN (dx NaN on kept
  * entries); with c entries +inf, loss = log c if z_k = +inf, else +inf;
  * z_k = -inf gives +inf; dx follows the formula with y from the forward
  * table (0 at infinite z and on removed entries).
@@ -216,8 +218,10 @@ SG_API sg_status sg_normalized_sigmoid_backward_f32(sg_context *ctx, size_t rows
  *   g[r][i] = -log(-log(u[r][i])),
  * u exactly the numbers of sg_random_uniform_f32(seed, offset, r, i), i.e.
  * Philox4x32-10 keyed by seed with counter (i / 4, r, offset): strictly
- * inside (0, 1), so g is finite (g in [-2.82, 16.64]; computed in double,
- * then x + g rounded once to float). The noise depends only on (seed,
+ * inside (0, 1), so g is finite (g in [-2.82, 16.64]). t = x + g is
+ * formed by the dispatched gumbel_store kernel (the reference kernel in
+ * double; the vector ones with a vector log: |t - (x + g)| <= 4e-7
+ * max(1, |t|)), then the core's softmax of t / tau. The noise depends only on (seed,
  * offset, row, column): identical for every thread count, and for the
  * same row index whatever the strides.
  *
