@@ -10,6 +10,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,7 +47,7 @@ static int is_backward(op_id op) {
 }
 
 typedef struct cfg {
-    int json, reps, ops[N_OPS];
+    int json, reps, ops[N_OPS], cpu_clock;
     long threads[MAX_LIST], ns[MAX_LIST];
     size_t n_threads, n_ns;
 } cfg;
@@ -56,7 +57,8 @@ static const long quick_ns[] = {64, 1000, 32768};
 
 static void usage(void) {
     fprintf(stderr, "usage: softgate bench alternatives [--json] [--quick] [--threads 1,2]\n"
-                    "         [--n 8,64,...] [--op NAME[,NAME...]] [--reps R]\n"
+                    "         [--n 8,64,...] [--op NAME[,NAME...]] [--reps R] [--clock wall|cpu]\n"
+                    "  --clock cpu: thread CPU time (one thread only), for a shared machine\n"
                     "  ops:");
     for (int k = 0; k < N_OPS; k++) fprintf(stderr, " %s", op_names[k]);
     fprintf(stderr, "\n");
@@ -100,6 +102,10 @@ static int parse_args(int argc, char **argv, cfg *c) {
         } else if (strcmp(a, "--op") == 0 && v) {
             if (!parse_ops(v, c)) return 0;
             i++;
+        } else if (strcmp(a, "--clock") == 0 && v) {
+            if (strcmp(v, "cpu") != 0 && strcmp(v, "wall") != 0) return 0;
+            c->cpu_clock = strcmp(v, "cpu") == 0;
+            i++;
         } else if (strcmp(a, "--reps") == 0 && v) {
             c->reps = atoi(v);
             i++;
@@ -109,6 +115,8 @@ static int parse_args(int argc, char **argv, cfg *c) {
         if (c->threads[i] < 1) return 0;
     for (size_t i = 0; i < c->n_ns; i++)
         if (c->ns[i] < 1 || (size_t)c->ns[i] > ELEMS) return 0;
+    for (size_t i = 0; c->cpu_clock && i < c->n_threads; i++)
+        if (c->threads[i] != 1) return 0; /* the thread CPU clock sees one thread */
     return c->reps >= 1 && c->reps <= 64;
 }
 
@@ -121,6 +129,17 @@ typedef struct shape {
 } shape;
 
 static uint64_t call_count; /* Gumbel's stream offset: a new one per call */
+
+/* Wall clock, or (--clock cpu, one thread only) the calling thread's CPU
+ * time: on a machine shared with other jobs it leaves out the time the
+ * thread was descheduled, which otherwise swamps the ratios. */
+static int use_cpu_clock;
+static double now(void) {
+    if (!use_cpu_clock) return sg_bench_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static sg_status run_op(sg_context *ctx, int op, const shape *s) {
     const size_t n = s->n, r = s->rows;
@@ -154,15 +173,15 @@ static sg_status run_op(sg_context *ctx, int op, const shape *s) {
 /* Seconds per call, repeating until about 2 ms have passed. */
 static double time_op(sg_context *ctx, int op, const shape *s) {
     int iters = 0;
-    double t0 = sg_bench_now(), t;
+    double t0 = now(), t;
     do {
         if (run_op(ctx, op, s) != SG_OK) {
             fprintf(stderr, "softgate bench: %s\n", sg_context_error(ctx));
             exit(1);
         }
         iters++;
-        t = sg_bench_now() - t0;
-    } while (t < 2e-3);
+        t = now() - t0;
+    } while (t < 1e-3);
     return t / iters;
 }
 
@@ -213,9 +232,10 @@ static void bench_shape(sg_context *ctx, const cfg *c, const shape *s, op_id op,
     double tbb = is_backward(op) ? sg_bench_median(bbase, reps) : 0.0;
     double ns_per = to / (double)(s->rows * s->n) * 1e9;
     if (c->json) {
-        printf("{\"op\":\"%s\",\"n\":%zu,\"rows\":%zu,\"threads\":%d,\"isa\":\"%s\",\"ns_per_elem\":%.4f,"
-               "\"softmax_ns_per_elem\":%.4f,\"ratio_to_softmax\":%.3f",
-               op_names[op], s->n, s->rows, threads, sg_isa_name(sg_active_isa()), ns_per,
+        printf("{\"op\":\"%s\",\"n\":%zu,\"rows\":%zu,\"threads\":%d,\"isa\":\"%s\",\"clock\":\"%s\","
+               "\"ns_per_elem\":%.4f,\"softmax_ns_per_elem\":%.4f,\"ratio_to_softmax\":%.3f",
+               op_names[op], s->n, s->rows, threads, sg_isa_name(sg_active_isa()),
+               c->cpu_clock ? "cpu" : "wall", ns_per,
                tb / (double)(s->rows * s->n) * 1e9, tb / to);
         if (is_backward(op)) printf(",\"ratio_to_softmax_backward\":%.3f", tbb / to);
         printf("}\n");
@@ -234,6 +254,7 @@ SG_BENCH(alternatives, "softpick, stablemax, sigmoid, normalized sigmoid, Gumbel
         usage();
         return 2;
     }
+    use_cpu_clock = c.cpu_clock;
     float *x = sg_bench_alloc(ELEMS * sizeof(float)), *y = sg_bench_alloc(ELEMS * sizeof(float));
     float *ys = sg_bench_alloc(ELEMS * sizeof(float)), *dy = sg_bench_alloc(ELEMS * sizeof(float));
     float *y0 = sg_bench_alloc(ELEMS * sizeof(float)), *loss = sg_bench_alloc(ELEMS * sizeof(float));
@@ -245,7 +266,8 @@ SG_BENCH(alternatives, "softpick, stablemax, sigmoid, normalized sigmoid, Gumbel
                sg_cpu_features());
         printf("# x ~ N(0, 9), %zu elements per call; ns/elem = median op time per element;\n"
                "# ratio = sg_softmax_f32 time / op time on the same shape (> 1: faster than softmax);\n"
-               "# bwd ratio = sg_softmax_backward_f32 time / op time\n", ELEMS);
+               "# bwd ratio = sg_softmax_backward_f32 time / op time; clock: %s\n", ELEMS,
+               c.cpu_clock ? "thread CPU time" : "wall");
         printf("%-19s %7s %7s %3s %9s %9s %8s %8s\n", "op", "n", "rows", "thr", "ns/elem", "softmax",
                "ratio", "bwd");
     }

@@ -57,19 +57,25 @@ static inline VF v_exp_lo(VF d, VF lo) {
 
 static inline VF v_exp(VF d) { return v_exp_lo(d, vset1(0.0f)); }
 
-/* e^z - 1 without cancellation near 0: Taylor to degree 8 on |z| <= 0.35
- * (truncation 6e-10 relative), e^z - 1 elsewhere (|e^z - 1| >= 0.29 there,
- * so the subtraction loses at most 2 bits of one ulp). */
+/* e^z - 1 without cancellation near 0, with one reduction: z = k ln2 + r
+ * (|r| <= ln2/2), q = e^r - 1 = r (1 + r/2 + ... + r^6/5040) (Taylor,
+ * truncation 1.5e-8 relative), e^z - 1 = 2^k q + (2^k - 1). For k = 0
+ * (|z| < 0.35) that is q itself, accurate relative to z; otherwise
+ * |e^z - 1| >= 0.29 and the sum loses at most a bit. z <= 88 (the
+ * softpick caller guarantees z <= 64); z = -inf gives -1, NaN gives NaN. */
 static inline VF v_expm1(VF z) {
-    VF p = vfma(vset1(1.0f / 40320.0f), z, vset1(1.0f / 5040.0f));
-    p = vfma(p, z, vset1(1.0f / 720.0f));
-    p = vfma(p, z, vset1(1.0f / 120.0f));
-    p = vfma(p, z, vset1(1.0f / 24.0f));
-    p = vfma(p, z, vset1(1.0f / 6.0f));
-    p = vfma(p, z, vset1(0.5f));
-    p = vfma(vmul(p, z), z, z);
-    VF big = vsub(v_exp(z), vset1(1.0f));
-    return vsel(vlt(vabs(z), vset1(0.35f)), p, big);
+    VF d = vmax(vset1(-150.0f), z); /* NaN passes (second operand) */
+    VF k = vround(vmul(d, vset1(ALT_LOG2E)));
+    VF r = vfma(k, vset1(ALT_MINUS_LN2_HI), d);
+    r = vfma(k, vset1(ALT_PLUS_LN2_LO), r);
+    VF p = vfma(vset1(1.0f / 5040.0f), r, vset1(1.0f / 720.0f));
+    p = vfma(p, r, vset1(1.0f / 120.0f));
+    p = vfma(p, r, vset1(1.0f / 24.0f));
+    p = vfma(p, r, vset1(1.0f / 6.0f));
+    p = vfma(p, r, vset1(0.5f));
+    VF q = vfma(vmul(p, r), r, r);
+    VF t = vldexp(vset1(1.0f), k); /* 2^k */
+    return vfma(t, q, vsub(t, vset1(1.0f)));
 }
 
 /*
