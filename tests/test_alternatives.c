@@ -854,6 +854,15 @@ TEST(alt_adaptive) {
         for (size_t i = 0; i < n; i++) my = fmaxf(my, y[i]), ms = fmaxf(ms, ys[i]);
         CHECK(my > ms, "adaptive should sharpen: %g vs %g", my, ms);
     }
+    /* a -inf entry (the fast path's fallback) acts as a removed one */
+    float xi[9] = {-INFINITY, 0.1f, 0.3f, -0.2f, 0.05f, 0.0f, 0.2f, -0.1f, 0.15f}, yi[9], ym[9], b2;
+    uint8_t keep[9] = {0, 1, 1, 1, 1, 1, 1, 1, 1};
+    sg_softmax_options om = topt(1.0f);
+    om.keep_mask = keep;
+    sg_adaptive_temperature_softmax_f32(ctx, 1, 9, xi, 9, yi, 9, &beta, NULL);
+    sg_adaptive_temperature_softmax_f32(ctx, 1, 9, xi, 9, ym, 9, &b2, &om);
+    CHECK(beta > 1.5f && fabsf(beta - b2) <= 1e-6f * b2 && yi[0] == 0.0f && max_diff(9, yi, ym) <= 1e-6,
+          "adaptive with -inf: beta %g vs %g", beta, b2);
     /* the rule itself, at chosen entropies */
     CHECK(poly_beta(0.4) == 1.0 && poly_beta(0.6) == 1.0 && poly_beta(2.0) > 2.0, "poly rule");
     sg_context_destroy(ctx);

@@ -5,9 +5,10 @@
  *
  * Per row: H = entropy of softmax(z), beta = max(P(H), 1) when H > 0.5
  * else 1, y = softmax(beta z). Unmasked rows use the softmax core's
- * kernels: rmax, then blocks of exp((x - max) c) on the stack for
- * S = sum e and E = sum e d (d = (x - max) c, so H = log S - E / S without
- * a logarithm per entry), then expsum_store and scale with c beta. The
+ * kernels: rmax, then blocks of e = exp((x - max) c) and d = (x - max) c
+ * on the stack for S = sum e and E = sum e d (the core's dot), so
+ * H = log S - E / S without a logarithm per entry; then expsum_store and
+ * scale with c beta. The
  * first pass writes nothing, so y == x works. Masked and special rows are
  * computed in double here.
  */
@@ -76,15 +77,18 @@ static void row(const alt_job *j, size_t r) {
         exact_row(j, r);
         return;
     }
-    float e[BLOCK];
+    /* per block: e = exp(d) and d = (x - max) c on the stack, sum e d by
+     * the core's dot kernel (a -inf entry gives 0 * inf = NaN there: such
+     * rows, rare, are redone by the exact path) */
+    float e[BLOCK], d[BLOCK];
     double sum = 0.0, ed = 0.0;
     for (size_t i = 0; i < n; i += BLOCK) {
         size_t len = n - i < BLOCK ? n - i : BLOCK;
         sum += j->ck->expsum_store(len, x + i, e, xm, j->c);
-        for (size_t k = 0; k < len; k++)
-            if (e[k] > 0.0f) ed += (double)e[k] * (double)((x[i + k] - xm) * j->c);
+        j->ck->shift_store(len, x + i, d, xm, j->c, 0.0f);
+        ed += j->ck->dot(len, e, d);
     }
-    if (isnan(sum)) { /* a NaN rmax skipped */
+    if (isnan(sum) || isnan(ed)) { /* a NaN rmax skipped, or a -inf entry */
         exact_row(j, r);
         return;
     }
