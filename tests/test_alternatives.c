@@ -219,6 +219,7 @@ static double call_kernel(const sg_alt_kernel_entry *k, size_t n, const float *x
     case SG_ALT_SLOT_stablemax_bwd: ((sg_stablemax_bwd_fn *)k->fn)(n, x, y, dy, out, c, 0.2f); return 0.0;
     case SG_ALT_SLOT_log_shift_store: ((sg_log_shift_store_fn *)k->fn)(n, y, out, 0.7f); return 0.0;
     case SG_ALT_SLOT_gumbel_store: ((sg_gumbel_store_fn *)k->fn)(n, x, y, out); return 0.0;
+    case SG_ALT_SLOT_gumbel_noise: return 0.0; /* alt_kernels_philox */
     case SG_ALT_SLOT_COUNT: break;
     }
     return 0.0;
@@ -256,7 +257,7 @@ TEST(alt_kernels_tails) {
     int tested = 0;
     for (size_t ki = 0; ki < count; ki++) {
         const sg_alt_kernel_entry *k = &ents[ki], *ref = find_ref(k->slot);
-        if (!sg_cpu_supports(k->isa)) continue;
+        if (!sg_cpu_supports(k->isa) || k->slot == SG_ALT_SLOT_gumbel_noise) continue;
         CHECK(ref != NULL, "no reference kernel for slot %s", sg_alt_slot_name(k->slot));
         if (!ref) continue;
         for (size_t li = 0; li < sizeof lens / sizeof lens[0] - (test_quick ? 4 : 0); li++)
@@ -343,6 +344,47 @@ TEST(alt_kernels_log) {
               "%s log specials: %g %g %g %g %g", k->name, out[ns], out[ns + 1], out[ns + 2], out[ns + 3],
               out[ns + 4]);
     }
+}
+
+/* The Gumbel noise kernels (vector Philox) against sg_random_uniform_f32:
+ * every length around the tiles (4 x 8 and 4 x 16 columns per step), a
+ * column offset, a row and offset that use every counter word. */
+TEST(alt_kernels_philox) {
+    sg_context *ctx = test_context(1);
+    size_t count;
+    const sg_alt_kernel_entry *ents = sg_alt_kernel_entries(&count);
+    const size_t maxn = 300, col0 = 68, row = 5;
+    const uint64_t seed = 0xDEADBEEF12345ULL, offset = 0x1234567890ULL;
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    float *u = xalloc((row + 1) * (col0 + maxn) * sizeof *u), *x = xalloc(maxn * sizeof *x);
+    float *t = xalloc(maxn * sizeof *t);
+    sg_random_uniform_f32(ctx, seed, offset, row + 1, col0 + maxn, u, col0 + maxn);
+    const float *ur = u + row * (col0 + maxn) + col0;
+    fill_normal(x, maxn, 2.0, 4);
+    static const size_t lens[] = {1, 3, 4, 5, 31, 32, 33, 63, 64, 65, 129, 300};
+    int tested = 0;
+    for (size_t ki = 0; ki < count; ki++) {
+        const sg_alt_kernel_entry *k = &ents[ki];
+        if (k->slot != SG_ALT_SLOT_gumbel_noise || !sg_cpu_supports(k->isa)) continue;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            size_t n = lens[li];
+            for (size_t i = 0; i < maxn; i++) t[i] = SENTINEL;
+            ((sg_gumbel_noise_fn *)k->fn)(n, x, t, key, (uint32_t)row, offset, col0);
+            tested++;
+            for (size_t i = 0; i < n; i++) {
+                double f = (double)x[i] - log(-log((double)ur[i]));
+                if (!(fabs(t[i] - f) <= 4e-7 * fmax(1.0, fabs(f)))) {
+                    CHECK(0, "%s n=%zu i=%zu: %.9g, from sg_random_uniform_f32 %.9g", k->name, n, i,
+                          t[i], f);
+                    break;
+                }
+            }
+            for (size_t i = n; i < maxn; i++) CHECK(t[i] == SENTINEL, "%s wrote past n", k->name);
+        }
+    }
+    CHECK(tested > 0, "no gumbel_noise kernel tested");
+    free(u), free(x), free(t);
+    sg_context_destroy(ctx);
 }
 
 /* ---- forward ------------------------------------------------------------- */

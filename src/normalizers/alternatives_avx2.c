@@ -5,6 +5,7 @@
  * dispatch saw the features.
  */
 #include <immintrin.h>
+#include <stdint.h>
 
 typedef __m256 VF;
 typedef __m256 VM; /* all-ones / all-zeros lanes */
@@ -60,6 +61,44 @@ static inline VF vlog_parts(VF x, VF *e) {
 static inline VM vfirst(size_t rem) {
     const VF lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmp_ps(lane, _mm256_set1_ps((float)rem), _CMP_LT_OQ);
+}
+
+/*
+ * Philox4x32-10 on 8 counters at once (blocks b0 .. b0 + 7 of a row),
+ * bit-identical to sg_philox4x32_10 (vpmuludq on the even and the odd
+ * lanes for the 64-bit products); the outputs are written to u in column
+ * order through a small scalar interleave.
+ */
+static inline void mul_hilo(__m256i a, __m256i m, __m256i *hi, __m256i *lo) {
+    __m256i pe = _mm256_mul_epu32(a, m), po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+    *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA); /* not vpmulld: slow */
+}
+
+static void philox_uniforms(uint32_t b0, uint32_t row, uint64_t offset, const uint32_t key[2],
+                            float *u) {
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32((int)b0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i c1 = _mm256_set1_epi32((int)row), c2 = _mm256_set1_epi32((int)(uint32_t)offset);
+    __m256i c3 = _mm256_set1_epi32((int)(uint32_t)(offset >> 32));
+    const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u), m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int round = 0; round < 10; round++) {
+        if (round) k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+        __m256i hi0, lo0, hi1, lo1;
+        mul_hilo(c0, m0, &hi0, &lo0);
+        mul_hilo(c2, m1, &hi1, &lo1);
+        c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32((int)k0));
+        c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32((int)k1));
+        c1 = lo1;
+        c3 = lo0;
+    }
+    uint32_t w[4][8];
+    _mm256_storeu_si256((__m256i *)w[0], c0);
+    _mm256_storeu_si256((__m256i *)w[1], c1);
+    _mm256_storeu_si256((__m256i *)w[2], c2);
+    _mm256_storeu_si256((__m256i *)w[3], c3);
+    for (int b = 0; b < 8; b++)
+        for (int q = 0; q < 4; q++) u[4 * b + q] = ((float)(w[q][b] >> 9) + 0.5f) * 0x1p-23f;
 }
 
 #include "normalizers/alternatives_simd.h"

@@ -5,6 +5,7 @@
  * only after dispatch saw the features.
  */
 #include <immintrin.h>
+#include <stdint.h>
 
 typedef __m512 VF;
 typedef __mmask16 VM;
@@ -41,5 +42,52 @@ static inline VF vlog_parts(VF x, VF *e) {
     return _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5f));
 }
 static inline VM vfirst(size_t rem) { return (VM)((1u << rem) - 1u); }
+
+/*
+ * Philox4x32-10 on 16 counters at once (blocks b0 .. b0 + 15 of a row),
+ * bit-identical to sg_philox4x32_10: the 32 x 32 -> 64-bit products of a
+ * round come from vpmuludq on the even and the odd lanes; then the four
+ * output words of the 16 blocks are transposed so that u holds the 64
+ * uniforms in column order.
+ */
+static inline void mul_hilo(__m512i a, __m512i m, __m512i *hi, __m512i *lo) {
+    __m512i pe = _mm512_mul_epu32(a, m), po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+    *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+    *lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32)); /* not vpmulld: slow */
+}
+
+static void philox_uniforms(uint32_t b0, uint32_t row, uint64_t offset, const uint32_t key[2],
+                            float *u) {
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)b0),
+                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    __m512i c1 = _mm512_set1_epi32((int)row), c2 = _mm512_set1_epi32((int)(uint32_t)offset);
+    __m512i c3 = _mm512_set1_epi32((int)(uint32_t)(offset >> 32));
+    const __m512i m0 = _mm512_set1_epi32((int)0xD2511F53u), m1 = _mm512_set1_epi32((int)0xCD9E8D57u);
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int round = 0; round < 10; round++) {
+        if (round) k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+        __m512i hi0, lo0, hi1, lo1;
+        mul_hilo(c0, m0, &hi0, &lo0);
+        mul_hilo(c2, m1, &hi1, &lo1);
+        c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32((int)k0));
+        c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32((int)k1));
+        c1 = lo1;
+        c3 = lo0;
+    }
+    /* 4 x 16 transpose: e_k's 128-bit segment s holds block 4s + k */
+    __m512i a = _mm512_unpacklo_epi32(c0, c1), b = _mm512_unpackhi_epi32(c0, c1);
+    __m512i c = _mm512_unpacklo_epi32(c2, c3), d = _mm512_unpackhi_epi32(c2, c3);
+    __m512i e0 = _mm512_unpacklo_epi64(a, c), e1 = _mm512_unpackhi_epi64(a, c);
+    __m512i e2 = _mm512_unpacklo_epi64(b, d), e3 = _mm512_unpackhi_epi64(b, d);
+    __m512i f0 = _mm512_shuffle_i32x4(e0, e1, 0x44), f1 = _mm512_shuffle_i32x4(e2, e3, 0x44);
+    __m512i f2 = _mm512_shuffle_i32x4(e0, e1, 0xEE), f3 = _mm512_shuffle_i32x4(e2, e3, 0xEE);
+    __m512i v[4] = {_mm512_shuffle_i32x4(f0, f1, 0x88), _mm512_shuffle_i32x4(f0, f1, 0xDD),
+                    _mm512_shuffle_i32x4(f2, f3, 0x88), _mm512_shuffle_i32x4(f2, f3, 0xDD)};
+    for (int q = 0; q < 4; q++) {
+        __m512 f = _mm512_cvtepi32_ps(_mm512_srli_epi32(v[q], 9)); /* exact: < 2^23 */
+        _mm512_storeu_ps(u + 16 * q,
+                         _mm512_mul_ps(_mm512_add_ps(f, _mm512_set1_ps(0.5f)), _mm512_set1_ps(0x1p-23f)));
+    }
+}
 
 #include "normalizers/alternatives_simd.h"

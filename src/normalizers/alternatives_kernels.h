@@ -14,6 +14,7 @@
 #define SG_ALTERNATIVES_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "softgate.h"
 
@@ -49,6 +50,13 @@ typedef void sg_log_shift_store_fn(size_t n, const float *x, float *y, float off
 /* t_i = x_i - log(-log(u_i)) for u_i in (0, 1): Gumbel noise added to x.
  * t may equal x. */
 typedef void sg_gumbel_store_fn(size_t n, const float *x, const float *u, float *t);
+/* t_i = x_i - log(-log(u_i)) for the n columns col0 .. col0 + n - 1 of
+ * one row (col0 a multiple of 4), u exactly sg_random_uniform_f32's
+ * numbers: Philox4x32-10 with key (key[0], key[1]) and counter
+ * (column / 4, row, offset low, offset high), 23 bits plus one half times
+ * 2^-23. t may equal x. */
+typedef void sg_gumbel_noise_fn(size_t n, const float *x, float *t, const uint32_t key[2],
+                                uint32_t row, uint64_t offset, size_t col0);
 /* dx_i = y_i / (1 + |z_i|) (dy_i - dot) c. */
 typedef void sg_stablemax_bwd_fn(size_t n, const float *x, const float *y, const float *dy,
                                  float *dx, float c, float dot);

@@ -6,6 +6,7 @@
  * Contracts: alternatives_kernels.h.
  */
 #include <math.h>
+#include <stdint.h>
 
 #include "normalizers/alternatives_kernels.h"
 
@@ -97,4 +98,21 @@ void sg_log_shift_store_f32__ref(size_t n, const float *x, float *y, float off) 
 
 void sg_gumbel_store_f32__ref(size_t n, const float *x, const float *u, float *t) {
     for (size_t i = 0; i < n; i++) t[i] = (float)((double)x[i] - log(-log((double)u[i])));
+}
+
+/* sg_random_uniform_f32's mapping (philox.c): 23 bits plus one half. */
+static inline float open_unit(uint32_t bits) { return ((float)(bits >> 9) + 0.5f) * 0x1p-23f; }
+
+void sg_gumbel_noise_f32__ref(size_t n, const float *x, float *t, const uint32_t key[2], uint32_t row,
+                              uint64_t offset, size_t col0) {
+    for (size_t i = 0; i < n; i += 4) {
+        const uint32_t ctr[4] = {(uint32_t)((col0 + i) / 4), row, (uint32_t)offset,
+                                 (uint32_t)(offset >> 32)};
+        uint32_t out[4];
+        sg_philox4x32_10(ctr, key, out);
+        for (size_t k = 0; k < 4 && i + k < n; k++) {
+            double u = open_unit(out[k]);
+            t[i + k] = (float)((double)x[i + k] - log(-log(u))); /* x read before t written */
+        }
+    }
 }

@@ -306,3 +306,15 @@ void KNAME(sg_gumbel_store_f32)(size_t n, const float *x, const float *u, float 
         out = vsub(v, v_log(vsub(vset1(0.0f), w)));
     });
 }
+
+/* Philox uniforms for VW consecutive blocks of 4 columns (philox_uniforms,
+ * from the ISA file), then the noise as gumbel_store does it. */
+void KNAME(sg_gumbel_noise_f32)(size_t n, const float *x, float *t, const uint32_t key[2],
+                                uint32_t row, uint64_t offset, size_t col0) {
+    float u[4 * VW];
+    for (size_t i = 0; i < n; i += 4 * VW) {
+        size_t len = n - i < 4 * VW ? n - i : 4 * VW;
+        philox_uniforms((uint32_t)((col0 + i) / 4), row, offset, key, u);
+        KNAME(sg_gumbel_store_f32)(len, x + i, u, t + i);
+    }
+}

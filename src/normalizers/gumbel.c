@@ -23,35 +23,13 @@ typedef struct gumbel_job {
     size_t ldsoft;
 } gumbel_job;
 
-/* sg_random_uniform_f32's mapping (philox.c): the top 23 bits plus one
- * half, times 2^-23, in [2^-24, 1 - 2^-24]. The test checks the two agree
- * bit for bit. */
-static inline float open_unit(uint32_t bits) { return ((float)(bits >> 9) + 0.5f) * 0x1p-23f; }
-
-/* Uniforms of one row's columns [i0, i0 + len), i0 a multiple of 4. */
-static void uniforms(const gumbel_job *g, size_t r, size_t i0, size_t len, float *u) {
-    for (size_t i = 0; i < len; i += 4) {
-        const uint32_t ctr[4] = {(uint32_t)((i0 + i) / 4), (uint32_t)r, (uint32_t)g->offset,
-                                 (uint32_t)(g->offset >> 32)};
-        uint32_t out[4];
-        sg_philox4x32_10(ctr, g->key, out);
-        for (size_t k = 0; k < 4 && i + k < len; k++) u[i + k] = open_unit(out[k]);
-    }
-}
-
-/* t = x + g by blocks: uniforms on the stack, then the gumbel_store
- * kernel (t may be x: each entry is read before it is written). */
-#define NOISE_BLOCK 1024
+/* t = x + g for one row by the gumbel_noise kernel (Philox and the
+ * noise, vectorized; t may be x: each entry is read before it is
+ * written). */
 static void noise_row(const alt_job *aj, size_t r) {
     const gumbel_job *g = (const gumbel_job *)aj;
-    const float *x = aj->x + r * aj->ldx;
-    float *t = g->soft + r * g->ldsoft;
-    float u[NOISE_BLOCK];
-    for (size_t i = 0; i < aj->n; i += NOISE_BLOCK) {
-        size_t len = aj->n - i < NOISE_BLOCK ? aj->n - i : NOISE_BLOCK;
-        uniforms(g, r, i, len, u);
-        aj->k->gumbel_store(len, x + i, u, t + i);
-    }
+    aj->k->gumbel_noise(aj->n, aj->x + r * aj->ldx, g->soft + r * g->ldsoft, g->key, (uint32_t)r,
+                        g->offset, 0);
 }
 
 /* The one-hot of the argmax of the soft row (kept entries; ties to the
