@@ -39,16 +39,17 @@ static void hard_row(const alt_job *aj, size_t r) {
     const gumbel_job *g = (const gumbel_job *)aj;
     const float *s = g->soft + r * g->ldsoft;
     float *y = aj->out + r * aj->ldo;
-    size_t best = 0;
-    float bv = -1.0f;
-    for (size_t i = 0; i < aj->n; i++) {
-        if (isnan(s[i])) {
-            sg_alt_nan_row(aj, r);
-            return;
-        }
-        if (s[i] > bv) bv = s[i], best = i;
+    const size_t n = aj->n;
+    /* soft values lie in [0, 1]: their sum is NaN exactly when one is */
+    if (isnan(aj->ck->sum(n, s))) {
+        sg_alt_nan_row(aj, r);
+        return;
     }
-    for (size_t i = 0; i < aj->n; i++) y[i] = (i == best && bv > 0.0f) ? 1.0f : 0.0f;
+    const float mx = aj->ck->rmax(n, s);
+    size_t best = 0;
+    while (best < n && s[best] != mx) best++; /* the first maximum */
+    for (size_t i = 0; i < n; i++) y[i] = 0.0f; /* after the search: y may be s */
+    if (mx > 0.0f) y[best] = 1.0f;
 }
 
 sg_status sg_gumbel_softmax_f32(sg_context *ctx, size_t rows, size_t n, const float *x, size_t ldx,
