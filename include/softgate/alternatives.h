@@ -219,8 +219,9 @@ SG_API sg_status sg_normalized_sigmoid_backward_f32(sg_context *ctx, size_t rows
  * u exactly the numbers of sg_random_uniform_f32(seed, offset, r, i), i.e.
  * Philox4x32-10 keyed by seed with counter (i / 4, r, offset): strictly
  * inside (0, 1), so g is finite (g in [-2.82, 16.64]). t = x + g is
- * formed by the dispatched gumbel_store kernel (the reference kernel in
- * double; the vector ones with a vector log: |t - (x + g)| <= 4e-7
+ * formed by the dispatched gumbel_noise kernel (Philox vectorized across
+ * counters, bit-identical to the scalar generator; the reference kernel
+ * in double, the vector ones with a vector log: |t - (x + g)| <= 4e-7
  * max(1, |t|)), then the core's softmax of t / tau. The noise depends only on (seed,
  * offset, row, column): identical for every thread count, and for the
  * same row index whatever the strides.
