@@ -62,6 +62,18 @@ static inline VM vfirst(size_t rem) {
     const VF lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmp_ps(lane, _mm256_set1_ps((float)rem), _CMP_LT_OQ);
 }
+static inline VF vload_n(const float *p, size_t rem) {
+    return _mm256_maskload_ps(p, _mm256_castps_si256(vfirst(rem)));
+}
+static inline void vstore_n(float *p, VF v, size_t rem) {
+    _mm256_maskstore_ps(p, _mm256_castps_si256(vfirst(rem)), v);
+}
+static inline double vhsum_d(VF v) {
+    __m256d a = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                              _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
 
 /*
  * Philox4x32-10 on 8 counters at once (blocks b0 .. b0 + 7 of a row),

@@ -42,6 +42,13 @@ static inline VF vlog_parts(VF x, VF *e) {
     return _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5f));
 }
 static inline VM vfirst(size_t rem) { return (VM)((1u << rem) - 1u); }
+static inline VF vload_n(const float *p, size_t rem) { return _mm512_maskz_loadu_ps(vfirst(rem), p); }
+static inline void vstore_n(float *p, VF v, size_t rem) { _mm512_mask_storeu_ps(p, vfirst(rem), v); }
+static inline double vhsum_d(VF v) {
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
 
 /*
  * Philox4x32-10 on 16 counters at once (blocks b0 .. b0 + 15 of a row),

@@ -11,9 +11,9 @@
  * Only this file includes it. Contracts: alternatives_kernels.h; the
  * reference kernels (alternatives_ref.c) are the spec.
  *
- * Tails (n % VW) go through a stack buffer: full-width arithmetic on
- * padded lanes, with the padded lanes' contributions to sums masked out,
- * and only the valid lanes copied back.
+ * Tails (n % VW) use masked loads and stores: full-width arithmetic on
+ * zero-padded lanes, with the padded lanes' contributions to sums masked
+ * out, and only the valid lanes written.
  */
 #include <float.h>
 #include <math.h>
@@ -124,25 +124,13 @@ static inline VF v_softpick_e(VF z, float m, float em) {
     return vsub(v_exp_lo(hi, lo), vset1(em));
 }
 
-static inline double hsum_d(VF v) {
-    float b[VW];
-    vstore(b, v);
-    double s = 0.0;
-    for (int i = 0; i < VW; i++) s += b[i];
-    return s;
-}
-
-static inline VF load_tail(const float *p, size_t rem) {
-    float b[VW] = {0};
-    memcpy(b, p, rem * sizeof *p);
-    return vload(b);
-}
-
-static inline void store_tail(float *p, VF v, size_t rem) {
-    float b[VW];
-    vstore(b, v);
-    memcpy(p, b, rem * sizeof *p);
-}
+/* The lanes of v summed in double (vhsum_d of the ISA file: a tree of
+ * double vectors, not a serial chain). Tails load and store through the
+ * ISA's masked moves (vload_n, vstore_n: lanes >= rem read as 0, not
+ * written). */
+static inline double hsum_d(VF v) { return vhsum_d(v); }
+static inline VF load_tail(const float *p, size_t rem) { return vload_n(p, rem); }
+static inline void store_tail(float *p, VF v, size_t rem) { vstore_n(p, v, rem); }
 
 /* Loops of the sum kernels: BODY(i, v, valid) handles the vector at i
  * (v = z of that vector, valid = mask of real lanes), adding to acc
