@@ -80,3 +80,20 @@ void sg_alt_nan_row(const alt_job *j, size_t r) {
     float *y = j->out + r * j->ldo;
     for (size_t i = 0; i < j->n; i++) y[i] = sg_row_removed(&v, i) ? 0.0f : NAN;
 }
+
+float sg_alt_zblock(const alt_job *j, const sg_row_view *v, size_t i0, size_t len, float gone,
+                    float *z, int *special) {
+    float mx = -INFINITY;
+    for (size_t k = 0; k < len; k++) {
+        const size_t i = i0 + k;
+        if (sg_row_removed(v, i)) {
+            z[k] = gone;
+            continue;
+        }
+        const float x = v->x[i], a = v->add ? v->add[i] : 0.0f, zz = x * j->c + a;
+        if (zz == INFINITY || (zz == -INFINITY && x - x == 0.0f && a - a == 0.0f)) *special = 1;
+        z[k] = zz;
+        mx = zz > mx ? zz : mx;
+    }
+    return mx;
+}

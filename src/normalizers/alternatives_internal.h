@@ -86,6 +86,17 @@ static inline double sg_alt_sigmoid(double z) {
     return z >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
+/*
+ * Masked rows through the kernels: z_k = fl(x_i c) + a_i (float, as the
+ * unmasked path forms x_i c) for entries [i0, i0 + len) of a row, `gone`
+ * on removed entries. Returns the largest kept z seen (NaN ignored) and
+ * sets *special when a kept z is +inf or a finite x and a overflowed to
+ * +-inf (the caller then takes the exact path). len <= SG_ALT_ZBLOCK.
+ */
+#define SG_ALT_ZBLOCK 1024
+float sg_alt_zblock(const alt_job *j, const sg_row_view *v, size_t i0, size_t len, float gone,
+                    float *z, int *special);
+
 /* Writes NaN on the kept entries of row r's output, 0 on removed ones. */
 void sg_alt_nan_row(const alt_job *j, size_t r);
 

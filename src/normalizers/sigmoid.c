@@ -19,9 +19,16 @@ static void sigmoid_row(const alt_job *j, size_t r) {
         j->k->sigmoid_store(j->n, j->x + r * j->ldx, y, j->c);
         return;
     }
+    /* masked: z by blocks (removed: -inf, sigma = 0), then the kernel;
+     * z = -inf from an overflow is sigmoid's own limit, so no fallback */
     const sg_row_view v = alt_view(j, r);
-    for (size_t i = 0; i < j->n; i++)
-        y[i] = sg_row_removed(&v, i) ? 0.0f : (float)sg_alt_sigmoid(alt_z(&v, i));
+    float z[SG_ALT_ZBLOCK];
+    int special = 0;
+    for (size_t i = 0; i < j->n; i += SG_ALT_ZBLOCK) {
+        size_t len = j->n - i < SG_ALT_ZBLOCK ? j->n - i : SG_ALT_ZBLOCK;
+        sg_alt_zblock(j, &v, i, len, -INFINITY, z, &special);
+        j->k->sigmoid_store(len, z, y + i, 1.0f);
+    }
 }
 
 static void sigmoid_bwd_row(const alt_job *j, size_t r) {
@@ -76,9 +83,39 @@ static void nsigmoid_exact_row(const alt_job *j, size_t r) {
     }
 }
 
+/* Masked rows through the kernels: z blocks twice (max, then values). */
+static void nsigmoid_masked_row(const alt_job *j, size_t r) {
+    const sg_row_view v = alt_view(j, r);
+    float *y = j->out + r * j->ldo, z[SG_ALT_ZBLOCK];
+    const size_t n = j->n;
+    int special = 0;
+    float zm = -INFINITY;
+    for (size_t i = 0; i < n; i += SG_ALT_ZBLOCK) {
+        size_t len = n - i < SG_ALT_ZBLOCK ? n - i : SG_ALT_ZBLOCK;
+        float m = sg_alt_zblock(j, &v, i, len, -INFINITY, z, &special);
+        zm = m > zm ? m : zm;
+    }
+    if (special || zm == -INFINITY) { /* overflow, or nothing finite kept (NaN?) */
+        nsigmoid_exact_row(j, r);
+        return;
+    }
+    double s = 0.0;
+    for (size_t i = 0; i < n; i += SG_ALT_ZBLOCK) {
+        size_t len = n - i < SG_ALT_ZBLOCK ? n - i : SG_ALT_ZBLOCK;
+        sg_alt_zblock(j, &v, i, len, -INFINITY, z, &special);
+        s += zm < SOFTMAX_REGIME_Z ? j->ck->expsum_store(len, z, y + i, zm, 1.0f)
+                                   : j->k->sigmoid_store(len, z, y + i, 1.0f);
+    }
+    if (isnan(s)) {
+        sg_alt_nan_row(j, r);
+        return;
+    }
+    j->ck->scale(n, y, y, (float)(1.0 / s));
+}
+
 static void nsigmoid_row(const alt_job *j, size_t r) {
     if (alt_masked(j)) {
-        nsigmoid_exact_row(j, r);
+        nsigmoid_masked_row(j, r);
         return;
     }
     const float *x = j->x + r * j->ldx;

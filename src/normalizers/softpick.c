@@ -79,11 +79,54 @@ static int fast_m(const alt_job *j, const float *x, float *m, float *em) {
     return 1;
 }
 
+/*
+ * Masked rows through the kernel: a pass over z blocks for m (and +inf or
+ * overflow: exact path), then the numerators by blocks into y with
+ * removed entries at z = 0 (|e^0 - 1| = 0: nothing added to D in the
+ * expm1 form; in the other form at most e^-m u, then) and set to 0
+ * afterwards, then the scale.
+ */
+static void masked_row(const alt_job *j, size_t r) {
+    const sg_row_view v = alt_view(j, r);
+    float *y = j->out + r * j->ldo, z[SG_ALT_ZBLOCK];
+    const size_t n = j->n;
+    int special = 0;
+    float zm = -INFINITY;
+    for (size_t i = 0; i < n && !special; i += SG_ALT_ZBLOCK) {
+        float b = sg_alt_zblock(j, &v, i, n - i < SG_ALT_ZBLOCK ? n - i : SG_ALT_ZBLOCK, 0.0f, z,
+                                &special);
+        zm = b > zm ? b : zm;
+    }
+    if (special) {
+        exact_row(j, r);
+        return;
+    }
+    const float m = zm > 0.0f ? zm : 0.0f, em = (float)exp(-(double)m);
+    double s = 0.0;
+    for (size_t i = 0; i < n; i += SG_ALT_ZBLOCK) {
+        size_t len = n - i < SG_ALT_ZBLOCK ? n - i : SG_ALT_ZBLOCK;
+        sg_alt_zblock(j, &v, i, len, 0.0f, z, &special);
+        s += j->k->softpick_store(len, z, y + i, 1.0f, m, em);
+    }
+    if (isnan(s)) {
+        sg_alt_nan_row(j, r);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (sg_row_removed(&v, i)) y[i] = 0.0f;
+    const double d = s + (double)j->eps * em;
+    if (d > 0.0) j->ck->scale(n, y, y, (float)(1.0 / d));
+}
+
 static void forward_row(const alt_job *j, size_t r) {
     const float *x = j->x + r * j->ldx;
     float *y = j->out + r * j->ldo;
     float m, em;
-    if (alt_masked(j) || !fast_m(j, x, &m, &em)) {
+    if (alt_masked(j)) {
+        masked_row(j, r);
+        return;
+    }
+    if (!fast_m(j, x, &m, &em)) {
         exact_row(j, r);
         return;
     }

@@ -62,12 +62,41 @@ static void exact_row(const alt_job *j, size_t r, int log_mode) {
     }
 }
 
+/* Masked rows through the kernel: a pass over z blocks for +inf and
+ * overflow (exact path), then s by blocks into y (removed: z = -inf, s = 0),
+ * then the scale. Returns 0 if the row must take the exact path. */
+static int masked_row(const alt_job *j, size_t r, double *sum) {
+    const sg_row_view v = alt_view(j, r);
+    float *y = j->out + r * j->ldo, z[SG_ALT_ZBLOCK];
+    int special = 0;
+    for (size_t i = 0; i < j->n && !special; i += SG_ALT_ZBLOCK)
+        sg_alt_zblock(j, &v, i, j->n - i < SG_ALT_ZBLOCK ? j->n - i : SG_ALT_ZBLOCK, -INFINITY, z,
+                      &special);
+    if (special) return 0;
+    double s = 0.0;
+    for (size_t i = 0; i < j->n; i += SG_ALT_ZBLOCK) {
+        size_t len = j->n - i < SG_ALT_ZBLOCK ? j->n - i : SG_ALT_ZBLOCK;
+        sg_alt_zblock(j, &v, i, len, -INFINITY, z, &special);
+        s += j->k->stablemax_store(len, z, y + i, 1.0f);
+    }
+    *sum = s;
+    return 1;
+}
+
 static void forward_row(const alt_job *j, size_t r) {
     const float *x = j->x + r * j->ldx;
     float *y = j->out + r * j->ldo;
     const size_t n = j->n;
     if (alt_masked(j)) {
-        exact_row(j, r, 0);
+        double s;
+        if (!masked_row(j, r, &s)) exact_row(j, r, 0);
+        else if (isnan(s)) sg_alt_nan_row(j, r);
+        else if (s >= FAST_SUM_MIN && s <= FAST_SUM_MAX) j->ck->scale(n, y, y, (float)(1.0 / s));
+        else { /* all 0, or a sum out of the fast range: from the stored s (y may be x) */
+            double s2 = 0.0;
+            for (size_t i = 0; i < n; i++) s2 += y[i];
+            for (size_t i = 0; i < n; i++) y[i] = s2 > 0.0 ? (float)(y[i] / s2) : 0.0f;
+        }
         return;
     }
     /* A finite x whose x / T overflows float: double (x still intact). */
