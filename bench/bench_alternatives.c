@@ -47,7 +47,7 @@ static int is_backward(op_id op) {
 }
 
 typedef struct cfg {
-    int json, reps, ops[N_OPS], cpu_clock;
+    int json, reps, ops[N_OPS], cpu_clock, masked;
     long threads[MAX_LIST], ns[MAX_LIST];
     size_t n_threads, n_ns;
 } cfg;
@@ -58,7 +58,10 @@ static const long quick_ns[] = {64, 1000, 32768};
 static void usage(void) {
     fprintf(stderr, "usage: softgate bench alternatives [--json] [--quick] [--threads 1,2]\n"
                     "         [--n 8,64,...] [--op NAME[,NAME...]] [--reps R] [--clock wall|cpu]\n"
+                    "         [--mask none|causal]\n"
                     "  --clock cpu: thread CPU time (one thread only), for a shared machine\n"
+                    "  --mask causal: a keep mask keeping a growing prefix of each row (row r of\n"
+                    "  R keeps columns <= r n / R), passed to softmax and the op alike\n"
                     "  ops:");
     for (int k = 0; k < N_OPS; k++) fprintf(stderr, " %s", op_names[k]);
     fprintf(stderr, "\n");
@@ -102,6 +105,10 @@ static int parse_args(int argc, char **argv, cfg *c) {
         } else if (strcmp(a, "--op") == 0 && v) {
             if (!parse_ops(v, c)) return 0;
             i++;
+        } else if (strcmp(a, "--mask") == 0 && v) {
+            if (strcmp(v, "causal") != 0 && strcmp(v, "none") != 0) return 0;
+            c->masked = strcmp(v, "causal") == 0;
+            i++;
         } else if (strcmp(a, "--clock") == 0 && v) {
             if (strcmp(v, "cpu") != 0 && strcmp(v, "wall") != 0) return 0;
             c->cpu_clock = strcmp(v, "cpu") == 0;
@@ -126,6 +133,7 @@ typedef struct shape {
     float *y, *ys;
     int32_t *target;
     float *loss;
+    const sg_softmax_options *o; /* NULL, or a causal keep mask */
 } shape;
 
 static uint64_t call_count; /* Gumbel's stream offset: a new one per call */
@@ -144,28 +152,28 @@ static double now(void) {
 static sg_status run_op(sg_context *ctx, int op, const shape *s) {
     const size_t n = s->n, r = s->rows;
     switch (op) {
-    case -2: return sg_softmax_backward_f32(ctx, r, n, s->y0, n, s->dy, n, s->y, n, NULL);
-    case -1: return sg_softmax_f32(ctx, r, n, s->x, n, s->y, n, NULL);
-    case OP_SOFTPICK: return sg_softpick_f32(ctx, r, n, s->x, n, s->y, n, SG_SOFTPICK_DEFAULT_EPS, NULL);
+    case -2: return sg_softmax_backward_f32(ctx, r, n, s->y0, n, s->dy, n, s->y, n, s->o);
+    case -1: return sg_softmax_f32(ctx, r, n, s->x, n, s->y, n, s->o);
+    case OP_SOFTPICK: return sg_softpick_f32(ctx, r, n, s->x, n, s->y, n, SG_SOFTPICK_DEFAULT_EPS, s->o);
     case OP_SOFTPICK_BWD:
-        return sg_softpick_backward_f32(ctx, r, n, s->x, n, s->dy, n, s->y, n, SG_SOFTPICK_DEFAULT_EPS, NULL);
-    case OP_STABLEMAX: return sg_stablemax_f32(ctx, r, n, s->x, n, s->y, n, NULL);
+        return sg_softpick_backward_f32(ctx, r, n, s->x, n, s->dy, n, s->y, n, SG_SOFTPICK_DEFAULT_EPS, s->o);
+    case OP_STABLEMAX: return sg_stablemax_f32(ctx, r, n, s->x, n, s->y, n, s->o);
     case OP_STABLEMAX_BWD:
-        return sg_stablemax_backward_f32(ctx, r, n, s->x, n, s->y0, n, s->dy, n, s->y, n, NULL);
-    case OP_LOG_STABLEMAX: return sg_log_stablemax_f32(ctx, r, n, s->x, n, s->y, n, NULL);
+        return sg_stablemax_backward_f32(ctx, r, n, s->x, n, s->y0, n, s->dy, n, s->y, n, s->o);
+    case OP_LOG_STABLEMAX: return sg_log_stablemax_f32(ctx, r, n, s->x, n, s->y, n, s->o);
     case OP_STABLEMAX_CE:
-        return sg_stablemax_cross_entropy_f32(ctx, r, n, s->x, n, s->target, s->loss, s->y, n, NULL);
-    case OP_SIGMOID: return sg_sigmoid_f32(ctx, r, n, s->x, n, s->y, n, NULL);
-    case OP_SIGMOID_BWD: return sg_sigmoid_backward_f32(ctx, r, n, s->y0, n, s->dy, n, s->y, n, NULL);
-    case OP_NSIGMOID: return sg_normalized_sigmoid_f32(ctx, r, n, s->x, n, s->y, n, NULL);
+        return sg_stablemax_cross_entropy_f32(ctx, r, n, s->x, n, s->target, s->loss, s->y, n, s->o);
+    case OP_SIGMOID: return sg_sigmoid_f32(ctx, r, n, s->x, n, s->y, n, s->o);
+    case OP_SIGMOID_BWD: return sg_sigmoid_backward_f32(ctx, r, n, s->y0, n, s->dy, n, s->y, n, s->o);
+    case OP_NSIGMOID: return sg_normalized_sigmoid_f32(ctx, r, n, s->x, n, s->y, n, s->o);
     case OP_NSIGMOID_BWD:
-        return sg_normalized_sigmoid_backward_f32(ctx, r, n, s->x, n, s->y0, n, s->dy, n, s->y, n, NULL);
+        return sg_normalized_sigmoid_backward_f32(ctx, r, n, s->x, n, s->y0, n, s->dy, n, s->y, n, s->o);
     case OP_GUMBEL:
-        return sg_gumbel_softmax_f32(ctx, r, n, s->x, n, 42, call_count++, 0, s->y, n, NULL, 0, NULL);
+        return sg_gumbel_softmax_f32(ctx, r, n, s->x, n, 42, call_count++, 0, s->y, n, NULL, 0, s->o);
     case OP_GUMBEL_HARD:
-        return sg_gumbel_softmax_f32(ctx, r, n, s->x, n, 42, call_count++, 1, s->y, n, s->ys, n, NULL);
-    case OP_GUMBEL_BWD: return sg_gumbel_softmax_backward_f32(ctx, r, n, s->y0, n, s->dy, n, s->y, n, NULL);
-    case OP_ADAPTIVE: return sg_adaptive_temperature_softmax_f32(ctx, r, n, s->x, n, s->y, n, NULL, NULL);
+        return sg_gumbel_softmax_f32(ctx, r, n, s->x, n, 42, call_count++, 1, s->y, n, s->ys, n, s->o);
+    case OP_GUMBEL_BWD: return sg_gumbel_softmax_backward_f32(ctx, r, n, s->y0, n, s->dy, n, s->y, n, s->o);
+    case OP_ADAPTIVE: return sg_adaptive_temperature_softmax_f32(ctx, r, n, s->x, n, s->y, n, NULL, s->o);
     }
     return SG_ERR_ARGUMENT;
 }
@@ -191,6 +199,26 @@ static void check_once(sg_context *ctx, op_id op, const shape *s) {
     if (is_backward(op) || op == OP_STABLEMAX_CE) return;
     run_op(ctx, op, s);
     const size_t r = s->rows - 1, n = s->n;
+    if (s->o) { /* masked: the properties that survive masks */
+        const float *ym = s->y + r * n;
+        double sum = 0.0, esum = 0.0;
+        int ok = 1;
+        for (size_t i = 0; i < n; i++) {
+            sum += ym[i], esum += exp((double)ym[i]);
+            if (op != OP_LOG_STABLEMAX && !(ym[i] >= 0.0f && ym[i] <= 1.0f)) ok = 0;
+        }
+        if (op == OP_STABLEMAX || op == OP_NSIGMOID || op == OP_GUMBEL || op == OP_ADAPTIVE ||
+            op == OP_GUMBEL_HARD)
+            ok = ok && fabs(sum - 1.0) < 1e-4;
+        if (op == OP_LOG_STABLEMAX) ok = fabs(esum - 1.0) < 1e-4;
+        if (op == OP_SOFTPICK) ok = ok && sum <= 1.0 + 1e-5;
+        if (!ok) {
+            fprintf(stderr, "softgate bench: %s n=%zu (masked) fails its check; refusing to time it\n",
+                    op_names[op], n);
+            exit(1);
+        }
+        return;
+    }
     const float *x = s->x + r * n, *y = s->y + r * n;
     double sum = 0.0, err = 0.0, ssum = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -232,10 +260,10 @@ static void bench_shape(sg_context *ctx, const cfg *c, const shape *s, op_id op,
     double tbb = is_backward(op) ? sg_bench_median(bbase, reps) : 0.0;
     double ns_per = to / (double)(s->rows * s->n) * 1e9;
     if (c->json) {
-        printf("{\"op\":\"%s\",\"n\":%zu,\"rows\":%zu,\"threads\":%d,\"isa\":\"%s\",\"clock\":\"%s\","
+        printf("{\"op\":\"%s\",\"n\":%zu,\"rows\":%zu,\"threads\":%d,\"isa\":\"%s\",\"clock\":\"%s\",\"mask\":%d,"
                "\"ns_per_elem\":%.4f,\"softmax_ns_per_elem\":%.4f,\"ratio_to_softmax\":%.3f",
                op_names[op], s->n, s->rows, threads, sg_isa_name(sg_active_isa()),
-               c->cpu_clock ? "cpu" : "wall", ns_per,
+               c->cpu_clock ? "cpu" : "wall", c->masked, ns_per,
                tb / (double)(s->rows * s->n) * 1e9, tb / to);
         if (is_backward(op)) printf(",\"ratio_to_softmax_backward\":%.3f", tbb / to);
         printf("}\n");
@@ -259,6 +287,7 @@ SG_BENCH(alternatives, "softpick, stablemax, sigmoid, normalized sigmoid, Gumbel
     float *ys = sg_bench_alloc(ELEMS * sizeof(float)), *dy = sg_bench_alloc(ELEMS * sizeof(float));
     float *y0 = sg_bench_alloc(ELEMS * sizeof(float)), *loss = sg_bench_alloc(ELEMS * sizeof(float));
     int32_t *target = sg_bench_alloc(ELEMS * sizeof(int32_t));
+    uint8_t *keep = sg_bench_alloc(ELEMS);
     sg_bench_fill_normal(x, ELEMS, 3.0f, 1);
     sg_bench_fill_normal(dy, ELEMS, 1.0f, 2);
     if (!c.json) {
@@ -266,8 +295,8 @@ SG_BENCH(alternatives, "softpick, stablemax, sigmoid, normalized sigmoid, Gumbel
                sg_cpu_features());
         printf("# x ~ N(0, 9), %zu elements per call; ns/elem = median op time per element;\n"
                "# ratio = sg_softmax_f32 time / op time on the same shape (> 1: faster than softmax);\n"
-               "# bwd ratio = sg_softmax_backward_f32 time / op time; clock: %s\n", ELEMS,
-               c.cpu_clock ? "thread CPU time" : "wall");
+               "# bwd ratio = sg_softmax_backward_f32 time / op time; clock: %s; mask: %s\n", ELEMS,
+               c.cpu_clock ? "thread CPU time" : "wall", c.masked ? "causal keep mask" : "none");
         printf("%-19s %7s %7s %3s %9s %9s %8s %8s\n", "op", "n", "rows", "thr", "ns/elem", "softmax",
                "ratio", "bwd");
     }
@@ -280,19 +309,27 @@ SG_BENCH(alternatives, "softpick, stablemax, sigmoid, normalized sigmoid, Gumbel
         for (size_t ni = 0; ni < c.n_ns; ni++) {
             size_t n = (size_t)c.ns[ni], rows = ELEMS / n;
             for (size_t r = 0; r < rows; r++) target[r] = (int32_t)((r * 7) % n);
-            shape s = {n, rows, x, y0, dy, y, ys, target, loss};
+            sg_softmax_options mo = sg_softmax_options_default();
+            if (c.masked) {
+                for (size_t r = 0; r < rows; r++)
+                    for (size_t i = 0; i < n; i++) keep[r * n + i] = i <= r * n / rows;
+                mo.keep_mask = keep;
+                mo.keep_mask_ld = n;
+                for (size_t r = 0; r < rows; r++) target[r] = 0; /* always kept */
+            }
+            shape s = {n, rows, x, y0, dy, y, ys, target, loss, c.masked ? &mo : NULL};
             for (int op = 0; op < N_OPS; op++) {
                 if (!c.ops[op]) continue;
                 /* backward inputs: the matching forward output */
-                if (op == OP_SOFTPICK_BWD || op == OP_GUMBEL_BWD) sg_softmax_f32(ctx, rows, n, x, n, y0, n, NULL);
-                if (op == OP_STABLEMAX_BWD) sg_stablemax_f32(ctx, rows, n, x, n, y0, n, NULL);
-                if (op == OP_SIGMOID_BWD) sg_sigmoid_f32(ctx, rows, n, x, n, y0, n, NULL);
-                if (op == OP_NSIGMOID_BWD) sg_normalized_sigmoid_f32(ctx, rows, n, x, n, y0, n, NULL);
+                if (op == OP_SOFTPICK_BWD || op == OP_GUMBEL_BWD) sg_softmax_f32(ctx, rows, n, x, n, y0, n, s.o);
+                if (op == OP_STABLEMAX_BWD) sg_stablemax_f32(ctx, rows, n, x, n, y0, n, s.o);
+                if (op == OP_SIGMOID_BWD) sg_sigmoid_f32(ctx, rows, n, x, n, y0, n, s.o);
+                if (op == OP_NSIGMOID_BWD) sg_normalized_sigmoid_f32(ctx, rows, n, x, n, y0, n, s.o);
                 bench_shape(ctx, &c, &s, (op_id)op, (int)c.threads[ti]);
             }
         }
         sg_context_destroy(ctx);
     }
-    free(x), free(y), free(ys), free(dy), free(y0), free(loss), free(target);
+    free(x), free(y), free(ys), free(dy), free(y0), free(loss), free(target), free(keep);
     return 0;
 }

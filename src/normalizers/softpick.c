@@ -163,10 +163,52 @@ static void exact_bwd_row(const alt_job *j, size_t r) {
     }
 }
 
+/* Masked rows through the kernels, as the masked forward: removed
+ * entries at z = 0 add nothing to D or g and get w = 0, so dx = 0 there;
+ * the kernels run with c = 1 on z (which holds 1/T already) and the
+ * chain rule's 1/T is applied by the scale at the end. Returns 0 (nothing
+ * written) if the row needs the exact path. */
+static int masked_bwd_row(const alt_job *j, size_t r) {
+    const sg_row_view v = alt_view(j, r);
+    const float *dy = j->dy + r * j->lddy;
+    float *dx = j->out + r * j->ldo, z[SG_ALT_ZBLOCK];
+    const size_t n = j->n;
+    int special = 0;
+    float zm = -INFINITY;
+    for (size_t i = 0; i < n && !special; i += SG_ALT_ZBLOCK) {
+        float b = sg_alt_zblock(j, &v, i, n - i < SG_ALT_ZBLOCK ? n - i : SG_ALT_ZBLOCK, 0.0f, z,
+                                &special);
+        zm = b > zm ? b : zm;
+    }
+    if (special) return 0;
+    const float m = zm > 0.0f ? zm : 0.0f, em = (float)exp(-(double)m);
+    double d = 0.0, gd = 0.0;
+    for (size_t i = 0; i < n; i += SG_ALT_ZBLOCK) {
+        size_t len = n - i < SG_ALT_ZBLOCK ? n - i : SG_ALT_ZBLOCK;
+        double g;
+        sg_alt_zblock(j, &v, i, len, 0.0f, z, &special);
+        d += j->k->softpick_sums(len, z, dy + i, 1.0f, m, em, &g);
+        gd += g;
+    }
+    d += (double)j->eps * em;
+    if (isnan(d) || !(d > 0.0)) return 0;
+    for (size_t i = 0; i < n; i += SG_ALT_ZBLOCK) {
+        size_t len = n - i < SG_ALT_ZBLOCK ? n - i : SG_ALT_ZBLOCK;
+        sg_alt_zblock(j, &v, i, len, 0.0f, z, &special);
+        j->k->softpick_bwd(len, z, dy + i, dx + i, 1.0f, m, em, (float)(1.0 / d), (float)(gd / d));
+    }
+    j->ck->scale(n, dx, dx, j->c);
+    return 1;
+}
+
 static void backward_row(const alt_job *j, size_t r) {
     const float *x = j->x + r * j->ldx, *dy = j->dy + r * j->lddy;
     float m, em;
-    if (alt_masked(j) || !fast_m(j, x, &m, &em)) {
+    if (alt_masked(j)) {
+        if (!masked_bwd_row(j, r)) exact_bwd_row(j, r);
+        return;
+    }
+    if (!fast_m(j, x, &m, &em)) {
         exact_bwd_row(j, r);
         return;
     }
