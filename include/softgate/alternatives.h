@@ -17,11 +17,12 @@
  *    bit-identical for every thread count. No workspace is needed.
  *  - SIMD: rows run the dispatched kernels (ref, AVX2, AVX-512, chosen
  *    like the softmax core's, SOFTGATE_ISA included); masked rows of the
- *    softpick, stablemax, sigmoid and normalized sigmoid forwards too, on
- *    blocks of z = fl(x * (1/T)) + a built on the stack. Masked rows of the
- *    other ops (log-stablemax, the loss, adaptive temperature, backward
- *    passes but sigmoid's), and rows with +inf or overflowing z, take the
- *    exact scalar path in double.
+ *    softpick (forward and backward), stablemax, sigmoid and normalized
+ *    sigmoid forwards too, on blocks of z = fl(x * (1/T)) + a built on the
+ *    stack. Masked rows of the other ops (log-stablemax, the loss, adaptive
+ *    temperature, the stablemax and normalized sigmoid backward passes),
+ *    and rows with +inf or overflowing z, take the exact scalar path in
+ *    double.
  *  - Errors: ctx NULL -> SG_ERR_ARGUMENT; a NULL matrix (with rows * N >
  *    0) -> SG_ERR_ARGUMENT; a row stride < N, or in place with different
  *    strides -> SG_ERR_SHAPE; temperature 0, < 0, NaN, inf or with 1/T
