@@ -17,6 +17,10 @@
 #define FAST_SUM_MIN 1e-37
 #define FAST_SUM_MAX 1e37
 
+/* x * c overflows float for a finite x only when c > 1 (T < 1): only then
+ * is the row's max needed (short rows save a pass). */
+static inline int z_may_overflow(const alt_job *j) { return j->c > 1.0f; }
+
 static inline double stable_s(double z) { return z >= 0.0 ? z + 1.0 : 1.0 / (1.0 - z); }
 /* log s(z) = sign(z) log1p(|z|). */
 static inline double log_stable_s(double z) { return z >= 0.0 ? log1p(z) : -log1p(-z); }
@@ -100,7 +104,7 @@ static void forward_row(const alt_job *j, size_t r) {
         return;
     }
     /* A finite x whose x / T overflows float: double (x still intact). */
-    const float xm = j->ck->rmax(n, x);
+    const float xm = z_may_overflow(j) ? j->ck->rmax(n, x) : 0.0f;
     if (xm - xm == 0.0f && xm * j->c == INFINITY) {
         exact_row(j, r, 0);
         return;
@@ -134,7 +138,7 @@ static void log_forward_row(const alt_job *j, size_t r) {
     const float *x = j->x + r * j->ldx;
     float *y = j->out + r * j->ldo;
     const size_t n = j->n;
-    const float xm = alt_masked(j) ? 0.0f : j->ck->rmax(n, x);
+    const float xm = alt_masked(j) || !z_may_overflow(j) ? 0.0f : j->ck->rmax(n, x);
     if (alt_masked(j) || (xm - xm == 0.0f && xm * j->c == INFINITY)) {
         exact_row(j, r, 1);
         return;
@@ -224,7 +228,7 @@ static const float zero[LOSS_BLOCK]; /* dy = 0 for the backward kernel */
 static void loss_row(const alt_job *j, size_t r) {
     const float *x = j->x + r * j->ldx;
     const size_t n = j->n, k = (size_t)j->target[r];
-    const float xm = alt_masked(j) ? 0.0f : j->ck->rmax(n, x);
+    const float xm = alt_masked(j) || !z_may_overflow(j) ? 0.0f : j->ck->rmax(n, x);
     if (alt_masked(j) || (xm - xm == 0.0f && xm * j->c == INFINITY)) {
         loss_exact_row(j, r);
         return;
