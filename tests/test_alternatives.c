@@ -11,11 +11,17 @@
  *                              kernel and a double formula: lengths around
  *                              every tile (1..2*64+1, 1023..1025, 3000),
  *                              unaligned, in place, both softpick modes
+ *   alt_kernels_log            the vector log over its domain
+ *   alt_kernels_philox         the vector Philox noise kernels against
+ *                              sg_random_uniform_f32
  *   alt_forward_reference      every forward op, strides, T, scales
- *   alt_masks                  keep and add masks, per row and broadcast
+ *   alt_masks                  keep and add masks, per row and broadcast,
+ *                              rows over several z blocks, in place
  *   alt_properties             softpick sums <= 1 and zero rows; stablemax,
  *                              softpick, sigmoid not shift-invariant,
  *                              Gumbel and adaptive shift-invariant
+ *   alt_sigmoid_flat           contiguous sigmoid rows (one flat run) give
+ *                              the bits of the row-by-row path
  *   alt_backward_fd            every backward against central differences
  *                              of the double reference (masks included)
  *   alt_stablemax_loss         log-stablemax cross-entropy: loss, dx, FD
@@ -533,6 +539,31 @@ TEST(alt_properties) {
         }
         CHECK(fabs(s - 1.0) <= 2e-6, "%s sums to %.9g", fwd_names[op], s);
     }
+    sg_context_destroy(ctx);
+}
+
+/* Sigmoid on contiguous rows runs as one flat sequence cut into 4096s:
+ * the same bits as row by row (strided copy), forward and backward. */
+TEST(alt_sigmoid_flat) {
+    sg_context *ctx = test_context(2);
+    const size_t rows = 100, n = 77, ld = 78, count = rows * n;
+    float *x = xalloc(count * sizeof *x), *xs = xalloc(rows * ld * sizeof *xs);
+    float *y = xalloc(count * sizeof *y), *ys = xalloc(rows * ld * sizeof *ys);
+    float *dy = xalloc(count * sizeof *dy), *dys = xalloc(rows * ld * sizeof *dys);
+    fill_normal(x, count, 4.0, 61);
+    fill_normal(dy, count, 1.0, 62);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t i = 0; i < n; i++) xs[r * ld + i] = x[r * n + i], dys[r * ld + i] = dy[r * n + i];
+    sg_softmax_options o = topt(0.5f);
+    sg_sigmoid_f32(ctx, rows, n, x, n, y, n, &o);
+    sg_sigmoid_f32(ctx, rows, n, xs, ld, ys, ld, &o);
+    for (size_t r = 0; r < rows; r++)
+        CHECK(memcmp(y + r * n, ys + r * ld, n * sizeof *y) == 0, "sigmoid flat row %zu differs", r);
+    sg_sigmoid_backward_f32(ctx, rows, n, y, n, dy, n, x, n, &o); /* dx into x */
+    sg_sigmoid_backward_f32(ctx, rows, n, ys, ld, dys, ld, xs, ld, &o);
+    for (size_t r = 0; r < rows; r++)
+        CHECK(memcmp(x + r * n, xs + r * ld, n * sizeof *x) == 0, "sigmoid backward flat row %zu differs", r);
+    free(x), free(xs), free(y), free(ys), free(dy), free(dys);
     sg_context_destroy(ctx);
 }
 

@@ -157,6 +157,34 @@ static void nsigmoid_bwd_row(const alt_job *j, size_t r) {
 
 /* ---- public ops --------------------------------------------------------- */
 
+/*
+ * Sigmoid and its backward are elementwise: unmasked contiguous rows
+ * (every stride == n) run as one sequence of rows * n entries, cut into
+ * rows of FLAT_N and a last partial row, so short rows cost a kernel call
+ * per FLAT_N entries rather than per row. Elementwise results do not depend
+ * on the cut (nor, so, on the thread count).
+ */
+#define FLAT_N ((size_t)4096)
+static void run_elementwise(sg_context *ctx, alt_job *j, size_t rows, size_t n,
+                            const sg_softmax_options *o, float c, int contiguous) {
+    if (!contiguous || o->keep_mask || o->add_mask || rows * n < 2 * n + FLAT_N) {
+        sg_alt_run(ctx, j, rows, n, o, c);
+        return;
+    }
+    const size_t total = rows * n, full = total / FLAT_N, rem = total % FLAT_N;
+    alt_job a = *j, b = *j;
+    a.ldx = a.ldy = a.lddy = a.ldo = FLAT_N;
+    if (full) sg_alt_run(ctx, &a, full, FLAT_N, o, c);
+    if (!rem) return;
+    const size_t off = full * FLAT_N;
+    if (b.x) b.x += off;
+    if (b.y) b.y += off;
+    if (b.dy) b.dy += off;
+    b.out += off;
+    sg_alt_run(ctx, &b, 1, rem, o, c);
+}
+
+
 static sg_status forward(sg_context *ctx, const char *name, alt_row_fn *row, size_t rows, size_t n,
                          const float *x, size_t ldx, float *y, size_t ldy,
                          const sg_softmax_options *options) {
@@ -172,7 +200,8 @@ static sg_status forward(sg_context *ctx, const char *name, alt_row_fn *row, siz
     j.ldx = ldx;
     j.out = y;
     j.ldo = ldy;
-    sg_alt_run(ctx, &j, rows, n, &o, c);
+    if (row == sigmoid_row) run_elementwise(ctx, &j, rows, n, &o, c, ldx == n && ldy == n);
+    else sg_alt_run(ctx, &j, rows, n, &o, c);
     return SG_OK;
 }
 
@@ -207,7 +236,7 @@ sg_status sg_sigmoid_backward_f32(sg_context *ctx, size_t rows, size_t n, const 
     j.lddy = lddy;
     j.out = dx;
     j.ldo = lddx;
-    sg_alt_run(ctx, &j, rows, n, &o, c);
+    run_elementwise(ctx, &j, rows, n, &o, c, ldy == n && lddy == n && lddx == n);
     return SG_OK;
 }
 
