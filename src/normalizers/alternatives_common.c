@@ -1,0 +1,99 @@
+/*
+ * alternatives_common.c - the shared parts of the softmax alternatives'
+ * ops: argument checks (built on the softmax core's sg_check_options and
+ * sg_check_matrix) and running rows across threads.
+ */
+#include "normalizers/alternatives_internal.h"
+
+static void rows_task(void *arg, size_t t) {
+    const alt_job *j = arg;
+    size_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->rows) r1 = j->rows;
+    for (size_t r = r0; r < r1; r++) j->row(j, r);
+}
+
+/* Rows go to tasks of a size fixed by n; a row's bits never depend on the
+ * thread that computes it, so every thread count gives the same result. */
+void sg_alt_run(sg_context *ctx, alt_job *j, size_t rows, size_t n, const sg_softmax_options *o,
+                float c) {
+    j->k = sg_alt_kernels_get();
+    j->ck = sg_kernels_get();
+    j->rows = rows;
+    j->n = n;
+    j->c = c;
+    j->t = o->temperature;
+    j->keep = o->keep_mask;
+    j->keep_ld = o->keep_mask_ld;
+    j->add = o->add_mask;
+    j->add_ld = o->add_mask_ld;
+    j->rows_per_task = sg_rows_per_task(n);
+    if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) {
+        for (size_t r = 0; r < rows; r++) j->row(j, r);
+        return;
+    }
+    sg_parallel_for(ctx, (rows + j->rows_per_task - 1) / j->rows_per_task, rows_task, j);
+}
+
+sg_status sg_alt_check_forward(sg_context *ctx, const char *name, size_t rows, size_t n,
+                               const float *x, size_t ldx, const float *y, size_t ldy,
+                               sg_softmax_options *o, const sg_softmax_options *options, float *c) {
+    *o = options ? *options : sg_softmax_options_default();
+    return sg_check_forward(ctx, name, SG_OP_SOFTMAX, rows, n, x, ldx, y, ldy, o, 0, c);
+}
+
+sg_status sg_alt_check_backward(sg_context *ctx, const char *name, size_t rows, size_t n,
+                                const float *x, size_t ldx, const float *y, size_t ldy,
+                                const float *dy, size_t lddy, const float *dx, size_t lddx,
+                                sg_softmax_options *o, const sg_softmax_options *options,
+                                float *c) {
+    *o = options ? *options : sg_softmax_options_default();
+    sg_status st = sg_check_options(ctx, name, rows, n, o, 0, c);
+    if (st == SG_OK && x) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
+    if (st == SG_OK && y) st = sg_check_matrix(ctx, name, "y", y, rows, n, ldy);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dy", dy, rows, n, lddy);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
+    if (st == SG_OK && rows > 1 &&
+        ((dx == dy && lddx != lddy) || (y && dx == y && lddx != ldy) || (x && dx == x && lddx != ldx)))
+        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == an input) needs the same row stride",
+                     name);
+    return st;
+}
+
+sg_status sg_alt_check_targets(sg_context *ctx, const char *name, size_t rows, size_t n,
+                               const int32_t *target, const sg_softmax_options *o) {
+    const float *add = o->add_mask;
+    for (size_t r = 0; r < rows; r++) {
+        int32_t k = target[r];
+        if (k < 0 || (size_t)k >= n)
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is outside [0, %zu)", name, r,
+                           (long)k, n);
+        if ((o->keep_mask && !o->keep_mask[r * o->keep_mask_ld + (size_t)k]) ||
+            (add && add[r * o->add_mask_ld + (size_t)k] == -INFINITY))
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is removed by the mask", name,
+                           r, (long)k);
+    }
+    return SG_OK;
+}
+
+void sg_alt_nan_row(const alt_job *j, size_t r) {
+    const sg_row_view v = alt_view(j, r);
+    float *y = j->out + r * j->ldo;
+    for (size_t i = 0; i < j->n; i++) y[i] = sg_row_removed(&v, i) ? 0.0f : NAN;
+}
+
+float sg_alt_zblock(const alt_job *j, const sg_row_view *v, size_t i0, size_t len, float gone,
+                    float *z, int *special) {
+    float mx = -INFINITY;
+    for (size_t k = 0; k < len; k++) {
+        const size_t i = i0 + k;
+        if (sg_row_removed(v, i)) {
+            z[k] = gone;
+            continue;
+        }
+        const float x = v->x[i], a = v->add ? v->add[i] : 0.0f, zz = x * j->c + a;
+        if (zz == INFINITY || (zz == -INFINITY && x - x == 0.0f && a - a == 0.0f)) *special = 1;
+        z[k] = zz;
+        mx = zz > mx ? zz : mx;
+    }
+    return mx;
+}
