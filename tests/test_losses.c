@@ -679,31 +679,38 @@ TEST(losses_topk_special) {
 TEST(losses_topk_scan_kernels) {
     size_t count;
     const sg_loss_kernel_entry *e = sg_loss_kernel_entries(&count);
+    static const size_t ks[] = {1, 2, 3, 8, 16, 17, 31, 32, 33, 64, 65, 100};
     for (size_t ki = 0; ki < count; ki++) {
         if (!sg_cpu_supports(e[ki].isa)) continue;
-        for (size_t n = 0; n <= 200; n += n < 70 ? 1 : 13)
-            for (size_t k = 1; k <= 40; k += k < 4 ? 1 : 9) {
-                float *x = random_x(n + 1, 1.0, n * 3 + k);
-                for (size_t i = 0; i < n; i += 5) x[i] = x[i / 2]; /* ties */
-                double v0[64], v1[64];
-                int32_t i0[64], i1[64];
-                sg_topk_buf a, b;
-                sg_topk_reset(&a, k, v0, i0);
-                sg_topk_reset(&b, k, v1, i1);
-                for (size_t i = 0; i < k; i++) {
-                    float s = -1.0f - (float)i; /* a full buffer to start from */
-                    sg_topk_insert(&a, s, (int32_t)i);
-                    sg_topk_insert(&b, s, (int32_t)i);
+        for (size_t n = 0; n <= 300; n += n < 140 ? 1 : 17)
+            for (size_t kq = 0; kq < sizeof ks / sizeof ks[0]; kq++)
+                for (int pre = 0; pre < 3; pre++) {
+                    size_t k = ks[kq];
+                    float *x = random_x(n + 1, 1.0, n * 3 + k);
+                    for (size_t i = 0; i < n; i += 5) x[i + 1] = x[i / 2 + 1]; /* ties */
+                    if (n > 9) x[n / 2] = -INFINITY, x[n / 3] = 2.5f, x[n - 1] = 2.5f;
+                    double v0[128], v1[128];
+                    int32_t i0[128], i1[128];
+                    sg_topk_buf a, b;
+                    sg_topk_reset(&a, k, v0, i0);
+                    sg_topk_reset(&b, k, v1, i1);
+                    /* start empty, half full or full (values around the data's) */
+                    size_t fill = pre == 0 ? 0 : pre == 1 ? k / 2 : k;
+                    for (size_t i = 0; i < fill; i++) {
+                        float s = 1.5f - 0.25f * (float)i;
+                        sg_topk_insert(&a, s, (int32_t)i);
+                        sg_topk_insert(&b, s, (int32_t)i);
+                    }
+                    float m0 = sg_topk_scan_f32__ref(n, x + 1, 1000, &a); /* unaligned */
+                    float m1 = e[ki].fn(n, x + 1, 1000, &b);
+                    sg_topk_finish(&a);
+                    sg_topk_finish(&b);
+                    int same = a.count == b.count && m0 == m1;
+                    for (size_t q = 0; same && q < a.count; q++) same = v0[q] == v1[q] && i0[q] == i1[q];
+                    CHECK(same, "%s n=%zu k=%zu prefill %zu differs from the reference (max %g vs %g)",
+                          e[ki].name, n, k, fill, m1, m0);
+                    free(x);
                 }
-                sg_topk_scan_f32__ref(n, x + 1, 100, &a); /* unaligned */
-                e[ki].fn(n, x + 1, 100, &b);
-                sg_topk_finish(&a);
-                sg_topk_finish(&b);
-                int same = a.count == b.count;
-                for (size_t q = 0; same && q < a.count; q++) same = v0[q] == v1[q] && i0[q] == i1[q];
-                CHECK(same, "%s n=%zu k=%zu differs from the reference", e[ki].name, n, k);
-                free(x);
-            }
     }
 }
 

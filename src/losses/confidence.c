@@ -103,10 +103,8 @@ static void fast_row(const conf_job *j, size_t r) {
     int32_t idx[2];
     sg_topk_buf b;
     sg_topk_reset(&b, n >= 2 ? 2 : 1, val, idx);
-    for (size_t i = 0; i < b.k; i++) sg_topk_insert(&b, x[i], (int32_t)i);
-    if (n > b.k) j->scan(n - b.k, x + b.k, (int32_t)b.k, &b);
-    const float mx = (float)val[0];
-    if (!(mx - mx == 0.0f)) { /* +-inf or NaN max: the exact path */
+    const float mx = j->scan(n, x, 0, &b);
+    if (!(mx - mx == 0.0f) || b.count < b.k) { /* +-inf or NaN max: the exact path */
         exact_row(j, r);
         return;
     }

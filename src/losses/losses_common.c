@@ -9,9 +9,13 @@
 
 /* ---- the top-k scan: reference and dispatch ----------------------------- */
 
-void sg_topk_scan_f32__ref(size_t n, const float *x, int32_t base, sg_topk_buf *b) {
-    for (size_t i = 0; i < n; i++)
-        if (x[i] > b->thr) sg_topk_insert(b, x[i], base + (int32_t)i);
+float sg_topk_scan_f32__ref(size_t n, const float *x, int32_t base, sg_topk_buf *b) {
+    float m = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (x[i] > m) m = x[i];
+        if (b->count < b->k ? !isnan(x[i]) : x[i] > b->thr) sg_topk_insert(b, x[i], base + (int32_t)i);
+    }
+    return m;
 }
 
 static const sg_loss_kernel_entry entries[] = {

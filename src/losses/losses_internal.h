@@ -99,14 +99,23 @@ void sg_topk_finish(sg_topk_buf *b);
 /* ---- the family's kernel slot -------------------------------------------- */
 
 /*
- * topk_scan: inserts every x[i] > b->thr (i in [0, n)) into the full
- * buffer b (count == k) as index base + i, in index order, re-reading
- * b->thr after each insertion. The SIMD kernels compare whole vectors
- * against thr first, so an element below it costs one compare. NaN never
- * compares greater, so NaN entries are skipped (the op detects them from
- * the sum and redoes the row exactly).
+ * topk_scan: adds the block x[0..n) (indices base + i) to the buffer b,
+ * which may be partly filled, so that b then holds the top k of its old
+ * contents and the block (same ties rule); returns the block's max (-inf
+ * for n == 0 or an all -inf block; NaN entries are never inserted and may
+ * be ignored by the max: the ops detect NaN from the sum and redo the row
+ * exactly). Every kernel leaves the same set in b (the order of a heap
+ * buffer may differ until sg_topk_finish).
+ *
+ * The SIMD kernels first take the maxima of 64 disjoint subsets of the
+ * block (lane-wise maxima of four vector accumulators); the k-th largest
+ * of them, L, is a lower bound of the block's k-th largest (k subsets each
+ * hold an element >= L), so only elements >= max(L, the buffer's k-th
+ * value) are candidates: one vector compare per element, and about k + a
+ * few insertions per block instead of k log(n / k) for a plain running
+ * threshold.
  */
-typedef void sg_topk_scan_fn(size_t n, const float *x, int32_t base, sg_topk_buf *b);
+typedef float sg_topk_scan_fn(size_t n, const float *x, int32_t base, sg_topk_buf *b);
 
 sg_topk_scan_fn sg_topk_scan_f32__ref;
 #if SG_ARCH_X86_64

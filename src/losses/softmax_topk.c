@@ -2,11 +2,11 @@
  * softmax_topk.c - fused softmax + top-k (Milakov and Gimelshein, "Online
  * normalizer calculation for softmax", 2018, section on the fused
  * softmax + top-k): per row, one pass over x in blocks of BLOCK elements;
- * each block is first scanned against the running k-th value (the
- * family's topk_scan kernel: most elements cost one vector compare), which
- * also yields the running max (the buffer's best value), then summed by the
- * softmax core's expsum kernel while it is still in L1, the running sum
- * rescaled when the max grows. Only the k winners' probabilities are
+ * each block is first merged into the running top-k buffer by the
+ * family's topk_scan kernel (most elements cost a vector max and a vector
+ * compare), which also returns the block's max, then summed by the softmax
+ * core's expsum kernel while it is still in L1, the running sum rescaled
+ * when the max grows. Only the k winners' probabilities are
  * formed. Masked rows and rows with inf or NaN take an exact path
  * (z - max z in double, as softmax_masked.c).
  */
@@ -109,18 +109,15 @@ static void exact_row(const topk_job *j, size_t r, sg_topk_buf *b) {
  * or every entry -inf). */
 static int fast_row(const topk_job *j, size_t r, sg_topk_buf *b) {
     const float *x = j->x + r * j->ldx;
-    const size_t n = j->n, fill = j->kk;
+    const size_t n = j->n;
     sg_topk_reset(b, j->kk, b->val, b->idx);
-    for (size_t i = 0; i < fill; i++) sg_topk_insert(b, x[i], (int32_t)i);
     float m = -INFINITY;
     double s = 0.0;
     for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
         const size_t len = n - i0 < BLOCK ? n - i0 : BLOCK;
-        const size_t from = i0 > fill ? i0 : fill;
-        if (from < i0 + len) j->scan(i0 + len - from, x + from, (int32_t)from, b);
-        const float bm = (float)b->vmax; /* >= every element read so far */
+        const float bm = j->scan(len, x + i0, (int32_t)i0, b);
         if (bm == -INFINITY) continue;
-        if (!(bm - bm == 0.0f)) return 0;
+        if (!(bm - bm == 0.0f)) return 0; /* +inf (NaN shows in the sum) */
         if (bm > m) {
             s *= exp(((double)m - bm) * j->c); /* rescale once per new max */
             m = bm;
