@@ -2,8 +2,8 @@
  * cross_entropy.c - softmax cross-entropy with integer targets, label
  * smoothing, ignore_index, reductions and the logit z-loss, fused with its
  * gradient (PyTorch's torch.nn.functional.cross_entropy semantics). The
- * passes are the softmax core's kernels (rmax, expsum, sum, expscale_store,
- * shift_store); masked and special rows use the exact z differences of
+ * passes are the softmax core's kernels (rmax, expsum_store or expsum, sum,
+ * scale, shift_store); masked and special rows use the exact z differences of
  * softmax_internal.h. Reductions and threads: losses_common.c.
  */
 #include <float.h>
@@ -120,9 +120,7 @@ static double ce_row(const sg_loss_rows *j, size_t r, float *dx, double g) {
     const float *x = j->x + r * j->ldx;
     const float mx = k->rmax(n, x);
     if (!(mx - mx == 0.0f)) return exact_row(j, r, dx, g);
-    const double sum = k->expsum(n, x, mx, j->c);
-    if (!(sum < INFINITY)) return exact_row(j, r, dx, g); /* NaN somewhere */
-    const double log_s = log(sum), off = (double)mx / j->t;
+    /* everything read from x is read before dx (possibly x) is written */
     const double dt = ((double)x[t] - mx) / j->t;
     double dmean = 0.0;
     if (p->eps > 0.0) {
@@ -130,12 +128,19 @@ static double ce_row(const sg_loss_rows *j, size_t r, float *dx, double g) {
         if (!(sx - sx == 0.0)) return exact_row(j, r, dx, g);
         dmean = (sx / (double)n - mx) / j->t;
     }
+    /* with dx: e = exp((x - max) c) stored into dx while summing, as the
+     * softmax core's three-pass algorithm does, then scaled in place */
+    const double sum = dx ? k->expsum_store(n, x, dx, mx, j->c) : k->expsum(n, x, mx, j->c);
+    if (!(sum < INFINITY)) { /* a NaN (rmax may skip it): no masks here, so all NaN */
+        for (size_t i = 0; dx && i < n; i++) dx[i] = NAN;
+        return NAN;
+    }
+    const double log_s = log(sum), off = (double)mx / j->t;
     const double l = ce_loss(p, off, log_s, dt, dmean);
     if (!dx) return l;
-    const double lse = off + log_s;
-    const double gc = g / j->t;
-    /* dx = gc ((1 + 2 lambda lse) p - q): p from the stored exponentials */
-    k->expscale_store(n, x, dx, mx, j->c, (float)(gc * (1.0 + 2.0 * p->lambda * lse) / sum));
+    const double lse = off + log_s, gc = g / j->t;
+    /* dx = gc ((1 + 2 lambda lse) p - q) */
+    k->scale(n, dx, dx, (float)(gc * (1.0 + 2.0 * p->lambda * lse) / sum));
     if (p->eps > 0.0) k->shift_store(n, dx, dx, 0.0f, 1.0f, (float)(gc * p->eps / (double)n));
     dx[t] -= (float)(gc * (1.0 - p->eps));
     return l;
