@@ -20,40 +20,64 @@ sg_spherical_zloss_options sg_spherical_zloss_options_default(void) {
     return o;
 }
 
-/* z_i = x_i / T + a_i in double (finite for finite inputs). */
-static inline double z_of(const sg_row_view *v, size_t i) {
-    return (double)v->x[i] / v->t + (v->add ? (double)v->add[i] : 0.0);
+/*
+ * The values normalized: v_i = x_i / T + a_i with an additive mask; plain
+ * x_i without one, since zhat = (v - mean v) / std v is then the same for
+ * x and x / T (so T has no effect, exactly) and the gradient's 1/T cancels
+ * against sigma's factor T.
+ */
+static inline double v_of(const sg_row_view *v, size_t i) {
+    return v->add ? (double)v->x[i] / v->t + (double)v->add[i] : (double)v->x[i];
 }
 
 /* log(1 + e^u) without overflow or cancellation. */
 static inline double softplus(double u) { return (u > 0.0 ? u : 0.0) + log1p(exp(-fabs(u))); }
 
+/* sum of v - mu (square: of (v - mu)^2) over kept entries, and their
+ * count; four accumulators when nothing is masked, for speed (the order is
+ * fixed: the same bits always). Without masks mu is 0 for the plain sum. */
+static double sum_v(const sg_row_view *v, size_t n, double mu, int square, size_t *kept) {
+    if (!v->keep && !v->add) {
+        const float *x = v->x;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        size_t i = 0;
+        if (square) {
+            for (; i + 4 <= n; i += 4) {
+                double e0 = x[i] - mu, e1 = x[i + 1] - mu, e2 = x[i + 2] - mu, e3 = x[i + 3] - mu;
+                s0 += e0 * e0, s1 += e1 * e1, s2 += e2 * e2, s3 += e3 * e3;
+            }
+            for (; i < n; i++) s0 += (x[i] - mu) * (x[i] - mu);
+        } else {
+            for (; i + 4 <= n; i += 4) s0 += x[i], s1 += x[i + 1], s2 += x[i + 2], s3 += x[i + 3];
+            for (; i < n; i++) s0 += x[i];
+        }
+        *kept = n;
+        return (s0 + s1) + (s2 + s3);
+    }
+    double s = 0.0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sg_row_removed(v, i)) continue;
+        double e = v_of(v, i) - mu;
+        s += square ? e * e : e, k++;
+    }
+    *kept = k;
+    return s;
+}
+
 static double zl_row(const sg_loss_rows *j, size_t r, float *dx, double g) {
     const zl_params *p = j->params;
     const sg_row_view v = sg_loss_view(j, r);
     const size_t n = j->n, t = (size_t)j->target[r];
-    double sum = 0.0;
-    size_t kept = 0;
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (sg_row_removed(&v, i)) continue;
-        double z = z_of(&v, i);
-        if (!(z - z == 0.0)) bad = 1;
-        sum += z, kept++;
-    }
-    if (bad) {
+    size_t kept;
+    const double sum = sum_v(&v, n, 0.0, 0, &kept);
+    if (!(sum - sum == 0.0)) { /* a kept NaN or inf (finite values cannot overflow a double sum) */
         for (size_t i = 0; dx && i < n; i++) dx[i] = sg_row_removed(&v, i) ? 0.0f : NAN;
         return NAN;
     }
     const double mu = sum / (double)kept;
-    double ss = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (sg_row_removed(&v, i)) continue;
-        double e = z_of(&v, i) - mu;
-        ss += e * e;
-    }
-    const double sigma = sqrt(ss / (double)kept);
-    const double zt = sigma > 0.0 ? (z_of(&v, t) - mu) / sigma : 0.0;
+    const double sigma = sqrt(sum_v(&v, n, mu, 1, &kept) / (double)kept);
+    const double zt = sigma > 0.0 ? (v_of(&v, t) - mu) / sigma : 0.0;
     const double u = p->a * (p->b - zt);
     const double l = softplus(u) / p->a;
     if (!dx) return l;
@@ -61,17 +85,19 @@ static double zl_row(const sg_loss_rows *j, size_t r, float *dx, double g) {
         for (size_t i = 0; i < n; i++) dx[i] = 0.0f;
         return l;
     }
-    /* dl/dz_t = -sigmoid(u); dzhat_t/dz_i = ([i == t] - 1/K - zhat_t zhat_i / K) / sigma */
+    /* dl/dv_t = -sigmoid(u); dzhat_t/dv_i = ([i == t] - 1/K - zhat_t zhat_i / K) / sigma;
+     * dv_i/dx_i = 1/T with an additive mask, else (x itself) 1 */
     const double sig = u >= 0.0 ? 1.0 / (1.0 + exp(-u)) : exp(u) / (1.0 + exp(u));
-    const double s = -g * sig / (sigma * v.t), inv_k = 1.0 / (double)kept;
-    for (size_t i = 0; i < n; i++) { /* entry i is read before it is written */
-        if (sg_row_removed(&v, i)) {
-            dx[i] = 0.0f;
-            continue;
-        }
-        double zi = (z_of(&v, i) - mu) / sigma;
-        dx[i] = (float)(s * ((i == t) - inv_k - zt * zi * inv_k));
+    const double s = -g * sig / (sigma * (v.add ? v.t : 1.0)), inv_k = 1.0 / (double)kept;
+    const double c1 = -s * zt * inv_k / sigma; /* dx_i = s [i == t] - s / K + c1 (v_i - mu) */
+    const double vt = v_of(&v, t);
+    if (!v.keep && !v.add) {
+        for (size_t i = 0; i < n; i++) dx[i] = (float)(-s * inv_k + c1 * ((double)v.x[i] - mu));
+    } else {
+        for (size_t i = 0; i < n; i++) /* entry i is read before it is written */
+            dx[i] = sg_row_removed(&v, i) ? 0.0f : (float)(-s * inv_k + c1 * (v_of(&v, i) - mu));
     }
+    dx[t] = (float)(s - s * inv_k + c1 * (vt - mu)); /* vt read before the row was written */
     return l;
 }
 
