@@ -69,9 +69,11 @@ SG_API sg_cross_entropy_options sg_cross_entropy_options_default(void);
  * dx = 0 on removed entries and on ignored rows. dx may alias x
  * (lddx == ldx): each row's loss is formed before its dx is written.
  *
- * Fused: per row, one pass for the max and one for sum exp (logsumexp,
- * the softmax core's kernels), with eps > 0 one pass for sum z, then one
- * pass reading x and writing dx (and, with eps > 0, a pass over dx).
+ * Fused: per row, one pass for the max, one that stores exp((x - max)/T)
+ * into dx while summing (each exponential computed once; without dx, a sum
+ * only), one that scales dx in place (with eps > 0 it also subtracts the
+ * smoothing term, and a sum pass over x comes first), then the target's
+ * entry: the softmax core's three-pass structure and kernels.
  * Masked rows and rows with inf/NaN take the exact path (z differences in
  * double, as the softmax core's masked path).
  *

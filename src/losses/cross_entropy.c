@@ -140,8 +140,10 @@ static double ce_row(const sg_loss_rows *j, size_t r, float *dx, double g) {
     if (!dx) return l;
     const double lse = off + log_s, gc = g / j->t;
     /* dx = gc ((1 + 2 lambda lse) p - q) */
-    k->scale(n, dx, dx, (float)(gc * (1.0 + 2.0 * p->lambda * lse) / sum));
-    if (p->eps > 0.0) k->shift_store(n, dx, dx, 0.0f, 1.0f, (float)(gc * p->eps / (double)n));
+    const float coef = (float)(gc * (1.0 + 2.0 * p->lambda * lse) / sum);
+    if (p->eps > 0.0) /* (e - 0) coef - gc eps / N in the same pass */
+        k->shift_store(n, dx, dx, 0.0f, coef, (float)(gc * p->eps / (double)n));
+    else k->scale(n, dx, dx, coef);
     dx[t] -= (float)(gc * (1.0 - p->eps));
     return l;
 }
