@@ -58,7 +58,7 @@ SG_API sg_cross_entropy_options sg_cross_entropy_options_default(void);
  *         + lambda * lse^2,               lse = logsumexp_{j kept} z_j,
  *
  * for each row r with t = target[r] != ignore_index; l_r = 0 for ignored
- * rows. loss: NONE -> loss[r] for every row ([rows]); SUM -> loss[0];
+ * rows. ce == NULL means sg_cross_entropy_options_default(). loss: NONE -> loss[r] for every row ([rows]); SUM -> loss[0];
  * MEAN -> loss[0] = sum / count of non-ignored rows, NaN when every row is
  * ignored (PyTorch 1.13 gives NaN there too; dx is then all 0, as there).
  *
@@ -137,7 +137,8 @@ SG_API sg_spherical_zloss_options sg_spherical_zloss_options_default(void);
  *   dl_r/dx_i = -sigmoid(a (b - zhat_t)) / (T sigma)
  *               * ([i == t] - 1/N_kept - zhat_t zhat_i / N_kept),
  * 0 on removed entries. Shift- and scale-invariant in x without add_mask
- * (T then has no effect on l_r). Reduction, ignore_index, dx (gradient of
+ * (T then has no effect on l_r). zo == NULL means
+ * sg_spherical_zloss_options_default(). Reduction, ignore_index, dx (gradient of
  * the reduced loss, NULL to skip, may alias x with lddx == ldx), targets
  * and errors as sg_cross_entropy_f32; a must be finite and > 0, b finite.
  * Statistics in double (two passes: mean, then centred squares); loss and
