@@ -58,7 +58,8 @@ SG_API sg_cross_entropy_options sg_cross_entropy_options_default(void);
  *         + lambda * lse^2,               lse = logsumexp_{j kept} z_j,
  *
  * for each row r with t = target[r] != ignore_index; l_r = 0 for ignored
- * rows. ce == NULL means sg_cross_entropy_options_default(). loss: NONE -> loss[r] for every row ([rows]); SUM -> loss[0];
+ * rows. ce == NULL means sg_cross_entropy_options_default().
+ * loss: NONE -> loss[r] for every row ([rows]); SUM -> loss[0];
  * MEAN -> loss[0] = sum / count of non-ignored rows, NaN when every row is
  * ignored (PyTorch 1.13 gives NaN there too; dx is then all 0, as there).
  *
