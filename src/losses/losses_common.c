@@ -42,9 +42,28 @@ sg_topk_scan_fn *sg_topk_scan_get(void) {
 
 /* ---- ordering a heap buffer ------------------------------------------------ */
 
+/* Best first, by insertion (k <= 256 entries, sorted once per row: cheaper
+ * than qsort's indirect compares at these sizes). Indices are unique, so
+ * the order is total. */
+void sg_topk_sort(sg_topk_buf *b) {
+    for (size_t q = 1; q < b->count; q++) {
+        double v = b->val[q];
+        int32_t i = b->idx[q];
+        size_t p = q;
+        while (p > 0 && sg_topk_worse(b->val[p - 1], b->idx[p - 1], v, i)) {
+            b->val[p] = b->val[p - 1], b->idx[p] = b->idx[p - 1];
+            p--;
+        }
+        b->val[p] = v, b->idx[p] = i;
+    }
+}
+
 /* Heap sort in place: repeatedly move the worst (root) to the end. */
 void sg_topk_finish(sg_topk_buf *b) {
-    if (b->k <= SG_TOPK_SORTED_MAX) return;
+    if (b->k <= SG_TOPK_SORTED_MAX) {
+        if (b->count < b->k) sg_topk_sort(b); /* never filled: still unsorted */
+        return;
+    }
     size_t n = b->count;
     while (b->count > 1) {
         size_t last = b->count - 1;

@@ -23,9 +23,10 @@
  * first, equal values lower index first. Entries arrive in increasing index
  * order, so an entry equal to the current k-th value never enters (it would
  * rank after it): once full, only values strictly above thr are inserted.
- * Up to SG_TOPK_SORTED_MAX the buffer is a sorted array (up to 16 shifted
- * from the end; above, binary search and a memmove, with few unpredictable
- * branches, which is what costs here); above SG_TOPK_SORTED_MAX,
+ * Up to SG_TOPK_SORTED_MAX the buffer fills unsorted, is sorted once full,
+ * and then stays a sorted array (up to k = 16 entries shifted from the
+ * end; above, binary search and a memmove, with few unpredictable branches,
+ * which is what costs here); above SG_TOPK_SORTED_MAX,
  * a min-heap on (value, -index) sorted at the end.
  * Values are doubles so that the exact path's keys (z - max z in double)
  * use the same buffer; the fast path stores floats, exactly.
@@ -60,36 +61,45 @@ static inline void sg_topk_heap_down(sg_topk_buf *b, size_t i) {
     }
 }
 
+/* Orders buf[0..count) best first (losses_common.c). */
+void sg_topk_sort(sg_topk_buf *b);
+
 /* Inserts (v, i); the caller ensures count < k or v > thr (i is larger
  * than every index already inside). */
 static inline void sg_topk_insert(sg_topk_buf *b, double v, int32_t i) {
     if (!(v <= b->vmax)) b->vmax = v; /* NaN too: the row is redone */
+    if (b->k <= SG_TOPK_SORTED_MAX && b->count < b->k) {
+        /* filling: append; sorted once, when it becomes full */
+        b->val[b->count] = v, b->idx[b->count] = i;
+        if (++b->count == b->k) {
+            sg_topk_sort(b);
+            b->thr = b->val[b->k - 1];
+        }
+        return;
+    }
     if (b->k <= 16) { /* short: shift from the end */
-        size_t p = b->count < b->k ? b->count : b->k - 1;
+        size_t p = b->k - 1;
         while (p > 0 && b->val[p - 1] < v) {
             b->val[p] = b->val[p - 1], b->idx[p] = b->idx[p - 1];
             p--;
         }
         b->val[p] = v, b->idx[p] = i;
-        if (b->count < b->k) b->count++;
-        if (b->count == b->k) b->thr = b->val[b->k - 1];
+        b->thr = b->val[b->k - 1];
         return;
     }
     if (b->k <= SG_TOPK_SORTED_MAX) {
         /* the first slot holding a smaller value: equal values stay ahead
-         * (their indices are lower); when full, v > thr puts p before k - 1 */
-        size_t lo = 0, hi = b->count;
+         * (their indices are lower); v > thr puts it before slot k - 1 */
+        size_t lo = 0, hi = b->k - 1;
         while (lo < hi) {
             size_t mid = (lo + hi) / 2;
             if (b->val[mid] < v) hi = mid;
             else lo = mid + 1;
         }
-        const size_t last = b->count < b->k ? b->count : b->k - 1;
-        memmove(b->val + lo + 1, b->val + lo, (last - lo) * sizeof *b->val);
-        memmove(b->idx + lo + 1, b->idx + lo, (last - lo) * sizeof *b->idx);
+        memmove(b->val + lo + 1, b->val + lo, (b->k - 1 - lo) * sizeof *b->val);
+        memmove(b->idx + lo + 1, b->idx + lo, (b->k - 1 - lo) * sizeof *b->idx);
         b->val[lo] = v, b->idx[lo] = i;
-        if (b->count < b->k) b->count++;
-        if (b->count == b->k) b->thr = b->val[b->k - 1];
+        b->thr = b->val[b->k - 1];
         return;
     }
     if (b->count < b->k) { /* heap push */
@@ -113,7 +123,8 @@ static inline void sg_topk_reset(sg_topk_buf *b, size_t k, double *val, int32_t 
     b->val = val, b->idx = idx;
 }
 
-/* Orders a heap-mode buffer best first (a no-op for the sorted array). */
+/* Orders the buffer best first (sorted array: sorts a buffer that never
+ * filled; heap: heap sort). */
 void sg_topk_finish(sg_topk_buf *b);
 
 /* ---- the family's kernel slot -------------------------------------------- */
