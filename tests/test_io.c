@@ -161,6 +161,9 @@ TEST(io_csv_one_hot) {
         for (int i = 0; i < 4; i++)
             for (int j = 0; j < 3; j++)
                 CHECK(x[i * 3 + j] == want[i][j], "x[%d][%d] = %g", i, j, x[i * 3 + j]);
+        CHECK(sg_dataset_feature_count(d) == 2 && !strcmp(sg_dataset_feature_name(d, 0), "color") &&
+                  !strcmp(sg_dataset_feature_name(d, 1), "x") && !sg_dataset_feature_name(d, 2),
+              "raw features");
         CHECK(sg_dataset_categorical_count(d) == 1 &&
                   !strcmp(sg_dataset_categorical_name(d, 0), "color") &&
                   sg_dataset_level_count(d, 0) == 3 &&

@@ -129,6 +129,10 @@ SG_API size_t sg_dataset_cols(const sg_dataset *data);
 SG_API const double *sg_dataset_x(const sg_dataset *data);
 /* Name of encoded column j < p ("x" or "c=L"); NULL when j >= p. */
 SG_API const char *sg_dataset_col_name(const sg_dataset *data, size_t j);
+/* The feature columns as read (before one-hot encoding), in order: their
+ * count and names (NULL when i is out of range). */
+SG_API size_t sg_dataset_feature_count(const sg_dataset *data);
+SG_API const char *sg_dataset_feature_name(const sg_dataset *data, size_t i);
 /* The numeric response [n], or NULL (no response, or labels). */
 SG_API const double *sg_dataset_y(const sg_dataset *data);
 /* The class index of each record [n] (0..C-1), or NULL (no labels). */

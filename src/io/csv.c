@@ -280,6 +280,8 @@ struct sg_dataset {
     size_t n, p;
     double *x;
     char **col_names;
+    char **features; /* raw feature columns */
+    size_t nfeatures;
     double *y;
     int32_t *labels;
     char **classes;
@@ -300,6 +302,7 @@ void sg_dataset_destroy(sg_dataset *d) {
     if (!d) return;
     free(d->x);
     free_strings(d->col_names, d->p);
+    free_strings(d->features, d->nfeatures);
     free(d->y);
     free(d->labels);
     free_strings(d->classes, d->nclasses);
@@ -317,6 +320,10 @@ size_t sg_dataset_cols(const sg_dataset *d) { return d ? d->p : 0; }
 const double *sg_dataset_x(const sg_dataset *d) { return d ? d->x : NULL; }
 const char *sg_dataset_col_name(const sg_dataset *d, size_t j) {
     return d && j < d->p ? d->col_names[j] : NULL;
+}
+size_t sg_dataset_feature_count(const sg_dataset *d) { return d ? d->nfeatures : 0; }
+const char *sg_dataset_feature_name(const sg_dataset *d, size_t i) {
+    return d && i < d->nfeatures ? d->features[i] : NULL;
 }
 const double *sg_dataset_y(const sg_dataset *d) { return d ? d->y : NULL; }
 const int32_t *sg_dataset_labels(const sg_dataset *d) { return d ? d->labels : NULL; }
@@ -714,6 +721,9 @@ static sg_status build(reader *r, sg_dataset *d) {
         return sg_fail(ctx, SG_ERR_ARGUMENT, "no record left: all %zu have missing or malformed values",
                        r->nrec);
     d->n = n;
+    if (!(d->features = calloc(r->nfeat ? r->nfeat : 1, sizeof *d->features))) return OOM(ctx);
+    for (size_t u = 0; u < r->nfeat; u++, d->nfeatures++)
+        if (!(d->features[u] = strdup(r->header[r->use[u].col]))) return OOM(ctx);
     size_t p = 0;
     for (size_t u = 0; u < r->nfeat; u++) {
         used_col *c = &r->use[u];
