@@ -638,6 +638,38 @@ static void print_candidates(const candidate *c, size_t nc, size_t best) {
     }
 }
 
+/* The Lasso path of a model fitted with --lasso path. */
+static void print_path(const sg_mix_model *m) {
+    size_t len = sg_mix_path_length(m);
+    if (!len) return;
+    printf("\nLasso path (penalty lambda * n on standardized slopes; smallest BIC kept)\n"
+           "  %14s %16s %14s %8s\n", "lambda", "loglik", "BIC", "nonzero");
+    for (size_t i = 0; i < len; i++) {
+        double lambda, ll, bic;
+        size_t nz;
+        if (sg_mix_path_entry(m, i, &lambda, &ll, &bic, &nz) == SG_OK)
+            printf("  %14.6g %16.6f %14.4f %8zu\n", lambda, ll, bic, nz);
+    }
+}
+
+static void json_path(FILE *f, const sg_mix_model *m) {
+    size_t len = sg_mix_path_length(m);
+    fputs(",\"lasso_path\":[", f);
+    for (size_t i = 0; i < len; i++) {
+        double lambda = NAN, ll = NAN, bic = NAN;
+        size_t nz = 0;
+        sg_mix_path_entry(m, i, &lambda, &ll, &bic, &nz);
+        fputs(i ? ",{\"lambda\":" : "{\"lambda\":", f);
+        json_num(f, lambda);
+        fputs(",\"loglik\":", f);
+        json_num(f, ll);
+        fputs(",\"bic\":", f);
+        json_num(f, bic);
+        fprintf(f, ",\"nonzero\":%zu}", nz);
+    }
+    fputc(']', f);
+}
+
 static void json_block(FILE *f, const sg_mix_model *m, sg_mix_param_kind kind, const char *name,
                        int *first) {
     size_t rows, cols;
@@ -703,7 +735,9 @@ static void print_json(const fit_args *a, const sg_dataset *d, const candidate *
     json_block(f, m, SG_MIX_PARAM_SIGMA, "sigma", &first);
     json_block(f, m, SG_MIX_PARAM_GATE_COEF, "gate_coef", &first);
     json_block(f, m, SG_MIX_PARAM_GATE2_COEF, "gate2_coef", &first);
-    fputs("},\"candidates\":[", f);
+    fputc('}', f);
+    json_path(f, m);
+    fputs(",\"candidates\":[", f);
     for (size_t i = 0; i < nc; i++) {
         fputs(i ? ",{" : "{", f);
         json_info(f, &c[i].info, c[i].seconds);
@@ -1002,6 +1036,7 @@ static int run_fit(fit_args *a, const char *buf, size_t size, const char *title,
         print_candidates(c, nc, best);
         if (nc > 1) printf("\nselected: E = %ld (smallest BIC)\n", c[best].experts);
         print_params(m, info);
+        print_path(m);
         printf("\nlog-likelihood %.6f, df %.0f, AIC %.4f, BIC %.4f, ICL %.4f\n", info->loglik,
                info->df, info->aic, info->bic, info->icl);
         printf("%d iterations, %s, gradient norm %.3g, best restart %d, time %.3f s (all fits %.3f s)\n",
