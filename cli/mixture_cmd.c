@@ -632,6 +632,10 @@ static void print_candidates(const candidate *c, size_t nc, size_t best) {
            "iter", "conv", "time(s)");
     for (size_t i = 0; i < nc; i++) {
         const sg_mix_info *f = &c[i].info;
+        if (!c[i].model) {
+            printf("  %4ld   (failed; see the message above)\n", c[i].experts);
+            continue;
+        }
         printf("  %4ld %16.6f %8.0f %14.4f %14.4f %14.4f %6d %5s %9.3f%s\n", c[i].experts, f->loglik,
                f->df, f->aic, f->bic, f->icl, f->iterations, f->converged ? "yes" : "no",
                c[i].seconds, nc > 1 && i == best ? "  <- best BIC" : "");
@@ -738,10 +742,12 @@ static void print_json(const fit_args *a, const sg_dataset *d, const candidate *
     fputc('}', f);
     json_path(f, m);
     fputs(",\"candidates\":[", f);
-    for (size_t i = 0; i < nc; i++) {
-        fputs(i ? ",{" : "{", f);
+    for (size_t i = 0, first_c = 1; i < nc; i++) {
+        if (!c[i].model) continue;
+        fputs(first_c ? "{" : ",{", f);
         json_info(f, &c[i].info, c[i].seconds);
         fputc('}', f);
+        first_c = 0;
     }
     fputs("],\"model_file\":", f);
     if (a->out) json_string(f, a->out);

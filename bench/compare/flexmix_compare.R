@@ -6,7 +6,7 @@
 # both run to the same relative tolerance.
 #
 # Usage (from the repository root; bench/compare/run_flexmix.sh does it):
-#   Rscript bench/compare/flexmix_compare.R SOFTGATE_BINARY [STARTS] [TOL]
+#   Rscript bench/compare/flexmix_compare.R SOFTGATE_BINARY [STARTS] [TOL] [MAX_ITER]
 # Prints one line per start and a Markdown table; exits non-zero if
 # softgate's log-likelihood is below flexmix's on any start.
 #
@@ -18,10 +18,11 @@
 suppressPackageStartupMessages(library(flexmix))
 
 args <- commandArgs(trailingOnly = TRUE)
-if (length(args) < 1) stop("usage: flexmix_compare.R SOFTGATE [STARTS] [TOL]")
+if (length(args) < 1) stop("usage: flexmix_compare.R SOFTGATE [STARTS] [TOL] [MAX_ITER]")
 softgate <- args[1]
 starts <- if (length(args) >= 2) as.integer(args[2]) else 5L
 tol <- if (length(args) >= 3) as.numeric(args[3]) else 1e-10
+max_iter <- if (length(args) >= 4) as.integer(args[4]) else 5000L  # the same cap for both
 Sys.setenv(OPENBLAS_NUM_THREADS = "1")
 
 # Data sets: a real one (Old Faithful, shipped in data/), flexmix's NPreg,
@@ -36,7 +37,7 @@ data("NPreg", package = "flexmix")
 cases[[length(cases) + 1]] <- list(name = "NPreg", data = NPreg[, c("x", "yn")], y = "yn",
                                    x = "x", k = 2)
 set.seed(20261128)
-n <- 5000
+n <- 2000
 sim <- data.frame(x1 = rnorm(n), x2 = rnorm(n))
 eta <- cbind(1.0 + 2 * sim$x1, -0.5 + 1.5 * sim$x2, 0)
 g <- exp(eta - apply(eta, 1, max)); g <- g / rowSums(g)
@@ -63,7 +64,7 @@ for (cs in cases) {
     for (s in seq_len(starts)) {
         cl <- sample.int(cs$k, nrow(d), replace = TRUE)
         # flexmix: the partition as cluster=, no component removal.
-        ctrl <- list(tolerance = tol, iter.max = 100000, minprior = 0)
+        ctrl <- list(tolerance = tol, iter.max = max_iter, minprior = 0)
         tf <- system.time(fm <- flexmix(fml, data = d, k = cs$k, cluster = cl,
                                         model = FLXMRglm(family = "gaussian"),
                                         concomitant = FLXPmultinom(conc), control = ctrl))
@@ -75,7 +76,7 @@ for (cs in cases) {
         write.csv(dd, csv, row.names = FALSE)
         cmd_args <- c("fit", csv, "--response", cs$y, "--features", paste(cs$x, collapse = ","),
                       "--experts", cs$k, "--init-column", "start", "--restarts", "1",
-                      "--tol", format(tol), "--threads", "1", "--json")
+                      "--tol", format(tol), "--max-iter", max_iter, "--threads", "1", "--json")
         tw <- system.time(out <- system2(softgate, cmd_args, stdout = TRUE, stderr = TRUE))
         # The child's CPU time: the whole command (start, CSV, fit, JSON).
         cpu_s <- as.numeric(tw["user.child"] + tw["sys.child"])
@@ -114,9 +115,10 @@ for (i in seq_len(nrow(res))) {
                 as.integer(r$softgate_iter), r$diff, if (r$softgate_ge) "yes" else "NO",
                 r$cpu_flexmix, r$cpu_softgate_cmd, r$ratio_cpu, r$ratio_fit))
 }
-cat(sprintf("\nsoftgate >= flexmix on %d of %d starts; median time ratio (flexmix / softgate) %.1fx in CPU time (softgate's whole command), %.1fx wall (fit only), %.1fx wall (whole command); tolerance %g\n",
+cat(sprintf("\nsoftgate >= flexmix on %d of %d starts; median time ratio (flexmix / softgate) %.1fx in CPU time (softgate's whole command), %.1fx wall (fit only), %.1fx wall (whole command); tolerance %g, iteration cap %d (reached by flexmix on %d starts, by softgate on %d)\n",
             sum(res$softgate_ge), nrow(res), median(res$ratio_cpu), median(res$ratio_fit),
-            median(res$ratio_cmd), tol))
+            median(res$ratio_cmd), tol, max_iter, sum(res$flexmix_iter >= max_iter),
+            sum(res$softgate_iter >= max_iter)))
 # Starts where both reached the same local maximum (log-likelihoods within
 # 0.5): there the comparison is of the fixed points themselves.
 same <- abs(res$diff) < 0.5
