@@ -46,6 +46,10 @@ b <- rbind(c(0, 1, -1), c(3, -1, 0.5), c(-2, 0.5, 2))
 sim$y <- rowSums(cbind(1, sim$x1, sim$x2) * b[z, ]) + rnorm(n, sd = c(0.5, 0.8, 0.3)[z])
 cases[[length(cases) + 1]] <- list(name = "simulated", data = sim, y = "y", x = c("x1", "x2"), k = 3)
 
+# FLEXMIX_CASES="simulated" (a regular expression on "name E") runs a subset.
+only <- Sys.getenv("FLEXMIX_CASES")
+if (nzchar(only)) cases <- Filter(function(cs) grepl(only, paste(cs$name, cs$k)), cases)
+
 json_num <- function(json, key) {
     m <- regmatches(json, regexpr(paste0("\"", key, "\":[^,}]*"), json))
     if (length(m) == 0) return(NA_real_)
