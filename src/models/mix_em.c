@@ -790,7 +790,9 @@ static sg_status lasso_path(em_state *st, sg_mix_model *work, sg_mix_model *best
     double big = 1e100 / (double)st->n;
     if (!fit_restarts(st, work, best, big, bres, btrace)) return SG_ERR_ARGUMENT;
     mix_params_copy(work, best);
-    double lmax = lambda_max(st, work);
+    /* a hair above lambda_max, so that rounding in the coordinate descent
+     * cannot leave the one coefficient at the boundary nonzero */
+    double lmax = lambda_max(st, work) * (1 + 1e-6);
     free(best->path);
     best->path = malloc((size_t)L * 4 * sizeof(double));
     sg_mix_model *sel = mix_model_clone(best);
