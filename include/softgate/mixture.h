@@ -127,7 +127,9 @@ typedef void (*sg_mix_progress_fn)(void *user, int restart, int iteration, doubl
  * tol               relative change of the penalized log-likelihood between
  *                   iterations under which EM may stop (default 1e-10) ...
  * grad_tol          ... once the gradient norm (info.grad_norm) is also
- *                   below grad_tol (default 1e-6). Both must hold.
+ *                   below grad_tol (default 1e-6). Both must hold, except
+ *                   for the top-K gate, whose likelihood has kinks where a
+ *                   top-K set changes: there the relative change decides.
  * gate_ridge        ridge (gate_ridge * n / 2) ||W||^2 on the gate (and
  *                   multinomial expert) coefficients on the standardized
  *                   scale, intercepts included: keeps separable data from
@@ -238,6 +240,7 @@ SG_API const double *sg_mix_param(const sg_mix_model *model, sg_mix_param_kind w
 /*
  * The penalized log-likelihood after each EM iteration of the returned fit
  * (the iteration-0 value is the start). *count receives the length.
+ * Loaded models have no trace (NULL, 0).
  */
 SG_API const double *sg_mix_trace(const sg_mix_model *model, size_t *count);
 
@@ -277,8 +280,9 @@ SG_API sg_status sg_mix_evaluate(sg_context *ctx, const sg_mix_model *model, siz
 /*
  * Optional names carried by the model into its JSON file: the response,
  * the p features and the C class labels (any array may be NULL: keeps the
- * current names; each string <= 255 bytes, UTF-8, copied), and a free
- * metadata string (e.g. the CLI's one-hot encoding; NULL: none).
+ * current names; each name <= 255 bytes, UTF-8, copied), and a free
+ * metadata string of any length (e.g. the CLI's one-hot encoding; NULL:
+ * keeps the current one).
  * sg_mix_name returns NULL when unset or out of range.
  */
 typedef enum sg_mix_name_kind {

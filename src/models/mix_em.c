@@ -201,6 +201,11 @@ static void mstep_experts(em_state *st, sg_mix_model *m, const double *t, size_t
 
 /* ---- M-step: gate ------------------------------------------------------ */
 
+/* Ascent steps of the Laplace gate per M-step (a generalized EM step: Q
+ * increases, the gate is not maximized exactly; EM's outer iterations
+ * finish the job, checked by the gradient test). */
+#define LAPLACE_STEPS 25
+
 static const double *gate_design(const em_state *st, const sg_mix_model *m) {
     return m->tanh_gate ? st->d.u : st->d.z;
 }
@@ -219,7 +224,7 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
     }
     if (lv->laplace) {
         mix_laplace pb = {st->n, (int)m->p, lv->m, st->spec->gate_ridge, st->d.xc, m->p, r, ldr};
-        rc = value_only ? mix_laplace_value(&pb, w, &f, NULL, &g) : mix_laplace_fit(&pb, w, 500, &f);
+        rc = value_only ? mix_laplace_value(&pb, w, &f, NULL, &g) : mix_laplace_fit(&pb, w, LAPLACE_STEPS, &f);
     } else {
         mix_mlogit pb = {st->n, (int)m->q, lv->m, kk, m->T, st->spec->gate_ridge, lam,
                          gate_design(st, m), m->q, r, ldr};
@@ -346,7 +351,10 @@ static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, i
         if (st->spec->progress) st->spec->progress(st->spec->progress_user, run_id, it, obj);
         if (rel <= st->spec->tol) {
             res.grad_norm = grad_norm(st, m, lam);
-            if (res.grad_norm <= st->spec->grad_tol) {
+            /* top-K gates: the likelihood has kinks where a top-K set
+             * changes, and its maximum may sit on one, where no gradient
+             * vanishes: the relative-change test alone decides */
+            if (res.grad_norm <= st->spec->grad_tol || m->K < m->E) {
                 res.converged = 1;
                 break;
             }
@@ -782,7 +790,9 @@ static sg_status lasso_path(em_state *st, sg_mix_model *work, sg_mix_model *best
     double big = 1e100 / (double)st->n;
     if (!fit_restarts(st, work, best, big, bres, btrace)) return SG_ERR_ARGUMENT;
     mix_params_copy(work, best);
-    double lmax = lambda_max(st, work);
+    /* a hair above lambda_max, so that rounding in the coordinate descent
+     * cannot leave the one coefficient at the boundary nonzero */
+    double lmax = lambda_max(st, work) * (1 + 1e-6);
     free(best->path);
     best->path = malloc((size_t)L * 4 * sizeof(double));
     sg_mix_model *sel = mix_model_clone(best);

@@ -95,6 +95,9 @@ void mix_expert_logdens(const sg_mix_model *m, size_t n, const double *scores,
 /* Solves A x = b for symmetric positive definite A [k x k] (overwritten by
  * its Cholesky factor); b overwritten by x. Returns 0 on success. */
 int mix_spd_solve(int k, double *a, double *b);
+/* Cholesky factor of A in place (0 on success), and a solve with it. */
+int mix_spd_factor(int k, double *a);
+int mix_spd_solve_factored(int k, const double *a, double *b);
 /* Minimizes 1/2 (v - v0)' A (v - v0) - g' (v - v0) + pen * sum_{j in
  * penalized} |v_j| by cyclic coordinate descent to tolerance; v in/out
  * (starts from v0). penalized[j] != 0 marks penalized coordinates.

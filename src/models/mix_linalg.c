@@ -16,6 +16,27 @@
 extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a,
                    const int *lda, double *b, const int *ldb, int *info);
 
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+extern void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a,
+                    const int *lda, double *b, const int *ldb, int *info);
+
+int mix_spd_factor(int k, double *a) {
+    int info = 0;
+    if (k <= 0) return 0;
+    dpotrf_("L", &k, a, &k, &info);
+    return info == 0 ? 0 : -1;
+}
+
+int mix_spd_solve_factored(int k, const double *a, double *b) {
+    int nrhs = 1, info = 0;
+    if (k <= 0) return 0;
+    dpotrs_("L", &k, &nrhs, a, &k, b, &k, &info);
+    if (info != 0) return -1;
+    for (int i = 0; i < k; i++)
+        if (!isfinite(b[i])) return -1;
+    return 0;
+}
+
 int mix_spd_solve(int k, double *a, double *b) {
     if (k <= 0) return 0;
     int nrhs = 1, info = 0;
