@@ -6,7 +6,8 @@
 #   make sanitize        the suite built with AddressSanitizer + UBSan
 #   make arm64           cross-build for arm64 and run the suite under qemu
 #   make check           test + sanitize (+ arm64 when the cross compiler exists)
-#   make bench           the softmax benchmark (main job on a fresh machine)
+#   make bench           the softmax benchmark
+#   make demo            fit and plot the mixture-of-experts demo (main job)
 #   make install PREFIX=/usr/local
 
 CC       ?= cc
@@ -87,6 +88,7 @@ test: all
 	  echo "== tests, $(BUILD), SOFTGATE_ISA=$$isa"; \
 	  SOFTGATE_ISA=$$isa $(RUNNER) $(BUILD)/softgate_tests $(TEST_ARGS); \
 	done
+	RUNNER="$(RUNNER)" sh tests/cli_test.sh $(BUILD)/softgate
 
 sanitize:
 	$(MAKE) test BUILD=build-san OPT=-O1 \
@@ -112,6 +114,10 @@ check: test sanitize
 bench: all
 	$(BUILD)/softgate bench softmax
 
+# Fits the Old Faithful mixture of experts and writes ./softgate-demo.svg.
+demo: all
+	$(BUILD)/softgate demo
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -d $(DESTDIR)$(PREFIX)/include/softgate
@@ -127,5 +133,5 @@ install: all
 clean:
 	rm -rf build build-san build-arm64
 
-.PHONY: all test sanitize arm64 check bench install clean
+.PHONY: all test sanitize arm64 check bench demo install clean
 -include $(DEPS)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../bench/bench.h"
+#include "mixture_cmd.h"
 #include "softgate.h"
 
 static void usage(FILE *f) {
@@ -16,6 +17,10 @@ static void usage(FILE *f) {
             "usage:\n"
             "  softgate info [--isa-levels]   CPU features and the kernel chosen for each slot\n"
             "  softgate bench NAME [...]      benchmarks (softgate bench --help lists them)\n"
+            "  softgate fit DATA.csv --response Y [...]   fit a mixture of experts (fit --help)\n"
+            "  softgate predict MODEL.json DATA.csv [-o OUT.csv]   predictions as CSV\n"
+            "  softgate eval MODEL.json DATA.csv  held-out log-likelihood, RMSE or accuracy\n"
+            "  softgate demo                  fit and plot the Old Faithful demo (docs/CLI.md)\n"
             "  softgate version\n"
             "\n"
             "environment: SOFTGATE_ISA=ref|avx2|avx512|native restricts the kernels used.\n",
@@ -74,6 +79,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(argv[1], "bench") == 0) return cmd_bench(argc - 2, argv + 2);
+    if (strcmp(argv[1], "fit") == 0) return sg_cli_fit(argc - 2, argv + 2);
+    if (strcmp(argv[1], "predict") == 0) return sg_cli_predict(argc - 2, argv + 2);
+    if (strcmp(argv[1], "eval") == 0) return sg_cli_eval(argc - 2, argv + 2);
+    if (strcmp(argv[1], "demo") == 0) return sg_cli_demo(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("softgate %s\n", SG_VERSION_STRING);
         return 0;

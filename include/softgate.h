@@ -412,6 +412,7 @@ SG_API sg_status sg_sparsemax_loss_f32(sg_context *ctx, size_t rows, size_t n,
 #include "softgate/route.h"
 #include "softgate/moe.h"
 #include "softgate/mixture.h"
+#include "softgate/io.h"
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,170 @@
+/*
+ * mix_internal.h - the inside of sg_mix_model and the pieces the EM fit is
+ * built from: dense linear algebra on OpenBLAS/LAPACK (mix_linalg.c), the
+ * weighted multinomial-logistic and Laplace gate solvers (mix_gate.c), EM
+ * (mix_em.c), the model's accessors and predictions (mix_model.c) and its
+ * JSON file (mix_json.c). Internal.
+ *
+ * Internal parameterization: the expert and linear-gate coefficients act on
+ * the design row z = [1, (x - center) / scale] (standardized features);
+ * the tanh-softmax gate on [1, tanh((x - center) / scale)]; Laplace gates on
+ * the centered raw features x - center. Raw-scale copies are made for
+ * sg_mix_param.
+ */
+#ifndef SG_MODELS_MIX_INTERNAL_H
+#define SG_MODELS_MIX_INTERNAL_H
+
+#include <stddef.h>
+
+#include "core/context.h"
+#include "softgate.h"
+
+/* A level of the gate: `m` alternatives scored either linearly
+ * (logit_k = w_k' d / T over design d, row m-1 zero) or by Laplace distance
+ * (logit_k = -||xc - w_k||). Hierarchical inner levels have `blocks` gates
+ * of m alternatives each, side by side (blocks * m rows of coefficients). */
+typedef struct mix_level {
+    int laplace;
+    int m, blocks;
+    double *w; /* [blocks*m x cols], cols = q (linear) or p (Laplace) */
+} mix_level;
+
+struct sg_mix_model {
+    sg_mix_family family;
+    sg_mix_gate gate;
+    int E, C, G, K;
+    double T;
+    size_t p, q, n;
+    int tanh_gate;     /* gate design is [1, tanh(z)] */
+    int nlevels;       /* 1, or 2 for hierarchical */
+    mix_level lev[2];
+    double *center, *scale; /* [p] */
+    double *beta;           /* Gaussian [E x q]; multinomial [E*C x q] */
+    double *sigma2;         /* [E] (Gaussian) */
+    /* fit summary */
+    double loglik, objective, df, aic, bic, icl, grad_norm, max_decrease, lambda;
+    int iterations, converged, best_restart;
+    double *trace;
+    size_t trace_len;
+    double *path; /* [path_len x 4]: lambda, loglik, bic, nonzero */
+    size_t path_len;
+    /* raw-scale copies for sg_mix_param */
+    double *raw_beta, *raw_sigma, *raw_g0, *raw_g1;
+    /* names */
+    char *response, *metadata;
+    char **features, **classes;
+};
+
+/* ---- allocation and model lifecycle (mix_model.c) ---------------------- */
+void *mix_calloc(size_t count, size_t size);
+/* Allocates the parameter arrays for the shape fields already set in m. */
+int mix_model_alloc(sg_mix_model *m);
+/* Columns of level l's coefficient rows. */
+size_t mix_level_cols(const sg_mix_model *m, int l);
+/* Fills the raw-scale copies; 0 on allocation failure. */
+int mix_model_finish(sg_mix_model *m);
+/* Deep copy of the parameters (not the names, trace or path). */
+sg_mix_model *mix_model_clone(const sg_mix_model *m);
+void mix_params_copy(sg_mix_model *dst, const sg_mix_model *src);
+/* Free parameter count of the model's structure (no Lasso). */
+double mix_model_df(const sg_mix_model *m);
+
+/* ---- designs and the E-step (mix_model.c) ------------------------------ */
+typedef struct mix_design {
+    size_t n;
+    double *z;  /* [n x q] [1, standardized x] */
+    double *u;  /* [n x q] [1, tanh(standardized x)] or NULL */
+    double *xc; /* [n x p] centered x or NULL (Laplace levels only) */
+} mix_design;
+int mix_design_build(const sg_mix_model *m, size_t n, const double *x, size_t ldx,
+                     mix_design *d);
+void mix_design_free(mix_design *d);
+
+/* log g [n x E] (gate log-probabilities; -inf off the top-K). Returns 0,
+ * or -1 when out of memory. */
+int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
+                     double *logg);
+/* Expert means: Gaussian mu [n x E]; multinomial log P [n x (E*C)]. */
+int mix_expert_scores(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
+                      double *out);
+/* log f_k(y_i | x_i) [n x E] from the scores above (overwritten). */
+void mix_expert_logdens(const sg_mix_model *m, size_t n, const double *scores,
+                        const double *y, const int32_t *labels, double *logf);
+
+/* ---- linear algebra (mix_linalg.c) ------------------------------------- */
+/* Solves A x = b for symmetric positive definite A [k x k] (overwritten by
+ * its Cholesky factor); b overwritten by x. Returns 0 on success. */
+int mix_spd_solve(int k, double *a, double *b);
+/* Cholesky factor of A in place (0 on success), and a solve with it. */
+int mix_spd_factor(int k, double *a);
+int mix_spd_solve_factored(int k, const double *a, double *b);
+/* Minimizes 1/2 (v - v0)' A (v - v0) - g' (v - v0) + pen * sum_{j in
+ * penalized} |v_j| by cyclic coordinate descent to tolerance; v in/out
+ * (starts from v0). penalized[j] != 0 marks penalized coordinates.
+ * Returns 0, or -1 when out of memory. */
+int mix_cd_l1(int k, const double *a, const double *g, const double *v0, double pen,
+               const unsigned char *penalized, double *v);
+/* c [k x k] = sum_i w_i a_i a_i' for rows a_i of a [n x k] (lda), w >= 0
+ * or NULL (1); uses a scratch of n*k doubles. */
+void mix_weighted_gram(size_t n, int k, const double *a, size_t lda, const double *w,
+                       double *c, double *scratch);
+
+/* ---- gate / multinomial solvers (mix_gate.c) --------------------------- */
+/* A weighted multinomial-logistic problem: maximize
+ *   F(W) = sum_i sum_k r_ik log P_ik - ridge n/2 ||W||^2 - lam n ||W[:,1:]||_1
+ * with P_i = softmax over the top-K of (W d_i / T) (K = m: dense), row
+ * m-1 of W fixed at 0. d [n x q] (ldd), r [n x m] (ldr). */
+typedef struct mix_mlogit {
+    size_t n;
+    int q, m, k;
+    double T, ridge, lam;
+    const double *d;
+    size_t ldd;
+    const double *r;
+    size_t ldr;
+} mix_mlogit;
+/* Newton (proximal Newton with lam > 0) with step halving, from W, to
+ * convergence (at most max_newton steps). *f receives the final F.
+ * Returns 0, or -1 when out of memory. */
+int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *f);
+/* F at W and, if gnorm != NULL, the max-norm / n of its gradient over the
+ * free coordinates (minimum-norm subgradient with lam > 0). */
+int mix_mlogit_value(const mix_mlogit *pb, const double *w, double *f, double *gnorm);
+
+/* The Laplace problem: P_i = softmax(-||xc_i - w_k||), w [m x p]; ridge on
+ * w as above, no l1. Gradient ascent with Barzilai-Borwein steps and
+ * backtracking (every accepted step increases F). */
+typedef struct mix_laplace {
+    size_t n;
+    int p, m;
+    double ridge;
+    const double *xc;
+    size_t ldx;
+    const double *r;
+    size_t ldr;
+} mix_laplace;
+int mix_laplace_fit(const mix_laplace *pb, double *w, int max_steps, double *f);
+int mix_laplace_value(const mix_laplace *pb, const double *w, double *f, double *grad,
+                      double *gnorm);
+
+/* ---- EM (mix_em.c) ----------------------------------------------------- */
+sg_status mix_fit(sg_context *ctx, const sg_mix_spec *spec, size_t n, size_t p,
+                  const double *x, size_t ldx, const double *y, const int32_t *labels,
+                  sg_mix_model **out);
+
+/* Checks spec against n, p; fills the model's shape fields. */
+sg_status mix_check_spec(sg_context *ctx, const sg_mix_spec *spec, size_t n, size_t p,
+                         sg_mix_model *m);
+/* Checks data; NULL x allowed for p == 0. */
+sg_status mix_check_data(sg_context *ctx, const char *op, const sg_mix_model *m, size_t n,
+                         const double *x, size_t ldx, const double *y,
+                         const int32_t *labels);
+
+/* Small deterministic generator for the initializations. */
+typedef struct mix_rng {
+    uint64_t s;
+} mix_rng;
+uint64_t mix_rng_next(mix_rng *r);
+double mix_rng_uniform(mix_rng *r); /* [0, 1) */
+
+#endif
