@@ -544,3 +544,331 @@ TEST(route_gate_backward_fd) {
     free(x), free(q), free(bias);
     sg_context_destroy(ctx);
 }
+
+/* ---- expert choice -------------------------------------------------------- */
+
+TEST(route_expert_choice_reference) {
+    static const size_t es[] = {8, 64, 256};
+    static const size_t ts[] = {1, 5, 16, 300};
+    for (int th = 1; th <= 3; th += 2) {
+        sg_context *ctx = test_context(th);
+        for (size_t ei = 0; ei < 3; ei++)
+            for (size_t ti = 0; ti < 4; ti++) {
+                size_t e = es[ei], t = ts[ti], c;
+                float cfac = ti == 3 ? 2.0f : 1.25f, temp = ti == 2 ? 0.8f : 1.0f;
+                CHECK(sg_expert_choice_capacity(ctx, cfac, t, e, &c) == SG_OK, "capacity");
+                size_t want_c = (size_t)ceil((double)cfac * (double)t / (double)e);
+                want_c = want_c > t ? t : want_c;
+                CHECK(c == want_c, "C = %zu, want %zu", c, want_c);
+                float *x = rand_matrix(t, e, 1.0, 900 + t + e);
+                if (t >= 5) memcpy(x + 3 * e, x + 1 * e, e * sizeof *x); /* tokens 1 and 3 tie */
+                int32_t *tok = xalloc(e * c * sizeof *tok);
+                float *w = xalloc(e * c * sizeof *w), *p = xalloc(t * e * sizeof *p);
+                CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, temp, c, tok, c, w, c, p, e) == SG_OK,
+                      "status %s", sg_context_error(ctx));
+                /* reference: log-probabilities in double, selection sort per expert */
+                double *lp = xalloc(t * e * sizeof *lp), *col = xalloc(t * sizeof *col);
+                for (size_t r = 0; r < t; r++) {
+                    double mx = -INFINITY, s = 0.0;
+                    for (size_t i = 0; i < e; i++) mx = fmax(mx, x[r * e + i] / (double)temp);
+                    for (size_t i = 0; i < e; i++) s += exp(x[r * e + i] / (double)temp - mx);
+                    for (size_t i = 0; i < e; i++) {
+                        lp[r * e + i] = x[r * e + i] / (double)temp - mx - log(s);
+                        CHECK(fabs(p[r * e + i] - exp(lp[r * e + i])) < 2e-6 * exp(lp[r * e + i]) + 1e-12,
+                              "probs");
+                    }
+                }
+                size_t clear = 0;
+                for (size_t ex = 0; ex < e; ex++) {
+                    int32_t ref[512];
+                    for (size_t r = 0; r < t; r++) col[r] = lp[r * e + ex];
+                    ref_select(col, NULL, t, c, ref);
+                    int ok = 1;
+                    for (size_t s = 0; s + 1 < c; s++)
+                        if (col[ref[s]] - col[ref[s + 1]] < 1e-6 && col[ref[s]] != col[ref[s + 1]]) ok = 0;
+                    for (size_t r = 0; r < t; r++) {
+                        int in = 0;
+                        for (size_t s = 0; s < c; s++) in |= ref[s] == (int32_t)r;
+                        if (!in && col[ref[c - 1]] - col[r] < 1e-6 && col[ref[c - 1]] != col[r]) ok = 0;
+                    }
+                    if (!ok) continue;
+                    clear++;
+                    for (size_t s = 0; s < c; s++) {
+                        CHECK(tok[ex * c + s] == ref[s], "e=%zu t=%zu expert %zu slot %zu: token %d, ref %d", e,
+                              t, ex, s, tok[ex * c + s], ref[s]);
+                        double want = exp(col[ref[s]]);
+                        CHECK(fabs(w[ex * c + s] - want) <= 2e-6 * want, "weight %g want %g",
+                              (double)w[ex * c + s], want);
+                    }
+                }
+                CHECK(clear * 10 >= e * 8, "only %zu of %zu experts clear of near-ties", clear, e);
+                free(x), free(tok), free(w), free(p), free(lp), free(col);
+            }
+        sg_context_destroy(ctx);
+    }
+}
+
+TEST(route_expert_choice_ties_errors_backward) {
+    sg_context *ctx = test_context(1);
+    /* identical tokens: the lower token index first */
+    float x[4 * 2] = {1, 0, 1, 0, 1, 0, 1, 0};
+    int32_t tok[2 * 2];
+    float w[2 * 2];
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_OK, "status");
+    CHECK(tok[0] == 0 && tok[1] == 1 && tok[2] == 0 && tok[3] == 1, "ties: %d %d %d %d", tok[0], tok[1],
+          tok[2], tok[3]);
+    x[5] = NAN;
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "token 2"), "NaN: '%s'", sg_context_error(ctx));
+    x[5] = 0.0f;
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 5, tok, 5, w, 5, NULL, 0) == SG_ERR_ARGUMENT, "c > t");
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 0, tok, 2, w, 2, NULL, 0) == SG_ERR_ARGUMENT, "c = 0");
+    size_t c;
+    CHECK(sg_expert_choice_capacity(ctx, 0.0f, 4, 2, &c) == SG_ERR_ARGUMENT, "factor 0");
+    CHECK(sg_expert_choice_capacity(ctx, 1.0f, 0, 2, &c) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "below one"), "capacity below one token");
+    /* backward against central differences of L = sum dw * p[tok][e] */
+    const size_t t = 6, e = 5, cc = 3;
+    float *y = rand_matrix(t, e, 1.0, 31), dw[5 * 3], dx[6 * 5];
+    int32_t tk[5 * 3];
+    float wt[5 * 3];
+    const float temp = 0.7f;
+    CHECK(sg_gate_expert_choice_f32(ctx, t, e, y, e, temp, cc, tk, cc, wt, cc, NULL, 0) == SG_OK, "status");
+    test_rng rng = test_rng_seed(3);
+    for (int i = 0; i < 15; i++) dw[i] = (float)test_normal(&rng);
+    CHECK(sg_gate_expert_choice_backward_f32(ctx, t, e, y, e, temp, cc, tk, cc, dw, cc, dx, e) == SG_OK,
+          "backward status %s", sg_context_error(ctx));
+    for (size_t r = 0; r < t; r++)
+        for (size_t i = 0; i < e; i++) {
+            double L[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                float save = y[r * e + i];
+                y[r * e + i] = save + (sgn ? -1e-2f : 1e-2f);
+                L[sgn] = 0.0;
+                for (size_t ex = 0; ex < e; ex++)
+                    for (size_t s = 0; s < cc; s++) {
+                        const float *xr = y + (size_t)tk[ex * cc + s] * e;
+                        double mx = -INFINITY, sum = 0.0;
+                        for (size_t q = 0; q < e; q++) mx = fmax(mx, xr[q] / (double)temp);
+                        for (size_t q = 0; q < e; q++) sum += exp(xr[q] / (double)temp - mx);
+                        L[sgn] += dw[ex * cc + s] * exp(xr[ex] / (double)temp - mx) / sum;
+                    }
+                y[r * e + i] = save;
+            }
+            double fd = (L[0] - L[1]) / 2e-2;
+            CHECK(fabs(dx[r * e + i] - fd) < 2e-3 * fmax(1.0, fabs(fd)), "ec dx[%zu][%zu] %g fd %g", r, i,
+                  (double)dx[r * e + i], fd);
+        }
+    free(y);
+    sg_context_destroy(ctx);
+}
+
+/* ---- load and balance ------------------------------------------------------ */
+
+/* The reference of dropping: slot-major, order by token or by weight. */
+static void ref_drop(size_t t, size_t k, size_t e, const int32_t *ids, const float *w, size_t cap,
+                     int policy, int32_t *pos) {
+    size_t *cnt = calloc(e, sizeof *cnt);
+    char *done = calloc(t, 1);
+    for (size_t j = 0; j < k; j++) {
+        memset(done, 0, t);
+        for (size_t q = 0; q < t; q++) {
+            size_t r = q;
+            if (policy == SG_DROP_BY_WEIGHT) { /* the best not yet placed, lower token on ties */
+                long best = -1;
+                for (size_t s = 0; s < t; s++)
+                    if (!done[s] && (best < 0 || w[s * k + j] > w[(size_t)best * k + j])) best = (long)s;
+                r = (size_t)best;
+            }
+            done[r] = 1;
+            size_t ex = (size_t)ids[r * k + j];
+            pos[r * k + j] = policy == SG_DROPLESS || cnt[ex] < cap ? (int32_t)cnt[ex]++ : -1;
+        }
+    }
+    free(cnt), free(done);
+}
+
+TEST(route_capacity_and_dropping) {
+    sg_context *ctx = test_context(1);
+    size_t cap;
+    CHECK(sg_route_capacity(ctx, 1.25f, 100, 2, 8, &cap) == SG_OK && cap == 32, "capacity %zu", cap);
+    CHECK(sg_route_capacity(ctx, 1.0f, 3, 1, 8, &cap) == SG_OK && cap == 1, "capacity %zu", cap);
+    CHECK(sg_route_capacity(ctx, 1.0f, 0, 2, 8, &cap) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "below one"), "capacity 0: '%s'", sg_context_error(ctx));
+    CHECK(sg_route_capacity(ctx, NAN, 3, 1, 8, &cap) == SG_ERR_ARGUMENT, "NaN factor");
+    const size_t t = 57, e = 8, k = 3;
+    float *x = rand_matrix(t, e, 1.0, 1234);
+    int32_t ids[57 * 3], pos[57 * 3], ref[57 * 3];
+    float w0[57 * 3], w[57 * 3];
+    sg_gate_config cfg = sg_gate_config_default(SG_GATE_SOFTMAX_TOPK);
+    cfg.k = k;
+    CHECK(sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w0, k, NULL, 0) == SG_OK, "gate");
+    int64_t counts[8], kept[8];
+    CHECK(sg_route_counts(ctx, t, k, ids, k, e, counts) == SG_OK, "counts");
+    int64_t total = 0;
+    for (size_t i = 0; i < e; i++) total += counts[i];
+    CHECK(total == (int64_t)(t * k), "counts sum %lld", (long long)total);
+    for (int policy = 0; policy <= SG_DROPLESS; policy++)
+        for (int renorm = 0; renorm < 2; renorm++) {
+            memcpy(w, w0, sizeof w);
+            size_t capacity = 15;
+            CHECK(sg_route_apply_capacity_f32(ctx, t, k, e, ids, k, w, k, capacity, (sg_drop_policy)policy,
+                                              renorm, pos, k, kept) == SG_OK,
+                  "apply status %s", sg_context_error(ctx));
+            ref_drop(t, k, e, ids, w0, capacity, policy, ref);
+            CHECK(memcmp(pos, ref, sizeof pos) == 0, "policy %d: positions differ from the reference", policy);
+            int64_t kc[8] = {0};
+            size_t dropped = 0;
+            for (size_t r = 0; r < t; r++) {
+                double all = 0.0, kw = 0.0, got = 0.0;
+                for (size_t j = 0; j < k; j++) {
+                    all += w0[r * k + j];
+                    if (pos[r * k + j] >= 0) kc[ids[r * k + j]]++, kw += w0[r * k + j];
+                    else {
+                        dropped++;
+                        CHECK(w[r * k + j] == 0.0f, "dropped weight not 0");
+                    }
+                    got += w[r * k + j];
+                    if (!renorm && pos[r * k + j] >= 0) CHECK(w[r * k + j] == w0[r * k + j], "kept weight moved");
+                }
+                if (renorm && kw > 0) CHECK(fabs(got - all) < 1e-6, "renormalized sum %g, want %g", got, all);
+            }
+            for (size_t i = 0; i < e; i++) {
+                CHECK(kc[i] == kept[i], "kept[%zu] %lld, counted %lld", i, (long long)kept[i], (long long)kc[i]);
+                if (policy != SG_DROPLESS) CHECK(kept[i] <= (int64_t)capacity, "capacity exceeded");
+            }
+            CHECK(policy == SG_DROPLESS ? dropped == 0 : dropped > 0, "policy %d dropped %zu", policy, dropped);
+        }
+    /* slot-major: with capacity 1 and every token on expert 0 in both
+     * slots, token 0's first choice is kept, nobody's second */
+    int32_t same[4 * 2] = {0, 1, 0, 1, 0, 1, 0, 1};
+    float ws[8] = {0.1f, 0.1f, 0.9f, 0.05f, 0.5f, 0.5f, 0.9f, 0.05f};
+    CHECK(sg_route_apply_capacity_f32(ctx, 4, 2, 2, same, 2, ws, 2, 1, SG_DROP_BY_WEIGHT, 0, pos, 2, kept) ==
+              SG_OK, "status");
+    /* slot 0 by weight: tokens 1 (0.9) and 3 (0.9) tie -> token 1 kept */
+    CHECK(pos[2] == 0 && pos[0] == -1 && pos[4] == -1 && pos[6] == -1, "slot 0 by weight: %d %d %d %d", pos[0],
+          pos[2], pos[4], pos[6]);
+    CHECK(pos[5] == 0 && pos[1] == -1, "slot 1 by weight: token 2 (0.5) first: %d %d", pos[5], pos[1]);
+    int32_t bad[2] = {0, 9};
+    CHECK(sg_route_apply_capacity_f32(ctx, 1, 2, 8, bad, 2, ws, 2, 1, SG_DROP_BY_TOKEN, 0, NULL, 0, NULL) ==
+              SG_ERR_ARGUMENT && strstr(sg_context_error(ctx), "ids[0][1]"), "bad id: '%s'", sg_context_error(ctx));
+    CHECK(sg_route_apply_capacity_f32(ctx, 1, 2, 8, same, 2, ws, 2, 0, SG_DROP_BY_TOKEN, 0, NULL, 0, NULL) ==
+              SG_ERR_ARGUMENT, "capacity 0");
+    free(x);
+    sg_context_destroy(ctx);
+}
+
+TEST(route_balance_and_z_loss) {
+    sg_context *ctx = test_context(1);
+    static const size_t es[] = {8, 64, 200, 1100};
+    for (size_t ei = 0; ei < 4; ei++) {
+        const size_t e = es[ei], t = 13, k = e >= 64 ? 6 : 2;
+        float *x = rand_matrix(t, e, 1.5, 70 + e);
+        int32_t *ids = xalloc(t * k * sizeof *ids);
+        float *w = xalloc(t * k * sizeof *w), *dx = xalloc(t * e * sizeof *dx);
+        sg_gate_config cfg = sg_gate_config_default(SG_GATE_SOFTMAX_TOPK);
+        cfg.k = k;
+        sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w, k, NULL, 0);
+        const float alpha = 0.01f;
+        float L, L2;
+        CHECK(sg_route_balance_loss_f32(ctx, t, e, x, e, k, ids, k, alpha, &L, dx, e) == SG_OK, "status %s",
+              sg_context_error(ctx));
+        CHECK(sg_route_balance_loss_f32(ctx, t, e, x, e, k, ids, k, alpha, &L2, NULL, 0) == SG_OK && L2 == L,
+              "loss without dx differs");
+        /* the formula in double */
+        double *f = calloc(e, sizeof *f), *P = calloc(e, sizeof *P);
+        for (size_t i = 0; i < t * k; i++) f[ids[i]] += 1.0 / (double)(t * k);
+        for (size_t r = 0; r < t; r++) {
+            double mx = -INFINITY, s = 0.0;
+            for (size_t i = 0; i < e; i++) mx = fmax(mx, x[r * e + i]);
+            for (size_t i = 0; i < e; i++) s += exp(x[r * e + i] - mx);
+            for (size_t i = 0; i < e; i++) P[i] += exp(x[r * e + i] - mx) / s / (double)t;
+        }
+        double want = 0.0;
+        for (size_t i = 0; i < e; i++) want += f[i] * P[i];
+        want *= alpha * (double)e;
+        CHECK(fabs(L - want) < 1e-6 * want, "balance loss %.9g, formula %.9g", (double)L, want);
+        /* gradient (f fixed) by central differences, a few entries */
+        for (size_t q = 0; q < 6; q++) {
+            size_t r = (q * 5) % t, i = (q * 37) % e;
+            double lp[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                float save = x[r * e + i];
+                x[r * e + i] = save + (sgn ? -1e-2f : 1e-2f);
+                double Ps = 0.0;
+                for (size_t ex = 0; ex < e; ex++) {
+                    double PE = 0.0;
+                    for (size_t rr = 0; rr < t; rr++) {
+                        double mx = -INFINITY, s = 0.0;
+                        for (size_t ii = 0; ii < e; ii++) mx = fmax(mx, x[rr * e + ii]);
+                        for (size_t ii = 0; ii < e; ii++) s += exp(x[rr * e + ii] - mx);
+                        PE += exp(x[rr * e + ex] - mx) / s / (double)t;
+                    }
+                    Ps += f[ex] * PE;
+                }
+                lp[sgn] = alpha * (double)e * Ps;
+                x[r * e + i] = save;
+            }
+            double fd = (lp[0] - lp[1]) / 2e-2;
+            CHECK(fabs(dx[r * e + i] - fd) < 1e-3 * fabs(fd) + 1e-9, "balance dx[%zu][%zu] %g fd %g", r, i,
+                  (double)dx[r * e + i], fd);
+        }
+        /* z-loss and its gradient */
+        CHECK(sg_route_z_loss_f32(ctx, t, e, x, e, &L, dx, e) == SG_OK, "z status");
+        CHECK(sg_route_z_loss_f32(ctx, t, e, x, e, &L2, NULL, 0) == SG_OK, "z status");
+        double zw = 0.0;
+        for (size_t r = 0; r < t; r++) {
+            double mx = -INFINITY, s = 0.0;
+            for (size_t i = 0; i < e; i++) mx = fmax(mx, x[r * e + i]);
+            for (size_t i = 0; i < e; i++) s += exp(x[r * e + i] - mx);
+            double lse = mx + log(s);
+            zw += lse * lse / (double)t;
+            for (size_t i = 0; i < e; i++) {
+                double g = 2.0 / (double)t * lse * exp(x[r * e + i] - lse);
+                CHECK(fabs(dx[r * e + i] - g) < 2e-6 * fabs(g) + 1e-12, "z dx[%zu][%zu] %g want %g", r, i,
+                      (double)dx[r * e + i], g);
+            }
+        }
+        CHECK(fabs(L - zw) < 2e-6 * zw && fabs(L2 - zw) < 2e-6 * zw, "z-loss %.9g / %.9g, formula %.9g",
+              (double)L, (double)L2, zw);
+        free(x), free(ids), free(w), free(dx), free(f), free(P);
+    }
+    float y[4] = {0, 1, NAN, 2}, L;
+    CHECK(sg_route_z_loss_f32(ctx, 2, 2, y, 2, &L, NULL, 0) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "token 1"), "z NaN: '%s'", sg_context_error(ctx));
+    float m[4] = {-INFINITY, -INFINITY, 0.0f, 1.0f};
+    CHECK(sg_route_z_loss_f32(ctx, 2, 2, m, 2, &L, NULL, 0) == SG_OK && L == INFINITY, "z -inf row: %g",
+          (double)L);
+    sg_context_destroy(ctx);
+}
+
+TEST(route_bias_update) {
+    sg_context *ctx = test_context(1);
+    int64_t counts[5] = {10, 2, 6, 6, 6}; /* mean 6 */
+    float bias[5] = {0, 0, 0, 0.5f, 0};
+    CHECK(sg_route_bias_update_f32(ctx, 5, counts, 0.001f, bias) == SG_OK, "status");
+    CHECK(bias[0] == -0.001f && bias[1] == 0.001f && bias[2] == 0.0f && bias[3] == 0.5f, "bias %g %g %g %g",
+          (double)bias[0], (double)bias[1], (double)bias[2], (double)bias[3]);
+    CHECK(sg_route_bias_update_f32(ctx, 5, counts, -1.0f, bias) == SG_ERR_ARGUMENT, "negative rate");
+    /* closing the loop: the bias update evens a skewed sigmoid router */
+    const size_t t = 512, e = 16, k = 2;
+    float *x = rand_matrix(t, e, 1.0, 55), b[16] = {0};
+    for (size_t r = 0; r < t; r++) x[r * e + 3] += 2.0f; /* expert 3 is favoured */
+    int32_t *ids = xalloc(t * k * sizeof *ids);
+    float *w = xalloc(t * k * sizeof *w);
+    sg_gate_config cfg = sg_gate_config_default(SG_GATE_SIGMOID_TOPK);
+    cfg.bias = b;
+    int64_t c0[16], c1[16];
+    sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w, k, NULL, 0);
+    sg_route_counts(ctx, t, k, ids, k, e, c0);
+    for (int step = 0; step < 300; step++) {
+        sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w, k, NULL, 0);
+        sg_route_counts(ctx, t, k, ids, k, e, c1);
+        sg_route_bias_update_f32(ctx, e, c1, 0.002f, b);
+    }
+    int64_t max0 = 0, max1 = 0;
+    for (size_t i = 0; i < e; i++) max0 = c0[i] > max0 ? c0[i] : max0, max1 = c1[i] > max1 ? c1[i] : max1;
+    CHECK(max0 > 300 && max1 < 100, "max load %lld before, %lld after (mean 64)", (long long)max0, (long long)max1);
+    free(x), free(ids), free(w);
+    sg_context_destroy(ctx);
+}

@@ -168,3 +168,141 @@ SG_API sg_status sg_gate_backward_f32(sg_context *ctx, const sg_gate_config *cfg
                                       size_t e, const float *x, size_t ldx, const int32_t *ids,
                                       size_t ldi, const float *dweights, size_t lddw, float *dx,
                                       size_t lddx, float *dnoise, size_t lddnoise);
+
+/* ------------------------------------------------------------------------ */
+/* Expert choice                                                             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Expert-choice routing (Zhou et al., "Mixture-of-Experts with Expert
+ * Choice Routing", NeurIPS 2022): p = softmax(x / T) over the experts of
+ * each token; each expert e takes the C tokens of largest p_te. The
+ * comparison uses the log-probability x_te / T - logsumexp_t in double
+ * (not the rounded p), ties to the lower token index. Output per expert:
+ * tokens [E x C] (ldt >= C) in descending order of p (ties: lower token
+ * first) and weights [E x C] (ldw >= C), weights = p_te; probs [T x E]
+ * (ldp) on request. A token may get zero or several experts.
+ *
+ * sg_expert_choice_capacity: C = min(T, ceil(capacity_factor * T / E)),
+ * computed in double; capacity_factor must be finite and > 0 and C >= 1
+ * (else SG_ERR_ARGUMENT). sg_gate_expert_choice_f32 takes C (1 <= C <= T).
+ * Rows with +inf logits follow the softmax core (the +inf entries share
+ * the mass); a row of -inf logits has p = 0 and log-probability -inf. NaN:
+ * SG_ERR_ARGUMENT naming the token. Workspace: 8 T + (8 C + 8) * threads
+ * bytes. Experts are split across threads; the result never depends on
+ * the thread count.
+ */
+SG_API sg_status sg_expert_choice_capacity(sg_context *ctx, float capacity_factor, size_t t,
+                                           size_t e, size_t *c);
+SG_API sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const float *x,
+                                           size_t ldx, float temperature, size_t c,
+                                           int32_t *tokens, size_t ldt, float *weights, size_t ldw,
+                                           float *probs, size_t ldp);
+
+/*
+ * Backward of expert choice with the choice held fixed: dweights [E x C]
+ * is dL/dweights; with G_te = the sum of dweights over the slots where
+ * expert e took token t (0 if none), dx_t = softmax backward of G_t:
+ *   dx_te = p_te (G_te - sum_e' p_te' G_te') / T.
+ * dx [T x E] (lddx) is written in full. tokens out of [0, T) is
+ * SG_ERR_ARGUMENT. G is gathered in dx itself; workspace: 4 E bytes when
+ * E > 1024.
+ */
+SG_API sg_status sg_gate_expert_choice_backward_f32(sg_context *ctx, size_t t, size_t e,
+                                                    const float *x, size_t ldx, float temperature,
+                                                    size_t c, const int32_t *tokens, size_t ldt,
+                                                    const float *dweights, size_t lddw, float *dx,
+                                                    size_t lddx);
+
+/* ------------------------------------------------------------------------ */
+/* Load and balance                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * counts[e] = #{(t, j) : ids[t][j] == e} over the T x K assignments.
+ * An id outside [0, E) is SG_ERR_ARGUMENT naming the token and slot.
+ */
+SG_API sg_status sg_route_counts(sg_context *ctx, size_t t, size_t k, const int32_t *ids,
+                                 size_t ldi, size_t e, int64_t *counts);
+
+/*
+ * Capacity per expert (GShard, Switch): ceil(capacity_factor * T * K / E)
+ * in double. capacity_factor must be finite and > 0; a result below one
+ * token (T == 0) is SG_ERR_ARGUMENT.
+ */
+SG_API sg_status sg_route_capacity(sg_context *ctx, float capacity_factor, size_t t, size_t k,
+                                   size_t e, size_t *capacity);
+
+/*
+ * Which assignments an expert with a bounded buffer keeps. Slot-major, as
+ * in GShard: every token's first choice (slot 0) is placed before any
+ * token's second choice, and so on; within a slot, tokens in the order of
+ *   SG_DROP_BY_TOKEN   increasing token index, or
+ *   SG_DROP_BY_WEIGHT  decreasing weight of that slot (ties: lower token);
+ *   SG_DROPLESS        nothing is dropped (capacity ignored, may be 0); the
+ *                      positions follow the token order.
+ * The assignment (t, j) takes position pos[t][j] = the number of earlier
+ * placed assignments to expert ids[t][j], if that is below capacity, else
+ * it is dropped: pos[t][j] = -1 and weights[t][j] = 0. The kept weights are
+ * left as they are, unless renormalize, then each token's kept weights are
+ * scaled by (sum of its weights) / (sum of its kept weights) so its total
+ * is unchanged (a token with nothing kept keeps zeros).
+ *
+ * ids [T x K] (ldi), weights [T x K] (ldw, in place), pos [T x K] (ldpos,
+ * or NULL), kept [E] (kept count per expert, or NULL). Errors: an id out
+ * of [0, E) (naming token and slot); a NaN weight under SG_DROP_BY_WEIGHT;
+ * capacity 0 unless dropless. Workspace: 4 T K bytes when pos is NULL plus
+ * 8 T under SG_DROP_BY_WEIGHT. Single-threaded (a sequential scan).
+ */
+typedef enum sg_drop_policy {
+    SG_DROP_BY_TOKEN = 0,
+    SG_DROP_BY_WEIGHT = 1,
+    SG_DROPLESS = 2
+} sg_drop_policy;
+
+SG_API sg_status sg_route_apply_capacity_f32(sg_context *ctx, size_t t, size_t k, size_t e,
+                                             const int32_t *ids, size_t ldi, float *weights,
+                                             size_t ldw, size_t capacity, sg_drop_policy policy,
+                                             int renormalize, int32_t *pos, size_t ldpos,
+                                             int64_t *kept);
+
+/*
+ * The Switch Transformer load-balancing loss (Fedus et al. 2021):
+ *   L = alpha * E * sum_e f_e P_e,
+ *   f_e = counts_e / (T K), the fraction of the T K assignments (ids,
+ *         before any dropping) routed to e,
+ *   P_e = (1/T) sum_t p_te, p_t = softmax(x_t) (temperature 1),
+ * and its gradient with respect to the logits (f is piecewise constant):
+ *   dx_te = (alpha E / T) p_te (f_e - sum_e' p_te' f_e'),
+ * written to dx [T x E] (lddx) unless dx is NULL. L is 1 * alpha when
+ * both are uniform. Sums in double, in token order (the same bits for every
+ * thread count). Errors: NaN logits (naming the token), ids out of range,
+ * alpha not finite, T == 0. Workspace: 8 E bytes (+ 4 E if dx is NULL
+ * and E > 1024).
+ */
+SG_API sg_status sg_route_balance_loss_f32(sg_context *ctx, size_t t, size_t e, const float *x,
+                                           size_t ldx, size_t k, const int32_t *ids, size_t ldi,
+                                           float alpha, float *loss, float *dx, size_t lddx);
+
+/*
+ * The router z-loss (Zoph et al., ST-MoE, 2022):
+ *   L = (1/T) sum_t lse_t^2,  lse_t = log sum_e exp(x_te),
+ *   dx_te = (2 / T) lse_t softmax(x_t)_e,
+ * dx [T x E] (lddx) written unless NULL. A row whose lse is not finite (a
+ * +inf logit, or every logit -inf) makes L = +inf and gets dx = 0. NaN:
+ * SG_ERR_ARGUMENT naming the token; T == 0 is an error. The mean is taken
+ * in double in token order.
+ */
+SG_API sg_status sg_route_z_loss_f32(sg_context *ctx, size_t t, size_t e, const float *x,
+                                     size_t ldx, float *loss, float *dx, size_t lddx);
+
+/*
+ * The auxiliary-loss-free balance update (Wang et al. 2024, DeepSeek-V3):
+ * after a batch with per-expert loads counts[E],
+ *   bias_e += rate * sign(mean_load - counts_e),  mean_load = sum_e counts_e / E,
+ * sign(0) = 0 (the comparison is exact, in integers). The bias then goes to
+ * the gate's cfg->bias (it changes the choice, never the weight). rate
+ * must be finite and >= 0.
+ */
+SG_API sg_status sg_route_bias_update_f32(sg_context *ctx, size_t e, const int64_t *counts,
+                                          float rate, float *bias);

@@ -1,0 +1,236 @@
+/*
+ * gate_expert_choice.c - expert-choice routing (Zhou et al., NeurIPS 2022):
+ * every expert takes its C tokens of largest softmax probability, forward
+ * and backward (route.h, "Expert choice"). Token-choice gates live in
+ * gate_topk.c.
+ *
+ * Pass 1 (tokens): lse_t = log sum_e exp(x_te / T) in double from the
+ * softmax kernels' sum, and the probs row if asked. Pass 2 (experts, split
+ * across threads): a min-heap of C (key, token) pairs per expert over the
+ * keys x_te / T - lse_t in double, the worst at the root (smallest key,
+ * then the larger token), so a later token with an equal key never enters:
+ * ties go to the lower token. The heap is then sorted in place (best
+ * first) into the output row.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "route/route_internal.h"
+#include "softmax/softmax_internal.h"
+
+sg_status sg_expert_choice_capacity(sg_context *ctx, float capacity_factor, size_t t, size_t e,
+                                    size_t *c) {
+    static const char name[] = "sg_expert_choice_capacity";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    if (!c) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: c is NULL", name);
+    if (!(capacity_factor > 0.0f) || !isfinite(capacity_factor))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: capacity_factor must be finite and > 0 (got %g)", name,
+                       (double)capacity_factor);
+    if (e == 0) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: e is 0", name);
+    double v = ceil((double)capacity_factor * (double)t / (double)e);
+    if (v > (double)t) v = (double)t;
+    if (v < 1.0)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: capacity %g is below one token (t = %zu)", name, v, t);
+    *c = (size_t)v;
+    return SG_OK;
+}
+
+typedef struct ec_job {
+    const sg_kernels *kern;
+    size_t t, e, c;
+    const float *x;
+    size_t ldx;
+    double inv_temp;
+    float cf;
+    const double *lse;
+    int32_t *tok;
+    size_t ldt;
+    float *w;
+    size_t ldw;
+    double *heap; /* per task: c keys */
+    size_t tasks;
+} ec_job;
+
+/* a is worse than b: smaller key, or equal key and larger token */
+static inline int worse(double ka, int32_t ta, double kb, int32_t tb) {
+    return ka < kb || (ka == kb && ta > tb);
+}
+
+static void sift_down(double *key, int32_t *tok, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && worse(key[l], tok[l], key[m], tok[m])) m = l;
+        if (l + 1 < n && worse(key[l + 1], tok[l + 1], key[m], tok[m])) m = l + 1;
+        if (m == i) return;
+        double kt = key[i];
+        int32_t tt = tok[i];
+        key[i] = key[m], tok[i] = tok[m];
+        key[m] = kt, tok[m] = tt;
+        i = m;
+    }
+}
+
+static inline double key_of(const ec_job *j, size_t r, size_t ex) {
+    const double l = j->lse[r];
+    const float v = j->x[r * j->ldx + ex];
+    if (l == INFINITY) return v == INFINITY ? 0.0 : -INFINITY; /* +inf entries share the mass */
+    if (l == -INFINITY) return -INFINITY;
+    return (double)v * j->inv_temp - l;
+}
+
+static void expert_row(const ec_job *j, size_t ex, double *key) {
+    int32_t *tok = j->tok + ex * j->ldt;
+    const size_t c = j->c;
+    for (size_t r = 0; r < c; r++) key[r] = key_of(j, r, ex), tok[r] = (int32_t)r;
+    for (size_t i = c / 2; i-- > 0;) sift_down(key, tok, c, i);
+    for (size_t r = c; r < j->t; r++) {
+        double k = key_of(j, r, ex);
+        if (k > key[0]) { /* strictly better than the worst kept */
+            key[0] = k, tok[0] = (int32_t)r;
+            sift_down(key, tok, c, 0);
+        }
+    }
+    /* heap sort: repeatedly move the worst to the end -> best first */
+    for (size_t n = c; n > 1; n--) {
+        double kt = key[0];
+        int32_t tt = tok[0];
+        key[0] = key[n - 1], tok[0] = tok[n - 1];
+        key[n - 1] = kt, tok[n - 1] = tt;
+        sift_down(key, tok, n - 1, 0);
+    }
+    float *w = j->w + ex * j->ldw;
+    for (size_t r = 0; r < c; r++) {
+        const double l = j->lse[tok[r]];
+        /* +inf rows: 1/count at the +inf entries (count = exp(-lse') kept
+         * as the key offset 0: recompute the share from the row) */
+        if (l == INFINITY) {
+            const float *xr = j->x + (size_t)tok[r] * j->ldx;
+            size_t cnt = 0;
+            for (size_t i = 0; i < j->e; i++) cnt += xr[i] == INFINITY;
+            w[r] = xr[ex] == INFINITY ? 1.0f / (float)cnt : 0.0f;
+        } else {
+            w[r] = (float)exp(key[r]);
+        }
+    }
+}
+
+static void expert_task(void *arg, size_t task) {
+    const ec_job *j = arg;
+    size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
+    for (size_t ex = e0; ex < e1; ex++) expert_row(j, ex, j->heap + task * j->c);
+}
+
+static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_t e, const float *x,
+                              size_t ldx, float temperature, size_t c) {
+    if (e == 0 || t == 0)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: t and e must be >= 1 (got %zu, %zu)", name, t, e);
+    if (c < 1 || c > t)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: capacity c (%zu) must be in [1, t = %zu]", name, c, t);
+    if (t > INT32_MAX) return sg_fail(ctx, SG_ERR_SHAPE, "%s: t (%zu) does not fit int32 tokens", name, t);
+    if (!(temperature > 0.0f) || !isfinite(temperature) || !isfinite(1.0f / temperature))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: temperature must be finite and > 0 (got %g)", name,
+                       (double)temperature);
+    sg_status st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
+    for (size_t r = 0; st == SG_OK && r < t; r++)
+        if (sg_route_has_nan(x + r * ldx, e))
+            st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit", name, r);
+    return st;
+}
+
+/* lse_t in double (+-inf for the special rows); probs row when p. */
+static double token_lse(const sg_kernels *kern, size_t e, const float *x, float c, float *p) {
+    float mx = kern->rmax(e, x);
+    if (mx == INFINITY || mx == -INFINITY) {
+        size_t cnt = 0;
+        for (size_t i = 0; i < e; i++) cnt += x[i] == INFINITY;
+        for (size_t i = 0; p && i < e; i++) p[i] = x[i] == INFINITY ? 1.0f / (float)cnt : 0.0f;
+        return mx;
+    }
+    double s;
+    if (p) {
+        s = kern->expsum_store(e, x, p, mx, c);
+        kern->scale(e, p, p, (float)(1.0 / s));
+    } else {
+        s = kern->expsum(e, x, mx, c);
+    }
+    return (double)mx * (double)c + log(s);
+}
+
+sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const float *x, size_t ldx,
+                                    float temperature, size_t c, int32_t *tokens, size_t ldt,
+                                    float *weights, size_t ldw, float *probs, size_t ldp) {
+    static const char name[] = "sg_gate_expert_choice_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "weights", weights, e, c, ldw);
+    if (st == SG_OK && probs) st = sg_check_matrix(ctx, name, "probs", probs, t, e, ldp);
+    if (st != SG_OK) return st;
+    ec_job j = {0};
+    j.kern = sg_kernels_get();
+    j.t = t, j.e = e, j.c = c, j.x = x, j.ldx = ldx;
+    j.cf = 1.0f / temperature;
+    j.inv_temp = (double)j.cf;
+    j.tok = tokens, j.ldt = ldt, j.w = weights, j.ldw = ldw;
+    j.tasks = sg_route_tasks(ctx, e, t);
+    if (t > (SIZE_MAX / 8 - 64) / 2 || c > (SIZE_MAX / 8) / (j.tasks + 1))
+        return sg_fail(ctx, SG_ERR_SHAPE, "%s: t or c is too large", name);
+    void *wsp;
+    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * c) * sizeof(double), &wsp)) != SG_OK) return st;
+    double *lse = wsp;
+    j.lse = lse;
+    j.heap = lse + t;
+    for (size_t r = 0; r < t; r++)
+        lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, probs ? probs + r * ldp : NULL);
+    /* the expert-major key uses x / T exactly as lse does: inv_temp = c */
+    if (j.tasks <= 1) expert_task(&j, 0);
+    else sg_parallel_for(ctx, j.tasks, expert_task, &j);
+    return SG_OK;
+}
+
+sg_status sg_gate_expert_choice_backward_f32(sg_context *ctx, size_t t, size_t e, const float *x,
+                                             size_t ldx, float temperature, size_t c,
+                                             const int32_t *tokens, size_t ldt, const float *dweights,
+                                             size_t lddw, float *dx, size_t lddx) {
+    static const char name[] = "sg_gate_expert_choice_backward_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dweights", dweights, e, c, lddw);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, t, e, lddx);
+    if (st == SG_OK && dx == x) st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: dx may not alias x", name);
+    for (size_t ex = 0; st == SG_OK && ex < e; ex++)
+        for (size_t s = 0; s < c; s++) {
+            int32_t v = tokens[ex * ldt + s];
+            if (v < 0 || (size_t)v >= t) {
+                st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: tokens[%zu][%zu] = %ld is outside [0, t = %zu)", name,
+                             ex, s, (long)v, t);
+                break;
+            }
+        }
+    if (st != SG_OK) return st;
+    /* G into dx, then per token dx = p (G - <p, G>) / T with p recomputed */
+    for (size_t r = 0; r < t; r++) memset(dx + r * lddx, 0, e * sizeof *dx);
+    for (size_t ex = 0; ex < e; ex++)
+        for (size_t s = 0; s < c; s++) dx[(size_t)tokens[ex * ldt + s] * lddx + ex] += dweights[ex * lddw + s];
+    const sg_kernels *kern = sg_kernels_get();
+    const float cf = 1.0f / temperature;
+    float prow[SG_ROUTE_STACK_E];
+    float *p = prow;
+    if (e > SG_ROUTE_STACK_E) {
+        void *wsp;
+        if ((st = sg_route_workspace(ctx, name, e * sizeof(float), &wsp)) != SG_OK) return st;
+        p = wsp;
+    }
+    for (size_t r = 0; r < t; r++) {
+        float *d = dx + r * lddx;
+        token_lse(kern, e, x + r * ldx, cf, p);
+        double dot = 0.0;
+        for (size_t i = 0; i < e; i++) dot += (double)p[i] * (double)d[i];
+        for (size_t i = 0; i < e; i++) d[i] = (float)((double)p[i] * ((double)d[i] - dot) * (double)cf);
+    }
+    return SG_OK;
+}
