@@ -74,6 +74,11 @@ static inline int needs_key_row(const gate_job *j) {
 
 /* softplus(q) = log(1 + e^q) without overflow; sigmoid(q) in double. */
 static inline double softplus(double q) { return q > 0 ? q + log1p(exp(-q)) : log1p(exp(q)); }
+/* The forward's sigmoid (float expf, within 2e-7 relative). */
+static inline double sigmoid_f(double z) {
+    const float a = (float)fabs(z), q = expf(-a);
+    return z >= 0 ? 1.0 / (1.0 + (double)q) : (double)q / (1.0 + (double)q);
+}
 static inline double sigmoid_d(double z) {
     return z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
 }
@@ -127,11 +132,14 @@ static float softmax_stats(const gate_job *j, const float *z, float *p, double *
     return mx;
 }
 
-/* exp(c (z_i - max)) / sum in double, with the special rows' rules. */
+/* exp(c (z_i - max)) / sum, with the special rows' rules: the argument
+ * (<= 0) is formed in double and rounded once to float for expf (libm,
+ * < 1 ulp), the quotient in double: within 2e-6 relative while
+ * |c (z_i - max)| < 64, i.e. for every weight above 1e-27. */
 static inline double prob_of(float zi, float mx, double sum, float c) {
     if (mx == INFINITY) return sum > 0 && zi == INFINITY ? 1.0 / sum : 0.0;
     if (mx == -INFINITY) return 0.0;
-    return exp(((double)zi - (double)mx) * (double)c) / sum;
+    return (double)expf((float)(((double)zi - (double)mx) * (double)c)) / sum;
 }
 
 /*
@@ -148,7 +156,7 @@ static void selected_softmax(const gate_job *j, const float *z, const int32_t *i
         float zi = z[ids[l]];
         if (m == INFINITY) wd[l] = zi == INFINITY ? 1.0 : 0.0;
         else if (m == -INFINITY) wd[l] = 0.0;
-        else wd[l] = exp(((double)zi - (double)m) * (double)j->c);
+        else wd[l] = (double)expf((float)(((double)zi - (double)m) * (double)j->c));
         s += wd[l];
     }
     (void)inf;
@@ -188,8 +196,9 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
     }
     /* chosen groups into ids temporarily, then sorted ascending */
     int32_t gsel[256]; /* topk_group <= 256 (checked) */
+    float gtop[256], top[SG_ROUTE_STACK_E];
     size_t f = 0;
-    sg_route_select(gscore, ng, tg, gsel, &f, 0);
+    sg_route_select(gscore, ng, tg, gsel, gtop, &f, 0);
     for (size_t a = 1; a < tg; a++) { /* insertion sort, tg is small */
         int32_t v = gsel[a];
         size_t b = a;
@@ -199,7 +208,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
     f = 0;
     for (size_t a = 0; a < tg; a++) {
         const size_t g = (size_t)gsel[a];
-        sg_route_select(key + g * gs, gs, j->k, ids, &f, (int32_t)(g * gs));
+        sg_route_select(key + g * gs, gs, j->k, ids, top, &f, (int32_t)(g * gs));
     }
     return 0;
 }
@@ -218,6 +227,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     const sg_gate_config *cfg = j->cfg;
     const float *x = j->x ? j->x + r * j->ldx : NULL, *z = x;
     size_t f = 0;
+    float top[SG_ROUTE_STACK_E]; /* k <= SG_ROUTE_STACK_E (checked) */
     if (cfg->kind == SG_GATE_NOISY_TOPK || cfg->kind == SG_GATE_GUMBEL_TOPK) {
         if (sg_route_has_nan(x, j->e)) return 1;
         perturbed_row(j, r, x, sc->zp, sc->u);
@@ -226,10 +236,10 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     *zsrc = z;
     if (cfg->kind == SG_GATE_RANDOM) {
         sg_route_uniform_row(cfg->seed, cfg->offset, r, j->e, sc->key);
-        sg_route_select(sc->key, j->e, j->k, ids, &f, 0);
+        sg_route_select(sc->key, j->e, j->k, ids, top, &f, 0);
         return 0;
     }
-    if (!needs_key_row(j)) return sg_route_select(z, j->e, j->k, ids, &f, 0);
+    if (!needs_key_row(j)) return sg_route_select(z, j->e, j->k, ids, top, &f, 0);
     if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
         sigmoid_row(j, z, sc->key);
     } else {
@@ -238,7 +248,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     if (cfg->bias)
         for (size_t i = 0; i < j->e; i++) sc->key[i] += cfg->bias[i];
     if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
-    return sg_route_select(sc->key, j->e, j->k, ids, &f, 0) || sg_route_has_nan(z, j->e);
+    return sg_route_select(sc->key, j->e, j->k, ids, top, &f, 0) || sg_route_has_nan(z, j->e);
 }
 
 static void forward_weights(const gate_job *j, size_t r, const float *z, const int32_t *ids,
@@ -255,7 +265,7 @@ static void forward_weights(const gate_job *j, size_t r, const float *z, const i
         break;
     case SG_GATE_SIGMOID_TOPK: {
         double s = 0.0;
-        for (size_t l = 0; l < j->k; l++) s += wp[l] = sigmoid_d((double)z[ids[l]] * (double)j->c);
+        for (size_t l = 0; l < j->k; l++) s += wp[l] = sigmoid_f((double)z[ids[l]] * (double)j->c);
         if (cfg->renormalize)
             for (size_t l = 0; l < j->k; l++) wp[l] = s > 0 ? wp[l] / s : 0.0;
         if (p) sigmoid_row(j, z, p);

@@ -22,34 +22,51 @@
 /*
  * The k largest key[i] over i in [0, n) into ids[0..k) (k <= n), in
  * descending order of key, ties to the lower index: i is scanned upward
- * and an entry moves ahead only of strictly smaller keys. Insertion into
- * the sorted prefix costs O(k) only when a key beats the current k-th, so
- * random rows cost about n compares. Returns nonzero when a key is NaN.
- * `base` is added to the ids written (a group's first expert).
+ * and an entry moves ahead only of strictly smaller keys. top[0..k) keeps
+ * the selected keys next to their ids, so an insertion shifts values in
+ * L1 without reloading key[ids[...]]; it costs O(k) only when a key beats
+ * the current k-th, so random rows cost about n compares plus
+ * k ln(n / k) insertions. *filled entries are already selected (group
+ * limiting continues across groups); `base` is added to the ids written.
+ * Returns nonzero when a key is NaN.
  */
-static inline int sg_route_select(const float *key, size_t n, size_t k, int32_t *ids,
+static inline int sg_route_insert(float v, size_t i, size_t k, int32_t *ids, float *top,
+                                  size_t *f, int32_t base) {
+    if (v != v) return 1;
+    size_t pos;
+    if (*f == k) {
+        if (!(v > top[k - 1])) return 0;
+        pos = k - 1;
+    } else {
+        pos = (*f)++;
+    }
+    while (pos > 0 && v > top[pos - 1]) {
+        top[pos] = top[pos - 1];
+        ids[pos] = ids[pos - 1];
+        pos--;
+    }
+    top[pos] = v;
+    ids[pos] = (int32_t)i + base;
+    return 0;
+}
+
+static inline int sg_route_select(const float *key, size_t n, size_t k, int32_t *ids, float *top,
                                   size_t *filled, int32_t base) {
     int nan = 0;
-    size_t f = *filled;
+    size_t f = *filled, i = 0;
     if (k == 0) return 0;
-    float thr = f == k ? key[ids[k - 1] - base] : -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        const float v = key[i];
-        nan |= v != v;
-        size_t pos;
-        if (f == k) {
-            if (!(v > thr)) continue;
-            pos = k - 1;
-        } else {
-            pos = f++;
-        }
-        while (pos > 0 && v > key[ids[pos - 1] - base]) {
-            ids[pos] = ids[pos - 1];
-            pos--;
-        }
-        ids[pos] = (int32_t)i + base;
-        if (f == k) thr = key[ids[k - 1] - base];
+    for (; i < n && f < k; i++) nan |= sg_route_insert(key[i], i, k, ids, top, &f, base);
+    /* Blocks of 16 with a branch-free test (vectorized by the compiler):
+     * !(v <= thr) holds for a candidate and for NaN, which the element
+     * path then reports; most blocks of a random row have neither. */
+    for (; i + 16 <= n; i += 16) {
+        const float thr = top[k - 1];
+        int hit = 0;
+        for (size_t q = 0; q < 16; q++) hit |= !(key[i + q] <= thr);
+        if (!hit) continue;
+        for (size_t q = 0; q < 16; q++) nan |= sg_route_insert(key[i + q], i + q, k, ids, top, &f, base);
     }
+    for (; i < n; i++) nan |= sg_route_insert(key[i], i, k, ids, top, &f, base);
     *filled = f;
     return nan;
 }
