@@ -872,3 +872,262 @@ TEST(route_bias_update) {
     free(x), free(ids), free(w);
     sg_context_destroy(ctx);
 }
+
+/* ---- dense gates -------------------------------------------------------------- */
+
+static double ref_act(int act, double v) {
+    switch (act) {
+    case SG_GATE_ACT_TANH: return tanh(v);
+    case SG_GATE_ACT_SIGMOID: return 1.0 / (1.0 + exp(-v));
+    case SG_GATE_ACT_GELU: return v * 0.5 * (1.0 + erf(v / sqrt(2.0)));
+    default: return v;
+    }
+}
+
+/* L = sum dp * thresholded softmax(act(x) / tau), the mask from xm */
+static double ref_temp_loss(const float *x, const float *xm, size_t e, double tau, int act, double thr,
+                            const float *dp) {
+    double z[64], zm[64], mx = -INFINITY, mm = -INFINITY, s = 0.0, sm = 0.0, L = 0.0;
+    for (size_t i = 0; i < e; i++) {
+        z[i] = ref_act(act, x[i]) / tau, zm[i] = ref_act(act, xm[i]) / tau;
+        mx = fmax(mx, z[i]), mm = fmax(mm, zm[i]);
+    }
+    for (size_t i = 0; i < e; i++) s += exp(z[i] - mx), sm += exp(zm[i] - mm);
+    for (size_t i = 0; i < e; i++)
+        if (exp(zm[i] - mm) / sm >= thr) L += dp[i] * exp(z[i] - mx) / s;
+    return L;
+}
+
+TEST(route_temperature_gate) {
+    sg_context *ctx = test_context(1);
+    const size_t t = 4, e = 7;
+    float *x = rand_matrix(t, e, 1.5, 41), *dp = rand_matrix(t, e, 1.0, 42);
+    float p[4 * 7], dx[4 * 7];
+    for (int act = 0; act <= SG_GATE_ACT_GELU; act++)
+        for (int v = 0; v < 3; v++) {
+            float tau = v == 0 ? 1.0f : v == 1 ? 0.3f : 2.5f, thr = v == 1 ? 0.05f : 0.0f;
+            CHECK(sg_gate_temperature_f32(ctx, t, e, x, e, tau, (sg_gate_activation)act, thr, p, e) == SG_OK,
+                  "status");
+            float dtau;
+            CHECK(sg_gate_temperature_backward_f32(ctx, t, e, x, e, tau, (sg_gate_activation)act, thr, dp, e, dx,
+                                                   e, &dtau) == SG_OK, "backward status");
+            double dtau_fd = 0.0;
+            for (size_t r = 0; r < t; r++) {
+                const float *xr = x + r * e;
+                double z[7], mx = -INFINITY, s = 0.0, sum = 0.0;
+                for (size_t i = 0; i < e; i++) z[i] = ref_act(act, xr[i]) / tau, mx = fmax(mx, z[i]);
+                for (size_t i = 0; i < e; i++) s += exp(z[i] - mx);
+                for (size_t i = 0; i < e; i++) {
+                    double want = exp(z[i] - mx) / s;
+                    if (want < thr) want = 0.0;
+                    sum += p[r * e + i];
+                    CHECK(fabs(p[r * e + i] - want) < 1e-6 * want + 1e-7, "%s tau %g: p %g want %g",
+                          sg_gate_activation_name((sg_gate_activation)act), (double)tau, (double)p[r * e + i], want);
+                }
+                if (thr == 0.0f) CHECK(fabs(sum - 1.0) < 1e-6, "dense gate sums to %g", sum);
+                float xp[7];
+                for (size_t i = 0; i < e; i++) {
+                    memcpy(xp, xr, sizeof xp);
+                    xp[i] = xr[i] + 1e-2f;
+                    double lp = ref_temp_loss(xp, xr, e, tau, act, thr, dp + r * e);
+                    xp[i] = xr[i] - 1e-2f;
+                    double lm = ref_temp_loss(xp, xr, e, tau, act, thr, dp + r * e), fd = (lp - lm) / 2e-2;
+                    CHECK(fabs(dx[r * e + i] - fd) < 2e-3 * fmax(1.0, fabs(fd)), "%s: dx %g fd %g",
+                          sg_gate_activation_name((sg_gate_activation)act), (double)dx[r * e + i], fd);
+                }
+                double hp = ref_temp_loss(xr, xr, e, tau * (1 + 1e-4), act, thr, dp + r * e);
+                double hm = ref_temp_loss(xr, xr, e, tau * (1 - 1e-4), act, thr, dp + r * e);
+                dtau_fd += (hp - hm) / (2e-4 * tau);
+            }
+            CHECK(fabs(dtau - dtau_fd) < 1e-3 * fmax(1.0, fabs(dtau_fd)), "%s tau %g: dtau %g fd %g",
+                  sg_gate_activation_name((sg_gate_activation)act), (double)tau, (double)dtau, dtau_fd);
+        }
+    CHECK(sg_gate_temperature_f32(ctx, t, e, x, e, 0.0f, SG_GATE_ACT_TANH, 0.0f, p, e) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "tau"), "tau 0");
+    x[9] = NAN;
+    CHECK(sg_gate_temperature_f32(ctx, t, e, x, e, 1.0f, SG_GATE_ACT_TANH, 0.0f, p, e) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "token 1"), "NaN: '%s'", sg_context_error(ctx));
+    free(x), free(dp);
+    sg_context_destroy(ctx);
+}
+
+TEST(route_laplace_and_hierarchical) {
+    sg_context *ctx = test_context(1);
+    const size_t t = 3, e = 6, d = 5;
+    float *x = rand_matrix(t, d, 1.0, 51), *w = rand_matrix(e, d, 1.0, 52), *g = rand_matrix(t, e, 1.0, 53);
+    memcpy(w + 2 * d, x + 1 * d, d * sizeof *w); /* token 1 sits on center 2 */
+    float l[3 * 6], dx[3 * 5], dw[6 * 5];
+    CHECK(sg_gate_laplace_logits_f32(ctx, t, e, d, x, d, w, d, l, e) == SG_OK, "status");
+    for (size_t r = 0; r < t; r++)
+        for (size_t i = 0; i < e; i++) {
+            double s = 0.0;
+            for (size_t q = 0; q < d; q++) s += ((double)x[r * d + q] - w[i * d + q]) * ((double)x[r * d + q] - w[i * d + q]);
+            CHECK(fabs(l[r * e + i] + sqrt(s)) < 1e-6 * sqrt(s) + 1e-30, "laplace logit %g want %g",
+                  (double)l[r * e + i], -sqrt(s));
+        }
+    CHECK(l[1 * e + 2] == 0.0f, "distance to itself");
+    CHECK(sg_gate_laplace_logits_backward_f32(ctx, t, e, d, x, d, w, d, g, e, dx, d, dw, d) == SG_OK, "bwd");
+    /* L = sum g * logits: central differences on x and w (away from the kink) */
+    for (int which = 0; which < 2; which++)
+        for (size_t q = 0; q < (which ? e * d : t * d); q++) {
+            float *v = which ? w + q : x + q, v0 = *v;
+            if ((!which && q / d == 1) || (which && q / d == 2)) continue; /* the kink */
+            double L[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                *v = v0 + (sgn ? -1e-3f : 1e-3f);
+                L[sgn] = 0.0;
+                for (size_t r = 0; r < t; r++)
+                    for (size_t i = 0; i < e; i++) {
+                        double s = 0.0;
+                        for (size_t c = 0; c < d; c++)
+                            s += ((double)x[r * d + c] - w[i * d + c]) * ((double)x[r * d + c] - w[i * d + c]);
+                        L[sgn] -= g[r * e + i] * sqrt(s);
+                    }
+            }
+            *v = v0;
+            double fd = (L[0] - L[1]) / 2e-3, got = which ? dw[q] : dx[q];
+            CHECK(fabs(got - fd) < 2e-3 * fmax(1.0, fabs(fd)), "laplace d%s[%zu] %g fd %g", which ? "w" : "x", q,
+                  got, fd);
+        }
+    /* hierarchical: 3 groups of 4, top-2 groups, top-3 within */
+    const size_t e1 = 3, e2 = 4;
+    float *l1 = rand_matrix(t, e1, 1.0, 61), *l2 = rand_matrix(t, e1 * e2, 1.0, 62);
+    float *dwh = rand_matrix(t, e1 * e2, 1.0, 63), hw[3 * 12], dl1[3 * 3], dl2[3 * 12];
+    for (size_t k1 = 1; k1 <= e1; k1++)
+        for (size_t k2 = 1; k2 <= e2; k2 += 3) {
+            CHECK(sg_gate_hierarchical_f32(ctx, t, e1, e2, l1, e1, l2, e1 * e2, k1, k2, hw, e1 * e2) == SG_OK,
+                  "hier status %s", sg_context_error(ctx));
+            CHECK(sg_gate_hierarchical_backward_f32(ctx, t, e1, e2, l1, e1, l2, e1 * e2, k1, k2, dwh, e1 * e2, dl1,
+                                                    e1, dl2, e1 * e2) == SG_OK, "hier bwd");
+            for (size_t r = 0; r < t; r++) {
+                double s = 0.0;
+                size_t nz = 0;
+                for (size_t i = 0; i < e1 * e2; i++) s += hw[r * 12 + i], nz += hw[r * 12 + i] > 0;
+                CHECK(fabs(s - 1.0) < 1e-6 && nz == k1 * k2, "hier k1 %zu k2 %zu: sum %g, %zu nonzero", k1, k2, s, nz);
+                /* reference: level weights by selection sort */
+                double w1[3] = {0}, sel = 0.0, lv[12];
+                int32_t id1[3];
+                for (size_t g1 = 0; g1 < e1; g1++) lv[g1] = l1[r * e1 + g1];
+                ref_select(lv, NULL, e1, k1, id1);
+                for (size_t a = 0; a < k1; a++) sel += exp(lv[id1[a]]);
+                for (size_t a = 0; a < k1; a++) w1[id1[a]] = exp(lv[id1[a]]) / sel;
+                for (size_t g1 = 0; g1 < e1; g1++) {
+                    int32_t id2[4];
+                    double s2 = 0.0;
+                    for (size_t j = 0; j < e2; j++) lv[j] = l2[r * 12 + g1 * e2 + j];
+                    ref_select(lv, NULL, e2, k2, id2);
+                    for (size_t a = 0; a < k2; a++) s2 += exp(lv[id2[a]]);
+                    for (size_t j = 0; j < e2; j++) {
+                        double want = 0.0;
+                        for (size_t a = 0; a < k2; a++)
+                            if (id2[a] == (int32_t)j) want = w1[g1] * exp(lv[j]) / s2;
+                        CHECK(fabs(hw[r * 12 + g1 * e2 + j] - want) < 1e-6 * want + 1e-7, "hier w %g want %g",
+                              (double)hw[r * 12 + g1 * e2 + j], want);
+                    }
+                }
+            }
+            /* FD on a few logits of each level, selection fixed by small steps */
+            for (int lev = 0; lev < 2; lev++)
+                for (size_t q = 0; q < (lev ? t * 12 : t * 3); q += lev ? 5 : 2) {
+                    float *v = lev ? l2 + q : l1 + q, v0 = *v;
+                    double L[2];
+                    for (int sgn = 0; sgn < 2; sgn++) {
+                        *v = v0 + (sgn ? -1e-3f : 1e-3f);
+                        float ww[36];
+                        sg_gate_hierarchical_f32(ctx, t, e1, e2, l1, e1, l2, 12, k1, k2, ww, 12);
+                        L[sgn] = 0.0;
+                        for (size_t i = 0; i < 36; i++) L[sgn] += (double)dwh[i] * ww[i];
+                    }
+                    *v = v0;
+                    double fd = (L[0] - L[1]) / 2e-3, got = lev ? dl2[q] : dl1[q];
+                    CHECK(fabs(got - fd) < 5e-3 * fmax(1.0, fabs(fd)), "hier dl%d[%zu] %g fd %g (k1 %zu k2 %zu)",
+                          lev + 1, q, got, fd, k1, k2);
+                }
+        }
+    free(x), free(w), free(g), free(l1), free(l2), free(dwh);
+    sg_context_destroy(ctx);
+}
+
+static double ref_sstep(double v, double gm) {
+    if (v <= -gm / 2) return 0.0;
+    if (v >= gm / 2) return 1.0;
+    return -2.0 / (gm * gm * gm) * v * v * v + 3.0 / (2.0 * gm) * v + 0.5;
+}
+
+/* L = sum dw * w + dreg * reg for one row, in double */
+static double ref_dselect(size_t e, size_t k, double gm, double lam, const float *z, const float *al,
+                          const float *dw, double dreg, double *wout) {
+    size_t m = 0;
+    while (((size_t)1 << m) < e) m++;
+    double a[8], mx = -INFINITY, s = 0.0, L = 0.0, reg = 0.0;
+    for (size_t i = 0; i < k; i++) mx = fmax(mx, al[i]);
+    for (size_t i = 0; i < k; i++) s += a[i] = exp(al[i] - mx);
+    for (size_t x = 0; x < e; x++) wout[x] = 0.0;
+    for (size_t i = 0; i < k; i++) {
+        double rs = 0.0, h = 0.0;
+        for (size_t x = 0; x < e; x++) {
+            double r = 1.0;
+            for (size_t b = 0; b < m; b++) {
+                double sb = ref_sstep(z[i * m + b], gm);
+                r *= ((x >> (m - 1 - b)) & 1) ? sb : 1.0 - sb;
+            }
+            wout[x] += a[i] / s * r;
+            rs += r, h -= r * log(r + 1e-6);
+        }
+        reg += lam * h + (((size_t)1 << m) == e ? 0.0 : 1.0 / fmax(rs, 1e-6));
+    }
+    for (size_t x = 0; x < e; x++) L += dw[x] * wout[x];
+    return L + dreg * reg;
+}
+
+TEST(route_dselect) {
+    sg_context *ctx = test_context(1);
+    static const size_t es[] = {2, 5, 8, 12};
+    for (size_t ei = 0; ei < 4; ei++) {
+        const size_t e = es[ei], k = ei + 1, t = 3, m = sg_dselect_bits(e);
+        CHECK((1u << m) >= e && (m == 0 || (1u << (m - 1)) < e), "bits(%zu) = %zu", e, m);
+        const float gm = 1.0f, lam = 0.1f;
+        float *z = rand_matrix(t, k * m, 0.15, 70 + e), *al = rand_matrix(t, k, 1.0, 80 + e);
+        float *dwv = rand_matrix(t, e, 1.0, 90 + e);
+        float w[3 * 12], dz[3 * 16], dal[3 * 4], reg;
+        z[0] = 2.0f; /* a saturated bit: S = 1, S' = 0 */
+        CHECK(sg_gate_dselect_f32(ctx, t, e, k, gm, lam, z, k * m, al, k, w, e, &reg) == SG_OK, "status %s",
+              sg_context_error(ctx));
+        const float dreg = 0.7f;
+        CHECK(sg_gate_dselect_backward_f32(ctx, t, e, k, gm, lam, z, k * m, al, k, dwv, e, dreg, dz, k * m, dal,
+                                           k) == SG_OK, "bwd status %s", sg_context_error(ctx));
+        double regsum = 0.0, wr[16];
+        for (size_t r = 0; r < t; r++) {
+            float zero[16] = {0};
+            regsum += ref_dselect(e, k, gm, lam, z + r * k * m, al + r * k, zero, 1.0, wr);
+            double tot = 0.0;
+            for (size_t x = 0; x < e; x++) {
+                CHECK(fabs(w[r * e + x] - wr[x]) < 1e-6 * wr[x] + 1e-7, "dselect e=%zu w %g want %g", e,
+                      (double)w[r * e + x], wr[x]);
+                tot += w[r * e + x];
+            }
+            if (((size_t)1 << m) == e) CHECK(fabs(tot - 1.0) < 1e-6, "power of two: weights sum %g", tot);
+            else CHECK(tot <= 1.0 + 1e-6, "masked codes: weights sum %g", tot);
+            for (int which = 0; which < 2; which++)
+                for (size_t q = 0; q < (which ? k : k * m); q++) {
+                    float *v = which ? al + r * k + q : z + r * k * m + q, v0 = *v;
+                    double L[2];
+                    for (int sgn = 0; sgn < 2; sgn++) {
+                        *v = v0 + (sgn ? -1e-3f : 1e-3f);
+                        L[sgn] = ref_dselect(e, k, gm, lam, z + r * k * m, al + r * k, dwv + r * e, dreg, wr);
+                    }
+                    *v = v0;
+                    double fd = (L[0] - L[1]) / 2e-3, got = which ? dal[r * k + q] : dz[r * k * m + q];
+                    CHECK(fabs(got - fd) < 2e-3 * fmax(1.0, fabs(fd)), "dselect e=%zu d%s[%zu][%zu] %g fd %g", e,
+                          which ? "alpha" : "z", r, q, got, fd);
+                }
+        }
+        CHECK(fabs(reg - regsum) < 1e-5 * fmax(1.0, regsum), "reg %g want %g", (double)reg, regsum);
+        free(z), free(al), free(dwv);
+    }
+    float z1[2] = {0, 0}, a1[1] = {0}, w1[4];
+    CHECK(sg_gate_dselect_f32(ctx, 1, 4, 1, 0.0f, 0.0f, z1, 2, a1, 1, w1, 4, NULL) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "gamma"), "gamma 0");
+    CHECK(sg_gate_dselect_f32(ctx, 1, 1, 1, 1.0f, 0.0f, z1, 2, a1, 1, w1, 4, NULL) == SG_ERR_ARGUMENT, "e = 1");
+    sg_context_destroy(ctx);
+}

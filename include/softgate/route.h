@@ -306,3 +306,126 @@ SG_API sg_status sg_route_z_loss_f32(sg_context *ctx, size_t t, size_t e, const 
  */
 SG_API sg_status sg_route_bias_update_f32(sg_context *ctx, size_t e, const int64_t *counts,
                                           float rate, float *bias);
+
+/* ------------------------------------------------------------------------ */
+/* Dense gates                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * These training-time gates run at reference speed: sums and exponentials
+ * in double, row by row on the caller's thread (the same bits for every
+ * thread count), E <= 1024 (experts per level for the hierarchical gate),
+ * no workspace. NaN inputs are SG_ERR_ARGUMENT naming the token. Weights
+ * are within 1e-6 relative (plus 1e-7 absolute after the float rounding
+ * of the output) of the formula in exact arithmetic on the float inputs.
+ */
+
+/*
+ * Temperature dense-to-sparse gating and its activation variant (Nguyen
+ * et al., "Is Temperature Sample Efficient for Softmax Gaussian Mixture of
+ * Experts?", ICML 2024; the dense-to-sparse gate of Nie et al. 2021):
+ *   p_te = softmax_e(act(x_te) / tau), then p_te = 0 where p_te < threshold
+ * (the kept entries are not renormalized; threshold 0 keeps the dense
+ * gate). act: identity (the plain temperature gate), tanh, sigmoid, or GELU
+ * x Phi(x) (the activation variant: the logits pass through the
+ * activation before the softmax). tau finite and > 0, threshold in [0, 1].
+ * x, p [T x E].
+ * Backward, the threshold mask held fixed (g = dp on kept entries, 0 on
+ * the zeroed ones, p the unthresholded softmax):
+ *   dz = p (g - <p, g>),  dx_te = dz_te act'(x_te) / tau,
+ *   dtau = -sum_{t,e} dz_te act(x_te) / tau^2  (written when dtau != NULL).
+ */
+typedef enum sg_gate_activation {
+    SG_GATE_ACT_IDENTITY = 0,
+    SG_GATE_ACT_TANH = 1,
+    SG_GATE_ACT_SIGMOID = 2,
+    SG_GATE_ACT_GELU = 3
+} sg_gate_activation;
+
+SG_API const char *sg_gate_activation_name(sg_gate_activation act);
+
+SG_API sg_status sg_gate_temperature_f32(sg_context *ctx, size_t t, size_t e, const float *x,
+                                         size_t ldx, float tau, sg_gate_activation act,
+                                         float threshold, float *p, size_t ldp);
+SG_API sg_status sg_gate_temperature_backward_f32(sg_context *ctx, size_t t, size_t e,
+                                                  const float *x, size_t ldx, float tau,
+                                                  sg_gate_activation act, float threshold,
+                                                  const float *dp, size_t lddp, float *dx,
+                                                  size_t lddx, float *dtau);
+
+/*
+ * Laplace gating logits (Nguyen et al., "On Expert Estimation in
+ * Hierarchical Mixture of Experts: Beyond Softmax Gating Functions"):
+ *   logits_te = -||x_t - w_e||_2,  x [T x D] tokens, w [E x D] centers,
+ * the distance summed in double over the D coordinates. Feed the logits to
+ * any gate (sg_gate_f32 with SOFTMAX_TOPK gives the Laplace top-k gate).
+ * Backward (dlogits [T x E] given; dx [T x D] and dw [E x D] written in
+ * full, either may be NULL):
+ *   dx_t = -sum_e dlogits_te (x_t - w_e) / ||x_t - w_e||,
+ *   dw_e = +sum_t dlogits_te (x_t - w_e) / ||x_t - w_e||,
+ * with the subgradient 0 where x_t == w_e.
+ */
+SG_API sg_status sg_gate_laplace_logits_f32(sg_context *ctx, size_t t, size_t e, size_t d,
+                                            const float *x, size_t ldx, const float *w, size_t ldw,
+                                            float *logits, size_t ldl);
+SG_API sg_status sg_gate_laplace_logits_backward_f32(sg_context *ctx, size_t t, size_t e, size_t d,
+                                                     const float *x, size_t ldx, const float *w,
+                                                     size_t ldw, const float *dlogits, size_t lddl,
+                                                     float *dx, size_t lddx, float *dw, size_t lddw);
+
+/*
+ * Two-level hierarchical gate (Jordan and Jacobs 1994; softmax or Laplace
+ * at each level as in Nguyen et al.): E1 groups of E2 experts, expert
+ * (g, j) in column g E2 + j. Level-1 logits l1 [T x E1], level-2 logits l2
+ * [T x E1 E2] (group g's in columns g E2 .. g E2 + E2 - 1); pass softmax
+ * logits, or Laplace logits from sg_gate_laplace_logits_f32 for either
+ * level. With top-k then softmax at each level (k1 of E1, k2 of E2; ties to
+ * the lower index; k = E is the dense softmax):
+ *   w_t,(g,j) = softmax_topk1(l1_t)_g * softmax_topk2(l2_t,g)_j,
+ * dense [T x E1 E2], summing to 1 per token. Backward (selections fixed):
+ *   dl2_t,g = softmax backward of (dw_t,(g,.) * w1_g) over group g,
+ *   dl1_t   = softmax backward of (sum_j dw_t,(g,j) w2_gj) over the groups,
+ * zero off the selections.
+ */
+SG_API sg_status sg_gate_hierarchical_f32(sg_context *ctx, size_t t, size_t e1, size_t e2,
+                                          const float *l1, size_t ldl1, const float *l2,
+                                          size_t ldl2, size_t k1, size_t k2, float *w, size_t ldw);
+SG_API sg_status sg_gate_hierarchical_backward_f32(sg_context *ctx, size_t t, size_t e1, size_t e2,
+                                                   const float *l1, size_t ldl1, const float *l2,
+                                                   size_t ldl2, size_t k1, size_t k2,
+                                                   const float *dw, size_t lddw, float *dl1,
+                                                   size_t lddl1, float *dl2, size_t lddl2);
+
+/*
+ * DSelect-k (Hazimeh et al., NeurIPS 2021), the per-example gate: k
+ * single-expert selectors, each a smooth-step binary encoding over
+ * m = sg_dselect_bits(E) = ceil(log2 E) bits, combined by softmax weights:
+ *   S(v) = 0 (v <= -gamma/2), 1 (v >= gamma/2),
+ *          -2 v^3 / gamma^3 + 3 v / (2 gamma) + 1/2 otherwise;
+ *   r_i(e) = prod_{b<m} (bit_b(e) ? S(z_ib) : 1 - S(z_ib)),  bit 0 the most
+ *            significant (the reference code's np.binary_repr order);
+ *   w_e = sum_i softmax(alpha)_i r_i(e),
+ * z [T x k m] (selector i's logits in columns i m .. i m + m - 1), alpha
+ * [T x k], w dense [T x E] (two selectors may pick the same expert). When
+ * E is not a power of two, the codes e >= E are masked (dropped, as in the
+ * reference code) and the regularizer gains the reference code's term
+ * 1 / sum_e r_i(e), which keeps the reachable experts' mass from vanishing
+ * (guarded: 1 / max(sum, 1e-6), gradient 0 below the guard, where the
+ * reference code divides by 0).
+ * reg (when not NULL) = sum_t sum_i [entropy_weight * H(r_ti)
+ *   + (E != 2^m) / max(sum_e r_ti(e), 1e-6)],
+ * H(r) = -sum_e r_e log(r_e + 1e-6).
+ * Backward: given dw [T x E] and dreg (the loss's derivative with respect
+ * to reg, usually 1 or 0), writes dz [T x k m] and dalpha [T x k].
+ * gamma finite > 0; 2 <= E <= 1024; 1 <= k <= 64.
+ */
+SG_API size_t sg_dselect_bits(size_t e);
+SG_API sg_status sg_gate_dselect_f32(sg_context *ctx, size_t t, size_t e, size_t k, float gamma,
+                                     float entropy_weight, const float *z, size_t ldz,
+                                     const float *alpha, size_t lda, float *w, size_t ldw,
+                                     float *reg);
+SG_API sg_status sg_gate_dselect_backward_f32(sg_context *ctx, size_t t, size_t e, size_t k,
+                                              float gamma, float entropy_weight, const float *z,
+                                              size_t ldz, const float *alpha, size_t lda,
+                                              const float *dw, size_t lddw, float dreg, float *dz,
+                                              size_t lddz, float *dalpha, size_t ldda);
