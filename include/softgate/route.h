@@ -91,8 +91,10 @@
  * Weights: renormalized gates' weights sum to a per token (within 1e-6
  * relative); others to a times the selected mass. Each weight is within
  * 2e-6 relative of the formula evaluated in double on the float inputs
- * (the noise itself computed in double); probs within the softmax core's
- * bound (or 2e-6 relative for sigmoid).
+ * (the noise itself computed in double) while |c (z_i - max)| < 64, i.e.
+ * for every weight above 1e-27 (the exponent's argument is rounded once
+ * to float); probs within the softmax core's bound (or 2e-6 relative for
+ * sigmoid). See docs/ROUTING.md.
  */
 typedef enum sg_gate_kind {
     SG_GATE_SOFTMAX_TOPK = 0,
