@@ -71,6 +71,54 @@ static inline int sg_route_select(const float *key, size_t n, size_t k, int32_t 
     return nan;
 }
 
+/*
+ * The same selection (same ids, same order) for a fresh row, cheaper when
+ * n is large against k: the maxima of blocks of B = 16 (or 8) keys give
+ * thr = the k-th largest block maximum, a lower bound of the k-th largest
+ * key (k distinct keys, one per block, are >= thr). So every selected key
+ * and every key tied with the k-th is >= thr: the candidates {i : key_i >=
+ * thr}, gathered in index order without branches, are a superset of the
+ * answer, and the exact insertion over them (index order kept) gives the
+ * same ids and tie order as the full scan. Random rows leave about k + k/2
+ * candidates, so the unpredictable insertions drop from k ln(n/k) + k to
+ * about k + k/2. Falls back to the scan when n < 8k or n > SG_ROUTE_STACK_E.
+ * The caller checks NaN (sg_route_has_nan) first: block maxima ignore it.
+ */
+static inline void sg_route_select_fresh(const float *key, size_t n, size_t k, int32_t *ids,
+                                         float *top) {
+    size_t f = 0;
+    const size_t b = n >= 16 * k ? 16 : 8;
+    if (n < 8 * k || n > SG_ROUTE_STACK_E) {
+        sg_route_select(key, n, k, ids, top, &f, 0);
+        return;
+    }
+    const size_t nb = n / b;
+    float bmax[SG_ROUTE_STACK_E / 8];
+    for (size_t q = 0; q < nb; q++) {
+        const float *kb = key + q * b;
+        float m0 = kb[0], m1 = kb[1], m2 = kb[2], m3 = kb[3];
+        for (size_t i = 4; i < b; i += 4) {
+            m0 = kb[i] > m0 ? kb[i] : m0, m1 = kb[i + 1] > m1 ? kb[i + 1] : m1;
+            m2 = kb[i + 2] > m2 ? kb[i + 2] : m2, m3 = kb[i + 3] > m3 ? kb[i + 3] : m3;
+        }
+        m0 = m1 > m0 ? m1 : m0, m2 = m3 > m2 ? m3 : m2;
+        bmax[q] = m2 > m0 ? m2 : m0;
+    }
+    int32_t bid[SG_ROUTE_STACK_E / 8];
+    float btop[SG_ROUTE_STACK_E / 8];
+    sg_route_select(bmax, nb, k, bid, btop, &f, 0);
+    const float thr = btop[k - 1];
+    /* candidates in index order, gathered without branches */
+    int32_t cand[SG_ROUTE_STACK_E];
+    size_t nc = 0;
+    for (size_t i = 0; i < n; i++) {
+        cand[nc] = (int32_t)i;
+        nc += key[i] >= thr;
+    }
+    f = 0;
+    for (size_t c = 0; c < nc; c++) sg_route_insert(key[cand[c]], (size_t)cand[c], k, ids, top, &f, 0);
+}
+
 /* Nonzero when x[0..n) holds a NaN (integer compare of the magnitude bits,
  * four independent lanes). */
 static inline int sg_route_has_nan(const float *x, size_t n) {
