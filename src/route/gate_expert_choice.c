@@ -79,18 +79,10 @@ static inline double key_of(const ec_job *j, size_t r, size_t ex) {
     return (double)v * j->inv_temp - l;
 }
 
-static void expert_row(const ec_job *j, size_t ex, double *key) {
+/* Heap sort of an expert's C pairs (best first), then the weights. */
+static void finish_expert(const ec_job *j, size_t ex, double *key) {
     int32_t *tok = j->tok + ex * j->ldt;
     const size_t c = j->c;
-    for (size_t r = 0; r < c; r++) key[r] = key_of(j, r, ex), tok[r] = (int32_t)r;
-    for (size_t i = c / 2; i-- > 0;) sift_down(key, tok, c, i);
-    for (size_t r = c; r < j->t; r++) {
-        double k = key_of(j, r, ex);
-        if (k > key[0]) { /* strictly better than the worst kept */
-            key[0] = k, tok[0] = (int32_t)r;
-            sift_down(key, tok, c, 0);
-        }
-    }
     /* heap sort: repeatedly move the worst to the end -> best first */
     for (size_t n = c; n > 1; n--) {
         double kt = key[0];
@@ -115,10 +107,43 @@ static void expert_row(const ec_job *j, size_t ex, double *key) {
     }
 }
 
+
+
+/* Experts [e0, e0 + nb) at once, nb <= EC_BLOCK: the tokens are scanned
+ * row by row (each row's nb logits are adjacent in memory), each expert
+ * keeping a min-heap of C (key, token) pairs in key[q * c ...] and its
+ * output row. A column-by-column scan would touch a new cache line per
+ * token and expert. */
+#define EC_BLOCK 16
+
+static void expert_block(const ec_job *j, size_t e0, size_t nb, double *key) {
+    const size_t c = j->c;
+    for (size_t q = 0; q < nb; q++) {
+        double *kq = key + q * c;
+        int32_t *tok = j->tok + (e0 + q) * j->ldt;
+        for (size_t r = 0; r < c; r++) kq[r] = key_of(j, r, e0 + q), tok[r] = (int32_t)r;
+        for (size_t i = c / 2; i-- > 0;) sift_down(kq, tok, c, i);
+    }
+    for (size_t r = c; r < j->t; r++) {
+        for (size_t q = 0; q < nb; q++) {
+            const double k = key_of(j, r, e0 + q);
+            double *kq = key + q * c;
+            if (k > kq[0]) { /* strictly better than the worst kept */
+                int32_t *tok = j->tok + (e0 + q) * j->ldt;
+                kq[0] = k, tok[0] = (int32_t)r;
+                sift_down(kq, tok, c, 0);
+            }
+        }
+    }
+    for (size_t q = 0; q < nb; q++) finish_expert(j, e0 + q, key + q * c);
+}
+
+
 static void expert_task(void *arg, size_t task) {
     const ec_job *j = arg;
     size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
-    for (size_t ex = e0; ex < e1; ex++) expert_row(j, ex, j->heap + task * j->c);
+    for (size_t b = e0; b < e1; b += EC_BLOCK)
+        expert_block(j, b, e1 - b < EC_BLOCK ? e1 - b : EC_BLOCK, j->heap + task * EC_BLOCK * j->c);
 }
 
 static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_t e, const float *x,
@@ -175,10 +200,11 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     j.inv_temp = (double)j.cf;
     j.tok = tokens, j.ldt = ldt, j.w = weights, j.ldw = ldw;
     j.tasks = sg_route_tasks(ctx, e, t);
-    if (t > (SIZE_MAX / 8 - 64) / 2 || c > (SIZE_MAX / 8) / (j.tasks + 1))
+    if (t > (SIZE_MAX / 8 - 64) / 2 || c > (SIZE_MAX / 8) / (EC_BLOCK * (j.tasks + 1)))
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: t or c is too large", name);
     void *wsp;
-    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * c) * sizeof(double), &wsp)) != SG_OK) return st;
+    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * EC_BLOCK * c) * sizeof(double), &wsp)) != SG_OK)
+        return st;
     double *lse = wsp;
     j.lse = lse;
     j.heap = lse + t;

@@ -147,20 +147,19 @@ static inline double prob_of(float zi, float mx, double sum, float c) {
  * wd[0..k): the renormalized softmax gates and TOPK_SOFTMAX.
  */
 static void selected_softmax(const gate_job *j, const float *z, const int32_t *ids, double *wd) {
-    float m = -INFINITY;
-    for (size_t l = 0; l < j->k; l++) m = z[ids[l]] > m ? z[ids[l]] : m;
+    float m = z[ids[0]]; /* the max of the selection when there is no bias */
+    for (size_t l = 1; l < j->k; l++) m = z[ids[l]] > m ? z[ids[l]] : m;
     double s = 0.0;
-    size_t inf = 0;
-    for (size_t l = 0; l < j->k; l++) inf += z[ids[l]] == INFINITY;
     for (size_t l = 0; l < j->k; l++) {
-        float zi = z[ids[l]];
+        const float zi = z[ids[l]];
         if (m == INFINITY) wd[l] = zi == INFINITY ? 1.0 : 0.0;
         else if (m == -INFINITY) wd[l] = 0.0;
+        else if (zi == m) wd[l] = 1.0; /* exp(0): no call */
         else wd[l] = (double)expf((float)(((double)zi - (double)m) * (double)j->c));
         s += wd[l];
     }
-    (void)inf;
-    for (size_t l = 0; l < j->k; l++) wd[l] = s > 0 ? wd[l] / s : 0.0;
+    const double inv = s > 0.0 ? 1.0 / s : 0.0;
+    for (size_t l = 0; l < j->k; l++) wd[l] *= inv;
 }
 
 /* s = sigmoid(c x) for the whole row through the kernels' exponential:
