@@ -8,8 +8,8 @@
  *   switch     Switch top-1 with capacity (factor 1.25, drop by token)
  *   zloss      the router z-loss (no gradient)
  * at (E, K) in {(8, 2), (64, 6), (256, 8)} (switch: K = 1) and T in
- * {1, 4, 16, 512, 4096}. Each figure is a median over interleaved
- * repetitions; the ratios to PyTorch come from bench/compare/
+ * {1, 4, 16, 512, 4096}, every call on fresh rows from a 16 MiB pool of
+ * N(0, 1) logits. Each figure is a median over interleaved repetitions; the ratios to PyTorch come from bench/compare/
  * bench_route_torch.py, which runs this benchmark and torch side by side.
  */
 #include <math.h>
@@ -20,6 +20,7 @@
 #include "bench.h"
 
 #define MAX_LIST 16
+#define POOL_ELEMS ((size_t)4 << 20) /* 16 MiB of logits */
 
 enum { R_MIXTRAL, R_DEEPSEEK, R_EXPERT, R_SWITCH, R_ZLOSS, N_ROUTERS };
 static const char *const router_names[] = {"mixtral", "deepseek", "expert", "switch", "zloss"};
@@ -97,7 +98,9 @@ static int parse_args(int argc, char **argv, route_cfg *c) {
 
 typedef struct problem {
     size_t t, e, k;
-    const float *x;
+    const float *x;    /* the current window of t rows */
+    const float *pool; /* windows of t rows, used in turn */
+    size_t windows, next;
     float *bias, *w, *p;
     int32_t *ids, *pos;
     sg_gate_config mixtral, deepseek, sw;
@@ -140,11 +143,16 @@ static sg_status run(sg_context *ctx, int router, problem *pb) {
     return SG_ERR_ARGUMENT;
 }
 
-/* Seconds per call: repeated until about 2 ms have passed. */
+/* Seconds per call: repeated until about 2 ms have passed. Each call
+ * takes the next window of t fresh rows from the pool (as decode steps see
+ * new tokens): repeating one small input would let the branch predictor
+ * learn its routes and flatter every router. */
 static double time_router(sg_context *ctx, int router, problem *pb) {
     int iters = 0;
     double t0 = sg_bench_now(), el;
     do {
+        pb->x = pb->pool + pb->next * pb->t * pb->e;
+        pb->next = pb->next + 1 < pb->windows ? pb->next + 1 : 0;
         if (run(ctx, router, pb) != SG_OK) {
             fprintf(stderr, "softgate bench: %s\n", sg_context_error(ctx));
             exit(1);
@@ -189,12 +197,14 @@ SG_BENCH(route, "MoE routers (softmax-top-k, DeepSeek-V3, expert choice, Switch 
     size_t tmax = 0, emax = 0;
     for (size_t i = 0; i < c.n_ts; i++) tmax = (size_t)c.ts[i] > tmax ? (size_t)c.ts[i] : tmax;
     for (size_t i = 0; i < c.n_ek; i++) emax = (size_t)c.es[i] > emax ? (size_t)c.es[i] : emax;
-    float *x = sg_bench_alloc(tmax * emax * sizeof(float));
+    /* a pool of logits of at least 16 MiB (and at least one window) */
+    const size_t pool_elems = tmax * emax > POOL_ELEMS ? tmax * emax : POOL_ELEMS;
+    float *x = sg_bench_alloc(pool_elems * sizeof(float));
     float *bias = sg_bench_alloc(emax * sizeof(float));
     float *w = sg_bench_alloc(tmax * emax * sizeof(float));
     int32_t *ids = sg_bench_alloc(tmax * emax * sizeof(int32_t));
     int32_t *pos = sg_bench_alloc(tmax * sizeof(int32_t));
-    sg_bench_fill_normal(x, tmax * emax, 1.0f, 7);
+    sg_bench_fill_normal(x, pool_elems, 1.0f, 7);
     sg_bench_fill_normal(bias, emax, 0.05f, 8);
     if (!c.json) {
         printf("# softgate %s, isa %s, %d thread(s); microseconds per call (median of %d)\n",
@@ -206,7 +216,9 @@ SG_BENCH(route, "MoE routers (softmax-top-k, DeepSeek-V3, expert choice, Switch 
             problem pb;
             memset(&pb, 0, sizeof pb);
             pb.t = (size_t)c.ts[ti], pb.e = (size_t)c.es[ek], pb.k = (size_t)c.ks[ek];
-            pb.x = x, pb.bias = bias, pb.w = w, pb.ids = ids, pb.pos = pos;
+            pb.x = pb.pool = x, pb.bias = bias, pb.w = w, pb.ids = ids, pb.pos = pos;
+            pb.windows = pool_elems / (pb.t * pb.e);
+            pb.windows = pb.windows > 4096 ? 4096 : pb.windows;
             setup(ctx, &pb);
             check_once(ctx, &pb);
             double tm[N_ROUTERS][64];

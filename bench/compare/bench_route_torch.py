@@ -76,33 +76,35 @@ def zloss(logits):
     return torch.mean(torch.logsumexp(logits, dim=-1) ** 2)
 
 
-def time_call(fn, min_time=2e-3):
+def time_call(fn, n_windows, min_time=2e-3):
     iters, t0 = 0, time.perf_counter()
     while True:
-        fn()
+        fn(iters % n_windows)
         iters += 1
         el = time.perf_counter() - t0
         if el >= min_time:
             return el / iters
 
 
-def torch_fn(router, t, e, k, x, bias):
+def torch_fn(router, t, e, k, xs, bias):
+    """fn(i) runs the router on window i of the pool (fresh rows per call,
+    as softgate's benchmark does)."""
     if router == "mixtral":
-        return lambda: mixtral(x, k)
+        return lambda i: mixtral(xs[i], k)
     if router == "deepseek":
         ng, tg = (8, 4) if e >= 64 else (4, 2)
-        return lambda: deepseek(x, k, bias, ng, tg)
+        return lambda i: deepseek(xs[i], k, bias, ng, tg)
     if router == "expert":
         c = min(t, math.ceil(1.0 * t / e))
-        return lambda: expert_choice(x, c)
+        return lambda i: expert_choice(xs[i], c)
     if router == "switch":
         cap = math.ceil(1.25 * t / e)
-        return lambda: switch(x, cap)
-    return lambda: zloss(x)
+        return lambda i: switch(xs[i], cap)
+    return lambda i: zloss(xs[i])
 
 
 def softgate_time(binary, router, t, e, k):
-    out = subprocess.run([binary, "bench", "route", "--json", "--reps", "1", "--router", router,
+    out = subprocess.run([binary, "bench", "route", "--json", "--reps", "3", "--router", router,
                           "--t", str(t), "--e", str(e), "--k", str(k)],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["us"] * 1e-6
@@ -129,15 +131,18 @@ def main():
               f"{'ratio':>7} {'target':>6}  verdict")
     for e, k in ((8, 2), (64, 6), (256, 8)):
         for t in ts:
-            x = torch.randn(t, e, generator=g)
+            # a 16 MiB pool of N(0, 1) logits cut into windows of t rows
+            rows = max(t, (4 << 20) // e)
+            pool = torch.randn(rows, e, generator=g)
+            xs = [pool[i * t:(i + 1) * t] for i in range(min(4096, rows // t))]
             bias = 0.05 * torch.randn(e, generator=g)
             for router in a.routers.split(","):
                 kk = 1 if router == "switch" else k
-                fn = torch_fn(router, t, e, kk, x, bias)
-                fn()
+                fn = torch_fn(router, t, e, kk, xs, bias)
+                fn(0)
                 tt, ts_ = [], []
                 for _ in range(a.reps):
-                    tt.append(time_call(fn))
+                    tt.append(time_call(fn, len(xs)))
                     ts_.append(softgate_time(a.softgate, router, t, e, k))
                 mt, ms = statistics.median(tt), statistics.median(ts_)
                 target = TARGETS[router][0 if t <= 16 else 1]
