@@ -190,9 +190,9 @@ SG_API sg_status sg_gate_backward_f32(sg_context *ctx, const sg_gate_config *cfg
  * (else SG_ERR_ARGUMENT). sg_gate_expert_choice_f32 takes C (1 <= C <= T).
  * Rows with +inf logits follow the softmax core (the +inf entries share
  * the mass); a row of -inf logits has p = 0 and log-probability -inf. NaN:
- * SG_ERR_ARGUMENT naming the token. Workspace: 8 T + (8 C + 8) * threads
- * bytes. Experts are split across threads; the result never depends on
- * the thread count.
+ * SG_ERR_ARGUMENT naming the token. Workspace: 8 T + 128 C * tasks bytes
+ * (tasks = 1, or the thread count when T * E >= 16384). Experts are split
+ * across threads; the result never depends on the thread count.
  */
 SG_API sg_status sg_expert_choice_capacity(sg_context *ctx, float capacity_factor, size_t t,
                                            size_t e, size_t *c);
