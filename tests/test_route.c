@@ -617,6 +617,23 @@ TEST(route_expert_choice_ties_errors_backward) {
     CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_OK, "status");
     CHECK(tok[0] == 0 && tok[1] == 1 && tok[2] == 0 && tok[3] == 1, "ties: %d %d %d %d", tok[0], tok[1],
           tok[2], tok[3]);
+    /* the same with C >= 64 (the select-and-sort path): 200 identical
+     * tokens but for token 150, best for expert 1 */
+    {
+        float *xs = xalloc(200 * 2 * sizeof *xs);
+        int32_t *tk = xalloc(2 * 100 * sizeof *tk);
+        float *wk = xalloc(2 * 100 * sizeof *wk);
+        for (int r = 0; r < 200; r++) xs[2 * r] = 1.0f, xs[2 * r + 1] = 0.0f;
+        xs[2 * 150 + 1] = 2.0f;
+        CHECK(sg_gate_expert_choice_f32(ctx, 200, 2, xs, 2, 1.0f, 100, tk, 100, wk, 100, NULL, 0) == SG_OK,
+              "status");
+        int ok0 = 1, ok1 = tk[100] == 150;
+        for (int q = 0; q < 100; q++) ok0 &= tk[q] == (q < 100 ? q + (q >= 150) : 0);
+        for (int q = 1; q < 100; q++) ok1 &= tk[100 + q] == q - 1;
+        CHECK(ok0 && ok1, "select path ties: expert 0 starts %d %d, expert 1 starts %d %d", tk[0], tk[1], tk[100],
+              tk[101]);
+        free(xs), free(tk), free(wk);
+    }
     x[5] = NAN;
     CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_ERR_ARGUMENT &&
               strstr(sg_context_error(ctx), "token 2"), "NaN: '%s'", sg_context_error(ctx));

@@ -79,18 +79,10 @@ static inline double key_of(const ec_job *j, size_t r, size_t ex) {
     return (double)v * j->inv_temp - l;
 }
 
-/* Heap sort of an expert's C pairs (best first), then the weights. */
-static void finish_expert(const ec_job *j, size_t ex, double *key) {
-    int32_t *tok = j->tok + ex * j->ldt;
+/* The weights of an expert's C tokens (in output order) from their keys. */
+static void write_weights(const ec_job *j, size_t ex, const double *key) {
+    const int32_t *tok = j->tok + ex * j->ldt;
     const size_t c = j->c;
-    /* heap sort: repeatedly move the worst to the end -> best first */
-    for (size_t n = c; n > 1; n--) {
-        double kt = key[0];
-        int32_t tt = tok[0];
-        key[0] = key[n - 1], tok[0] = tok[n - 1];
-        key[n - 1] = kt, tok[n - 1] = tt;
-        sift_down(key, tok, n - 1, 0);
-    }
     float *w = j->w + ex * j->ldw;
     for (size_t r = 0; r < c; r++) {
         const double l = j->lse[tok[r]];
@@ -105,6 +97,19 @@ static void finish_expert(const ec_job *j, size_t ex, double *key) {
             w[r] = (float)exp(key[r]);
         }
     }
+}
+
+/* Heap sort of an expert's C pairs (best first), then the weights. */
+static void finish_expert(const ec_job *j, size_t ex, double *key) {
+    int32_t *tok = j->tok + ex * j->ldt;
+    for (size_t n = j->c; n > 1; n--) { /* the worst to the end -> best first */
+        double kt = key[0];
+        int32_t tt = tok[0];
+        key[0] = key[n - 1], tok[0] = tok[n - 1];
+        key[n - 1] = kt, tok[n - 1] = tt;
+        sift_down(key, tok, n - 1, 0);
+    }
+    write_weights(j, ex, key);
 }
 
 
@@ -139,11 +144,107 @@ static void expert_block(const ec_job *j, size_t e0, size_t nb, double *key) {
 }
 
 
+/* ---- large C: select a threshold, gather, sort ------------------------ */
+
+/* Experts with C >= 64 and C >= T/16: a heap would do about C ln(T/C)
+ * insertions of log C steps each and a heap sort of C log C, all
+ * unpredictable branches. Instead: the C-th largest key by quickselect,
+ * the tokens above it (then those equal to it, in token order) gathered
+ * without reordering, and a stable LSD radix sort of those C by key, so
+ * equal keys keep token order: the same output as the heap. */
+#define EC_SELECT_MIN_C 64
+
+/* Larger key -> larger integer (no NaN here; -0 is made +0 first). */
+static inline uint64_t order_bits(double k) {
+    uint64_t u;
+    memcpy(&u, &k, sizeof u);
+    return (u >> 63) ? ~u : u | 0x8000000000000000ull;
+}
+
+/* The k-th largest (1 <= k <= n) of a[0..n); a is scratch (permuted).
+ * Three-way partitions around a median of three. */
+static double kth_largest(double *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n, want = k - 1; /* index in descending order */
+    while (hi - lo > 16) {
+        double p0 = a[lo], p1 = a[lo + (hi - lo) / 2], p2 = a[hi - 1], p;
+        if (p0 < p1) p = p1 < p2 ? p1 : (p0 < p2 ? p2 : p0);
+        else p = p0 < p2 ? p0 : (p1 < p2 ? p2 : p1);
+        /* [lo, g) > p, [g, i) == p, [h, hi) < p */
+        size_t g = lo, i = lo, h = hi;
+        while (i < h) {
+            double v = a[i];
+            if (v > p) a[i] = a[g], a[g++] = v, i++;
+            else if (v < p) a[i] = a[--h], a[h] = v;
+            else i++;
+        }
+        if (want < g) hi = g;
+        else if (want < h) return p;
+        else lo = h;
+    }
+    for (size_t i = lo + 1; i < hi; i++) { /* insertion sort, descending */
+        double v = a[i];
+        size_t q = i;
+        while (q > lo && a[q - 1] < v) a[q] = a[q - 1], q--;
+        a[q] = v;
+    }
+    return a[want];
+}
+
+static void expert_select(const ec_job *j, size_t ex, double *work) {
+    const size_t t = j->t, c = j->c;
+    double *keys = work, *tmp = work + t;
+    uint64_t *u = (uint64_t *)(void *)(tmp + t), *u2 = u + c;
+    int32_t *t2 = (int32_t *)(void *)(u2 + c);
+    int32_t *tok = j->tok + ex * j->ldt;
+    for (size_t r = 0; r < t; r++) keys[r] = key_of(j, r, ex) + 0.0; /* -0 -> +0 */
+    memcpy(tmp, keys, t * sizeof *tmp);
+    const double thr = kth_largest(tmp, t, c);
+    size_t n = 0;
+    for (size_t r = 0; r < t; r++) { /* fewer than c keys are above thr */
+        tok[n] = (int32_t)r;
+        n += keys[r] > thr;
+    }
+    for (size_t r = 0; n < c && r < t; r++)
+        if (keys[r] == thr) tok[n++] = (int32_t)r;
+    /* stable LSD radix sort on ~order_bits: ascending there = descending key */
+    for (size_t i = 0; i < c; i++) u[i] = ~order_bits(keys[tok[i]]);
+    for (int shift = 0; shift < 64; shift += 8) {
+        size_t cnt[256] = {0};
+        for (size_t i = 0; i < c; i++) cnt[(u[i] >> shift) & 255]++;
+        if (cnt[(u[0] >> shift) & 255] == c) continue; /* one digit: nothing moves */
+        size_t sum = 0;
+        for (int d = 0; d < 256; d++) {
+            size_t v = cnt[d];
+            cnt[d] = sum, sum += v;
+        }
+        for (size_t i = 0; i < c; i++) {
+            size_t d = (u[i] >> shift) & 255, o = cnt[d]++;
+            u2[o] = u[i], t2[o] = tok[i];
+        }
+        memcpy(u, u2, c * sizeof *u);
+        memcpy(tok, t2, c * sizeof *tok);
+    }
+    for (size_t i = 0; i < c; i++) tmp[i] = keys[tok[i]];
+    write_weights(j, ex, tmp);
+}
+
+/* The select path when C is a large share of T (heap work grows as
+ * C log C (1 + ln(T/C)), the select path's as about 2T + C). */
+static inline int use_select(size_t t, size_t c) { return c >= EC_SELECT_MIN_C && 16 * c >= t; }
+
+/* Doubles of scratch per task. */
+static size_t task_doubles(size_t t, size_t c) { return use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c; }
+
 static void expert_task(void *arg, size_t task) {
     const ec_job *j = arg;
     size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
+    double *work = j->heap + task * task_doubles(j->t, j->c);
+    if (use_select(j->t, j->c)) {
+        for (size_t ex = e0; ex < e1; ex++) expert_select(j, ex, work);
+        return;
+    }
     for (size_t b = e0; b < e1; b += EC_BLOCK)
-        expert_block(j, b, e1 - b < EC_BLOCK ? e1 - b : EC_BLOCK, j->heap + task * EC_BLOCK * j->c);
+        expert_block(j, b, e1 - b < EC_BLOCK ? e1 - b : EC_BLOCK, work);
 }
 
 static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_t e, const float *x,
@@ -200,10 +301,11 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     j.inv_temp = (double)j.cf;
     j.tok = tokens, j.ldt = ldt, j.w = weights, j.ldw = ldw;
     j.tasks = sg_route_tasks(ctx, e, t);
-    if (t > (SIZE_MAX / 8 - 64) / 2 || c > (SIZE_MAX / 8) / (EC_BLOCK * (j.tasks + 1)))
+    if (t > SIZE_MAX / 64 / (j.tasks + 1) || c > SIZE_MAX / 64 / EC_BLOCK / (j.tasks + 1))
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: t or c is too large", name);
     void *wsp;
-    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * EC_BLOCK * c) * sizeof(double), &wsp)) != SG_OK)
+    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * task_doubles(t, c)) * sizeof(double), &wsp)) !=
+        SG_OK)
         return st;
     double *lse = wsp;
     j.lse = lse;
