@@ -84,15 +84,45 @@ static inline int sg_route_select(const float *key, size_t n, size_t k, int32_t 
  * about k + k/2. Falls back to the scan when n < 8k or n > SG_ROUTE_STACK_E.
  * The caller checks NaN (sg_route_has_nan) first: block maxima ignore it.
  */
+/*
+ * k = 1 or 2 on short rows without a branch per key: max/min and
+ * conditional moves (b2 = max(b2, min(b1, v)), b1 = max(b1, v), strict
+ * compares, so ties keep index order). Returns 0 when fewer than k keys
+ * are above -inf (the caller then scans).
+ */
+static inline int sg_route_select_top2(const float *key, size_t n, size_t k, int32_t *ids,
+                                       float *top) {
+    float b1 = -INFINITY, b2 = -INFINITY;
+    int32_t i1 = -1, i2 = -1;
+    for (size_t i = 0; i < n; i++) {
+        const float v = key[i];
+        const int gt1 = v > b1, gt2 = v > b2;
+        const float lo = v < b1 ? v : b1;
+        i2 = gt1 ? i1 : gt2 ? (int32_t)i : i2;
+        i1 = gt1 ? (int32_t)i : i1;
+        b2 = lo > b2 ? lo : b2;
+        b1 = v > b1 ? v : b1;
+    }
+    if (i1 < 0 || (k == 2 && i2 < 0)) return 0;
+    ids[0] = i1, top[0] = b1;
+    if (k == 2) ids[1] = i2, top[1] = b2;
+    return 1;
+}
+
 static inline void sg_route_select_fresh(const float *key, size_t n, size_t k, int32_t *ids,
                                          float *top) {
     size_t f = 0;
     const size_t b = n >= 16 * k ? 16 : 8;
+    if (k <= 2 && n <= 16 && sg_route_select_top2(key, n, k, ids, top)) return;
     if (n < 8 * k || n > SG_ROUTE_STACK_E) {
         sg_route_select(key, n, k, ids, top, &f, 0);
         return;
     }
     const size_t nb = n / b;
+    if (nb < k || nb == 0) { /* never (n >= 8k): for the compiler's sake */
+        sg_route_select(key, n, k, ids, top, &f, 0);
+        return;
+    }
     float bmax[SG_ROUTE_STACK_E / 8];
     for (size_t q = 0; q < nb; q++) {
         const float *kb = key + q * b;
