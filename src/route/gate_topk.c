@@ -267,7 +267,8 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     if (cfg->bias)
         for (size_t i = 0; i < j->e; i++) sc->key[i] += cfg->bias[i];
     if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
-    if (sg_route_has_nan(sc->key, j->e) || sg_route_has_nan(z, j->e)) return 1;
+    /* a NaN in z reaches its key (sigmoid, product and sum keep NaN) */
+    if (sg_route_has_nan(sc->key, j->e)) return 1;
     sg_route_select_fresh(sc->key, j->e, j->k, ids, top);
     return 0;
 }
