@@ -96,10 +96,13 @@ static inline int sg_route_select_top2(const float *key, size_t n, size_t k, int
     int32_t i1 = -1, i2 = -1;
     for (size_t i = 0; i < n; i++) {
         const float v = key[i];
-        const int gt1 = v > b1, gt2 = v > b2;
+        /* masks, so that the compiler cannot turn the id updates into
+         * branches */
+        const int32_t m1 = -(int32_t)(v > b1), m2 = -(int32_t)(v > b2), ii = (int32_t)i;
+        const int32_t c2 = (ii & m2) | (i2 & ~m2);
+        i2 = (i1 & m1) | (c2 & ~m1);
+        i1 = (ii & m1) | (i1 & ~m1);
         const float lo = v < b1 ? v : b1;
-        i2 = gt1 ? i1 : gt2 ? (int32_t)i : i2;
-        i1 = gt1 ? (int32_t)i : i1;
         b2 = lo > b2 ? lo : b2;
         b1 = v > b1 ? v : b1;
     }
