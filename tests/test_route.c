@@ -617,6 +617,9 @@ TEST(route_expert_choice_ties_errors_backward) {
     CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_OK, "status");
     CHECK(tok[0] == 0 && tok[1] == 1 && tok[2] == 0 && tok[3] == 1, "ties: %d %d %d %d", tok[0], tok[1],
           tok[2], tok[3]);
+    /* C = 1 (the argmax path) */
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 1, tok, 1, w, 1, NULL, 0) == SG_OK, "status");
+    CHECK(tok[0] == 0 && tok[1] == 0, "C = 1 ties: %d %d", tok[0], tok[1]);
     /* the same with C >= 64 (the select-and-sort path): 200 identical
      * tokens but for token 150, best for expert 1 */
     {

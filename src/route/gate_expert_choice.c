@@ -94,7 +94,7 @@ static void write_weights(const ec_job *j, size_t ex, const double *key) {
             for (size_t i = 0; i < j->e; i++) cnt += xr[i] == INFINITY;
             w[r] = xr[ex] == INFINITY ? 1.0f / (float)cnt : 0.0f;
         } else {
-            w[r] = (float)exp(key[r]);
+            w[r] = expf((float)key[r]); /* key <= 0 rounded once: within 1e-6 */
         }
     }
 }
@@ -123,6 +123,22 @@ static void finish_expert(const ec_job *j, size_t ex, double *key) {
 
 static void expert_block(const ec_job *j, size_t e0, size_t nb, double *key) {
     const size_t c = j->c;
+    if (c == 1) { /* decode (T <= E): an argmax per expert, without branches */
+        int32_t best[EC_BLOCK];
+        for (size_t q = 0; q < nb; q++) key[q] = key_of(j, 0, e0 + q), best[q] = 0;
+        for (size_t r = 1; r < j->t; r++)
+            for (size_t q = 0; q < nb; q++) {
+                const double k = key_of(j, r, e0 + q);
+                const int32_t m = -(int32_t)(k > key[q]); /* strict: ties keep the lower token */
+                best[q] = ((int32_t)r & m) | (best[q] & ~m);
+                key[q] = k > key[q] ? k : key[q];
+            }
+        for (size_t q = 0; q < nb; q++) {
+            j->tok[(e0 + q) * j->ldt] = best[q];
+            write_weights(j, e0 + q, key + q);
+        }
+        return;
+    }
     for (size_t q = 0; q < nb; q++) {
         double *kq = key + q * c;
         int32_t *tok = j->tok + (e0 + q) * j->ldt;
@@ -310,8 +326,22 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     double *lse = wsp;
     j.lse = lse;
     j.heap = lse + t;
-    for (size_t r = 0; r < t; r++)
-        lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, probs ? probs + r * ldp : NULL);
+    if (!probs && e <= j.kern->softmax_short_max_n) {
+        /* short rows: logsumexp of up to 16 rows per kernel call (rows in
+         * registers); a row with an infinite max goes the long way */
+        float l16[16];
+        for (size_t r = 0; r < t;) {
+            size_t n = t - r < 16 ? t - r : 16;
+            size_t done = j.kern->softmax_short(n, e, x + r * ldx, ldx, l16, 1, j.cf, temperature,
+                                                SG_SHORT_LOGSUMEXP);
+            for (size_t q = 0; q < done; q++) lse[r + q] = l16[q];
+            r += done;
+            if (done < n) lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, NULL), r++;
+        }
+    } else {
+        for (size_t r = 0; r < t; r++)
+            lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, probs ? probs + r * ldp : NULL);
+    }
     /* the expert-major key uses x / T exactly as lse does: inv_temp = c */
     if (j.tasks <= 1) expert_task(&j, 0);
     else sg_parallel_for(ctx, j.tasks, expert_task, &j);
