@@ -179,8 +179,10 @@ SG_API sg_status sg_gate_backward_f32(sg_context *ctx, const sg_gate_config *cfg
  * Expert-choice routing (Zhou et al., "Mixture-of-Experts with Expert
  * Choice Routing", NeurIPS 2022): p = softmax(x / T) over the experts of
  * each token; each expert e takes the C tokens of largest p_te. The
- * comparison uses the log-probability x_te / T - logsumexp_t in double
- * (not the rounded p), ties to the lower token index. Output per expert:
+ * comparison uses the log-probability x_te / T - lse_t in double (lse_t
+ * once per token from the softmax kernels, float-accurate; tokens with
+ * equal rows get equal keys), never the rounded p; ties to the lower token
+ * index. Output per expert:
  * tokens [E x C] (ldt >= C) in descending order of p (ties: lower token
  * first) and weights [E x C] (ldw >= C), weights = p_te; probs [T x E]
  * (ldp) on request. A token may get zero or several experts.
