@@ -177,28 +177,41 @@ static inline uint64_t order_bits(double k) {
     return (u >> 63) ? ~u : u | 0x8000000000000000ull;
 }
 
-/* The k-th largest (1 <= k <= n) of a[0..n); a is scratch (permuted).
- * Three-way partitions around a median of three. */
-static double kth_largest(double *a, size_t n, size_t k) {
-    size_t lo = 0, hi = n, want = k - 1; /* index in descending order */
+/* The k-th largest (1 <= k <= n) of a[0..n) (order bits; a is scratch,
+ * permuted). Quickselect whose partitions are branch-free (a conditional
+ * swap per element): first the keys > p to the front, then, if the k-th
+ * is not among them, the keys == p; a branching partition mispredicted
+ * every other key on random data. */
+static uint64_t kth_largest(uint64_t *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n;
+    const size_t want = k - 1; /* index in descending order */
     while (hi - lo > 16) {
-        double p0 = a[lo], p1 = a[lo + (hi - lo) / 2], p2 = a[hi - 1], p;
+        uint64_t p0 = a[lo], p1 = a[lo + (hi - lo) / 2], p2 = a[hi - 1], p;
         if (p0 < p1) p = p1 < p2 ? p1 : (p0 < p2 ? p2 : p0);
         else p = p0 < p2 ? p0 : (p1 < p2 ? p2 : p1);
-        /* [lo, g) > p, [g, i) == p, [h, hi) < p */
-        size_t g = lo, i = lo, h = hi;
-        while (i < h) {
-            double v = a[i];
-            if (v > p) a[i] = a[g], a[g++] = v, i++;
-            else if (v < p) a[i] = a[--h], a[h] = v;
-            else i++;
+        size_t g = lo;
+        for (size_t i = lo; i < hi; i++) {
+            const uint64_t v = a[i], ag = a[g], m = (uint64_t)0 - (uint64_t)(v > p);
+            a[i] = (ag & m) | (v & ~m);
+            a[g] = (v & m) | (ag & ~m);
+            g += v > p;
         }
-        if (want < g) hi = g;
-        else if (want < h) return p;
-        else lo = h;
+        if (want < g) {
+            hi = g;
+            continue;
+        }
+        size_t q = g;
+        for (size_t i = g; i < hi; i++) {
+            const uint64_t v = a[i], aq = a[q], m = (uint64_t)0 - (uint64_t)(v == p);
+            a[i] = (aq & m) | (v & ~m);
+            a[q] = (v & m) | (aq & ~m);
+            q += v == p;
+        }
+        if (want < q) return p; /* q > g: the pivot is in the range */
+        lo = q;
     }
     for (size_t i = lo + 1; i < hi; i++) { /* insertion sort, descending */
-        double v = a[i];
+        uint64_t v = a[i];
         size_t q = i;
         while (q > lo && a[q - 1] < v) a[q] = a[q - 1], q--;
         a[q] = v;
@@ -212,16 +225,17 @@ static void expert_select(const ec_job *j, size_t ex, double *work) {
     uint64_t *u = (uint64_t *)(void *)(tmp + t), *u2 = u + c;
     int32_t *t2 = (int32_t *)(void *)(u2 + c);
     int32_t *tok = j->tok + ex * j->ldt;
+    uint64_t *ob = (uint64_t *)(void *)tmp; /* the keys' order bits */
     for (size_t r = 0; r < t; r++) keys[r] = key_of(j, r, ex) + 0.0; /* -0 -> +0 */
-    memcpy(tmp, keys, t * sizeof *tmp);
-    const double thr = kth_largest(tmp, t, c);
+    for (size_t r = 0; r < t; r++) ob[r] = order_bits(keys[r]);
+    const uint64_t thr = kth_largest(ob, t, c);
     size_t n = 0;
     for (size_t r = 0; r < t; r++) { /* fewer than c keys are above thr */
         tok[n] = (int32_t)r;
-        n += keys[r] > thr;
+        n += order_bits(keys[r]) > thr;
     }
     for (size_t r = 0; n < c && r < t; r++)
-        if (keys[r] == thr) tok[n++] = (int32_t)r;
+        if (order_bits(keys[r]) == thr) tok[n++] = (int32_t)r;
     /* stable LSD radix sort on ~order_bits: ascending there = descending key */
     for (size_t i = 0; i < c; i++) u[i] = ~order_bits(keys[tok[i]]);
     for (int shift = 0; shift < 64; shift += 8) {
