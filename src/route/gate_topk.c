@@ -214,8 +214,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
     /* the topk_group best groups (ties: lower group) */
     int32_t gsel[256]; /* topk_group <= 256 (checked) */
     float gtop[256], top[SG_ROUTE_STACK_E];
-    size_t f = 0;
-    sg_route_select(gscore, ng, tg, gsel, gtop, &f, 0);
+    sg_route_select_fresh(gscore, ng, tg, gsel, gtop); /* keys checked for NaN above */
     /* the experts of the kept groups keep their key, the others -inf (keys
      * are finite, and K <= the kept experts: -inf is never selected), then
      * one selection over the row in expert order */
@@ -261,12 +260,17 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
         return 0;
     }
     if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
-        sigmoid_row(j, z, sc->key);
+        /* s into zp (the weights reuse it), the key s + b into key */
+        sigmoid_row(j, z, sc->zp);
+        if (cfg->bias)
+            for (size_t i = 0; i < j->e; i++) sc->key[i] = sc->zp[i] + cfg->bias[i];
+        else
+            memcpy(sc->key, sc->zp, j->e * sizeof *sc->key);
     } else {
         for (size_t i = 0; i < j->e; i++) sc->key[i] = z[i] * j->c;
+        if (cfg->bias)
+            for (size_t i = 0; i < j->e; i++) sc->key[i] += cfg->bias[i];
     }
-    if (cfg->bias)
-        for (size_t i = 0; i < j->e; i++) sc->key[i] += cfg->bias[i];
     if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
     /* a NaN in z reaches its key (sigmoid, product and sum keep NaN) */
     if (sg_route_has_nan(sc->key, j->e)) return 1;
@@ -275,7 +279,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
 }
 
 static void forward_weights(const gate_job *j, size_t r, const float *z, const int32_t *ids,
-                            float *w, float *p) {
+                            float *w, float *p, const float *srow) {
     const sg_gate_config *cfg = j->cfg;
     double wd[64], *wp = wd;
     double big[SG_ROUTE_STACK_E];
@@ -288,10 +292,13 @@ static void forward_weights(const gate_job *j, size_t r, const float *z, const i
         break;
     case SG_GATE_SIGMOID_TOPK: {
         double s = 0.0;
-        for (size_t l = 0; l < j->k; l++) s += wp[l] = sigmoid_f((double)z[ids[l]] * (double)j->c);
+        /* s from the row computed for the key when there is one */
+        for (size_t l = 0; l < j->k; l++)
+            s += wp[l] = srow ? (double)srow[ids[l]] : sigmoid_f((double)z[ids[l]] * (double)j->c);
         if (cfg->renormalize)
             for (size_t l = 0; l < j->k; l++) wp[l] = s > 0 ? wp[l] / s : 0.0;
-        if (p) sigmoid_row(j, z, p);
+        if (p && srow) memcpy(p, srow, j->e * sizeof *p);
+        else if (p) sigmoid_row(j, z, p);
         break;
     }
     default: {
@@ -364,7 +371,8 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
                 continue;
             }
             done[r - c0] = 1;
-            forward_weights(j, r, z, ids, j->w + r * j->ldw, p);
+            const int srow = j->cfg->kind == SG_GATE_SIGMOID_TOPK && needs_key_row(j);
+            forward_weights(j, r, z, ids, j->w + r * j->ldw, p, srow ? sc.zp : NULL);
         }
         if (!batch) continue;
         j->kern->expsum_store((c1 - c0) * j->k, args, args, 0.0f, 1.0f);
