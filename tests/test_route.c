@@ -205,7 +205,8 @@ TEST(route_softmax_topk_reference) {
     sg_context *ctx = test_context(1);
     static const size_t es[] = {1, 3, 8, 17, 64, 256, 1500};
     static const size_t ks[] = {1, 2, 3, 6, 8};
-    for (size_t ei = 0; ei < sizeof es / sizeof es[0]; ei++) {
+    const size_t n_es = test_quick ? 5 : sizeof es / sizeof es[0]; /* --quick: E <= 64 */
+    for (size_t ei = 0; ei < n_es; ei++) {
         size_t e = es[ei], t = e > 300 ? 7 : 23;
         for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
             if (ks[ki] > e) continue;
@@ -235,7 +236,7 @@ TEST(route_softmax_topk_reference) {
 TEST(route_sigmoid_bias_groups_reference) {
     sg_context *ctx = test_context(1);
     static const size_t es[] = {8, 64, 256, 1504};
-    for (size_t ei = 0; ei < sizeof es / sizeof es[0]; ei++) {
+    for (size_t ei = 0; ei < (test_quick ? 2u : sizeof es / sizeof es[0]); ei++) {
         size_t e = es[ei], t = e > 300 ? 7 : 29;
         for (int variant = 0; variant < 6; variant++) {
             sg_gate_config cfg = sg_gate_config_default(SG_GATE_SIGMOID_TOPK);
@@ -394,7 +395,7 @@ TEST(route_gate_argument_errors) {
 TEST(route_random_gates_reference) {
     sg_context *ctx = test_context(1);
     static const size_t es[] = {4, 8, 64, 1100};
-    for (size_t ei = 0; ei < sizeof es / sizeof es[0]; ei++) {
+    for (size_t ei = 0; ei < (test_quick ? 3u : sizeof es / sizeof es[0]); ei++) {
         size_t e = es[ei], t = e > 300 ? 5 : 19;
         float *x = rand_matrix(t, e, 1.0, 500 + e);
         float *q = rand_matrix(t, e, 1.0, 600 + e);
@@ -552,7 +553,7 @@ TEST(route_expert_choice_reference) {
     static const size_t ts[] = {1, 5, 16, 300};
     for (int th = 1; th <= 3; th += 2) {
         sg_context *ctx = test_context(th);
-        for (size_t ei = 0; ei < 3; ei++)
+        for (size_t ei = 0; ei < (test_quick ? 2u : 3u); ei++)
             for (size_t ti = 0; ti < 4; ti++) {
                 size_t e = es[ei], t = ts[ti], c;
                 float cfac = ti == 3 ? 2.0f : 1.25f, temp = ti == 2 ? 0.8f : 1.0f;
