@@ -1,0 +1,510 @@
+/*
+ * gate_topk.c - the gates that give each token K experts (route.h, "Top-k
+ * gates"): softmax then top-k, top-k then softmax, the DeepSeek-V3 sigmoid
+ * gate with selection bias and group limiting, noisy and Gumbel top-k,
+ * random routing; forward and backward. Expert choice, dense gates and
+ * the balance machinery live in their own files.
+ *
+ * Per row: the selection key (the logits themselves, or a row computed
+ * into scratch: biased logits, biased sigmoid scores, perturbed logits,
+ * uniforms) goes through sg_route_select, which also reports NaN; then the
+ * K weights are evaluated in double from the float inputs, and the full
+ * row (probs, or the normalizer of softmax-then-top-k) through the softmax
+ * core's kernels. Scratch rows are on the stack up to SG_ROUTE_STACK_E
+ * experts, in the context's workspace beyond.
+ */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "route/route_internal.h"
+#include "softmax/softmax_internal.h"
+
+static const char *const kind_names[] = {"softmax_topk", "topk_softmax", "sigmoid_topk",
+                                         "noisy_topk",   "gumbel_topk",  "random"};
+
+const char *sg_gate_kind_name(sg_gate_kind kind) {
+    return (unsigned)kind <= SG_GATE_RANDOM ? kind_names[kind] : "unknown";
+}
+
+sg_gate_config sg_gate_config_default(sg_gate_kind kind) {
+    sg_gate_config c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    c.k = 2;
+    c.renormalize = kind == SG_GATE_TOPK_SOFTMAX || kind == SG_GATE_NOISY_TOPK ||
+                    kind == SG_GATE_SIGMOID_TOPK;
+    c.temperature = 1.0f;
+    c.routed_scale = 1.0f;
+    return c;
+}
+
+/* ---- one call, resolved ------------------------------------------------- */
+
+typedef struct gate_job {
+    const sg_kernels *kern;
+    const sg_gate_config *cfg;
+    size_t t, e, k;
+    float c; /* 1 / temperature */
+    double a;
+    const float *x;
+    size_t ldx;
+    int32_t *ids; /* forward output */
+    const int32_t *ids_in; /* backward input */
+    size_t ldi;
+    float *w;
+    size_t ldw;
+    float *p;
+    size_t ldp;
+    const float *dw;
+    size_t lddw;
+    float *dx, *dq;
+    size_t lddx, lddq;
+    float *work; /* per task: 3 * e floats when e > SG_ROUTE_STACK_E */
+} gate_job;
+
+static inline int is_softmax_kind(sg_gate_kind k) { return k != SG_GATE_SIGMOID_TOPK && k != SG_GATE_RANDOM; }
+
+/* Whether the row needs its key computed into scratch (else the key is x
+ * or z' itself). */
+static inline int needs_key_row(const gate_job *j) {
+    return j->cfg->bias || j->cfg->kind == SG_GATE_RANDOM ||
+           (j->cfg->kind == SG_GATE_SIGMOID_TOPK && j->cfg->n_group > 1);
+}
+
+/* softplus(q) = log(1 + e^q) without overflow; sigmoid(q) in double. */
+static inline double softplus(double q) { return q > 0 ? q + log1p(exp(-q)) : log1p(exp(q)); }
+static inline double sigmoid_d(double z) {
+    return z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
+}
+
+/* The standard normal of NOISY_TOPK at (t, e) from u(t, 2e), u(t, 2e+1). */
+static inline double box_muller(const float *u2, size_t e) {
+    return sqrt(-2.0 * log((double)u2[2 * e])) * cos(6.283185307179586 * (double)u2[2 * e + 1]);
+}
+
+/*
+ * The perturbed logits z' of NOISY and GUMBEL for row r into zp; u (2e
+ * floats) keeps the row's uniforms, from which the backward recomputes n.
+ */
+static void perturbed_row(const gate_job *j, size_t r, const float *x, float *zp, float *u) {
+    const sg_gate_config *cfg = j->cfg;
+    if (cfg->kind == SG_GATE_NOISY_TOPK) {
+        sg_route_uniform_row(cfg->seed, cfg->offset, r, 2 * j->e, u);
+        const float *q = cfg->noise + r * cfg->ldnoise;
+        for (size_t i = 0; i < j->e; i++)
+            zp[i] = (float)((double)x[i] + box_muller(u, i) * softplus(q[i]));
+    } else {
+        sg_route_uniform_row(cfg->seed, cfg->offset, r, j->e, u);
+        for (size_t i = 0; i < j->e; i++)
+            zp[i] = (float)((double)x[i] - log(-log((double)u[i])));
+    }
+}
+
+/*
+ * p = softmax(c z) over the row through the kernels; +inf entries share
+ * the mass, a row of -inf gives 0 (the softmax core's table). Returns the
+ * max and writes the normalizer sum_i exp(c (z_i - max)) to *sum (0 for
+ * the -inf row; the count of +inf entries when the max is +inf). p may be
+ * NULL (only the statistics).
+ */
+static float softmax_stats(const gate_job *j, const float *z, float *p, double *sum) {
+    const size_t e = j->e;
+    float mx = j->kern->rmax(e, z);
+    if (mx == INFINITY || mx == -INFINITY) {
+        size_t cnt = 0;
+        for (size_t i = 0; i < e; i++) cnt += z[i] == INFINITY;
+        *sum = (double)cnt;
+        for (size_t i = 0; p && i < e; i++) p[i] = cnt && z[i] == INFINITY ? 1.0f / (float)cnt : 0.0f;
+        return mx;
+    }
+    if (p) {
+        *sum = j->kern->expsum_store(e, z, p, mx, j->c);
+        j->kern->scale(e, p, p, (float)(1.0 / *sum));
+    } else {
+        *sum = j->kern->expsum(e, z, mx, j->c);
+    }
+    return mx;
+}
+
+/* exp(c (z_i - max)) / sum in double, with the special rows' rules. */
+static inline double prob_of(float zi, float mx, double sum, float c) {
+    if (mx == INFINITY) return sum > 0 && zi == INFINITY ? 1.0 / sum : 0.0;
+    if (mx == -INFINITY) return 0.0;
+    return exp(((double)zi - (double)mx) * (double)c) / sum;
+}
+
+/*
+ * Weights over the selected z (softmax of the K selected, times a) into
+ * wd[0..k): the renormalized softmax gates and TOPK_SOFTMAX.
+ */
+static void selected_softmax(const gate_job *j, const float *z, const int32_t *ids, double *wd) {
+    float m = -INFINITY;
+    for (size_t l = 0; l < j->k; l++) m = z[ids[l]] > m ? z[ids[l]] : m;
+    double s = 0.0;
+    size_t inf = 0;
+    for (size_t l = 0; l < j->k; l++) inf += z[ids[l]] == INFINITY;
+    for (size_t l = 0; l < j->k; l++) {
+        float zi = z[ids[l]];
+        if (m == INFINITY) wd[l] = zi == INFINITY ? 1.0 : 0.0;
+        else if (m == -INFINITY) wd[l] = 0.0;
+        else wd[l] = exp(((double)zi - (double)m) * (double)j->c);
+        s += wd[l];
+    }
+    (void)inf;
+    for (size_t l = 0; l < j->k; l++) wd[l] = s > 0 ? wd[l] / s : 0.0;
+}
+
+/* s = sigmoid(c x) for the whole row through the kernels' exponential:
+ * exp(-c |x|) (an argument <= 0, the kernels' domain), then
+ * s = 1 / (1 + e) for x >= 0 and e / (1 + e) below. */
+static void sigmoid_row(const gate_job *j, const float *x, float *s) {
+    const size_t e = j->e;
+    for (size_t i = 0; i < e; i++) s[i] = -fabsf(x[i]);
+    j->kern->expsum_store(e, s, s, 0.0f, j->c);
+    for (size_t i = 0; i < e; i++) {
+        float q = s[i], r = 1.0f / (1.0f + q);
+        s[i] = x[i] >= 0.0f ? r : q * r;
+    }
+}
+
+/*
+ * Group-limited selection (DeepSeek-V3): group score = sum of the group's
+ * two largest keys; the topk_group best groups (ties: lower group), then
+ * the K best keys among their experts, scanned in expert order so that
+ * ties still go to the lower expert. Returns nonzero on a NaN key.
+ */
+static int select_grouped(const gate_job *j, const float *key, int32_t *ids, float *gscore) {
+    const size_t ng = j->cfg->n_group, gs = j->e / ng, tg = j->cfg->topk_group;
+    if (sg_route_has_nan(key, j->e)) return 1;
+    for (size_t g = 0; g < ng; g++) {
+        const float *kg = key + g * gs;
+        float b1 = -INFINITY, b2 = -INFINITY;
+        for (size_t i = 0; i < gs; i++) {
+            if (kg[i] > b1) b2 = b1, b1 = kg[i];
+            else if (kg[i] > b2) b2 = kg[i];
+        }
+        gscore[g] = gs == 1 ? b1 : b1 + b2;
+    }
+    /* chosen groups into ids temporarily, then sorted ascending */
+    int32_t gsel[256]; /* topk_group <= 256 (checked) */
+    size_t f = 0;
+    sg_route_select(gscore, ng, tg, gsel, &f, 0);
+    for (size_t a = 1; a < tg; a++) { /* insertion sort, tg is small */
+        int32_t v = gsel[a];
+        size_t b = a;
+        while (b > 0 && gsel[b - 1] > v) gsel[b] = gsel[b - 1], b--;
+        gsel[b] = v;
+    }
+    f = 0;
+    for (size_t a = 0; a < tg; a++) {
+        const size_t g = (size_t)gsel[a];
+        sg_route_select(key + g * gs, gs, j->k, ids, &f, (int32_t)(g * gs));
+    }
+    return 0;
+}
+
+/* The scratch of a task: 3 rows of e floats. */
+typedef struct scratch {
+    float *key, *zp, *u;
+} scratch;
+
+/* ---- forward rows ------------------------------------------------------- */
+
+/* The K ids of row r into ids; the source row z (x, or z') into *zsrc.
+ * Returns nonzero on NaN. */
+static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *ids,
+                     const float **zsrc) {
+    const sg_gate_config *cfg = j->cfg;
+    const float *x = j->x ? j->x + r * j->ldx : NULL, *z = x;
+    size_t f = 0;
+    if (cfg->kind == SG_GATE_NOISY_TOPK || cfg->kind == SG_GATE_GUMBEL_TOPK) {
+        if (sg_route_has_nan(x, j->e)) return 1;
+        perturbed_row(j, r, x, sc->zp, sc->u);
+        z = sc->zp;
+    }
+    *zsrc = z;
+    if (cfg->kind == SG_GATE_RANDOM) {
+        sg_route_uniform_row(cfg->seed, cfg->offset, r, j->e, sc->key);
+        sg_route_select(sc->key, j->e, j->k, ids, &f, 0);
+        return 0;
+    }
+    if (!needs_key_row(j)) return sg_route_select(z, j->e, j->k, ids, &f, 0);
+    if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
+        sigmoid_row(j, z, sc->key);
+    } else {
+        for (size_t i = 0; i < j->e; i++) sc->key[i] = z[i] * j->c;
+    }
+    if (cfg->bias)
+        for (size_t i = 0; i < j->e; i++) sc->key[i] += cfg->bias[i];
+    if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
+    return sg_route_select(sc->key, j->e, j->k, ids, &f, 0) || sg_route_has_nan(z, j->e);
+}
+
+static void forward_weights(const gate_job *j, size_t r, const float *z, const int32_t *ids,
+                            float *w, float *p) {
+    const sg_gate_config *cfg = j->cfg;
+    double wd[64], *wp = wd;
+    double big[SG_ROUTE_STACK_E];
+    if (j->k > 64) wp = big; /* k <= e; beyond the stack, k <= SG_ROUTE_STACK_E is checked */
+    (void)r;
+    switch (cfg->kind) {
+    case SG_GATE_RANDOM:
+        for (size_t l = 0; l < j->k; l++) wp[l] = 1.0 / (double)j->k;
+        for (size_t i = 0; p && i < j->e; i++) p[i] = 1.0f / (float)j->e;
+        break;
+    case SG_GATE_SIGMOID_TOPK: {
+        double s = 0.0;
+        for (size_t l = 0; l < j->k; l++) s += wp[l] = sigmoid_d((double)z[ids[l]] * (double)j->c);
+        if (cfg->renormalize)
+            for (size_t l = 0; l < j->k; l++) wp[l] = s > 0 ? wp[l] / s : 0.0;
+        if (p) sigmoid_row(j, z, p);
+        break;
+    }
+    default: {
+        const int full = cfg->kind != SG_GATE_TOPK_SOFTMAX && !cfg->renormalize;
+        if (full || p) {
+            double sum;
+            float mx = softmax_stats(j, z, p, &sum);
+            if (full)
+                for (size_t l = 0; l < j->k; l++) wp[l] = prob_of(z[ids[l]], mx, sum, j->c);
+        }
+        if (!full) selected_softmax(j, z, ids, wp);
+        break;
+    }
+    }
+    for (size_t l = 0; l < j->k; l++) w[l] = (float)(j->a * wp[l]);
+}
+
+static void task_scratch(const gate_job *j, size_t task, float *stack, scratch *sc) {
+    float *base = j->e > SG_ROUTE_STACK_E ? j->work + task * 4 * j->e : stack;
+    sc->key = base;
+    sc->zp = base + j->e;
+    sc->u = base + 2 * j->e; /* 2 e: the noisy gate's pairs */
+}
+
+static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
+    const gate_job *j = arg;
+    float stack[j->e > SG_ROUTE_STACK_E ? 1 : 4 * j->e];
+    scratch sc;
+    task_scratch(j, task, stack, &sc);
+    for (size_t r = r0; r < r1; r++) {
+        int32_t *ids = j->ids + r * j->ldi;
+        const float *z;
+        if (route_row(j, r, &sc, ids, &z)) return r;
+        forward_weights(j, r, z, ids, j->w + r * j->ldw, j->p ? j->p + r * j->ldp : NULL);
+    }
+    return SIZE_MAX;
+}
+
+/* ---- backward rows ------------------------------------------------------ */
+
+static int bad_ids(const gate_job *j, const int32_t *ids) {
+    for (size_t l = 0; l < j->k; l++) {
+        if (ids[l] < 0 || (size_t)ids[l] >= j->e) return 1;
+        for (size_t m = 0; m < l; m++)
+            if (ids[m] == ids[l]) return 1;
+    }
+    return 0;
+}
+
+/* dz of the softmax kinds on the source row z into dx. */
+static void softmax_backward_row(const gate_job *j, const float *z, const int32_t *ids,
+                                 const float *dw, float *dx) {
+    const double ac = j->a * (double)j->c;
+    if (j->cfg->kind != SG_GATE_TOPK_SOFTMAX && !j->cfg->renormalize) {
+        double sum;
+        float mx = softmax_stats(j, z, dx, &sum); /* p into dx */
+        double dot = 0.0;
+        for (size_t l = 0; l < j->k; l++) dot += (double)dw[l] * prob_of(z[ids[l]], mx, sum, j->c);
+        /* dx_e = ac p_e (g_e - dot) */
+        for (size_t i = 0; i < j->e; i++) dx[i] = (float)(-ac * (double)dx[i] * dot);
+        for (size_t l = 0; l < j->k; l++)
+            dx[ids[l]] = (float)(ac * prob_of(z[ids[l]], mx, sum, j->c) * ((double)dw[l] - dot));
+        return;
+    }
+    double wd[SG_ROUTE_STACK_E], dot = 0.0;
+    selected_softmax(j, z, ids, wd);
+    for (size_t l = 0; l < j->k; l++) dot += wd[l] * (double)dw[l];
+    memset(dx, 0, j->e * sizeof *dx);
+    for (size_t l = 0; l < j->k; l++) dx[ids[l]] = (float)(ac * wd[l] * ((double)dw[l] - dot));
+}
+
+static void sigmoid_backward_row(const gate_job *j, const float *x, const int32_t *ids,
+                                 const float *dw, float *dx) {
+    double s[SG_ROUTE_STACK_E], sum = 0.0, dot = 0.0;
+    for (size_t l = 0; l < j->k; l++) sum += s[l] = sigmoid_d((double)x[ids[l]] * (double)j->c);
+    memset(dx, 0, j->e * sizeof *dx);
+    if (j->cfg->renormalize) {
+        for (size_t l = 0; l < j->k; l++) dot += (sum > 0 ? s[l] / sum : 0.0) * (double)dw[l];
+        for (size_t l = 0; l < j->k; l++) {
+            double ds = sum > 0 ? ((double)dw[l] - dot) / sum : 0.0;
+            dx[ids[l]] = (float)(j->a * ds * (double)j->c * s[l] * (1.0 - s[l]));
+        }
+    } else {
+        for (size_t l = 0; l < j->k; l++)
+            dx[ids[l]] = (float)(j->a * (double)dw[l] * (double)j->c * s[l] * (1.0 - s[l]));
+    }
+}
+
+static size_t backward_rows(void *arg, size_t r0, size_t r1, size_t task) {
+    const gate_job *j = arg;
+    float stack[j->e > SG_ROUTE_STACK_E ? 1 : 4 * j->e];
+    scratch sc;
+    task_scratch(j, task, stack, &sc);
+    const sg_gate_config *cfg = j->cfg;
+    for (size_t r = r0; r < r1; r++) {
+        const int32_t *ids = j->ids_in + r * j->ldi;
+        const float *x = j->x + r * j->ldx, *dw = j->dw + r * j->lddw;
+        float *dx = j->dx + r * j->lddx;
+        if (bad_ids(j, ids) || sg_route_has_nan(x, j->e)) return r;
+        if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
+            sigmoid_backward_row(j, x, ids, dw, dx);
+            continue;
+        }
+        const float *z = x;
+        if (cfg->kind != SG_GATE_SOFTMAX_TOPK && cfg->kind != SG_GATE_TOPK_SOFTMAX) {
+            perturbed_row(j, r, x, sc.zp, sc.u);
+            z = sc.zp;
+        }
+        softmax_backward_row(j, z, ids, dw, dx);
+        if (cfg->kind == SG_GATE_NOISY_TOPK && j->dq) {
+            const float *q = cfg->noise + r * cfg->ldnoise;
+            float *dq = j->dq + r * j->lddq; /* u still holds this row's pairs */
+            for (size_t i = 0; i < j->e; i++)
+                dq[i] = (float)((double)dx[i] * box_muller(sc.u, i) * sigmoid_d(q[i]));
+        }
+    }
+    return SIZE_MAX;
+}
+
+/* ---- argument checks and the public calls ------------------------------- */
+
+static sg_status check_config(sg_context *ctx, const char *name, const sg_gate_config *cfg,
+                              size_t t, size_t e) {
+    if (!cfg) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: cfg is NULL", name);
+    if ((unsigned)cfg->kind > SG_GATE_RANDOM)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: unknown gate kind %d", name, (int)cfg->kind);
+    if (cfg->k == 0) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: k is 0", name);
+    if (cfg->k > e)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: k (%zu) is greater than the expert count e (%zu)",
+                       name, cfg->k, e);
+    if (cfg->k > SG_ROUTE_STACK_E)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: k (%zu) above %d is not supported", name, cfg->k,
+                       SG_ROUTE_STACK_E);
+    if (e > INT32_MAX) return sg_fail(ctx, SG_ERR_SHAPE, "%s: e (%zu) does not fit int32 ids", name, e);
+    if (!(cfg->temperature > 0.0f) || !isfinite(cfg->temperature) || !isfinite(1.0f / cfg->temperature))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: temperature must be finite and > 0 with 1/T finite (got %g)",
+                       name, (double)cfg->temperature);
+    if (!isfinite(cfg->routed_scale))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: routed_scale must be finite (got %g)", name,
+                       (double)cfg->routed_scale);
+    if (cfg->bias) {
+        if (cfg->kind == SG_GATE_RANDOM)
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: the random gate takes no bias", name);
+        for (size_t i = 0; i < e; i++)
+            if (!isfinite(cfg->bias[i]))
+                return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: bias[%zu] = %g is not finite", name, i,
+                               (double)cfg->bias[i]);
+    }
+    if (cfg->n_group > 1) {
+        if (cfg->kind != SG_GATE_SIGMOID_TOPK)
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: n_group > 1 needs the sigmoid_topk gate", name);
+        if (e % cfg->n_group)
+            return sg_fail(ctx, SG_ERR_SHAPE, "%s: e (%zu) is not a multiple of n_group (%zu)", name, e,
+                           cfg->n_group);
+        if (cfg->topk_group < 1 || cfg->topk_group > cfg->n_group)
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: topk_group (%zu) must be in [1, n_group = %zu]",
+                           name, cfg->topk_group, cfg->n_group);
+        if (cfg->topk_group > 256)
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: topk_group (%zu) above 256 is not supported", name,
+                           cfg->topk_group);
+        if (cfg->k > cfg->topk_group * (e / cfg->n_group))
+            return sg_fail(ctx, SG_ERR_ARGUMENT,
+                           "%s: k (%zu) exceeds the experts of topk_group groups (%zu)", name, cfg->k,
+                           cfg->topk_group * (e / cfg->n_group));
+    }
+    if (cfg->kind == SG_GATE_NOISY_TOPK) {
+        sg_status st = sg_check_matrix(ctx, name, "cfg->noise", cfg->noise, t, e, cfg->ldnoise);
+        if (st != SG_OK) return st;
+        if (t && !cfg->noise) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: cfg->noise is NULL", name);
+    }
+    if (cfg->kind == SG_GATE_RANDOM || cfg->kind == SG_GATE_NOISY_TOPK ||
+        cfg->kind == SG_GATE_GUMBEL_TOPK) {
+        if (t > 0xFFFFFFFFu || e > 0x7FFFFFFFu)
+            return sg_fail(ctx, SG_ERR_SHAPE, "%s: random gates need t < 2^32 and e < 2^31", name);
+    }
+    return SG_OK;
+}
+
+/* Workspace for the scratch rows when e is beyond the stack. */
+static sg_status prepare(sg_context *ctx, const char *name, gate_job *j, size_t tasks) {
+    j->kern = sg_kernels_get();
+    j->c = 1.0f / j->cfg->temperature;
+    j->a = j->cfg->routed_scale;
+    j->k = j->cfg->k;
+    if (j->e <= SG_ROUTE_STACK_E) return SG_OK;
+    if (j->e > SIZE_MAX / sizeof(float) / 4 / tasks)
+        return sg_fail(ctx, SG_ERR_SHAPE, "%s: e (%zu) is too large", name, j->e);
+    void *w;
+    sg_status st = sg_route_workspace(ctx, name, tasks * 4 * j->e * sizeof(float), &w);
+    j->work = w;
+    return st;
+}
+
+sg_status sg_gate_f32(sg_context *ctx, const sg_gate_config *cfg, size_t t, size_t e,
+                      const float *x, size_t ldx, int32_t *ids, size_t ldi, float *weights,
+                      size_t ldw, float *probs, size_t ldp) {
+    static const char name[] = "sg_gate_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_config(ctx, name, cfg, t, e);
+    if (st == SG_OK && cfg->kind != SG_GATE_RANDOM) st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "ids", ids, t, cfg->k, ldi);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "weights", weights, t, cfg->k, ldw);
+    if (st == SG_OK && probs) st = sg_check_matrix(ctx, name, "probs", probs, t, e, ldp);
+    if (st != SG_OK || t == 0) return st;
+    gate_job j = {0};
+    j.cfg = cfg, j.t = t, j.e = e;
+    j.x = cfg->kind == SG_GATE_RANDOM ? NULL : x, j.ldx = ldx;
+    j.ids = ids, j.ldi = ldi, j.w = weights, j.ldw = ldw, j.p = probs, j.ldp = ldp;
+    size_t tasks = sg_route_tasks(ctx, t, e);
+    if ((st = prepare(ctx, name, &j, tasks)) != SG_OK) return st;
+    size_t bad = sg_route_run_rows(ctx, t, tasks, forward_rows, &j);
+    if (bad != SIZE_MAX)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit%s", name, bad,
+                       cfg->kind == SG_GATE_NOISY_TOPK ? " or noise logit" : "");
+    return SG_OK;
+}
+
+sg_status sg_gate_backward_f32(sg_context *ctx, const sg_gate_config *cfg, size_t t, size_t e,
+                               const float *x, size_t ldx, const int32_t *ids, size_t ldi,
+                               const float *dweights, size_t lddw, float *dx, size_t lddx,
+                               float *dnoise, size_t lddnoise) {
+    static const char name[] = "sg_gate_backward_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_config(ctx, name, cfg, t, e);
+    if (st == SG_OK && cfg->kind == SG_GATE_RANDOM)
+        st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: the random gate is not differentiable", name);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "ids", ids, t, cfg->k, ldi);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dweights", dweights, t, cfg->k, lddw);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, t, e, lddx);
+    if (st == SG_OK && dnoise && cfg->kind == SG_GATE_NOISY_TOPK)
+        st = sg_check_matrix(ctx, name, "dnoise", dnoise, t, e, lddnoise);
+    if (st == SG_OK && dx == x && t)
+        st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: dx may not alias x", name);
+    if (st != SG_OK || t == 0) return st;
+    gate_job j = {0};
+    j.cfg = cfg, j.t = t, j.e = e, j.x = x, j.ldx = ldx, j.ids_in = ids, j.ldi = ldi;
+    j.dw = dweights, j.lddw = lddw, j.dx = dx, j.lddx = lddx;
+    j.dq = cfg->kind == SG_GATE_NOISY_TOPK ? dnoise : NULL, j.lddq = lddnoise;
+    size_t tasks = sg_route_tasks(ctx, t, e);
+    if ((st = prepare(ctx, name, &j, tasks)) != SG_OK) return st;
+    size_t bad = sg_route_run_rows(ctx, t, tasks, backward_rows, &j);
+    if (bad != SIZE_MAX)
+        return sg_fail(ctx, SG_ERR_ARGUMENT,
+                       "%s: token %zu has a NaN logit, or ids out of [0, e) or repeated", name, bad);
+    return SG_OK;
+}
