@@ -18,6 +18,9 @@
  *   moe_layer_dense               SwiGLU / GELU tanh / GELU erf, with and
  *                                 without shared experts, T = 1, 3, 17, 64,
  *                                 dropped slots, strides > D
+ *   moe_layer_gated               router logits against double, the gate's
+ *                                 routes, y equal to the routed call's bits;
+ *                                 softmax-top-k and DeepSeek sigmoid gates
  *   moe_layer_threads_identical   1, 2 and 3 threads: the same bits; the
  *                                 caller's workspace; NaN rows stay local
  *   moe_args_errors               statuses and messages naming the argument
@@ -332,7 +335,7 @@ static float *lf_randn(layer_fixture *f, size_t count, double scale, test_rng *r
 static void make_layer(layer_fixture *f, size_t d, size_t ff, size_t e, size_t k, size_t shared,
                        size_t fs, sg_moe_activation act, test_rng *r) {
     memset(f, 0, sizeof *f);
-    f->l = (sg_moe_layer){.d = d, .f = ff, .experts = e, .k = k, .activation = act, .renormalize = 1,
+    f->l = (sg_moe_layer){.d = d, .f = ff, .experts = e, .k = k, .activation = act,
                           .expert = f->ffn, .shared_experts = shared, .f_shared = fs,
                           .shared = shared ? f->ffn + e : NULL};
     for (size_t i = 0; i < e + shared; i++) {
@@ -470,6 +473,71 @@ TEST(moe_layer_threads_identical) {
     free_layer(&lf);
 }
 
+TEST(moe_layer_gated) {
+    test_rng r = test_rng_seed(18);
+    const size_t d = 20, ff = 12, e = 8, k = 2;
+    const size_t ts[] = {1, 5, 70};
+    layer_fixture lf;
+    make_layer(&lf, d, ff, e, k, 1, 8, SG_MOE_SWIGLU, &r);
+    for (size_t gi = 0; gi < 2; gi++) {
+        sg_gate_config g = sg_gate_config_default(gi ? SG_GATE_SIGMOID_TOPK : SG_GATE_SOFTMAX_TOPK);
+        g.k = k;
+        g.renormalize = 1;
+        if (gi) g.n_group = 4, g.topk_group = 2;
+        for (size_t ti = 0; ti < 3; ti++) {
+            size_t t = ts[ti];
+            float *x = randn(t * d, 1.0, &r), *logits = xalloc(t * e * 4), *w = xalloc(t * k * 4);
+            float *y[4], *w2 = xalloc(t * k * 4), *y2 = xalloc(t * d * 4);
+            int32_t *ids = xalloc(t * k * 4), *ids2 = xalloc(t * k * 4);
+            for (int th = 1; th <= 3; th += 2) {
+                sg_context *ctx = test_context(th);
+                y[th] = xalloc(t * d * 4);
+                CHECK(sg_moe_forward_f32(ctx, &lf.l, &g, t, x, d, y[th], d, logits, e, ids, k, w, k) ==
+                          SG_OK,
+                      "%s", sg_context_error(ctx));
+                sg_context_destroy(ctx);
+            }
+            CHECK(memcmp(y[1], y[3], t * d * 4) == 0, "gate %zu T %zu: 3 threads differ from 1", gi, t);
+            double worst = 0.0;
+            for (size_t i = 0; i < t; i++)
+                for (size_t j = 0; j < e; j++) {
+                    double s = 0.0, sa = 0.0;
+                    for (size_t c = 0; c < d; c++) {
+                        s += (double)x[i * d + c] * lf.l.router[j * d + c];
+                        sa += fabs((double)x[i * d + c] * lf.l.router[j * d + c]);
+                    }
+                    worst = fmax(worst, fabs(logits[i * e + j] - s) / (sa + 1e-30));
+                }
+            CHECK(worst < 1e-6, "gate %zu T %zu: logits error %g", gi, t, worst);
+            sg_context *ctx = test_context(1);
+            CHECK(sg_gate_f32(ctx, &g, t, e, logits, e, ids2, k, w2, k, NULL, 0) == SG_OK, "%s",
+                  sg_context_error(ctx));
+            CHECK(memcmp(ids, ids2, t * k * 4) == 0 && memcmp(w, w2, t * k * 4) == 0,
+                  "gate %zu T %zu: routes differ from sg_gate_f32's", gi, t);
+            CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y2, d) == SG_OK, "%s",
+                  sg_context_error(ctx));
+            CHECK(memcmp(y[1], y2, t * d * 4) == 0, "gate %zu T %zu: y differs from the routed call", gi,
+                  t);
+            double *ref = xalloc(t * d * sizeof *ref), err = 0.0, norm = 0.0;
+            dense_ref(&lf.l, t, x, d, ids, w, ref);
+            for (size_t i = 0; i < t * d; i++) {
+                err = fmax(err, fabs(y[1][i] - ref[i]));
+                norm = fmax(norm, fabs(ref[i]));
+            }
+            CHECK(err <= 1e-5 * (1.0 + norm), "gate %zu T %zu: error %g", gi, t, err);
+            /* A NaN in x makes a NaN logit: the gate's argument error. */
+            x[0] = NAN;
+            CHECK(sg_moe_forward_f32(ctx, &lf.l, &g, t, x, d, y2, d, logits, e, ids, k, w, k) ==
+                      SG_ERR_ARGUMENT,
+                  "NaN token accepted");
+            sg_context_destroy(ctx);
+            free(x), free(logits), free(w), free(w2), free(y2), free(ids), free(ids2), free(ref);
+            free(y[1]), free(y[3]);
+        }
+    }
+    free_layer(&lf);
+}
+
 /* ---- argument errors -------------------------------------------------- */
 
 static void expect(sg_context *ctx, sg_status got, sg_status want, const char *needle, int line) {
@@ -543,6 +611,20 @@ TEST(moe_args_errors) {
     EXPECT(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, NULL, k, y, d), SG_ERR_ARGUMENT,
            "weights");
     EXPECT(sg_moe_forward_routed_f32(ctx, &lf.l, 0, NULL, d, NULL, k, NULL, k, NULL, d), SG_OK, "");
+    sg_gate_config g = sg_gate_config_default(SG_GATE_SOFTMAX_TOPK);
+    float logits[3 * 4];
+    g.k = 3;
+    EXPECT(sg_moe_forward_f32(ctx, &lf.l, &g, t, x, d, y, d, logits, e, ids, k, w, k), SG_ERR_ARGUMENT,
+           "gate->k = 3");
+    g.k = 2;
+    EXPECT(sg_moe_forward_f32(ctx, &lf.l, NULL, t, x, d, y, d, logits, e, ids, k, w, k),
+           SG_ERR_ARGUMENT, "gate is NULL");
+    EXPECT(sg_moe_forward_f32(ctx, &lf.l, &g, t, x, d, y, d, logits, e - 1, ids, k, w, k), SG_ERR_SHAPE,
+           "logits");
+    l = lf.l, l.router = NULL;
+    EXPECT(sg_moe_forward_f32(ctx, &l, &g, t, x, d, y, d, logits, e, ids, k, w, k), SG_ERR_ARGUMENT,
+           "router");
+    EXPECT(sg_moe_forward_f32(ctx, &lf.l, &g, t, x, d, y, d, logits, e, ids, k, w, k), SG_OK, "");
     CHECK(sg_moe_workspace_bytes(NULL, 4) == 0 && sg_moe_workspace_bytes(&l, 4) > 0, "workspace bytes");
     free_layer(&lf);
     sg_context_destroy(ctx);

@@ -137,9 +137,8 @@ typedef struct sg_moe_ffn {
  *   activation           of every expert, shared ones included
  *   router               W_r [E x D] row-major (one row per expert, the
  *                        layout of torch.nn.Linear(D, E).weight):
- *                        logits[t][e] = sum_d x[t][d] W_r[e][d]  (sgemm)
- *   renormalize          softmax-top-k gate: 1 divides the K selected
- *                        probabilities by their sum (Mixtral), 0 keeps them
+ *                        logits[t][e] = sum_d x[t][d] W_r[e][d]; used by
+ *                        sg_moe_forward_f32 only (may be NULL otherwise)
  *   expert               [E] routed experts (hidden width F)
  *   shared_experts       S >= 0 experts every token visits with weight 1
  *   f_shared             their hidden width (0 means F)
@@ -172,7 +171,6 @@ typedef struct sg_moe_layer {
     size_t d, f, experts, k;
     sg_moe_activation activation;
     const float *router;
-    int renormalize;
     const sg_moe_ffn *expert;
     size_t shared_experts;
     size_t f_shared;
@@ -180,8 +178,10 @@ typedef struct sg_moe_layer {
 } sg_moe_layer;
 
 /*
- * Workspace bytes the forward calls need for T tokens (the larger of the two
- * calls'); 0 if the layer's shapes are invalid or the size overflows.
+ * Workspace bytes the forward calls need for T tokens (both calls need the
+ * same); 0 if the layer's shapes are invalid or the size overflows. The
+ * gate of sg_moe_forward_f32 may need its own (route.h: only beyond 1024
+ * experts), which it takes from the same context before the layer does.
  */
 SG_API size_t sg_moe_workspace_bytes(const sg_moe_layer *layer, size_t t);
 
@@ -202,3 +202,23 @@ SG_API sg_status sg_moe_forward_routed_f32(sg_context *ctx, const sg_moe_layer *
                                            const int32_t *ids, size_t ldid,
                                            const float *weights, size_t ldw,
                                            float *y, size_t ldy);
+
+/*
+ * The whole layer: logits = x W_r^T (router [E x D]; few tokens through the
+ * few-rows kernel, more through sgemm, in row blocks across threads), then
+ * the gate of route.h (sg_gate_f32 with *gate: any top-k gate, e.g.
+ * SG_GATE_SOFTMAX_TOPK with renormalize = 1 for Mixtral, SG_GATE_SIGMOID_TOPK
+ * with bias and groups for DeepSeek-V3; gate->k must equal layer->k), then
+ * sg_moe_forward_routed_f32. The router outputs are written for the caller
+ * (the balance losses and the backward need them):
+ *   logits  [T x E] (ldl >= E), ids [T x K] (ldid >= K), weights [T x K]
+ *   (ldw >= K); none may overlap x or y.
+ * Errors: those of sg_moe_forward_routed_f32 and of sg_gate_f32 (a NaN
+ * logit, from NaN in x or W_r, is SG_ERR_ARGUMENT naming the token; y is
+ * then not written), a NULL router, gate->k != layer->k.
+ */
+SG_API sg_status sg_moe_forward_f32(sg_context *ctx, const sg_moe_layer *layer,
+                                    const sg_gate_config *gate, size_t t,
+                                    const float *x, size_t ldx, float *y, size_t ldy,
+                                    float *logits, size_t ldl, int32_t *ids, size_t ldid,
+                                    float *weights, size_t ldw);

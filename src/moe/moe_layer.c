@@ -46,8 +46,7 @@ typedef struct unit {
 
 /* The parts of the workspace, in order; lengths from the layer and T. */
 typedef struct ws_layout {
-    size_t offsets, order, slot_pos, units, starts, xe, h1, h3, ye, hs1, hs3, ys, logits, ids,
-        weights, total;
+    size_t offsets, order, slot_pos, units, starts, xe, h1, h3, ye, hs1, hs3, ys, total;
 } ws_layout;
 
 static size_t n_shared(const sg_moe_layer *l) { return l->shared_experts; }
@@ -56,7 +55,7 @@ static size_t f_shared(const sg_moe_layer *l) { return l->f_shared ? l->f_shared
 static void layout(const sg_moe_layer *l, size_t t, ws_layout *w) {
     size_t e = l->experts, k = l->k, d = l->d, s = n_shared(l), fs = f_shared(l);
     int glu = l->activation == SG_MOE_SWIGLU;
-    size_t part[15] = {
+    size_t part[12] = {
         bytes3(e + 1, 1, 1, sizeof(int32_t)),
         bytes3(t, k, 1, sizeof(int32_t)),
         bytes3(t, k, 1, sizeof(int32_t)),
@@ -69,15 +68,11 @@ static void layout(const sg_moe_layer *l, size_t t, ws_layout *w) {
         bytes3(s, t, fs, sizeof(float)),
         glu ? bytes3(s, t, fs, sizeof(float)) : 0,
         bytes3(s, t, d, sizeof(float)),
-        bytes3(t, e, 1, sizeof(float)),
-        bytes3(t, k, 1, sizeof(int32_t)),
-        bytes3(t, k, 1, sizeof(float)),
     };
-    size_t *dst[15] = {&w->offsets, &w->order, &w->slot_pos, &w->units, &w->starts, &w->xe,
-                       &w->h1, &w->h3, &w->ye, &w->hs1, &w->hs3, &w->ys, &w->logits, &w->ids,
-                       &w->weights};
+    size_t *dst[12] = {&w->offsets, &w->order, &w->slot_pos, &w->units, &w->starts, &w->xe,
+                       &w->h1, &w->h3, &w->ye, &w->hs1, &w->hs3, &w->ys};
     size_t at = 0;
-    for (int i = 0; i < 15; i++) {
+    for (int i = 0; i < 12; i++) {
         *dst[i] = at;
         if (part[i] == SIZE_MAX || at > SIZE_MAX / 2 - part[i]) {
             w->total = SIZE_MAX;
@@ -330,22 +325,24 @@ static void run_layer(sg_context *ctx, const sg_moe_layer *l, size_t t, const fl
     sg_parallel_for(ctx, (t + s.per - 1) / s.per, sum_task, &s);
 }
 
-sg_status sg_moe_forward_routed_f32(sg_context *ctx, const sg_moe_layer *layer, size_t t,
-                                    const float *x, size_t ldx, const int32_t *ids, size_t ldid,
-                                    const float *weights, size_t ldw, float *y, size_t ldy) {
-    static const char op[] = "sg_moe_forward_routed_f32";
-    if (!ctx) return SG_ERR_ARGUMENT;
-    sg_ok(ctx);
-    sg_status st = check_layer(ctx, op, layer);
+/* The checks both forward calls share (the route's ids are checked by the
+ * routed call, the gate's by the gate). */
+static sg_status check_forward(sg_context *ctx, const char *op, const sg_moe_layer *l, size_t t,
+                               const float *x, size_t ldx, float *y, size_t ldy) {
+    sg_status st = check_layer(ctx, op, l);
     if (st != SG_OK) return st;
-    const sg_moe_layer *l = layer;
     st = sg_check_matrix(ctx, op, "x", x, t, l->d, ldx);
     if (st == SG_OK) st = sg_check_matrix(ctx, op, "y", y, t, l->d, ldy);
-    if (st == SG_OK) st = sg_check_matrix(ctx, op, "weights", weights, t, l->k, ldw);
-    if (st == SG_OK) st = sg_moe_check_route(ctx, op, t, l->experts, l->k, ids, ldid);
-    if (st != SG_OK || t == 0) return st;
-    if (t > (size_t)INT32_MAX)
+    if (st == SG_OK && t > (size_t)INT32_MAX)
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: T = %zu does not fit BLAS's int", op, t);
+    return st;
+}
+
+/* Plan, FFNs and sum on a checked route. */
+static sg_status forward_routed(sg_context *ctx, const char *op, const sg_moe_layer *l, size_t t,
+                                const float *x, size_t ldx, const int32_t *ids, size_t ldid,
+                                const float *weights, size_t ldw, float *y, size_t ldy) {
+    sg_status st;
     ws_layout w;
     layout(l, t, &w);
     if (w.total == SIZE_MAX)
@@ -357,4 +354,72 @@ sg_status sg_moe_forward_routed_f32(sg_context *ctx, const sg_moe_layer *layer, 
                           (int32_t *)(ws + w.order), (int32_t *)(ws + w.slot_pos));
     run_layer(ctx, l, t, x, ldx, weights, ldw, y, ldy, ws, &w);
     return SG_OK;
+}
+
+sg_status sg_moe_forward_routed_f32(sg_context *ctx, const sg_moe_layer *layer, size_t t,
+                                    const float *x, size_t ldx, const int32_t *ids, size_t ldid,
+                                    const float *weights, size_t ldw, float *y, size_t ldy) {
+    static const char op[] = "sg_moe_forward_routed_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_forward(ctx, op, layer, t, x, ldx, y, ldy);
+    if (st == SG_OK) st = sg_check_matrix(ctx, op, "weights", weights, t, layer->k, ldw);
+    if (st == SG_OK) st = sg_moe_check_route(ctx, op, t, layer->experts, layer->k, ids, ldid);
+    if (st != SG_OK || t == 0) return st;
+    return forward_routed(ctx, op, layer, t, x, ldx, ids, ldid, weights, ldw, y, ldy);
+}
+
+/* ---- the router ------------------------------------------------------- */
+
+typedef struct router_job {
+    const sg_moe_kernels *kern;
+    size_t t, e, d, per;
+    const float *x, *wr;
+    size_t ldx;
+    float *logits;
+    size_t ldl;
+} router_job;
+
+/* Tokens per router task: the blocks depend on T alone. */
+#define ROUTER_ROWS 64
+
+/* Rows [i0, i0 + n) of logits = x W_r^T. */
+static void router_task(void *arg, size_t task) {
+    const router_job *j = arg;
+    size_t i0 = task * j->per, n = j->t - i0 < j->per ? j->t - i0 : j->per;
+    product(j->kern, n, j->e, j->d, j->x + i0 * j->ldx, j->ldx, j->wr, j->logits + i0 * j->ldl,
+            j->ldl);
+}
+
+sg_status sg_moe_forward_f32(sg_context *ctx, const sg_moe_layer *layer, const sg_gate_config *gate,
+                             size_t t, const float *x, size_t ldx, float *y, size_t ldy,
+                             float *logits, size_t ldl, int32_t *ids, size_t ldid, float *weights,
+                             size_t ldw) {
+    static const char op[] = "sg_moe_forward_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_forward(ctx, op, layer, t, x, ldx, y, ldy);
+    if (st != SG_OK) return st;
+    if (!gate) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: gate is NULL", op);
+    if (gate->k != layer->k)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: gate->k = %zu differs from layer->k = %zu", op,
+                       gate->k, layer->k);
+    if (!layer->router) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: layer router is NULL", op);
+    st = sg_check_matrix(ctx, op, "logits", logits, t, layer->experts, ldl);
+    if (st == SG_OK) st = sg_check_matrix(ctx, op, "ids", ids, t, layer->k, ldid);
+    if (st == SG_OK) st = sg_check_matrix(ctx, op, "weights", weights, t, layer->k, ldw);
+    if (st != SG_OK || t == 0) return st;
+    if (layer->experts > (size_t)INT32_MAX - 1)
+        return sg_fail(ctx, SG_ERR_SHAPE, "%s: experts = %zu is too large", op, layer->experts);
+    router_job r = {sg_moe_kernels_get(), t, layer->experts, layer->d, ROUTER_ROWS, x,
+                    layer->router, ldx, logits, ldl};
+    int blas_threads = t > SG_MOE_SMALL_ROWS ? openblas_get_num_threads() : 1;
+    if (blas_threads != 1) openblas_set_num_threads(1);
+    sg_parallel_for(ctx, (t + r.per - 1) / r.per, router_task, &r);
+    if (blas_threads != 1) openblas_set_num_threads(blas_threads);
+    /* The gate may use the context's workspace: nothing of the layer lives
+     * there yet. */
+    st = sg_gate_f32(ctx, gate, t, layer->experts, logits, ldl, ids, ldid, weights, ldw, NULL, 0);
+    if (st != SG_OK) return st;
+    return forward_routed(ctx, op, layer, t, x, ldx, ids, ldid, weights, ldw, y, ldy);
 }
