@@ -388,7 +388,7 @@ static void dense_ref(const sg_moe_layer *l, size_t t, const float *x, size_t ld
 TEST(moe_layer_dense) {
     test_rng r = test_rng_seed(15);
     sg_context *ctx = test_context(2);
-    const size_t ts[] = {1, 3, 17, 64};
+    const size_t ts[] = {1, 3, 17, 64, 150};
     const size_t d = 24, ff = 20, e = 5, k = 2, ldx = 27, ldy = 26;
     for (int act = 0; act <= SG_MOE_GELU_ERF; act++)
         for (size_t shared = 0; shared <= 2; shared += 2) {

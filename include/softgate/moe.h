@@ -165,7 +165,7 @@ typedef struct sg_moe_ffn {
  * context (the caller's buffer after sg_context_set_workspace, else memory
  * the context allocates once and keeps); nothing else is allocated.
  */
-#define SG_MOE_SMALL_ROWS 8
+#define SG_MOE_SMALL_ROWS 32
 
 typedef struct sg_moe_layer {
     size_t d, f, experts, k;

@@ -24,31 +24,43 @@ static inline __m256i tail_mask(size_t rem) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), idx);
 }
 
+/* jw and nr are constants at every call: the pragmas unroll the loops so
+ * the accumulators live in registers (-O2 would keep them on the stack). */
 static inline __attribute__((always_inline)) void
 block(int jw, int nr, size_t len, const float *x, size_t ldx, const float *w, size_t ldw,
       float *out, size_t ldo) {
     __m256 acc[2][4];
+    #pragma GCC unroll 4
     for (int j = 0; j < jw; j++)
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) acc[j][r] = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + VL <= len; i += VL) {
         __m256 xv[4];
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + i);
+        #pragma GCC unroll 4
         for (int j = 0; j < jw; j++) {
             __m256 wv = _mm256_loadu_ps(w + j * ldw + i);
+            #pragma GCC unroll 4
             for (int r = 0; r < nr; r++) acc[j][r] = _mm256_fmadd_ps(wv, xv[r], acc[j][r]);
         }
     }
     if (i < len) {
         __m256i m = tail_mask(len - i);
         __m256 xv[4];
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) xv[r] = _mm256_maskload_ps(x + r * ldx + i, m);
+        #pragma GCC unroll 4
         for (int j = 0; j < jw; j++) {
             __m256 wv = _mm256_maskload_ps(w + j * ldw + i, m);
+            #pragma GCC unroll 4
             for (int r = 0; r < nr; r++) acc[j][r] = _mm256_fmadd_ps(wv, xv[r], acc[j][r]);
         }
     }
+    #pragma GCC unroll 4
     for (int j = 0; j < jw; j++)
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) out[r * ldo + j] = hsum(acc[j][r]);
 }
 

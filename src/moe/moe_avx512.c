@@ -13,31 +13,43 @@
 
 #define VL 16
 
+/* jw and nr are constants at every call: the pragmas unroll the loops so
+ * the accumulators live in registers (-O2 would keep them on the stack). */
 static inline __attribute__((always_inline)) void
 block(int jw, int nr, size_t len, const float *x, size_t ldx, const float *w, size_t ldw,
       float *out, size_t ldo) {
     __m512 acc[4][4];
+    #pragma GCC unroll 4
     for (int j = 0; j < jw; j++)
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) acc[j][r] = _mm512_setzero_ps();
     size_t i = 0;
     for (; i + VL <= len; i += VL) {
         __m512 xv[4];
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) xv[r] = _mm512_loadu_ps(x + r * ldx + i);
+        #pragma GCC unroll 4
         for (int j = 0; j < jw; j++) {
             __m512 wv = _mm512_loadu_ps(w + j * ldw + i);
+            #pragma GCC unroll 4
             for (int r = 0; r < nr; r++) acc[j][r] = _mm512_fmadd_ps(wv, xv[r], acc[j][r]);
         }
     }
     if (i < len) {
         __mmask16 m = (__mmask16)((1u << (len - i)) - 1u);
         __m512 xv[4];
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) xv[r] = _mm512_maskz_loadu_ps(m, x + r * ldx + i);
+        #pragma GCC unroll 4
         for (int j = 0; j < jw; j++) {
             __m512 wv = _mm512_maskz_loadu_ps(m, w + j * ldw + i);
+            #pragma GCC unroll 4
             for (int r = 0; r < nr; r++) acc[j][r] = _mm512_fmadd_ps(wv, xv[r], acc[j][r]);
         }
     }
+    #pragma GCC unroll 4
     for (int j = 0; j < jw; j++)
+        #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) out[r * ldo + j] = _mm512_reduce_add_ps(acc[j][r]);
 }
 

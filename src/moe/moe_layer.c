@@ -158,10 +158,12 @@ typedef struct ffn_job {
     const size_t *start; /* [units + 1]: first task of each unit */
 } ffn_job;
 
-/* Column block widths. Few rows: 64 columns (the kernel's W rows of a block
- * stay in L2: 256 KiB at D = 1024); more rows: wider sgemm blocks, whose
- * packing of X is then amortized over more columns. */
-static size_t block_width(size_t n) { return n <= SG_MOE_SMALL_ROWS ? 64 : n <= 64 ? 256 : 512; }
+/* Column block widths. Few rows (the kernel): 64 columns, 256 KiB of W at
+ * D = 1024, enough tasks for the threads even at T = 1. More rows (sgemm):
+ * 1024 columns, so that sgemm packs the rows of X once per 1024 columns of
+ * W (narrower blocks measurably lose to one sgemm over the whole width),
+ * while F = 2816 still gives 3 tasks per expert for the threads to share. */
+static size_t block_width(size_t n) { return n <= SG_MOE_SMALL_ROWS ? 64 : 1024; }
 
 static size_t unit_of(const ffn_job *j, size_t task) {
     size_t lo = 0, hi = j->units; /* start[lo] <= task < start[hi] */
