@@ -42,6 +42,10 @@ static void *xalloc(size_t bytes) {
     return p;
 }
 
+/* max for the error loops; not fmax, whose vectorized reduction crashes
+ * the arm64 cross compiler (GCC 12, vect_transform_reduction ICE). */
+static double max_d(double a, double b) { return a > b ? a : b; }
+
 static float *randn(size_t count, double scale, test_rng *r) {
     float *v = xalloc(count * sizeof *v);
     for (size_t i = 0; i < count; i++) v[i] = (float)(test_normal(r) * scale);
@@ -176,7 +180,7 @@ TEST(moe_gather_combine_naive) {
                 double s = 0.0;
                 for (size_t j = 0; j < k; j++)
                     if (f.ids[i * k + j] >= 0) s += ye[(size_t)f.pos[i * k + j] * ld + c];
-                worst = fmax(worst, fabs(y[i * ld + c] - s));
+                worst = max_d(worst, fabs(y[i * ld + c] - s));
             }
         CHECK(worst < 1e-5, "gather backward error %g", worst);
         free(x), free(xe), free(ye), free(y), free(y0);
@@ -408,8 +412,8 @@ TEST(moe_layer_dense) {
                 double worst = 0.0, norm = 0.0;
                 for (size_t i = 0; i < t; i++) {
                     for (size_t c = 0; c < d; c++) {
-                        worst = fmax(worst, fabs(y[i * ldy + c] - ref[i * d + c]));
-                        norm = fmax(norm, fabs(ref[i * d + c]));
+                        worst = max_d(worst, fabs(y[i * ldy + c] - ref[i * d + c]));
+                        norm = max_d(norm, fabs(ref[i * d + c]));
                     }
                     CHECK(y[i * ldy + d] == -7.0f && y[i * ldy + d + 1] == -7.0f,
                           "row %zu: written past D", i);
@@ -506,7 +510,7 @@ TEST(moe_layer_gated) {
                         s += (double)x[i * d + c] * lf.l.router[j * d + c];
                         sa += fabs((double)x[i * d + c] * lf.l.router[j * d + c]);
                     }
-                    worst = fmax(worst, fabs(logits[i * e + j] - s) / (sa + 1e-30));
+                    worst = max_d(worst, fabs(logits[i * e + j] - s) / (sa + 1e-30));
                 }
             CHECK(worst < 1e-6, "gate %zu T %zu: logits error %g", gi, t, worst);
             sg_context *ctx = test_context(1);
@@ -521,8 +525,8 @@ TEST(moe_layer_gated) {
             double *ref = xalloc(t * d * sizeof *ref), err = 0.0, norm = 0.0;
             dense_ref(&lf.l, t, x, d, ids, w, ref);
             for (size_t i = 0; i < t * d; i++) {
-                err = fmax(err, fabs(y[1][i] - ref[i]));
-                norm = fmax(norm, fabs(ref[i]));
+                err = max_d(err, fabs(y[1][i] - ref[i]));
+                norm = max_d(norm, fabs(ref[i]));
             }
             CHECK(err <= 1e-5 * (1.0 + norm), "gate %zu T %zu: error %g", gi, t, err);
             /* A NaN in x makes a NaN logit: the gate's argument error. */
