@@ -16,7 +16,8 @@
  *   moe_kernels_reference         every compiled few-rows kernel and
  *                                 activation against double
  *   moe_layer_dense               SwiGLU / GELU tanh / GELU erf, with and
- *                                 without shared experts, T = 1, 3, 17, 64,
+ *                                 without shared experts, T = 1, 3, 17, 64
+ *                                 and 150 (experts past 32 rows: sgemm),
  *                                 dropped slots, strides > D
  *   moe_layer_gated               router logits against double, the gate's
  *                                 routes, y equal to the routed call's bits;
