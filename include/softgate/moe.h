@@ -155,8 +155,8 @@ typedef struct sg_moe_ffn {
  * openblas_set_num_threads(1) when OpenBLAS runs more threads, and restores
  * the previous count before returning (that setting is process-global: do
  * not call OpenBLAS from another thread while a layer runs, or pin OpenBLAS
- * to 1 thread yourself). Experts with more than a few rows use cblas_sgemm;
- * those with up to SG_MOE_SMALL_ROWS rows (decode steps) use softgate's own
+ * to 1 thread yourself). Experts with more than SG_MOE_SMALL_ROWS rows use
+ * cblas_sgemm; those with fewer (decode steps) use softgate's own
  * kernel, which streams each weight matrix once for all its rows (AVX-512,
  * AVX2 or portable C by SOFTGATE_ISA). Small results therefore depend on
  * the ISA level (not on threads), within float rounding.
@@ -181,7 +181,8 @@ typedef struct sg_moe_layer {
  * Workspace bytes the forward calls need for T tokens (both calls need the
  * same); 0 if the layer's shapes are invalid or the size overflows. The
  * gate of sg_moe_forward_f32 may need its own (route.h: only beyond 1024
- * experts), which it takes from the same context before the layer does.
+ * experts), which it takes from the same context before the layer does:
+ * a caller's buffer must then hold the larger of the two.
  */
 SG_API size_t sg_moe_workspace_bytes(const sg_moe_layer *layer, size_t t);
 
