@@ -19,6 +19,8 @@
  *                                 without shared experts, T = 1, 3, 17, 64
  *                                 and 150 (experts past 32 rows: sgemm),
  *                                 dropped slots, strides > D
+ *   moe_layer_all_dropped         every slot dropped: y = the shared experts'
+ *                                 sum exactly, or 0 without shared experts
  *   moe_layer_gated               router logits against double, the gate's
  *                                 routes, y equal to the routed call's bits;
  *                                 softmax-top-k and DeepSeek sigmoid gates
@@ -476,6 +478,31 @@ TEST(moe_layer_threads_identical) {
         for (int th = 1; th <= 3; th++) free(y[th]);
     }
     free_layer(&lf);
+}
+
+TEST(moe_layer_all_dropped) {
+    test_rng r = test_rng_seed(19);
+    sg_context *ctx = test_context(2);
+    const size_t d = 16, ff = 12, e = 4, k = 2, t = 5;
+    for (size_t shared = 0; shared <= 1; shared++) {
+        layer_fixture lf;
+        make_layer(&lf, d, ff, e, k, shared, 0, SG_MOE_SWIGLU, &r);
+        float *x = randn(t * d, 1.0, &r), *y = randn(t * d, 1.0, &r), w[10];
+        int32_t ids[10];
+        for (size_t i = 0; i < t * k; i++) ids[i] = -1, w[i] = NAN; /* never read */
+        CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y, d) == SG_OK, "%s",
+              sg_context_error(ctx));
+        double *ref = xalloc(t * d * sizeof *ref), err = 0.0;
+        dense_ref(&lf.l, t, x, d, ids, w, ref);
+        for (size_t i = 0; i < t * d; i++) {
+            if (!shared) CHECK(y[i] == 0.0f, "no shared expert, all dropped: y[%zu] = %g", i, y[i]);
+            err = max_d(err, fabs(y[i] - ref[i]));
+        }
+        CHECK(err < 1e-5, "shared %zu, all dropped: error %g", shared, err);
+        free(x), free(y), free(ref);
+        free_layer(&lf);
+    }
+    sg_context_destroy(ctx);
 }
 
 TEST(moe_layer_gated) {
