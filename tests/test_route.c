@@ -205,7 +205,8 @@ TEST(route_softmax_topk_reference) {
     sg_context *ctx = test_context(1);
     static const size_t es[] = {1, 3, 8, 17, 64, 256, 1500};
     static const size_t ks[] = {1, 2, 3, 6, 8};
-    for (size_t ei = 0; ei < sizeof es / sizeof es[0]; ei++) {
+    const size_t n_es = test_quick ? 5 : sizeof es / sizeof es[0]; /* --quick: E <= 64 */
+    for (size_t ei = 0; ei < n_es; ei++) {
         size_t e = es[ei], t = e > 300 ? 7 : 23;
         for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
             if (ks[ki] > e) continue;
@@ -235,7 +236,7 @@ TEST(route_softmax_topk_reference) {
 TEST(route_sigmoid_bias_groups_reference) {
     sg_context *ctx = test_context(1);
     static const size_t es[] = {8, 64, 256, 1504};
-    for (size_t ei = 0; ei < sizeof es / sizeof es[0]; ei++) {
+    for (size_t ei = 0; ei < (test_quick ? 2u : sizeof es / sizeof es[0]); ei++) {
         size_t e = es[ei], t = e > 300 ? 7 : 29;
         for (int variant = 0; variant < 6; variant++) {
             sg_gate_config cfg = sg_gate_config_default(SG_GATE_SIGMOID_TOPK);
@@ -394,7 +395,7 @@ TEST(route_gate_argument_errors) {
 TEST(route_random_gates_reference) {
     sg_context *ctx = test_context(1);
     static const size_t es[] = {4, 8, 64, 1100};
-    for (size_t ei = 0; ei < sizeof es / sizeof es[0]; ei++) {
+    for (size_t ei = 0; ei < (test_quick ? 3u : sizeof es / sizeof es[0]); ei++) {
         size_t e = es[ei], t = e > 300 ? 5 : 19;
         float *x = rand_matrix(t, e, 1.0, 500 + e);
         float *q = rand_matrix(t, e, 1.0, 600 + e);
@@ -542,5 +543,612 @@ TEST(route_gate_backward_fd) {
         }
     }
     free(x), free(q), free(bias);
+    sg_context_destroy(ctx);
+}
+
+/* ---- expert choice -------------------------------------------------------- */
+
+TEST(route_expert_choice_reference) {
+    static const size_t es[] = {8, 64, 256};
+    static const size_t ts[] = {1, 5, 16, 300};
+    for (int th = 1; th <= 3; th += 2) {
+        sg_context *ctx = test_context(th);
+        for (size_t ei = 0; ei < (test_quick ? 2u : 3u); ei++)
+            for (size_t ti = 0; ti < 4; ti++) {
+                size_t e = es[ei], t = ts[ti], c;
+                float cfac = ti == 3 ? 2.0f : 1.25f, temp = ti == 2 ? 0.8f : 1.0f;
+                CHECK(sg_expert_choice_capacity(ctx, cfac, t, e, &c) == SG_OK, "capacity");
+                size_t want_c = (size_t)ceil((double)cfac * (double)t / (double)e);
+                want_c = want_c > t ? t : want_c;
+                CHECK(c == want_c, "C = %zu, want %zu", c, want_c);
+                float *x = rand_matrix(t, e, 1.0, 900 + t + e);
+                if (t >= 5) memcpy(x + 3 * e, x + 1 * e, e * sizeof *x); /* tokens 1 and 3 tie */
+                int32_t *tok = xalloc(e * c * sizeof *tok);
+                float *w = xalloc(e * c * sizeof *w), *p = xalloc(t * e * sizeof *p);
+                CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, temp, c, tok, c, w, c, p, e) == SG_OK,
+                      "status %s", sg_context_error(ctx));
+                /* reference: log-probabilities in double, selection sort per expert */
+                double *lp = xalloc(t * e * sizeof *lp), *col = xalloc(t * sizeof *col);
+                for (size_t r = 0; r < t; r++) {
+                    double mx = -INFINITY, s = 0.0;
+                    for (size_t i = 0; i < e; i++) mx = fmax(mx, x[r * e + i] / (double)temp);
+                    for (size_t i = 0; i < e; i++) s += exp(x[r * e + i] / (double)temp - mx);
+                    for (size_t i = 0; i < e; i++) {
+                        lp[r * e + i] = x[r * e + i] / (double)temp - mx - log(s);
+                        CHECK(fabs(p[r * e + i] - exp(lp[r * e + i])) < 2e-6 * exp(lp[r * e + i]) + 1e-12,
+                              "probs");
+                    }
+                }
+                size_t clear = 0;
+                for (size_t ex = 0; ex < e; ex++) {
+                    int32_t ref[512];
+                    for (size_t r = 0; r < t; r++) col[r] = lp[r * e + ex];
+                    ref_select(col, NULL, t, c, ref);
+                    int ok = 1;
+                    for (size_t s = 0; s + 1 < c; s++)
+                        if (col[ref[s]] - col[ref[s + 1]] < 1e-6 && col[ref[s]] != col[ref[s + 1]]) ok = 0;
+                    for (size_t r = 0; r < t; r++) {
+                        int in = 0;
+                        for (size_t s = 0; s < c; s++) in |= ref[s] == (int32_t)r;
+                        if (!in && col[ref[c - 1]] - col[r] < 1e-6 && col[ref[c - 1]] != col[r]) ok = 0;
+                    }
+                    if (!ok) continue;
+                    clear++;
+                    for (size_t s = 0; s < c; s++) {
+                        CHECK(tok[ex * c + s] == ref[s], "e=%zu t=%zu expert %zu slot %zu: token %d, ref %d", e,
+                              t, ex, s, tok[ex * c + s], ref[s]);
+                        double want = exp(col[ref[s]]);
+                        CHECK(fabs(w[ex * c + s] - want) <= 2e-6 * want, "weight %g want %g",
+                              (double)w[ex * c + s], want);
+                    }
+                }
+                CHECK(clear * 10 >= e * 8, "only %zu of %zu experts clear of near-ties", clear, e);
+                free(x), free(tok), free(w), free(p), free(lp), free(col);
+            }
+        sg_context_destroy(ctx);
+    }
+}
+
+TEST(route_expert_choice_ties_errors_backward) {
+    sg_context *ctx = test_context(1);
+    /* identical tokens: the lower token index first */
+    float x[4 * 2] = {1, 0, 1, 0, 1, 0, 1, 0};
+    int32_t tok[2 * 2];
+    float w[2 * 2];
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_OK, "status");
+    CHECK(tok[0] == 0 && tok[1] == 1 && tok[2] == 0 && tok[3] == 1, "ties: %d %d %d %d", tok[0], tok[1],
+          tok[2], tok[3]);
+    /* C = 1 (the argmax path) */
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 1, tok, 1, w, 1, NULL, 0) == SG_OK, "status");
+    CHECK(tok[0] == 0 && tok[1] == 0, "C = 1 ties: %d %d", tok[0], tok[1]);
+    /* the same with C >= 64 (the select-and-sort path): 200 identical
+     * tokens but for token 150, best for expert 1 */
+    {
+        float *xs = xalloc(200 * 2 * sizeof *xs);
+        int32_t *tk = xalloc(2 * 100 * sizeof *tk);
+        float *wk = xalloc(2 * 100 * sizeof *wk);
+        for (int r = 0; r < 200; r++) xs[2 * r] = 1.0f, xs[2 * r + 1] = 0.0f;
+        xs[2 * 150 + 1] = 2.0f;
+        CHECK(sg_gate_expert_choice_f32(ctx, 200, 2, xs, 2, 1.0f, 100, tk, 100, wk, 100, NULL, 0) == SG_OK,
+              "status");
+        int ok0 = 1, ok1 = tk[100] == 150;
+        for (int q = 0; q < 100; q++) ok0 &= tk[q] == (q < 100 ? q + (q >= 150) : 0);
+        for (int q = 1; q < 100; q++) ok1 &= tk[100 + q] == q - 1;
+        CHECK(ok0 && ok1, "select path ties: expert 0 starts %d %d, expert 1 starts %d %d", tk[0], tk[1], tk[100],
+              tk[101]);
+        free(xs), free(tk), free(wk);
+    }
+    x[5] = NAN;
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "token 2"), "NaN: '%s'", sg_context_error(ctx));
+    x[5] = 0.0f;
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 5, tok, 5, w, 5, NULL, 0) == SG_ERR_ARGUMENT, "c > t");
+    CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 0, tok, 2, w, 2, NULL, 0) == SG_ERR_ARGUMENT, "c = 0");
+    size_t c;
+    CHECK(sg_expert_choice_capacity(ctx, 0.0f, 4, 2, &c) == SG_ERR_ARGUMENT, "factor 0");
+    CHECK(sg_expert_choice_capacity(ctx, 1.0f, 0, 2, &c) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "below one"), "capacity below one token");
+    /* backward against central differences of L = sum dw * p[tok][e] */
+    const size_t t = 6, e = 5, cc = 3;
+    float *y = rand_matrix(t, e, 1.0, 31), dw[5 * 3], dx[6 * 5];
+    int32_t tk[5 * 3];
+    float wt[5 * 3];
+    const float temp = 0.7f;
+    CHECK(sg_gate_expert_choice_f32(ctx, t, e, y, e, temp, cc, tk, cc, wt, cc, NULL, 0) == SG_OK, "status");
+    test_rng rng = test_rng_seed(3);
+    for (int i = 0; i < 15; i++) dw[i] = (float)test_normal(&rng);
+    CHECK(sg_gate_expert_choice_backward_f32(ctx, t, e, y, e, temp, cc, tk, cc, dw, cc, dx, e) == SG_OK,
+          "backward status %s", sg_context_error(ctx));
+    for (size_t r = 0; r < t; r++)
+        for (size_t i = 0; i < e; i++) {
+            double L[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                float save = y[r * e + i];
+                y[r * e + i] = save + (sgn ? -1e-2f : 1e-2f);
+                L[sgn] = 0.0;
+                for (size_t ex = 0; ex < e; ex++)
+                    for (size_t s = 0; s < cc; s++) {
+                        const float *xr = y + (size_t)tk[ex * cc + s] * e;
+                        double mx = -INFINITY, sum = 0.0;
+                        for (size_t q = 0; q < e; q++) mx = fmax(mx, xr[q] / (double)temp);
+                        for (size_t q = 0; q < e; q++) sum += exp(xr[q] / (double)temp - mx);
+                        L[sgn] += dw[ex * cc + s] * exp(xr[ex] / (double)temp - mx) / sum;
+                    }
+                y[r * e + i] = save;
+            }
+            double fd = (L[0] - L[1]) / 2e-2;
+            CHECK(fabs(dx[r * e + i] - fd) < 2e-3 * fmax(1.0, fabs(fd)), "ec dx[%zu][%zu] %g fd %g", r, i,
+                  (double)dx[r * e + i], fd);
+        }
+    free(y);
+    sg_context_destroy(ctx);
+}
+
+/* ---- load and balance ------------------------------------------------------ */
+
+/* The reference of dropping: slot-major, order by token or by weight. */
+static void ref_drop(size_t t, size_t k, size_t e, const int32_t *ids, const float *w, size_t cap,
+                     int policy, int32_t *pos) {
+    size_t *cnt = calloc(e, sizeof *cnt);
+    char *done = calloc(t, 1);
+    for (size_t j = 0; j < k; j++) {
+        memset(done, 0, t);
+        for (size_t q = 0; q < t; q++) {
+            size_t r = q;
+            if (policy == SG_DROP_BY_WEIGHT) { /* the best not yet placed, lower token on ties */
+                long best = -1;
+                for (size_t s = 0; s < t; s++)
+                    if (!done[s] && (best < 0 || w[s * k + j] > w[(size_t)best * k + j])) best = (long)s;
+                r = (size_t)best;
+            }
+            done[r] = 1;
+            size_t ex = (size_t)ids[r * k + j];
+            pos[r * k + j] = policy == SG_DROPLESS || cnt[ex] < cap ? (int32_t)cnt[ex]++ : -1;
+        }
+    }
+    free(cnt), free(done);
+}
+
+TEST(route_capacity_and_dropping) {
+    sg_context *ctx = test_context(1);
+    size_t cap;
+    CHECK(sg_route_capacity(ctx, 1.25f, 100, 2, 8, &cap) == SG_OK && cap == 32, "capacity %zu", cap);
+    CHECK(sg_route_capacity(ctx, 1.0f, 3, 1, 8, &cap) == SG_OK && cap == 1, "capacity %zu", cap);
+    CHECK(sg_route_capacity(ctx, 1.0f, 0, 2, 8, &cap) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "below one"), "capacity 0: '%s'", sg_context_error(ctx));
+    CHECK(sg_route_capacity(ctx, NAN, 3, 1, 8, &cap) == SG_ERR_ARGUMENT, "NaN factor");
+    const size_t t = 57, e = 8, k = 3;
+    float *x = rand_matrix(t, e, 1.0, 1234);
+    int32_t ids[57 * 3], pos[57 * 3], ref[57 * 3];
+    float w0[57 * 3], w[57 * 3];
+    sg_gate_config cfg = sg_gate_config_default(SG_GATE_SOFTMAX_TOPK);
+    cfg.k = k;
+    CHECK(sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w0, k, NULL, 0) == SG_OK, "gate");
+    int64_t counts[8], kept[8];
+    CHECK(sg_route_counts(ctx, t, k, ids, k, e, counts) == SG_OK, "counts");
+    int64_t total = 0;
+    for (size_t i = 0; i < e; i++) total += counts[i];
+    CHECK(total == (int64_t)(t * k), "counts sum %lld", (long long)total);
+    for (int policy = 0; policy <= SG_DROPLESS; policy++)
+        for (int renorm = 0; renorm < 2; renorm++) {
+            memcpy(w, w0, sizeof w);
+            size_t capacity = 15;
+            CHECK(sg_route_apply_capacity_f32(ctx, t, k, e, ids, k, w, k, capacity, (sg_drop_policy)policy,
+                                              renorm, pos, k, kept) == SG_OK,
+                  "apply status %s", sg_context_error(ctx));
+            ref_drop(t, k, e, ids, w0, capacity, policy, ref);
+            CHECK(memcmp(pos, ref, sizeof pos) == 0, "policy %d: positions differ from the reference", policy);
+            int64_t kc[8] = {0};
+            size_t dropped = 0;
+            for (size_t r = 0; r < t; r++) {
+                double all = 0.0, kw = 0.0, got = 0.0;
+                for (size_t j = 0; j < k; j++) {
+                    all += w0[r * k + j];
+                    if (pos[r * k + j] >= 0) kc[ids[r * k + j]]++, kw += w0[r * k + j];
+                    else {
+                        dropped++;
+                        CHECK(w[r * k + j] == 0.0f, "dropped weight not 0");
+                    }
+                    got += w[r * k + j];
+                    if (!renorm && pos[r * k + j] >= 0) CHECK(w[r * k + j] == w0[r * k + j], "kept weight moved");
+                }
+                if (renorm && kw > 0) CHECK(fabs(got - all) < 1e-6, "renormalized sum %g, want %g", got, all);
+            }
+            for (size_t i = 0; i < e; i++) {
+                CHECK(kc[i] == kept[i], "kept[%zu] %lld, counted %lld", i, (long long)kept[i], (long long)kc[i]);
+                if (policy != SG_DROPLESS) CHECK(kept[i] <= (int64_t)capacity, "capacity exceeded");
+            }
+            CHECK(policy == SG_DROPLESS ? dropped == 0 : dropped > 0, "policy %d dropped %zu", policy, dropped);
+        }
+    /* slot-major: with capacity 1 and every token on expert 0 in both
+     * slots, token 0's first choice is kept, nobody's second */
+    int32_t same[4 * 2] = {0, 1, 0, 1, 0, 1, 0, 1};
+    float ws[8] = {0.1f, 0.1f, 0.9f, 0.05f, 0.5f, 0.5f, 0.9f, 0.05f};
+    CHECK(sg_route_apply_capacity_f32(ctx, 4, 2, 2, same, 2, ws, 2, 1, SG_DROP_BY_WEIGHT, 0, pos, 2, kept) ==
+              SG_OK, "status");
+    /* slot 0 by weight: tokens 1 (0.9) and 3 (0.9) tie -> token 1 kept */
+    CHECK(pos[2] == 0 && pos[0] == -1 && pos[4] == -1 && pos[6] == -1, "slot 0 by weight: %d %d %d %d", pos[0],
+          pos[2], pos[4], pos[6]);
+    CHECK(pos[5] == 0 && pos[1] == -1, "slot 1 by weight: token 2 (0.5) first: %d %d", pos[5], pos[1]);
+    int32_t bad[2] = {0, 9};
+    CHECK(sg_route_apply_capacity_f32(ctx, 1, 2, 8, bad, 2, ws, 2, 1, SG_DROP_BY_TOKEN, 0, NULL, 0, NULL) ==
+              SG_ERR_ARGUMENT && strstr(sg_context_error(ctx), "ids[0][1]"), "bad id: '%s'", sg_context_error(ctx));
+    CHECK(sg_route_apply_capacity_f32(ctx, 1, 2, 8, same, 2, ws, 2, 0, SG_DROP_BY_TOKEN, 0, NULL, 0, NULL) ==
+              SG_ERR_ARGUMENT, "capacity 0");
+    free(x);
+    sg_context_destroy(ctx);
+}
+
+TEST(route_balance_and_z_loss) {
+    sg_context *ctx = test_context(1);
+    static const size_t es[] = {8, 64, 200, 1100};
+    for (size_t ei = 0; ei < 4; ei++) {
+        const size_t e = es[ei], t = 13, k = e >= 64 ? 6 : 2;
+        float *x = rand_matrix(t, e, 1.5, 70 + e);
+        int32_t *ids = xalloc(t * k * sizeof *ids);
+        float *w = xalloc(t * k * sizeof *w), *dx = xalloc(t * e * sizeof *dx);
+        sg_gate_config cfg = sg_gate_config_default(SG_GATE_SOFTMAX_TOPK);
+        cfg.k = k;
+        sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w, k, NULL, 0);
+        const float alpha = 0.01f;
+        float L, L2;
+        CHECK(sg_route_balance_loss_f32(ctx, t, e, x, e, k, ids, k, alpha, &L, dx, e) == SG_OK, "status %s",
+              sg_context_error(ctx));
+        CHECK(sg_route_balance_loss_f32(ctx, t, e, x, e, k, ids, k, alpha, &L2, NULL, 0) == SG_OK && L2 == L,
+              "loss without dx differs");
+        /* the formula in double */
+        double *f = calloc(e, sizeof *f), *P = calloc(e, sizeof *P);
+        for (size_t i = 0; i < t * k; i++) f[ids[i]] += 1.0 / (double)(t * k);
+        for (size_t r = 0; r < t; r++) {
+            double mx = -INFINITY, s = 0.0;
+            for (size_t i = 0; i < e; i++) mx = fmax(mx, x[r * e + i]);
+            for (size_t i = 0; i < e; i++) s += exp(x[r * e + i] - mx);
+            for (size_t i = 0; i < e; i++) P[i] += exp(x[r * e + i] - mx) / s / (double)t;
+        }
+        double want = 0.0;
+        for (size_t i = 0; i < e; i++) want += f[i] * P[i];
+        want *= alpha * (double)e;
+        CHECK(fabs(L - want) < 1e-6 * want, "balance loss %.9g, formula %.9g", (double)L, want);
+        /* gradient (f fixed) by central differences, a few entries */
+        for (size_t q = 0; q < 6; q++) {
+            size_t r = (q * 5) % t, i = (q * 37) % e;
+            double lp[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                float save = x[r * e + i];
+                x[r * e + i] = save + (sgn ? -1e-2f : 1e-2f);
+                double Ps = 0.0;
+                for (size_t ex = 0; ex < e; ex++) {
+                    double PE = 0.0;
+                    for (size_t rr = 0; rr < t; rr++) {
+                        double mx = -INFINITY, s = 0.0;
+                        for (size_t ii = 0; ii < e; ii++) mx = fmax(mx, x[rr * e + ii]);
+                        for (size_t ii = 0; ii < e; ii++) s += exp(x[rr * e + ii] - mx);
+                        PE += exp(x[rr * e + ex] - mx) / s / (double)t;
+                    }
+                    Ps += f[ex] * PE;
+                }
+                lp[sgn] = alpha * (double)e * Ps;
+                x[r * e + i] = save;
+            }
+            double fd = (lp[0] - lp[1]) / 2e-2;
+            CHECK(fabs(dx[r * e + i] - fd) < 1e-3 * fabs(fd) + 1e-9, "balance dx[%zu][%zu] %g fd %g", r, i,
+                  (double)dx[r * e + i], fd);
+        }
+        /* z-loss and its gradient */
+        CHECK(sg_route_z_loss_f32(ctx, t, e, x, e, &L, dx, e) == SG_OK, "z status");
+        CHECK(sg_route_z_loss_f32(ctx, t, e, x, e, &L2, NULL, 0) == SG_OK, "z status");
+        double zw = 0.0;
+        for (size_t r = 0; r < t; r++) {
+            double mx = -INFINITY, s = 0.0;
+            for (size_t i = 0; i < e; i++) mx = fmax(mx, x[r * e + i]);
+            for (size_t i = 0; i < e; i++) s += exp(x[r * e + i] - mx);
+            double lse = mx + log(s);
+            zw += lse * lse / (double)t;
+            for (size_t i = 0; i < e; i++) {
+                double g = 2.0 / (double)t * lse * exp(x[r * e + i] - lse);
+                CHECK(fabs(dx[r * e + i] - g) < 2e-6 * fabs(g) + 1e-12, "z dx[%zu][%zu] %g want %g", r, i,
+                      (double)dx[r * e + i], g);
+            }
+        }
+        CHECK(fabs(L - zw) < 2e-6 * zw && fabs(L2 - zw) < 2e-6 * zw, "z-loss %.9g / %.9g, formula %.9g",
+              (double)L, (double)L2, zw);
+        free(x), free(ids), free(w), free(dx), free(f), free(P);
+    }
+    float y[4] = {0, 1, NAN, 2}, L;
+    CHECK(sg_route_z_loss_f32(ctx, 2, 2, y, 2, &L, NULL, 0) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "token 1"), "z NaN: '%s'", sg_context_error(ctx));
+    float m[4] = {-INFINITY, -INFINITY, 0.0f, 1.0f};
+    CHECK(sg_route_z_loss_f32(ctx, 2, 2, m, 2, &L, NULL, 0) == SG_OK && L == INFINITY, "z -inf row: %g",
+          (double)L);
+    sg_context_destroy(ctx);
+}
+
+TEST(route_bias_update) {
+    sg_context *ctx = test_context(1);
+    int64_t counts[5] = {10, 2, 6, 6, 6}; /* mean 6 */
+    float bias[5] = {0, 0, 0, 0.5f, 0};
+    CHECK(sg_route_bias_update_f32(ctx, 5, counts, 0.001f, bias) == SG_OK, "status");
+    CHECK(bias[0] == -0.001f && bias[1] == 0.001f && bias[2] == 0.0f && bias[3] == 0.5f, "bias %g %g %g %g",
+          (double)bias[0], (double)bias[1], (double)bias[2], (double)bias[3]);
+    CHECK(sg_route_bias_update_f32(ctx, 5, counts, -1.0f, bias) == SG_ERR_ARGUMENT, "negative rate");
+    /* closing the loop: the bias update evens a skewed sigmoid router */
+    const size_t t = 512, e = 16, k = 2;
+    float *x = rand_matrix(t, e, 1.0, 55), b[16] = {0};
+    for (size_t r = 0; r < t; r++) x[r * e + 3] += 2.0f; /* expert 3 is favoured */
+    int32_t *ids = xalloc(t * k * sizeof *ids);
+    float *w = xalloc(t * k * sizeof *w);
+    sg_gate_config cfg = sg_gate_config_default(SG_GATE_SIGMOID_TOPK);
+    cfg.bias = b;
+    int64_t c0[16], c1[16];
+    sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w, k, NULL, 0);
+    sg_route_counts(ctx, t, k, ids, k, e, c0);
+    for (int step = 0; step < 300; step++) {
+        sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w, k, NULL, 0);
+        sg_route_counts(ctx, t, k, ids, k, e, c1);
+        sg_route_bias_update_f32(ctx, e, c1, 0.002f, b);
+    }
+    int64_t max0 = 0, max1 = 0;
+    for (size_t i = 0; i < e; i++) max0 = c0[i] > max0 ? c0[i] : max0, max1 = c1[i] > max1 ? c1[i] : max1;
+    CHECK(max0 > 300 && max1 < 100, "max load %lld before, %lld after (mean 64)", (long long)max0, (long long)max1);
+    free(x), free(ids), free(w);
+    sg_context_destroy(ctx);
+}
+
+/* ---- dense gates -------------------------------------------------------------- */
+
+static double ref_act(int act, double v) {
+    switch (act) {
+    case SG_GATE_ACT_TANH: return tanh(v);
+    case SG_GATE_ACT_SIGMOID: return 1.0 / (1.0 + exp(-v));
+    case SG_GATE_ACT_GELU: return v * 0.5 * (1.0 + erf(v / sqrt(2.0)));
+    default: return v;
+    }
+}
+
+/* L = sum dp * thresholded softmax(act(x) / tau), the mask from xm */
+static double ref_temp_loss(const float *x, const float *xm, size_t e, double tau, int act, double thr,
+                            const float *dp) {
+    double z[64], zm[64], mx = -INFINITY, mm = -INFINITY, s = 0.0, sm = 0.0, L = 0.0;
+    for (size_t i = 0; i < e; i++) {
+        z[i] = ref_act(act, x[i]) / tau, zm[i] = ref_act(act, xm[i]) / tau;
+        mx = fmax(mx, z[i]), mm = fmax(mm, zm[i]);
+    }
+    for (size_t i = 0; i < e; i++) s += exp(z[i] - mx), sm += exp(zm[i] - mm);
+    for (size_t i = 0; i < e; i++)
+        if (exp(zm[i] - mm) / sm >= thr) L += dp[i] * exp(z[i] - mx) / s;
+    return L;
+}
+
+TEST(route_temperature_gate) {
+    sg_context *ctx = test_context(1);
+    const size_t t = 4, e = 7;
+    float *x = rand_matrix(t, e, 1.5, 41), *dp = rand_matrix(t, e, 1.0, 42);
+    float p[4 * 7], dx[4 * 7];
+    for (int act = 0; act <= SG_GATE_ACT_GELU; act++)
+        for (int v = 0; v < 3; v++) {
+            float tau = v == 0 ? 1.0f : v == 1 ? 0.3f : 2.5f, thr = v == 1 ? 0.05f : 0.0f;
+            CHECK(sg_gate_temperature_f32(ctx, t, e, x, e, tau, (sg_gate_activation)act, thr, p, e) == SG_OK,
+                  "status");
+            float dtau;
+            CHECK(sg_gate_temperature_backward_f32(ctx, t, e, x, e, tau, (sg_gate_activation)act, thr, dp, e, dx,
+                                                   e, &dtau) == SG_OK, "backward status");
+            double dtau_fd = 0.0;
+            for (size_t r = 0; r < t; r++) {
+                const float *xr = x + r * e;
+                double z[7], mx = -INFINITY, s = 0.0, sum = 0.0;
+                for (size_t i = 0; i < e; i++) z[i] = ref_act(act, xr[i]) / tau, mx = fmax(mx, z[i]);
+                for (size_t i = 0; i < e; i++) s += exp(z[i] - mx);
+                for (size_t i = 0; i < e; i++) {
+                    double want = exp(z[i] - mx) / s;
+                    if (want < thr) want = 0.0;
+                    sum += p[r * e + i];
+                    CHECK(fabs(p[r * e + i] - want) < 1e-6 * want + 1e-7, "%s tau %g: p %g want %g",
+                          sg_gate_activation_name((sg_gate_activation)act), (double)tau, (double)p[r * e + i], want);
+                }
+                if (thr == 0.0f) CHECK(fabs(sum - 1.0) < 1e-6, "dense gate sums to %g", sum);
+                float xp[7];
+                for (size_t i = 0; i < e; i++) {
+                    memcpy(xp, xr, sizeof xp);
+                    xp[i] = xr[i] + 1e-2f;
+                    double lp = ref_temp_loss(xp, xr, e, tau, act, thr, dp + r * e);
+                    xp[i] = xr[i] - 1e-2f;
+                    double lm = ref_temp_loss(xp, xr, e, tau, act, thr, dp + r * e), fd = (lp - lm) / 2e-2;
+                    CHECK(fabs(dx[r * e + i] - fd) < 2e-3 * fmax(1.0, fabs(fd)), "%s: dx %g fd %g",
+                          sg_gate_activation_name((sg_gate_activation)act), (double)dx[r * e + i], fd);
+                }
+                double hp = ref_temp_loss(xr, xr, e, tau * (1 + 1e-4), act, thr, dp + r * e);
+                double hm = ref_temp_loss(xr, xr, e, tau * (1 - 1e-4), act, thr, dp + r * e);
+                dtau_fd += (hp - hm) / (2e-4 * tau);
+            }
+            CHECK(fabs(dtau - dtau_fd) < 1e-3 * fmax(1.0, fabs(dtau_fd)), "%s tau %g: dtau %g fd %g",
+                  sg_gate_activation_name((sg_gate_activation)act), (double)tau, (double)dtau, dtau_fd);
+        }
+    CHECK(sg_gate_temperature_f32(ctx, t, e, x, e, 0.0f, SG_GATE_ACT_TANH, 0.0f, p, e) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "tau"), "tau 0");
+    x[9] = NAN;
+    CHECK(sg_gate_temperature_f32(ctx, t, e, x, e, 1.0f, SG_GATE_ACT_TANH, 0.0f, p, e) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "token 1"), "NaN: '%s'", sg_context_error(ctx));
+    free(x), free(dp);
+    sg_context_destroy(ctx);
+}
+
+TEST(route_laplace_and_hierarchical) {
+    sg_context *ctx = test_context(1);
+    const size_t t = 3, e = 6, d = 5;
+    float *x = rand_matrix(t, d, 1.0, 51), *w = rand_matrix(e, d, 1.0, 52), *g = rand_matrix(t, e, 1.0, 53);
+    memcpy(w + 2 * d, x + 1 * d, d * sizeof *w); /* token 1 sits on center 2 */
+    float l[3 * 6], dx[3 * 5], dw[6 * 5];
+    CHECK(sg_gate_laplace_logits_f32(ctx, t, e, d, x, d, w, d, l, e) == SG_OK, "status");
+    for (size_t r = 0; r < t; r++)
+        for (size_t i = 0; i < e; i++) {
+            double s = 0.0;
+            for (size_t q = 0; q < d; q++) s += ((double)x[r * d + q] - w[i * d + q]) * ((double)x[r * d + q] - w[i * d + q]);
+            CHECK(fabs(l[r * e + i] + sqrt(s)) < 1e-6 * sqrt(s) + 1e-30, "laplace logit %g want %g",
+                  (double)l[r * e + i], -sqrt(s));
+        }
+    CHECK(l[1 * e + 2] == 0.0f, "distance to itself");
+    CHECK(sg_gate_laplace_logits_backward_f32(ctx, t, e, d, x, d, w, d, g, e, dx, d, dw, d) == SG_OK, "bwd");
+    /* L = sum g * logits: central differences on x and w (away from the kink) */
+    for (int which = 0; which < 2; which++)
+        for (size_t q = 0; q < (which ? e * d : t * d); q++) {
+            float *v = which ? w + q : x + q, v0 = *v;
+            if ((!which && q / d == 1) || (which && q / d == 2)) continue; /* the kink */
+            double L[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                *v = v0 + (sgn ? -1e-3f : 1e-3f);
+                L[sgn] = 0.0;
+                for (size_t r = 0; r < t; r++)
+                    for (size_t i = 0; i < e; i++) {
+                        double s = 0.0;
+                        for (size_t c = 0; c < d; c++)
+                            s += ((double)x[r * d + c] - w[i * d + c]) * ((double)x[r * d + c] - w[i * d + c]);
+                        L[sgn] -= g[r * e + i] * sqrt(s);
+                    }
+            }
+            *v = v0;
+            double fd = (L[0] - L[1]) / 2e-3, got = which ? dw[q] : dx[q];
+            CHECK(fabs(got - fd) < 2e-3 * fmax(1.0, fabs(fd)), "laplace d%s[%zu] %g fd %g", which ? "w" : "x", q,
+                  got, fd);
+        }
+    /* hierarchical: 3 groups of 4, top-2 groups, top-3 within */
+    const size_t e1 = 3, e2 = 4;
+    float *l1 = rand_matrix(t, e1, 1.0, 61), *l2 = rand_matrix(t, e1 * e2, 1.0, 62);
+    float *dwh = rand_matrix(t, e1 * e2, 1.0, 63), hw[3 * 12], dl1[3 * 3], dl2[3 * 12];
+    for (size_t k1 = 1; k1 <= e1; k1++)
+        for (size_t k2 = 1; k2 <= e2; k2 += 3) {
+            CHECK(sg_gate_hierarchical_f32(ctx, t, e1, e2, l1, e1, l2, e1 * e2, k1, k2, hw, e1 * e2) == SG_OK,
+                  "hier status %s", sg_context_error(ctx));
+            CHECK(sg_gate_hierarchical_backward_f32(ctx, t, e1, e2, l1, e1, l2, e1 * e2, k1, k2, dwh, e1 * e2, dl1,
+                                                    e1, dl2, e1 * e2) == SG_OK, "hier bwd");
+            for (size_t r = 0; r < t; r++) {
+                double s = 0.0;
+                size_t nz = 0;
+                for (size_t i = 0; i < e1 * e2; i++) s += hw[r * 12 + i], nz += hw[r * 12 + i] > 0;
+                CHECK(fabs(s - 1.0) < 1e-6 && nz == k1 * k2, "hier k1 %zu k2 %zu: sum %g, %zu nonzero", k1, k2, s, nz);
+                /* reference: level weights by selection sort */
+                double w1[3] = {0}, sel = 0.0, lv[12];
+                int32_t id1[3];
+                for (size_t g1 = 0; g1 < e1; g1++) lv[g1] = l1[r * e1 + g1];
+                ref_select(lv, NULL, e1, k1, id1);
+                for (size_t a = 0; a < k1; a++) sel += exp(lv[id1[a]]);
+                for (size_t a = 0; a < k1; a++) w1[id1[a]] = exp(lv[id1[a]]) / sel;
+                for (size_t g1 = 0; g1 < e1; g1++) {
+                    int32_t id2[4];
+                    double s2 = 0.0;
+                    for (size_t j = 0; j < e2; j++) lv[j] = l2[r * 12 + g1 * e2 + j];
+                    ref_select(lv, NULL, e2, k2, id2);
+                    for (size_t a = 0; a < k2; a++) s2 += exp(lv[id2[a]]);
+                    for (size_t j = 0; j < e2; j++) {
+                        double want = 0.0;
+                        for (size_t a = 0; a < k2; a++)
+                            if (id2[a] == (int32_t)j) want = w1[g1] * exp(lv[j]) / s2;
+                        CHECK(fabs(hw[r * 12 + g1 * e2 + j] - want) < 1e-6 * want + 1e-7, "hier w %g want %g",
+                              (double)hw[r * 12 + g1 * e2 + j], want);
+                    }
+                }
+            }
+            /* FD on a few logits of each level, selection fixed by small steps */
+            for (int lev = 0; lev < 2; lev++)
+                for (size_t q = 0; q < (lev ? t * 12 : t * 3); q += lev ? 5 : 2) {
+                    float *v = lev ? l2 + q : l1 + q, v0 = *v;
+                    double L[2];
+                    for (int sgn = 0; sgn < 2; sgn++) {
+                        *v = v0 + (sgn ? -1e-3f : 1e-3f);
+                        float ww[36];
+                        sg_gate_hierarchical_f32(ctx, t, e1, e2, l1, e1, l2, 12, k1, k2, ww, 12);
+                        L[sgn] = 0.0;
+                        for (size_t i = 0; i < 36; i++) L[sgn] += (double)dwh[i] * ww[i];
+                    }
+                    *v = v0;
+                    double fd = (L[0] - L[1]) / 2e-3, got = lev ? dl2[q] : dl1[q];
+                    CHECK(fabs(got - fd) < 5e-3 * fmax(1.0, fabs(fd)), "hier dl%d[%zu] %g fd %g (k1 %zu k2 %zu)",
+                          lev + 1, q, got, fd, k1, k2);
+                }
+        }
+    free(x), free(w), free(g), free(l1), free(l2), free(dwh);
+    sg_context_destroy(ctx);
+}
+
+static double ref_sstep(double v, double gm) {
+    if (v <= -gm / 2) return 0.0;
+    if (v >= gm / 2) return 1.0;
+    return -2.0 / (gm * gm * gm) * v * v * v + 3.0 / (2.0 * gm) * v + 0.5;
+}
+
+/* L = sum dw * w + dreg * reg for one row, in double */
+static double ref_dselect(size_t e, size_t k, double gm, double lam, const float *z, const float *al,
+                          const float *dw, double dreg, double *wout) {
+    size_t m = 0;
+    while (((size_t)1 << m) < e) m++;
+    double a[8], mx = -INFINITY, s = 0.0, L = 0.0, reg = 0.0;
+    for (size_t i = 0; i < k; i++) mx = fmax(mx, al[i]);
+    for (size_t i = 0; i < k; i++) s += a[i] = exp(al[i] - mx);
+    for (size_t x = 0; x < e; x++) wout[x] = 0.0;
+    for (size_t i = 0; i < k; i++) {
+        double rs = 0.0, h = 0.0;
+        for (size_t x = 0; x < e; x++) {
+            double r = 1.0;
+            for (size_t b = 0; b < m; b++) {
+                double sb = ref_sstep(z[i * m + b], gm);
+                r *= ((x >> (m - 1 - b)) & 1) ? sb : 1.0 - sb;
+            }
+            wout[x] += a[i] / s * r;
+            rs += r, h -= r * log(r + 1e-6);
+        }
+        reg += lam * h + (((size_t)1 << m) == e ? 0.0 : 1.0 / fmax(rs, 1e-6));
+    }
+    for (size_t x = 0; x < e; x++) L += dw[x] * wout[x];
+    return L + dreg * reg;
+}
+
+TEST(route_dselect) {
+    sg_context *ctx = test_context(1);
+    static const size_t es[] = {2, 5, 8, 12};
+    for (size_t ei = 0; ei < 4; ei++) {
+        const size_t e = es[ei], k = ei + 1, t = 3, m = sg_dselect_bits(e);
+        CHECK((1u << m) >= e && (m == 0 || (1u << (m - 1)) < e), "bits(%zu) = %zu", e, m);
+        const float gm = 1.0f, lam = 0.1f;
+        float *z = rand_matrix(t, k * m, 0.15, 70 + e), *al = rand_matrix(t, k, 1.0, 80 + e);
+        float *dwv = rand_matrix(t, e, 1.0, 90 + e);
+        float w[3 * 12], dz[3 * 16], dal[3 * 4], reg;
+        z[0] = 2.0f; /* a saturated bit: S = 1, S' = 0 */
+        CHECK(sg_gate_dselect_f32(ctx, t, e, k, gm, lam, z, k * m, al, k, w, e, &reg) == SG_OK, "status %s",
+              sg_context_error(ctx));
+        const float dreg = 0.7f;
+        CHECK(sg_gate_dselect_backward_f32(ctx, t, e, k, gm, lam, z, k * m, al, k, dwv, e, dreg, dz, k * m, dal,
+                                           k) == SG_OK, "bwd status %s", sg_context_error(ctx));
+        double regsum = 0.0, wr[16];
+        for (size_t r = 0; r < t; r++) {
+            float zero[16] = {0};
+            regsum += ref_dselect(e, k, gm, lam, z + r * k * m, al + r * k, zero, 1.0, wr);
+            double tot = 0.0;
+            for (size_t x = 0; x < e; x++) {
+                CHECK(fabs(w[r * e + x] - wr[x]) < 1e-6 * wr[x] + 1e-7, "dselect e=%zu w %g want %g", e,
+                      (double)w[r * e + x], wr[x]);
+                tot += w[r * e + x];
+            }
+            if (((size_t)1 << m) == e) CHECK(fabs(tot - 1.0) < 1e-6, "power of two: weights sum %g", tot);
+            else CHECK(tot <= 1.0 + 1e-6, "masked codes: weights sum %g", tot);
+            for (int which = 0; which < 2; which++)
+                for (size_t q = 0; q < (which ? k : k * m); q++) {
+                    float *v = which ? al + r * k + q : z + r * k * m + q, v0 = *v;
+                    double L[2];
+                    for (int sgn = 0; sgn < 2; sgn++) {
+                        *v = v0 + (sgn ? -1e-3f : 1e-3f);
+                        L[sgn] = ref_dselect(e, k, gm, lam, z + r * k * m, al + r * k, dwv + r * e, dreg, wr);
+                    }
+                    *v = v0;
+                    double fd = (L[0] - L[1]) / 2e-3, got = which ? dal[r * k + q] : dz[r * k * m + q];
+                    CHECK(fabs(got - fd) < 2e-3 * fmax(1.0, fabs(fd)), "dselect e=%zu d%s[%zu][%zu] %g fd %g", e,
+                          which ? "alpha" : "z", r, q, got, fd);
+                }
+        }
+        CHECK(fabs(reg - regsum) < 1e-5 * fmax(1.0, regsum), "reg %g want %g", (double)reg, regsum);
+        free(z), free(al), free(dwv);
+    }
+    float z1[2] = {0, 0}, a1[1] = {0}, w1[4];
+    CHECK(sg_gate_dselect_f32(ctx, 1, 4, 1, 0.0f, 0.0f, z1, 2, a1, 1, w1, 4, NULL) == SG_ERR_ARGUMENT &&
+              strstr(sg_context_error(ctx), "gamma"), "gamma 0");
+    CHECK(sg_gate_dselect_f32(ctx, 1, 1, 1, 1.0f, 0.0f, z1, 2, a1, 1, w1, 4, NULL) == SG_ERR_ARGUMENT, "e = 1");
     sg_context_destroy(ctx);
 }

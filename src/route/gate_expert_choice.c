@@ -1,0 +1,408 @@
+/*
+ * gate_expert_choice.c - expert-choice routing (Zhou et al., NeurIPS 2022):
+ * every expert takes its C tokens of largest softmax probability, forward
+ * and backward (route.h, "Expert choice"). Token-choice gates live in
+ * gate_topk.c.
+ *
+ * Pass 1 (tokens): lse_t = log sum_e exp(x_te / T) in double from the
+ * softmax kernels' sum, and the probs row if asked. Pass 2 (experts, split
+ * across threads): a min-heap of C (key, token) pairs per expert over the
+ * keys x_te / T - lse_t in double, the worst at the root (smallest key,
+ * then the larger token), so a later token with an equal key never enters:
+ * ties go to the lower token. The heap is then sorted in place (best
+ * first) into the output row.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "route/route_internal.h"
+#include "softmax/softmax_internal.h"
+
+sg_status sg_expert_choice_capacity(sg_context *ctx, float capacity_factor, size_t t, size_t e,
+                                    size_t *c) {
+    static const char name[] = "sg_expert_choice_capacity";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    if (!c) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: c is NULL", name);
+    if (!(capacity_factor > 0.0f) || !isfinite(capacity_factor))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: capacity_factor must be finite and > 0 (got %g)", name,
+                       (double)capacity_factor);
+    if (e == 0) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: e is 0", name);
+    double v = ceil((double)capacity_factor * (double)t / (double)e);
+    if (v > (double)t) v = (double)t;
+    if (v < 1.0)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: capacity %g is below one token (t = %zu)", name, v, t);
+    *c = (size_t)v;
+    return SG_OK;
+}
+
+typedef struct ec_job {
+    const sg_kernels *kern;
+    size_t t, e, c;
+    const float *x;
+    size_t ldx;
+    double inv_temp;
+    float cf;
+    const double *lse;
+    int32_t *tok;
+    size_t ldt;
+    float *w;
+    size_t ldw;
+    double *heap; /* per task: c keys */
+    size_t tasks;
+} ec_job;
+
+/* a is worse than b: smaller key, or equal key and larger token */
+static inline int worse(double ka, int32_t ta, double kb, int32_t tb) {
+    return ka < kb || (ka == kb && ta > tb);
+}
+
+static void sift_down(double *key, int32_t *tok, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && worse(key[l], tok[l], key[m], tok[m])) m = l;
+        if (l + 1 < n && worse(key[l + 1], tok[l + 1], key[m], tok[m])) m = l + 1;
+        if (m == i) return;
+        double kt = key[i];
+        int32_t tt = tok[i];
+        key[i] = key[m], tok[i] = tok[m];
+        key[m] = kt, tok[m] = tt;
+        i = m;
+    }
+}
+
+static inline double key_of(const ec_job *j, size_t r, size_t ex) {
+    const double l = j->lse[r];
+    const float v = j->x[r * j->ldx + ex];
+    if (l == INFINITY) return v == INFINITY ? 0.0 : -INFINITY; /* +inf entries share the mass */
+    if (l == -INFINITY) return -INFINITY;
+    return (double)v * j->inv_temp - l;
+}
+
+/* The weights of an expert's C tokens (in output order) from their keys. */
+static void write_weights(const ec_job *j, size_t ex, const double *key) {
+    const int32_t *tok = j->tok + ex * j->ldt;
+    const size_t c = j->c;
+    float *w = j->w + ex * j->ldw;
+    for (size_t r = 0; r < c; r++) {
+        const double l = j->lse[tok[r]];
+        /* +inf rows: 1/count at the +inf entries (count = exp(-lse') kept
+         * as the key offset 0: recompute the share from the row) */
+        if (l == INFINITY) {
+            const float *xr = j->x + (size_t)tok[r] * j->ldx;
+            size_t cnt = 0;
+            for (size_t i = 0; i < j->e; i++) cnt += xr[i] == INFINITY;
+            w[r] = xr[ex] == INFINITY ? 1.0f / (float)cnt : 0.0f;
+        } else {
+            w[r] = expf((float)key[r]); /* key <= 0 rounded once: within 1e-6 */
+        }
+    }
+}
+
+/* Heap sort of an expert's C pairs (best first), then the weights. */
+static void finish_expert(const ec_job *j, size_t ex, double *key) {
+    int32_t *tok = j->tok + ex * j->ldt;
+    for (size_t n = j->c; n > 1; n--) { /* the worst to the end -> best first */
+        double kt = key[0];
+        int32_t tt = tok[0];
+        key[0] = key[n - 1], tok[0] = tok[n - 1];
+        key[n - 1] = kt, tok[n - 1] = tt;
+        sift_down(key, tok, n - 1, 0);
+    }
+    write_weights(j, ex, key);
+}
+
+
+
+/* Experts [e0, e0 + nb) at once, nb <= EC_BLOCK: the tokens are scanned
+ * row by row (each row's nb logits are adjacent in memory), each expert
+ * keeping a min-heap of C (key, token) pairs in key[q * c ...] and its
+ * output row. A column-by-column scan would touch a new cache line per
+ * token and expert. */
+#define EC_BLOCK 16
+
+static void expert_block(const ec_job *j, size_t e0, size_t nb, double *key) {
+    const size_t c = j->c;
+    if (c == 1) { /* decode (T <= E): an argmax per expert, without branches */
+        int32_t best[EC_BLOCK];
+        for (size_t q = 0; q < nb; q++) key[q] = key_of(j, 0, e0 + q), best[q] = 0;
+        for (size_t r = 1; r < j->t; r++)
+            for (size_t q = 0; q < nb; q++) {
+                const double k = key_of(j, r, e0 + q);
+                const int32_t m = -(int32_t)(k > key[q]); /* strict: ties keep the lower token */
+                best[q] = ((int32_t)r & m) | (best[q] & ~m);
+                key[q] = k > key[q] ? k : key[q];
+            }
+        for (size_t q = 0; q < nb; q++) {
+            j->tok[(e0 + q) * j->ldt] = best[q];
+            write_weights(j, e0 + q, key + q);
+        }
+        return;
+    }
+    for (size_t q = 0; q < nb; q++) {
+        double *kq = key + q * c;
+        int32_t *tok = j->tok + (e0 + q) * j->ldt;
+        for (size_t r = 0; r < c; r++) kq[r] = key_of(j, r, e0 + q), tok[r] = (int32_t)r;
+        for (size_t i = c / 2; i-- > 0;) sift_down(kq, tok, c, i);
+    }
+    for (size_t r = c; r < j->t; r++) {
+        for (size_t q = 0; q < nb; q++) {
+            const double k = key_of(j, r, e0 + q);
+            double *kq = key + q * c;
+            if (k > kq[0]) { /* strictly better than the worst kept */
+                int32_t *tok = j->tok + (e0 + q) * j->ldt;
+                kq[0] = k, tok[0] = (int32_t)r;
+                sift_down(kq, tok, c, 0);
+            }
+        }
+    }
+    for (size_t q = 0; q < nb; q++) finish_expert(j, e0 + q, key + q * c);
+}
+
+
+/* ---- large C: select a threshold, gather, sort ------------------------ */
+
+/* Experts with C >= 64 and C >= T/16: a heap would do about C ln(T/C)
+ * insertions of log C steps each and a heap sort of C log C, all
+ * unpredictable branches. Instead: the C-th largest key by quickselect,
+ * the tokens above it (then those equal to it, in token order) gathered
+ * without reordering, and a stable LSD radix sort of those C by key, so
+ * equal keys keep token order: the same output as the heap. */
+#define EC_SELECT_MIN_C 64
+
+/* Larger key -> larger integer (no NaN here; -0 is made +0 first). */
+static inline uint64_t order_bits(double k) {
+    uint64_t u;
+    memcpy(&u, &k, sizeof u);
+    return (u >> 63) ? ~u : u | 0x8000000000000000ull;
+}
+
+/* The k-th largest (1 <= k <= n) of a[0..n) (order bits; a is scratch,
+ * permuted). Quickselect whose partitions are branch-free (a conditional
+ * swap per element): first the keys > p to the front, then, if the k-th
+ * is not among them, the keys == p; a branching partition mispredicted
+ * every other key on random data. */
+static uint64_t kth_largest(uint64_t *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n;
+    const size_t want = k - 1; /* index in descending order */
+    while (hi - lo > 16) {
+        uint64_t p0 = a[lo], p1 = a[lo + (hi - lo) / 2], p2 = a[hi - 1], p;
+        if (p0 < p1) p = p1 < p2 ? p1 : (p0 < p2 ? p2 : p0);
+        else p = p0 < p2 ? p0 : (p1 < p2 ? p2 : p1);
+        size_t g = lo;
+        for (size_t i = lo; i < hi; i++) {
+            const uint64_t v = a[i], ag = a[g], m = (uint64_t)0 - (uint64_t)(v > p);
+            a[i] = (ag & m) | (v & ~m);
+            a[g] = (v & m) | (ag & ~m);
+            g += v > p;
+        }
+        if (want < g) {
+            hi = g;
+            continue;
+        }
+        size_t q = g;
+        for (size_t i = g; i < hi; i++) {
+            const uint64_t v = a[i], aq = a[q], m = (uint64_t)0 - (uint64_t)(v == p);
+            a[i] = (aq & m) | (v & ~m);
+            a[q] = (v & m) | (aq & ~m);
+            q += v == p;
+        }
+        if (want < q) return p; /* q > g: the pivot is in the range */
+        lo = q;
+    }
+    for (size_t i = lo + 1; i < hi; i++) { /* insertion sort, descending */
+        uint64_t v = a[i];
+        size_t q = i;
+        while (q > lo && a[q - 1] < v) a[q] = a[q - 1], q--;
+        a[q] = v;
+    }
+    return a[want];
+}
+
+static void expert_select(const ec_job *j, size_t ex, double *work) {
+    const size_t t = j->t, c = j->c;
+    double *keys = work, *tmp = work + t;
+    uint64_t *u = (uint64_t *)(void *)(tmp + t), *u2 = u + c;
+    int32_t *t2 = (int32_t *)(void *)(u2 + c);
+    int32_t *tok = j->tok + ex * j->ldt;
+    uint64_t *ob = (uint64_t *)(void *)tmp; /* the keys' order bits */
+    for (size_t r = 0; r < t; r++) keys[r] = key_of(j, r, ex) + 0.0; /* -0 -> +0 */
+    for (size_t r = 0; r < t; r++) ob[r] = order_bits(keys[r]);
+    const uint64_t thr = kth_largest(ob, t, c);
+    size_t n = 0;
+    for (size_t r = 0; r < t; r++) { /* fewer than c keys are above thr */
+        tok[n] = (int32_t)r;
+        n += order_bits(keys[r]) > thr;
+    }
+    for (size_t r = 0; n < c && r < t; r++)
+        if (order_bits(keys[r]) == thr) tok[n++] = (int32_t)r;
+    /* stable LSD radix sort on ~order_bits: ascending there = descending key */
+    for (size_t i = 0; i < c; i++) u[i] = ~order_bits(keys[tok[i]]);
+    for (int shift = 0; shift < 64; shift += 8) {
+        size_t cnt[256] = {0};
+        for (size_t i = 0; i < c; i++) cnt[(u[i] >> shift) & 255]++;
+        if (cnt[(u[0] >> shift) & 255] == c) continue; /* one digit: nothing moves */
+        size_t sum = 0;
+        for (int d = 0; d < 256; d++) {
+            size_t v = cnt[d];
+            cnt[d] = sum, sum += v;
+        }
+        for (size_t i = 0; i < c; i++) {
+            size_t d = (u[i] >> shift) & 255, o = cnt[d]++;
+            u2[o] = u[i], t2[o] = tok[i];
+        }
+        memcpy(u, u2, c * sizeof *u);
+        memcpy(tok, t2, c * sizeof *tok);
+    }
+    for (size_t i = 0; i < c; i++) tmp[i] = keys[tok[i]];
+    write_weights(j, ex, tmp);
+}
+
+/* The select path when C is a large share of T (heap work grows as
+ * C log C (1 + ln(T/C)), the select path's as about 2T + C). */
+static inline int use_select(size_t t, size_t c) { return c >= EC_SELECT_MIN_C && 16 * c >= t; }
+
+/* Doubles of scratch per task. */
+static size_t task_doubles(size_t t, size_t c) { return use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c; }
+
+static void expert_task(void *arg, size_t task) {
+    const ec_job *j = arg;
+    size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
+    double *work = j->heap + task * task_doubles(j->t, j->c);
+    if (use_select(j->t, j->c)) {
+        for (size_t ex = e0; ex < e1; ex++) expert_select(j, ex, work);
+        return;
+    }
+    for (size_t b = e0; b < e1; b += EC_BLOCK)
+        expert_block(j, b, e1 - b < EC_BLOCK ? e1 - b : EC_BLOCK, work);
+}
+
+static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_t e, const float *x,
+                              size_t ldx, float temperature, size_t c) {
+    if (e == 0 || t == 0)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: t and e must be >= 1 (got %zu, %zu)", name, t, e);
+    if (c < 1 || c > t)
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: capacity c (%zu) must be in [1, t = %zu]", name, c, t);
+    if (t > INT32_MAX) return sg_fail(ctx, SG_ERR_SHAPE, "%s: t (%zu) does not fit int32 tokens", name, t);
+    if (!(temperature > 0.0f) || !isfinite(temperature) || !isfinite(1.0f / temperature))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: temperature must be finite and > 0 (got %g)", name,
+                       (double)temperature);
+    sg_status st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
+    for (size_t r = 0; st == SG_OK && r < t; r++)
+        if (sg_route_has_nan(x + r * ldx, e))
+            st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit", name, r);
+    return st;
+}
+
+/* lse_t in double (+-inf for the special rows); probs row when p. */
+static double token_lse(const sg_kernels *kern, size_t e, const float *x, float c, float *p) {
+    float mx = kern->rmax(e, x);
+    if (mx == INFINITY || mx == -INFINITY) {
+        size_t cnt = 0;
+        for (size_t i = 0; i < e; i++) cnt += x[i] == INFINITY;
+        for (size_t i = 0; p && i < e; i++) p[i] = x[i] == INFINITY ? 1.0f / (float)cnt : 0.0f;
+        return mx;
+    }
+    double s;
+    if (p) {
+        s = kern->expsum_store(e, x, p, mx, c);
+        kern->scale(e, p, p, (float)(1.0 / s));
+    } else {
+        s = kern->expsum(e, x, mx, c);
+    }
+    return (double)mx * (double)c + log(s);
+}
+
+sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const float *x, size_t ldx,
+                                    float temperature, size_t c, int32_t *tokens, size_t ldt,
+                                    float *weights, size_t ldw, float *probs, size_t ldp) {
+    static const char name[] = "sg_gate_expert_choice_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "weights", weights, e, c, ldw);
+    if (st == SG_OK && probs) st = sg_check_matrix(ctx, name, "probs", probs, t, e, ldp);
+    if (st != SG_OK) return st;
+    ec_job j = {0};
+    j.kern = sg_kernels_get();
+    j.t = t, j.e = e, j.c = c, j.x = x, j.ldx = ldx;
+    j.cf = 1.0f / temperature;
+    j.inv_temp = (double)j.cf;
+    j.tok = tokens, j.ldt = ldt, j.w = weights, j.ldw = ldw;
+    j.tasks = sg_route_tasks(ctx, e, t);
+    if (t > SIZE_MAX / 64 / (j.tasks + 1) || c > SIZE_MAX / 64 / EC_BLOCK / (j.tasks + 1))
+        return sg_fail(ctx, SG_ERR_SHAPE, "%s: t or c is too large", name);
+    void *wsp;
+    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * task_doubles(t, c)) * sizeof(double), &wsp)) !=
+        SG_OK)
+        return st;
+    double *lse = wsp;
+    j.lse = lse;
+    j.heap = lse + t;
+    if (!probs && e <= j.kern->softmax_short_max_n) {
+        /* short rows: logsumexp of up to 16 rows per kernel call (rows in
+         * registers); a row with an infinite max goes the long way */
+        float l16[16];
+        for (size_t r = 0; r < t;) {
+            size_t n = t - r < 16 ? t - r : 16;
+            size_t done = j.kern->softmax_short(n, e, x + r * ldx, ldx, l16, 1, j.cf, temperature,
+                                                SG_SHORT_LOGSUMEXP);
+            for (size_t q = 0; q < done; q++) lse[r + q] = l16[q];
+            r += done;
+            if (done < n) lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, NULL), r++;
+        }
+    } else {
+        for (size_t r = 0; r < t; r++)
+            lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, probs ? probs + r * ldp : NULL);
+    }
+    /* the expert-major key uses x / T exactly as lse does: inv_temp = c */
+    if (j.tasks <= 1) expert_task(&j, 0);
+    else sg_parallel_for(ctx, j.tasks, expert_task, &j);
+    return SG_OK;
+}
+
+sg_status sg_gate_expert_choice_backward_f32(sg_context *ctx, size_t t, size_t e, const float *x,
+                                             size_t ldx, float temperature, size_t c,
+                                             const int32_t *tokens, size_t ldt, const float *dweights,
+                                             size_t lddw, float *dx, size_t lddx) {
+    static const char name[] = "sg_gate_expert_choice_backward_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dweights", dweights, e, c, lddw);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, t, e, lddx);
+    if (st == SG_OK && dx == x) st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: dx may not alias x", name);
+    for (size_t ex = 0; st == SG_OK && ex < e; ex++)
+        for (size_t s = 0; s < c; s++) {
+            int32_t v = tokens[ex * ldt + s];
+            if (v < 0 || (size_t)v >= t) {
+                st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: tokens[%zu][%zu] = %ld is outside [0, t = %zu)", name,
+                             ex, s, (long)v, t);
+                break;
+            }
+        }
+    if (st != SG_OK) return st;
+    /* G into dx, then per token dx = p (G - <p, G>) / T with p recomputed */
+    for (size_t r = 0; r < t; r++) memset(dx + r * lddx, 0, e * sizeof *dx);
+    for (size_t ex = 0; ex < e; ex++)
+        for (size_t s = 0; s < c; s++) dx[(size_t)tokens[ex * ldt + s] * lddx + ex] += dweights[ex * lddw + s];
+    const sg_kernels *kern = sg_kernels_get();
+    const float cf = 1.0f / temperature;
+    float prow[SG_ROUTE_STACK_E];
+    float *p = prow;
+    if (e > SG_ROUTE_STACK_E) {
+        void *wsp;
+        if ((st = sg_route_workspace(ctx, name, e * sizeof(float), &wsp)) != SG_OK) return st;
+        p = wsp;
+    }
+    for (size_t r = 0; r < t; r++) {
+        float *d = dx + r * lddx;
+        token_lse(kern, e, x + r * ldx, cf, p);
+        double dot = 0.0;
+        for (size_t i = 0; i < e; i++) dot += (double)p[i] * (double)d[i];
+        for (size_t i = 0; i < e; i++) d[i] = (float)((double)p[i] * ((double)d[i] - dot) * (double)cf);
+    }
+    return SG_OK;
+}
