@@ -791,8 +791,8 @@ static sg_status lasso_path(em_state *st, sg_mix_model *work, sg_mix_model *best
     if (!fit_restarts(st, work, best, big, bres, btrace)) return SG_ERR_ARGUMENT;
     mix_params_copy(work, best);
     /* a hair above lambda_max, so that rounding in the coordinate descent
-     * cannot leave the one coefficient at the boundary nonzero */
-    double lmax = lambda_max(st, work) * (1 + 1e-6);
+     * cannot leave the coefficient at the boundary nonzero */
+    double lmax = lambda_max(st, work) * (1 + 1e-3);
     free(best->path);
     best->path = malloc((size_t)L * 4 * sizeof(double));
     sg_mix_model *sel = mix_model_clone(best);
