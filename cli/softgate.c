@@ -49,7 +49,7 @@ static int cmd_info(int argc, char **argv) {
     printf("isa in use:   %s\n", sg_isa_name(sg_active_isa()));
     printf("kernels:\n");
     for (size_t i = 0; i < sg_kernel_count(); i++)
-        printf("  %-16s %s\n", sg_kernel_slot_name(i), sg_kernel_impl_name(i));
+        printf("  %-30s %s\n", sg_kernel_slot_name(i), sg_kernel_impl_name(i));
     return 0;
 }
 

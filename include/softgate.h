@@ -125,7 +125,8 @@ SG_API sg_isa sg_active_isa(void);
 SG_API int sg_cpu_supports(sg_isa isa);
 /* The CPU's relevant features as a space-separated string. */
 SG_API const char *sg_cpu_features(void);
-/* The kernel table: slot i's name and the function chosen for it. */
+/* The kernel tables (the core's, then each family's, named "family.slot"):
+ * slot i's name and the function chosen for it. */
 SG_API size_t sg_kernel_count(void);
 SG_API const char *sg_kernel_slot_name(size_t i);
 SG_API const char *sg_kernel_impl_name(size_t i);

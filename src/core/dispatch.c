@@ -111,12 +111,39 @@ const char *sg_cpu_features(void) {
     return cpu.features;
 }
 
-size_t sg_kernel_count(void) { return SG_SLOT_COUNT; }
+static sg_kernel_list_fn *const families[] = {sg_sparse_kernel_list, sg_alt_kernel_list,
+                                                sg_loss_kernel_list, sg_moe_kernel_list};
+
+/* Slot i over the core's table then each family's; 0 when out of range. */
+static int kernel_at(size_t i, const char **slot, const char **impl) {
+    if (i < SG_SLOT_COUNT) {
+        *slot = slot_names[i];
+        *impl = sg_kernels_get()->impl_name[i];
+        return 1;
+    }
+    i -= SG_SLOT_COUNT;
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        size_t count = families[f](i, slot, impl);
+        if (i < count) return 1;
+        i -= count;
+    }
+    return 0;
+}
+
+size_t sg_kernel_count(void) {
+    size_t total = SG_SLOT_COUNT;
+    const char *slot, *impl;
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++)
+        total += families[f]((size_t)-1, &slot, &impl);
+    return total;
+}
 
 const char *sg_kernel_slot_name(size_t i) {
-    return i < SG_SLOT_COUNT ? slot_names[i] : NULL;
+    const char *slot, *impl;
+    return kernel_at(i, &slot, &impl) ? slot : NULL;
 }
 
 const char *sg_kernel_impl_name(size_t i) {
-    return i < SG_SLOT_COUNT ? sg_kernels_get()->impl_name[i] : NULL;
+    const char *slot, *impl;
+    return kernel_at(i, &slot, &impl) ? impl : NULL;
 }

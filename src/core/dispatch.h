@@ -46,4 +46,14 @@ typedef struct sg_kernel_entry {
 } sg_kernel_entry;
 const sg_kernel_entry *sg_kernel_entries(size_t *count);
 
+/*
+ * The kernel families with tables of their own (sparse normalizers, the
+ * alternatives, losses, MoE): f(i, &slot, &impl) returns the family's slot
+ * count and, for i below it, slot i's name and the kernel chosen. Listed
+ * after the core's slots by sg_kernel_count / _slot_name / _impl_name.
+ */
+typedef size_t sg_kernel_list_fn(size_t i, const char **slot, const char **impl);
+sg_kernel_list_fn sg_sparse_kernel_list, sg_alt_kernel_list, sg_loss_kernel_list,
+    sg_moe_kernel_list;
+
 #endif

@@ -40,6 +40,18 @@ sg_topk_scan_fn *sg_topk_scan_get(void) {
     return fn;
 }
 
+/* For `softgate info`: this family's one slot and the kernel chosen for it. */
+size_t sg_loss_kernel_list(size_t i, const char **slot, const char **impl) {
+    if (i == 0) {
+        sg_topk_scan_fn *fn = sg_topk_scan_get();
+        *slot = "losses.topk_scan";
+        *impl = "?";
+        for (size_t e = 0; e < sizeof entries / sizeof entries[0]; e++)
+            if (entries[e].fn == fn) *impl = entries[e].name;
+    }
+    return 1;
+}
+
 /* ---- ordering a heap buffer ------------------------------------------------ */
 
 /* Best first, by insertion (k <= 256 entries, sorted once per row: cheaper

@@ -64,3 +64,23 @@ const sg_moe_kernels *sg_moe_kernels_get(void) {
     atomic_store_explicit(&chosen, k, memory_order_release);
     return k;
 }
+
+/* For `softgate info`: this family's two slots and the kernels chosen. */
+size_t sg_moe_kernel_list(size_t i, const char **slot, const char **impl) {
+    static const char *const slots[2] = {"moe.rowdot", "moe.act"};
+    static const char *const names[][2] = {
+        {"sg_moe_rowdot_f32__ref", "sg_moe_act_f32__ref"},
+        {"sg_moe_rowdot_f32__avx2", "sg_moe_act_f32__avx2"},
+        {"sg_moe_rowdot_f32__avx512", "sg_moe_act_f32__avx512"},
+    };
+    if (i < 2) {
+        const sg_moe_kernels *k = sg_moe_kernels_get();
+        size_t level = k->rowdot == sg_moe_rowdot_f32__ref ? 0 : 2;
+#if defined(__x86_64__)
+        if (k->rowdot == sg_moe_rowdot_f32__avx2) level = 1;
+#endif
+        *slot = slots[i];
+        *impl = names[level][i];
+    }
+    return 2;
+}

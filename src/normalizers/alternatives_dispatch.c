@@ -61,3 +61,17 @@ const sg_alt_kernel_entry *sg_alt_kernel_entries(size_t *count) {
 const char *sg_alt_slot_name(enum sg_alt_slot_id slot) {
     return slot < SG_ALT_SLOT_COUNT ? slot_names[slot] : "?";
 }
+
+/* For `softgate info`: slot i of this family and the kernel chosen for it. */
+size_t sg_alt_kernel_list(size_t i, const char **slot, const char **impl) {
+    static const char *const names[SG_ALT_SLOT_COUNT] = {
+#define SG_ALT_SLOT(s) "alternatives." #s,
+#include "normalizers/alternatives_slots.inc"
+#undef SG_ALT_SLOT
+    };
+    if (i < SG_ALT_SLOT_COUNT) {
+        *slot = names[i];
+        *impl = sg_alt_kernels_get()->impl_name[i];
+    }
+    return SG_ALT_SLOT_COUNT;
+}

@@ -50,3 +50,17 @@ const sg_sparse_kernel_entry *sg_sparse_kernel_entries(size_t *count) {
     *count = sizeof all_kernels / sizeof all_kernels[0];
     return all_kernels;
 }
+
+/* For `softgate info`: slot i of this family and the kernel chosen for it. */
+size_t sg_sparse_kernel_list(size_t i, const char **slot, const char **impl) {
+    static const char *const names[SG_SPARSE_SLOT_COUNT] = {
+#define SG_SPARSE_SLOT(s) "sparse." #s,
+#include "normalizers/sparse_slots.inc"
+#undef SG_SPARSE_SLOT
+    };
+    if (i < SG_SPARSE_SLOT_COUNT) {
+        *slot = names[i];
+        *impl = sg_sparse_kernels_get()->impl_name[i];
+    }
+    return SG_SPARSE_SLOT_COUNT;
+}
