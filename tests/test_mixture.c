@@ -684,7 +684,7 @@ TEST(mixture_args_errors) {
 /* ---- threads ------------------------------------------------------------ */
 
 TEST(mixture_threads_identical) {
-    size_t n = test_quick ? 300 : 600;
+    size_t n = test_quick ? 200 : 600;
     const case_def *c = &CASES[5]; /* hierarchical softmax */
     double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
     int32_t *lab = xalloc(n * sizeof *lab);
@@ -694,7 +694,8 @@ TEST(mixture_threads_identical) {
     for (int t = 0; t < 2; t++) {
         sg_context *ctx = test_context(t ? 3 : 1);
         sg_mix_spec sp = case_spec(c);
-        sp.max_iter = 100;
+        /* under --quick (qemu) thread hand-offs are slow: fewer iterations */
+        sp.max_iter = test_quick ? 10 : 100;
         sg_mix_model *m = NULL;
         CHECK(sg_mix_fit(ctx, &sp, n, 2, x, 2, y, lab, &m) == SG_OK, "fit");
         sg_mix_info in;
