@@ -666,23 +666,16 @@ static double lambda_max(em_state *st, sg_mix_model *m) {
             st->nomem = 1;
             return 0;
         }
-        /* P from the level's log-probabilities: recompute via logg pieces */
+        /* with every slope zero, P depends on the intercepts only */
         for (size_t i = 0; i < n; i++)
             for (size_t b = 0; b < (size_t)lv->blocks; b++) {
-                double s = 0, rsum = 0;
-                for (size_t k = 0; k < mm; k++) s += 1; /* all-zero slopes: P from intercepts */
-                (void)s;
-                double mxl = -INFINITY;
+                double *pi = pr + i * rows + b * mm, mxl = -INFINITY, z = 0;
                 for (size_t k = 0; k < mm; k++) {
-                    double v = lv->w[(b * mm + k) * q] / m->T;
-                    pr[i * rows + b * mm + k] = v;
-                    if (v > mxl) mxl = v;
+                    pi[k] = lv->w[(b * mm + k) * q] / m->T;
+                    if (pi[k] > mxl) mxl = pi[k];
                 }
-                double z = 0;
-                for (size_t k = 0; k < mm; k++) z += exp(pr[i * rows + b * mm + k] - mxl);
-                for (size_t k = 0; k < mm; k++)
-                    pr[i * rows + b * mm + k] = exp(pr[i * rows + b * mm + k] - mxl) / z;
-                (void)rsum;
+                for (size_t k = 0; k < mm; k++) z += (pi[k] = exp(pi[k] - mxl));
+                for (size_t k = 0; k < mm; k++) pi[k] /= z;
             }
         for (size_t b = 0; b < (size_t)lv->blocks; b++)
             for (size_t k = 0; k + 1 < mm; k++)
