@@ -208,9 +208,13 @@ static void special_row(const sg_sparse_job *j, const sg_row_view *v, const sg_r
 
 static void entmax15_row(const sg_sparse_job *j, size_t r) {
     const sg_row_view v = sg_sparse_view(j, r);
+    float *y = j->out + r * j->ldo;
+    /* short unmasked rows: the sort-free kernel (falls through on NaN/inf) */
+    if (j->n <= SG_SPARSE_SHORT_MAX && !v.keep && !v.add && v.t == 1.0 &&
+        sg_sparse_kernels_get()->short_row(j->n, v.x, 1, y))
+        return;
     sg_row_scan s;
     sg_sparse_cands c;
-    float *y = j->out + r * j->ldo;
     switch (sg_sparse_gather(&v, j->n, 2.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
     case SG_SPARSE_SPECIAL: special_row(j, &v, &s, y); return;
     case SG_SPARSE_FULL: {

@@ -109,3 +109,103 @@ void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, doub
     out->min_in = _mm512_reduce_min_pd(_mm512_min_pd(mna, mnb));
     out->max_out = _mm512_reduce_max_pd(_mm512_max_pd(mxa, mxb));
 }
+
+/* The short-row path (contract in sparse_kernels.h): a row of up to 32 in
+ * two registers of floats; f_j for all j at once by broadcasting each u_i
+ * against the row (u_j in the lanes: no horizontal sums), in float with
+ * two accumulators per register; the support {f_j < 1} then goes to
+ * double lanes for tau and the exact check, and y is computed in double
+ * as the general path does. */
+static inline __m512 f_lanes(size_t n, const float *ub, __m512 u, int entmax) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 f0 = z, f1 = z;
+    size_t i = 0;
+    if (entmax) {
+        for (; i + 2 <= n; i += 2) {
+            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z);
+            const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i + 1]), u), z);
+            f0 = _mm512_fmadd_ps(w0, w0, f0), f1 = _mm512_fmadd_ps(w1, w1, f1);
+        }
+        if (i < n) {
+            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z);
+            f0 = _mm512_fmadd_ps(w0, w0, f0);
+        }
+    } else {
+        for (; i + 2 <= n; i += 2) {
+            f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z));
+            f1 = _mm512_add_ps(f1, _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i + 1]), u), z));
+        }
+        if (i < n) f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z));
+    }
+    return _mm512_add_ps(f0, f1);
+}
+
+int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, float *y) {
+    const __mmask16 l0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    const __mmask16 l1 = n >= 32 ? (__mmask16)0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+    const __m512 inf = _mm512_set1_ps(INFINITY), ninf = _mm512_set1_ps(-INFINITY);
+    const __m512 xa = _mm512_maskz_loadu_ps(l0, x), xb = _mm512_maskz_loadu_ps(l1, x + 16);
+    /* |x| < inf fails for NaN and +-inf */
+    if (_mm512_mask_cmp_ps_mask(l0, _mm512_abs_ps(xa), inf, _CMP_LT_OQ) != l0 ||
+        _mm512_mask_cmp_ps_mask(l1, _mm512_abs_ps(xb), inf, _CMP_LT_OQ) != l1)
+        return 0;
+    const float m = _mm512_reduce_max_ps(
+        _mm512_max_ps(_mm512_mask_mov_ps(ninf, l0, xa), _mm512_mask_mov_ps(ninf, l1, xb)));
+    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-4.0f);
+    const __m512 h = _mm512_set1_ps(entmax ? 0.5f : 1.0f);
+    /* d = x - m correctly rounded, clamped at -4 (never in a support) */
+    const __m512 da = _mm512_max_ps(_mm512_sub_ps(xa, vm), lo);
+    const __m512 db = _mm512_max_ps(_mm512_sub_ps(xb, vm), lo);
+    const __m512 ua = _mm512_mul_ps(da, h), ub = _mm512_mul_ps(db, h);
+    float buf[32];
+    _mm512_storeu_ps(buf, ua);
+    _mm512_storeu_ps(buf + 16, ub);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __mmask16 sa = _mm512_mask_cmp_ps_mask(l0, f_lanes(n, buf, ua, entmax), one, _CMP_LT_OQ), sb = 0;
+    if (l1) sb = _mm512_mask_cmp_ps_mask(l1, f_lanes(n, buf, ub, entmax), one, _CMP_LT_OQ);
+    /* double lanes, u = h d in double: entries 0-7, 8-15, 16-23, 24-31 */
+    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0);
+    const __m512d u0 = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(da)), hd);
+    const __m512d u1 = _mm512_mul_pd(
+        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(da), 1))), hd);
+    const __m512d u2 = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(db)), hd);
+    const __m512d u3 = _mm512_mul_pd(
+        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(db), 1))), hd);
+    const __mmask8 s0 = (__mmask8)sa, s1m = (__mmask8)(sa >> 8), s2m = (__mmask8)sb, s3m = (__mmask8)(sb >> 8);
+    const __m512d sum = _mm512_add_pd(_mm512_add_pd(_mm512_maskz_mov_pd(s0, u0), _mm512_maskz_mov_pd(s1m, u1)),
+                                      _mm512_add_pd(_mm512_maskz_mov_pd(s2m, u2), _mm512_maskz_mov_pd(s3m, u3)));
+    const double s1 = _mm512_reduce_add_pd(sum);
+    const double k = (double)(__builtin_popcount(sa) + __builtin_popcount(sb));
+    double tau;
+    if (entmax) {
+        const __m512d q = _mm512_add_pd(
+            _mm512_add_pd(_mm512_maskz_mul_pd(s0, u0, u0), _mm512_maskz_mul_pd(s1m, u1, u1)),
+            _mm512_add_pd(_mm512_maskz_mul_pd(s2m, u2, u2), _mm512_maskz_mul_pd(s3m, u3, u3)));
+        const double s2 = _mm512_reduce_add_pd(q), mean = s1 / k, ss = s2 - s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / k;
+        if (!(delta >= 0.0)) return 0;
+        tau = mean - sqrt(delta);
+    } else {
+        tau = (s1 - 1.0) / k;
+    }
+    /* the exact check: inside > tau, outside (live lanes) <= tau */
+    const __m512d vt = _mm512_set1_pd(tau);
+    const __mmask8 a0 = (__mmask8)l0, a1 = (__mmask8)(l0 >> 8), a2 = (__mmask8)l1, a3 = (__mmask8)(l1 >> 8);
+    const __mmask8 g0 = _mm512_mask_cmp_pd_mask(a0, u0, vt, _CMP_GT_OQ);
+    const __mmask8 g1 = _mm512_mask_cmp_pd_mask(a1, u1, vt, _CMP_GT_OQ);
+    const __mmask8 g2 = _mm512_mask_cmp_pd_mask(a2, u2, vt, _CMP_GT_OQ);
+    const __mmask8 g3 = _mm512_mask_cmp_pd_mask(a3, u3, vt, _CMP_GT_OQ);
+    if (g0 != s0 || g1 != s1m || g2 != s2m || g3 != s3m) return 0;
+    const __m512d zd = _mm512_setzero_pd();
+    __m512d w0 = _mm512_max_pd(_mm512_sub_pd(u0, vt), zd), w1 = _mm512_max_pd(_mm512_sub_pd(u1, vt), zd);
+    __m512d w2 = _mm512_max_pd(_mm512_sub_pd(u2, vt), zd), w3 = _mm512_max_pd(_mm512_sub_pd(u3, vt), zd);
+    if (entmax) {
+        w0 = _mm512_mul_pd(w0, w0), w1 = _mm512_mul_pd(w1, w1);
+        w2 = _mm512_mul_pd(w2, w2), w3 = _mm512_mul_pd(w3, w3);
+    }
+    _mm256_mask_storeu_ps(y, a0, _mm512_cvtpd_ps(w0));
+    if (a1) _mm256_mask_storeu_ps(y + 8, a1, _mm512_cvtpd_ps(w1));
+    if (a2) _mm256_mask_storeu_ps(y + 16, a2, _mm512_cvtpd_ps(w2));
+    if (a3) _mm256_mask_storeu_ps(y + 24, a3, _mm512_cvtpd_ps(w3));
+    return 1;
+}

@@ -221,9 +221,13 @@ static sg_row_view view_of(const sm_job *j, size_t r) {
 
 static void forward_row(const sm_job *j, size_t r) {
     const sg_row_view v = view_of(j, r);
+    float *y = j->out + r * j->ldo;
+    /* short unmasked rows: the sort-free kernel (falls through on NaN/inf) */
+    if (j->n <= SG_SPARSE_SHORT_MAX && !v.keep && !v.add && v.t == 1.0 &&
+        sg_sparse_kernels_get()->short_row(j->n, v.x, 0, y))
+        return;
     sg_row_scan s;
     sg_sparse_cands c;
-    float *y = j->out + r * j->ldo;
     switch (sg_sparse_gather(&v, j->n, 1.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
     case SG_SPARSE_SPECIAL:
         for (size_t i = 0; i < j->n; i++) y[i] = special_p(&v, &s, i);
