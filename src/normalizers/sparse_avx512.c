@@ -112,32 +112,16 @@ void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, doub
 
 /* The short-row path (contract in sparse_kernels.h): a row of up to 32 in
  * two registers of floats; f_j for all j at once by broadcasting each u_i
- * against the row (u_j in the lanes: no horizontal sums), in float with
- * two accumulators per register; the support {f_j < 1} then goes to
- * double lanes for tau and the exact check, and y is computed in double
- * as the general path does. */
-static inline __m512 f_lanes(size_t n, const float *ub, __m512 u, int entmax) {
-    const __m512 z = _mm512_setzero_ps();
-    __m512 f0 = z, f1 = z;
-    size_t i = 0;
-    if (entmax) {
-        for (; i + 2 <= n; i += 2) {
-            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z);
-            const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i + 1]), u), z);
-            f0 = _mm512_fmadd_ps(w0, w0, f0), f1 = _mm512_fmadd_ps(w1, w1, f1);
-        }
-        if (i < n) {
-            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z);
-            f0 = _mm512_fmadd_ps(w0, w0, f0);
-        }
-    } else {
-        for (; i + 2 <= n; i += 2) {
-            f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z));
-            f1 = _mm512_add_ps(f1, _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i + 1]), u), z));
-        }
-        if (i < n) f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(ub[i]), u), z));
-    }
-    return _mm512_add_ps(f0, f1);
+ * against the row (u_j in the lanes: no horizontal sums), in float. Only
+ * the candidates u_i > -1 are broadcast: any u_j <= -1 has f_j >= 1 from
+ * the max alone (u = 0), and an entry u_i <= -1 adds to f_j only for
+ * such j; they are compressed to the front of a buffer first, so a row
+ * costs (candidates) x (1 or 2 registers) steps. The support {f_j < 1}
+ * then goes to double lanes for tau and the exact check, and y is
+ * computed in double as the general path does. */
+static inline __m512 f_term(__m512 b, __m512 u, int entmax) {
+    const __m512 w = _mm512_max_ps(_mm512_sub_ps(b, u), _mm512_setzero_ps());
+    return entmax ? _mm512_mul_ps(w, w) : w;
 }
 
 int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, float *y) {
@@ -157,12 +141,38 @@ int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, fl
     const __m512 da = _mm512_max_ps(_mm512_sub_ps(xa, vm), lo);
     const __m512 db = _mm512_max_ps(_mm512_sub_ps(xb, vm), lo);
     const __m512 ua = _mm512_mul_ps(da, h), ub = _mm512_mul_ps(db, h);
-    float buf[32];
-    _mm512_storeu_ps(buf, ua);
-    _mm512_storeu_ps(buf + 16, ub);
+    /* the candidates u > -1, compressed to the front of buf */
+    const __m512 m1 = _mm512_set1_ps(-1.0f);
+    const __mmask16 ca = _mm512_mask_cmp_ps_mask(l0, ua, m1, _CMP_GT_OQ);
+    const __mmask16 cb = _mm512_mask_cmp_ps_mask(l1, ub, m1, _CMP_GT_OQ);
+    /* Broadcasts from registers (a vector store then scalar loads of it
+     * would stall store forwarding): n itself up to 16 (two
+     * accumulators); beyond, the candidates, compressed into two
+     * registers and picked with a two-source permute. */
     const __m512 one = _mm512_set1_ps(1.0f);
-    __mmask16 sa = _mm512_mask_cmp_ps_mask(l0, f_lanes(n, buf, ua, entmax), one, _CMP_LT_OQ), sb = 0;
-    if (l1) sb = _mm512_mask_cmp_ps_mask(l1, f_lanes(n, buf, ub, entmax), one, _CMP_LT_OQ);
+    __m512 fa = _mm512_setzero_ps(), fb = fa;
+    __mmask16 sa, sb = 0;
+    if (!l1) {
+        __m512 ga = fa;
+        size_t i = 0;
+        for (; i + 2 <= n; i += 2) {
+            const __m512 b0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)i), ua);
+            const __m512 b1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)i + 1), ua);
+            fa = _mm512_add_ps(fa, f_term(b0, ua, entmax)), ga = _mm512_add_ps(ga, f_term(b1, ua, entmax));
+        }
+        if (i < n) fa = _mm512_add_ps(fa, f_term(_mm512_permutexvar_ps(_mm512_set1_epi32((int)i), ua), ua, entmax));
+        fa = _mm512_add_ps(fa, ga);
+    } else {
+        const int c0 = __builtin_popcount(ca), c = c0 + __builtin_popcount(cb);
+        const __m512 pa = _mm512_maskz_compress_ps(ca, ua), pb = _mm512_maskz_compress_ps(cb, ub);
+        for (int i = 0; i < c; i++) {
+            const __m512i id = _mm512_set1_epi32(i < c0 ? i : i - c0 + 16);
+            const __m512 bi = _mm512_permutex2var_ps(pa, id, pb);
+            fa = _mm512_add_ps(fa, f_term(bi, ua, entmax)), fb = _mm512_add_ps(fb, f_term(bi, ub, entmax));
+        }
+    }
+    sa = _mm512_mask_cmp_ps_mask(ca, fa, one, _CMP_LT_OQ);
+    if (l1) sb = _mm512_mask_cmp_ps_mask(cb, fb, one, _CMP_LT_OQ);
     /* double lanes, u = h d in double: entries 0-7, 8-15, 16-23, 24-31 */
     const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0);
     const __m512d u0 = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(da)), hd);
