@@ -124,6 +124,54 @@ static inline __m512 f_term(__m512 b, __m512 u, int entmax) {
     return entmax ? _mm512_mul_ps(w, w) : w;
 }
 
+/* The double part of the short-row path over nq registers of 8 (1, 2 or 4,
+ * a constant after inlining): tau from the support's sums, the exact
+ * check, y. d: the row's d in floats (two registers), sup/live: masks. */
+static inline __attribute__((always_inline)) int short_tail(int nq, const __m512 d[2],
+                                                              const __mmask16 sup[2],
+                                                              const __mmask16 live[2], int entmax,
+                                                              float *y) {
+    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0);
+    __m512d u[4];
+    __mmask8 s[4], a[4];
+    for (int q = 0; q < nq; q++) {
+        const __m512 v = d[q / 2];
+        const __m256 h = q % 2 ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+                               : _mm512_castps512_ps256(v);
+        u[q] = _mm512_mul_pd(_mm512_cvtps_pd(h), hd);
+        s[q] = (__mmask8)(sup[q / 2] >> (8 * (q % 2)));
+        a[q] = (__mmask8)(live[q / 2] >> (8 * (q % 2)));
+    }
+    __m512d sum = _mm512_maskz_mov_pd(s[0], u[0]), sq = _mm512_maskz_mul_pd(s[0], u[0], u[0]);
+    int kk = __builtin_popcount(s[0]);
+    for (int q = 1; q < nq; q++) {
+        sum = _mm512_add_pd(sum, _mm512_maskz_mov_pd(s[q], u[q]));
+        if (entmax) sq = _mm512_add_pd(sq, _mm512_maskz_mul_pd(s[q], u[q], u[q]));
+        kk += __builtin_popcount(s[q]);
+    }
+    const double s1 = _mm512_reduce_add_pd(sum), k = (double)kk;
+    double tau;
+    if (entmax) {
+        const double s2 = _mm512_reduce_add_pd(sq), mean = s1 / k, ss = s2 - s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / k;
+        if (!(delta >= 0.0)) return 0;
+        tau = mean - sqrt(delta);
+    } else {
+        tau = (s1 - 1.0) / k;
+    }
+    /* the exact check: inside > tau, outside (live lanes) <= tau */
+    const __m512d vt = _mm512_set1_pd(tau), zd = _mm512_setzero_pd();
+    int off = 0;
+    for (int q = 0; q < nq; q++) off |= _mm512_mask_cmp_pd_mask(a[q], u[q], vt, _CMP_GT_OQ) != s[q];
+    if (off) return 0;
+    for (int q = 0; q < nq; q++) {
+        __m512d w = _mm512_max_pd(_mm512_sub_pd(u[q], vt), zd);
+        if (entmax) w = _mm512_mul_pd(w, w);
+        if (q == 0 || a[q]) _mm256_mask_storeu_ps(y + 8 * q, a[q], _mm512_cvtpd_ps(w));
+    }
+    return 1;
+}
+
 int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, float *y) {
     const __mmask16 l0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
     const __mmask16 l1 = n >= 32 ? (__mmask16)0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
@@ -173,49 +221,9 @@ int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, fl
     }
     sa = _mm512_mask_cmp_ps_mask(ca, fa, one, _CMP_LT_OQ);
     if (l1) sb = _mm512_mask_cmp_ps_mask(cb, fb, one, _CMP_LT_OQ);
-    /* double lanes, u = h d in double: entries 0-7, 8-15, 16-23, 24-31 */
-    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0);
-    const __m512d u0 = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(da)), hd);
-    const __m512d u1 = _mm512_mul_pd(
-        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(da), 1))), hd);
-    const __m512d u2 = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(db)), hd);
-    const __m512d u3 = _mm512_mul_pd(
-        _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(db), 1))), hd);
-    const __mmask8 s0 = (__mmask8)sa, s1m = (__mmask8)(sa >> 8), s2m = (__mmask8)sb, s3m = (__mmask8)(sb >> 8);
-    const __m512d sum = _mm512_add_pd(_mm512_add_pd(_mm512_maskz_mov_pd(s0, u0), _mm512_maskz_mov_pd(s1m, u1)),
-                                      _mm512_add_pd(_mm512_maskz_mov_pd(s2m, u2), _mm512_maskz_mov_pd(s3m, u3)));
-    const double s1 = _mm512_reduce_add_pd(sum);
-    const double k = (double)(__builtin_popcount(sa) + __builtin_popcount(sb));
-    double tau;
-    if (entmax) {
-        const __m512d q = _mm512_add_pd(
-            _mm512_add_pd(_mm512_maskz_mul_pd(s0, u0, u0), _mm512_maskz_mul_pd(s1m, u1, u1)),
-            _mm512_add_pd(_mm512_maskz_mul_pd(s2m, u2, u2), _mm512_maskz_mul_pd(s3m, u3, u3)));
-        const double s2 = _mm512_reduce_add_pd(q), mean = s1 / k, ss = s2 - s1 * mean;
-        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / k;
-        if (!(delta >= 0.0)) return 0;
-        tau = mean - sqrt(delta);
-    } else {
-        tau = (s1 - 1.0) / k;
-    }
-    /* the exact check: inside > tau, outside (live lanes) <= tau */
-    const __m512d vt = _mm512_set1_pd(tau);
-    const __mmask8 a0 = (__mmask8)l0, a1 = (__mmask8)(l0 >> 8), a2 = (__mmask8)l1, a3 = (__mmask8)(l1 >> 8);
-    const __mmask8 g0 = _mm512_mask_cmp_pd_mask(a0, u0, vt, _CMP_GT_OQ);
-    const __mmask8 g1 = _mm512_mask_cmp_pd_mask(a1, u1, vt, _CMP_GT_OQ);
-    const __mmask8 g2 = _mm512_mask_cmp_pd_mask(a2, u2, vt, _CMP_GT_OQ);
-    const __mmask8 g3 = _mm512_mask_cmp_pd_mask(a3, u3, vt, _CMP_GT_OQ);
-    if (g0 != s0 || g1 != s1m || g2 != s2m || g3 != s3m) return 0;
-    const __m512d zd = _mm512_setzero_pd();
-    __m512d w0 = _mm512_max_pd(_mm512_sub_pd(u0, vt), zd), w1 = _mm512_max_pd(_mm512_sub_pd(u1, vt), zd);
-    __m512d w2 = _mm512_max_pd(_mm512_sub_pd(u2, vt), zd), w3 = _mm512_max_pd(_mm512_sub_pd(u3, vt), zd);
-    if (entmax) {
-        w0 = _mm512_mul_pd(w0, w0), w1 = _mm512_mul_pd(w1, w1);
-        w2 = _mm512_mul_pd(w2, w2), w3 = _mm512_mul_pd(w3, w3);
-    }
-    _mm256_mask_storeu_ps(y, a0, _mm512_cvtpd_ps(w0));
-    if (a1) _mm256_mask_storeu_ps(y + 8, a1, _mm512_cvtpd_ps(w1));
-    if (a2) _mm256_mask_storeu_ps(y + 16, a2, _mm512_cvtpd_ps(w2));
-    if (a3) _mm256_mask_storeu_ps(y + 24, a3, _mm512_cvtpd_ps(w3));
-    return 1;
+    const __m512 d2[2] = {da, db};
+    const __mmask16 sup[2] = {sa, sb}, live[2] = {l0, l1};
+    if (n <= 8) return short_tail(1, d2, sup, live, entmax, y);
+    if (n <= 16) return short_tail(2, d2, sup, live, entmax, y);
+    return short_tail(4, d2, sup, live, entmax, y);
 }
