@@ -211,7 +211,7 @@ static void entmax15_row(const sg_sparse_job *j, size_t r) {
     float *y = j->out + r * j->ldo;
     /* short unmasked rows: the sort-free kernel (falls through on NaN/inf) */
     if (j->n <= SG_SPARSE_SHORT_MAX && !v.keep && !v.add && v.t == 1.0 &&
-        sg_sparse_kernels_get()->short_row(j->n, v.x, 1, y))
+        j->short_row(j->n, v.x, 1, y))
         return;
     sg_row_scan s;
     sg_sparse_cands c;

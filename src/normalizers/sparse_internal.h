@@ -115,6 +115,7 @@ struct sg_sparse_job {
     size_t keep_ld;
     const float *add;
     size_t add_ld;
+    sg_sparse_short_row_fn *short_row; /* the kernel, fetched once per call */
 };
 
 static inline sg_row_view sg_sparse_view(const sg_sparse_job *j, size_t r) {

@@ -211,6 +211,7 @@ typedef struct sm_job {
     size_t keep_ld;
     const float *add;
     size_t add_ld;
+    sg_sparse_short_row_fn *short_row; /* fetched once per call */
 } sm_job;
 
 static sg_row_view view_of(const sm_job *j, size_t r) {
@@ -224,7 +225,7 @@ static void forward_row(const sm_job *j, size_t r) {
     float *y = j->out + r * j->ldo;
     /* short unmasked rows: the sort-free kernel (falls through on NaN/inf) */
     if (j->n <= SG_SPARSE_SHORT_MAX && !v.keep && !v.add && v.t == 1.0 &&
-        sg_sparse_kernels_get()->short_row(j->n, v.x, 0, y))
+        j->short_row(j->n, v.x, 0, y))
         return;
     sg_row_scan s;
     sg_sparse_cands c;
@@ -339,6 +340,7 @@ static void run_job(sg_context *ctx, sm_job *j, size_t rows, size_t n,
     j->add = o->add_mask;
     j->add_ld = o->add_mask_ld;
     j->rows_per_task = sg_rows_per_task(n);
+    j->short_row = sg_sparse_kernels_get()->short_row;
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) run_rows(j, 0, rows);
     else sg_parallel_for(ctx, (rows + j->rows_per_task - 1) / j->rows_per_task, rows_task, j);
 }
