@@ -209,10 +209,6 @@ static void special_row(const sg_sparse_job *j, const sg_row_view *v, const sg_r
 static void entmax15_row(const sg_sparse_job *j, size_t r) {
     const sg_row_view v = sg_sparse_view(j, r);
     float *y = j->out + r * j->ldo;
-    /* short unmasked rows: the sort-free kernel (falls through on NaN/inf) */
-    if (j->n <= SG_SPARSE_SHORT_MAX && !v.keep && !v.add && v.t == 1.0 &&
-        j->short_row(j->n, v.x, 1, y))
-        return;
     sg_row_scan s;
     sg_sparse_cands c;
     switch (sg_sparse_gather(&v, j->n, 2.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
@@ -233,6 +229,19 @@ static void entmax15_row(const sg_sparse_job *j, size_t r) {
         for (size_t q = 0; q < c.m; q++) y[c.idx[q]] = y15(c.d[q], tau);
         return;
     }
+    }
+}
+
+/* Short unmasked rows (n <= 32, T = 1): the sort-free kernel over blocks
+ * of rows; the rows it does not take (NaN/inf, or the exact check
+ * failed) go to entmax15_row. */
+static void entmax15_rows(const sg_sparse_job *j, size_t r0, size_t r1) {
+    uint8_t taken[64];
+    for (size_t r = r0; r < r1; r += 64) {
+        const size_t nb = r1 - r < 64 ? r1 - r : 64;
+        j->short_rows(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, 1, taken);
+        for (size_t q = 0; q < nb; q++)
+            if (!taken[q]) entmax15_row(j, r + q);
     }
 }
 
@@ -334,6 +343,9 @@ static sg_status forward(sg_context *ctx, const char *name, double alpha, size_t
     sg_sparse_job j = {0};
     j.row = row;
     j.x = x, j.ldx = ldx, j.out = y, j.ldo = ldy, j.alpha = alpha;
+    if (row == entmax15_row && n <= SG_SPARSE_SHORT_MAX && !o.keep_mask && !o.add_mask &&
+        o.temperature == 1.0f)
+        j.rows_fn = entmax15_rows;
     sg_sparse_run(ctx, &j, rows, n, &o);
     return SG_OK;
 }

@@ -227,3 +227,106 @@ int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, fl
     if (n <= 16) return short_tail(2, d2, sup, live, entmax, y);
     return short_tail(4, d2, sup, live, entmax, y);
 }
+
+/*
+ * short_rows: rows of n <= 16 across lanes, 16 rows per block (a partial
+ * block masked): entry i of the 16 rows is one gathered register, so every
+ * step is vertical and a block has no horizontal reduction and no
+ * data-dependent branch. The arithmetic is the reference kernel's, lane
+ * by lane (f_j in float only proposes the support; tau's sums in double in
+ * the order j = 0..n-1, as the reference), so a row gets the reference's
+ * bits whatever its position. Longer rows (or strides beyond int32
+ * offsets) go row by row to the short_row kernel.
+ */
+void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
+                                          float *y, size_t ldy, int entmax, uint8_t *taken) {
+    if (n > 16 || ldx > (size_t)INT32_MAX / 32 || ldy > (size_t)INT32_MAX / 32) {
+        for (size_t r = 0; r < rows; r++)
+            taken[r] = (uint8_t)sg_sparse_short_row_f32__avx512_n32(n, x + r * ldx, entmax, y + r * ldy);
+        return;
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i gx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldx));
+    const __m512i gy = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldy));
+    const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
+    const __m512 hf = _mm512_set1_ps(entmax ? 0.5f : 1.0f), onef = _mm512_set1_ps(1.0f);
+    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
+    const __m512d oned = _mm512_set1_pd(1.0);
+    for (size_t r0 = 0; r0 < rows; r0 += 16) {
+        const size_t nr = rows - r0 < 16 ? rows - r0 : 16;
+        const __mmask16 lm = nr == 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+        const float *xb = x + r0 * ldx;
+        __m512 X[16], U[16];
+        __m512 m = _mm512_set1_ps(-INFINITY);
+        __mmask16 bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            X[i] = _mm512_mask_i32gather_ps(zf, lm, _mm512_add_epi32(gx, _mm512_set1_epi32((int)i)), xb, 4);
+            bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(X[i]), inf, _CMP_NLT_UQ);
+            m = _mm512_max_ps(m, X[i]);
+        }
+        __mmask16 live = lm & (__mmask16)~bad;
+        for (size_t i = 0; i < n; i++) U[i] = _mm512_mul_ps(_mm512_max_ps(_mm512_sub_ps(X[i], m), lo), hf);
+        /* support proposal, then tau in double (two halves of 8 rows) */
+        __mmask16 S[16];
+        __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd, kl = zd, kh = zd;
+        for (size_t j = 0; j < n; j++) {
+            __m512 f0 = zf, f1 = zf;
+            size_t i = 0;
+            for (; i + 2 <= n; i += 2) {
+                const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
+                const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(U[i + 1], U[j]), zf);
+                f0 = _mm512_add_ps(f0, entmax ? _mm512_mul_ps(w0, w0) : w0);
+                f1 = _mm512_add_ps(f1, entmax ? _mm512_mul_ps(w1, w1) : w1);
+            }
+            if (i < n) {
+                const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
+                f0 = _mm512_add_ps(f0, entmax ? _mm512_mul_ps(w0, w0) : w0);
+            }
+            S[j] = _mm512_mask_cmp_ps_mask(live, _mm512_add_ps(f0, f1), onef, _CMP_LT_OQ);
+            /* u_j in double: h * d_j (d_j = U_j / h exactly) */
+            const __m512 d = _mm512_max_ps(_mm512_sub_ps(X[j], m), lo);
+            const __m512d ul = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(d)), hd);
+            const __m512d uh = _mm512_mul_pd(
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1))), hd);
+            const __mmask8 ml = (__mmask8)S[j], mh = (__mmask8)(S[j] >> 8);
+            s1l = _mm512_mask_add_pd(s1l, ml, s1l, ul), s1h = _mm512_mask_add_pd(s1h, mh, s1h, uh);
+            s2l = _mm512_mask_add_pd(s2l, ml, s2l, _mm512_mul_pd(ul, ul));
+            s2h = _mm512_mask_add_pd(s2h, mh, s2h, _mm512_mul_pd(uh, uh));
+            kl = _mm512_mask_add_pd(kl, ml, kl, oned), kh = _mm512_mask_add_pd(kh, mh, kh, oned);
+        }
+        __m512d tl, th;
+        __mmask16 ok = live;
+        if (entmax) {
+            const __m512d mnl = _mm512_div_pd(s1l, kl), mnh = _mm512_div_pd(s1h, kh);
+            const __m512d ssl = _mm512_max_pd(_mm512_sub_pd(s2l, _mm512_mul_pd(s1l, mnl)), zd);
+            const __m512d ssh = _mm512_max_pd(_mm512_sub_pd(s2h, _mm512_mul_pd(s1h, mnh)), zd);
+            const __m512d dl = _mm512_div_pd(_mm512_sub_pd(oned, ssl), kl);
+            const __m512d dh = _mm512_div_pd(_mm512_sub_pd(oned, ssh), kh);
+            ok &= (__mmask16)(_mm512_cmp_pd_mask(dl, zd, _CMP_GE_OQ) |
+                              ((unsigned)_mm512_cmp_pd_mask(dh, zd, _CMP_GE_OQ) << 8));
+            tl = _mm512_sub_pd(mnl, _mm512_sqrt_pd(_mm512_max_pd(dl, zd)));
+            th = _mm512_sub_pd(mnh, _mm512_sqrt_pd(_mm512_max_pd(dh, zd)));
+        } else {
+            tl = _mm512_div_pd(_mm512_sub_pd(s1l, oned), kl);
+            th = _mm512_div_pd(_mm512_sub_pd(s1h, oned), kh);
+        }
+        /* the exact check, then y */
+        __m512 Y[16];
+        for (size_t j = 0; j < n; j++) {
+            const __m512 d = _mm512_max_ps(_mm512_sub_ps(X[j], m), lo);
+            const __m512d ul = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(d)), hd);
+            const __m512d uh = _mm512_mul_pd(
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1))), hd);
+            const __mmask16 g = (__mmask16)(_mm512_cmp_pd_mask(ul, tl, _CMP_GT_OQ) |
+                                            ((unsigned)_mm512_cmp_pd_mask(uh, th, _CMP_GT_OQ) << 8));
+            ok &= (__mmask16)~(g ^ S[j]);
+            __m512d wl = _mm512_max_pd(_mm512_sub_pd(ul, tl), zd), wh = _mm512_max_pd(_mm512_sub_pd(uh, th), zd);
+            if (entmax) wl = _mm512_mul_pd(wl, wl), wh = _mm512_mul_pd(wh, wh);
+            Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
+        }
+        float *yb = y + r0 * ldy;
+        for (size_t j = 0; j < n; j++)
+            _mm512_mask_i32scatter_ps(yb, ok, _mm512_add_epi32(gy, _mm512_set1_epi32((int)j)), Y[j], 4);
+        for (size_t q = 0; q < nr; q++) taken[r0 + q] = (uint8_t)((ok >> q) & 1u);
+    }
+}

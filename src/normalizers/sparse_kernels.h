@@ -55,6 +55,13 @@ typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t,
 #define SG_SPARSE_SHORT_MAX 32
 typedef int sg_sparse_short_row_fn(size_t n, const float *x, int entmax, float *y);
 
+/* short_row over `rows` rows (x + r ldx into y + r ldy; y == x with
+ * ldy == ldx allowed): taken[r] = its return value. A row's bits do not
+ * depend on its position or on `rows` (kernels may take rows across
+ * lanes, with masks for a partial block). */
+typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                     size_t ldy, int entmax, uint8_t *taken);
+
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,
 #include "normalizers/sparse_slots.inc"

@@ -91,3 +91,10 @@ int sg_sparse_short_row_f32__ref(size_t n, const float *x, int entmax, float *y)
     }
     return 1;
 }
+
+/* short_row over rows. */
+void sg_sparse_short_rows_f32__ref(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                   size_t ldy, int entmax, uint8_t *taken) {
+    for (size_t r = 0; r < rows; r++)
+        taken[r] = (uint8_t)sg_sparse_short_row_f32__ref(n, x + r * ldx, entmax, y + r * ldy);
+}
