@@ -228,9 +228,37 @@ int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, fl
     return short_tail(4, d2, sup, live, entmax, y);
 }
 
+/* 16 x 16 transpose in registers (unpacks, then 128-bit lane shuffles). */
+static inline void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+}
 /*
  * short_rows: rows of n <= 16 across lanes, 16 rows per block (a partial
- * block masked): entry i of the 16 rows is one gathered register, so every
+ * block masked): 16 rows loaded and transposed in registers, entry i of
+ * the 16 rows in one register (gathers and scatters are slow on some
+ * cores: most of the time on Zen 4), so every
  * step is vertical and a block has no horizontal reduction and no
  * data-dependent branch. The arithmetic is the reference kernel's, lane
  * by lane (f_j in float only proposes the support; tau's sums in double in
@@ -240,14 +268,12 @@ int sg_sparse_short_row_f32__avx512_n32(size_t n, const float *x, int entmax, fl
  */
 void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
                                           float *y, size_t ldy, int entmax, uint8_t *taken) {
-    if (n > 16 || ldx > (size_t)INT32_MAX / 32 || ldy > (size_t)INT32_MAX / 32) {
+    if (n > 16) {
         for (size_t r = 0; r < rows; r++)
             taken[r] = (uint8_t)sg_sparse_short_row_f32__avx512_n32(n, x + r * ldx, entmax, y + r * ldy);
         return;
     }
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i gx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldx));
-    const __m512i gy = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldy));
+    const __mmask16 nm = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
     const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
     const __m512 hf = _mm512_set1_ps(entmax ? 0.5f : 1.0f), onef = _mm512_set1_ps(1.0f);
     const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
@@ -255,12 +281,13 @@ void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x,
     for (size_t r0 = 0; r0 < rows; r0 += 16) {
         const size_t nr = rows - r0 < 16 ? rows - r0 : 16;
         const __mmask16 lm = nr == 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-        const float *xb = x + r0 * ldx;
         __m512 X[16], U[16];
+        for (size_t l = 0; l < 16; l++)
+            X[l] = l < nr ? _mm512_maskz_loadu_ps(nm, x + (r0 + l) * ldx) : zf;
+        tr16(X);
         __m512 m = _mm512_set1_ps(-INFINITY);
         __mmask16 bad = 0;
         for (size_t i = 0; i < n; i++) {
-            X[i] = _mm512_mask_i32gather_ps(zf, lm, _mm512_add_epi32(gx, _mm512_set1_epi32((int)i)), xb, 4);
             bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(X[i]), inf, _CMP_NLT_UQ);
             m = _mm512_max_ps(m, X[i]);
         }
@@ -324,9 +351,11 @@ void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x,
             if (entmax) wl = _mm512_mul_pd(wl, wl), wh = _mm512_mul_pd(wh, wh);
             Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
         }
-        float *yb = y + r0 * ldy;
-        for (size_t j = 0; j < n; j++)
-            _mm512_mask_i32scatter_ps(yb, ok, _mm512_add_epi32(gy, _mm512_set1_epi32((int)j)), Y[j], 4);
-        for (size_t q = 0; q < nr; q++) taken[r0 + q] = (uint8_t)((ok >> q) & 1u);
+        for (size_t j = n; j < 16; j++) Y[j] = zf;
+        tr16(Y);
+        for (size_t q = 0; q < nr; q++) {
+            taken[r0 + q] = (uint8_t)((ok >> q) & 1u);
+            if ((ok >> q) & 1u) _mm512_mask_storeu_ps(y + (r0 + q) * ldy, nm, Y[q]);
+        }
     }
 }
