@@ -266,13 +266,10 @@ static inline void tr16(__m512 r[16]) {
  * bits whatever its position. Longer rows (or strides beyond int32
  * offsets) go row by row to the short_row kernel.
  */
-void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
-                                          float *y, size_t ldy, int entmax, uint8_t *taken) {
-    if (n > 16) {
-        for (size_t r = 0; r < rows; r++)
-            taken[r] = (uint8_t)sg_sparse_short_row_f32__avx512_n32(n, x + r * ldx, entmax, y + r * ldy);
-        return;
-    }
+static inline __attribute__((always_inline)) void short_rows16(size_t rows, size_t n,
+                                                                const float *x, size_t ldx, float *y,
+                                                                size_t ldy, const int entmax,
+                                                                uint8_t *taken) {
     const __mmask16 nm = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
     const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
     const __m512 hf = _mm512_set1_ps(entmax ? 0.5f : 1.0f), onef = _mm512_set1_ps(1.0f);
@@ -357,5 +354,17 @@ void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x,
             taken[r0 + q] = (uint8_t)((ok >> q) & 1u);
             if ((ok >> q) & 1u) _mm512_mask_storeu_ps(y + (r0 + q) * ldy, nm, Y[q]);
         }
+    }
+}
+
+void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
+                                          float *y, size_t ldy, int entmax, uint8_t *taken) {
+    if (n > 16) {
+        for (size_t r = 0; r < rows; r++)
+            taken[r] = (uint8_t)sg_sparse_short_row_f32__avx512_n32(n, x + r * ldx, entmax, y + r * ldy);
+    } else if (entmax) {
+        short_rows16(rows, n, x, ldx, y, ldy, 1, taken); /* constant: no branch inside */
+    } else {
+        short_rows16(rows, n, x, ldx, y, ldy, 0, taken);
     }
 }
