@@ -16,6 +16,8 @@
 #include "normalizers/sparse_kernels.h"
 #include "test.h"
 
+sg_sparse_short_rows_fn sg_sparse_short_rows_f32__ref; /* sparse_ref.c */
+
 static int cmp_desc(const void *a, const void *b) {
     double p = *(const double *)a, q = *(const double *)b;
     return (p < q) - (p > q);
@@ -121,11 +123,11 @@ TEST(sparse_short_kernels) {
 }
 
 TEST(sparse_short_ops) {
-    const size_t rows = test_quick ? 64 : 600; /* rows * 32 > SG_PARALLEL_MIN_ELEMS */
+    const size_t cap = 20000; /* floats per buffer: rows * n below */
     sg_context *c1 = test_context(1), *c2 = test_context(2), *c3 = test_context(3);
-    float *x = malloc(rows * SG_SPARSE_SHORT_MAX * sizeof *x), *xs = malloc(rows * SG_SPARSE_SHORT_MAX * sizeof *x);
-    float *y1 = malloc(rows * SG_SPARSE_SHORT_MAX * sizeof *x), *y2 = malloc(rows * SG_SPARSE_SHORT_MAX * sizeof *x);
-    float *yg = malloc(rows * SG_SPARSE_SHORT_MAX * sizeof *x), *yi = malloc(rows * SG_SPARSE_SHORT_MAX * sizeof *x);
+    float *x = malloc(cap * sizeof *x), *xs = malloc(cap * sizeof *x);
+    float *y1 = malloc(cap * sizeof *x), *y2 = malloc(cap * sizeof *x);
+    float *yg = malloc(cap * sizeof *x), *yi = malloc(cap * sizeof *x);
     uint8_t *keep = malloc(SG_SPARSE_SHORT_MAX);
     memset(keep, 1, SG_SPARSE_SHORT_MAX);
     sg_softmax_options mo = sg_softmax_options_default();
@@ -135,7 +137,8 @@ TEST(sparse_short_ops) {
     for (int entmax = 0; entmax < 2; entmax++) {
         const char *nm = entmax ? "entmax15" : "sparsemax";
         for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
-            const size_t n = ns[t], m = rows * n;
+            /* rows * n >= SG_PARALLEL_MIN_ELEMS from n = 8: threads really split */
+            const size_t n = ns[t], rows = test_quick ? 64 : n >= 8 ? 16500 / n + 7 : 600, m = rows * n;
             for (size_t r = 0; r < rows; r++) fill_row(&g, n, (int)(r % N_CLASSES), x + r * n);
             x[3 * n] = NAN;                 /* row 3: NaN row */
             x[4 * n + n / 2] = INFINITY;    /* row 4: +inf */
@@ -182,4 +185,57 @@ TEST(sparse_short_ops) {
     }
     free(x), free(xs), free(y1), free(y2), free(yg), free(yi), free(keep);
     sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
+}
+
+/* short_rows: every compiled kernel against the reference's short_rows on
+ * blocks of 1 to 40 rows (partial blocks of lanes), strides n and n + 3,
+ * rows with NaN / inf (not taken, untouched): the same taken flags, and
+ * for n <= 16 the same bits (the AVX-512 kernel computes the reference's
+ * arithmetic lane by lane), for n > 16 the bounds. In place too. */
+TEST(sparse_short_rows_kernels) {
+    size_t count;
+    const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
+    test_rng g = test_rng_seed(99);
+    const size_t maxr = 40, ld = SG_SPARSE_SHORT_MAX + 3;
+    float *x = malloc(maxr * ld * sizeof *x), *ya = malloc(maxr * ld * sizeof *x);
+    float *yb = malloc(maxr * ld * sizeof *x), *xi = malloc(maxr * ld * sizeof *x);
+    uint8_t ta[40], tb[40];
+    for (size_t q = 0; q < count; q++) {
+        if (e[q].slot != SG_SPARSE_SLOT_short_rows || !sg_cpu_supports(e[q].isa)) continue;
+        sg_sparse_short_rows_fn *f = (sg_sparse_short_rows_fn *)e[q].fn;
+        for (int entmax = 0; entmax < 2; entmax++) {
+            for (size_t n = 1; n <= SG_SPARSE_SHORT_MAX; n += test_quick ? 5 : 1) {
+                const size_t rs[] = {1, 7, 16, 17, 40};
+                for (size_t ri = 0; ri < 5; ri++) {
+                    const size_t rows = rs[ri], ldx = ri % 2 ? n + 3 : n;
+                    for (size_t r = 0; r < rows; r++) fill_row(&g, n, (int)(r % N_CLASSES), x + r * ldx);
+                    if (rows > 2) x[1 * ldx + n / 2] = NAN, x[2 * ldx] = -INFINITY;
+                    for (size_t i = 0; i < rows * ldx; i++) ya[i] = yb[i] = -7.0f;
+                    f(rows, n, x, ldx, ya, ldx, entmax, ta);
+                    sg_sparse_short_rows_f32__ref(rows, n, x, ldx, yb, ldx, entmax, tb);
+                    int bad = 0;
+                    for (size_t r = 0; r < rows; r++) {
+                        bad += ta[r] != tb[r];
+                        for (size_t i = 0; i < n; i++) {
+                            const float a = ya[r * ldx + i], b = yb[r * ldx + i];
+                            if (!ta[r]) bad += a != -7.0f; /* untouched */
+                            else if (n <= 16) bad += memcmp(&a, &b, sizeof a) != 0;
+                            else bad += !(fabsf(a - b) <= 2e-7f);
+                        }
+                        for (size_t i = n; i < ldx; i++) bad += ya[r * ldx + i] != -7.0f; /* the gap */
+                    }
+                    CHECK(!bad && (rows <= 2 || (!ta[1] && !ta[2])), "%s %s n=%zu rows=%zu ldx=%zu: %d bad",
+                          e[q].name, entmax ? "entmax15" : "sparsemax", n, rows, ldx, bad);
+                    /* in place: the same as out of place */
+                    memcpy(xi, x, rows * ldx * sizeof *x);
+                    f(rows, n, xi, ldx, xi, ldx, entmax, tb);
+                    bad = 0;
+                    for (size_t r = 0; r < rows; r++)
+                        if (ta[r]) bad += memcmp(xi + r * ldx, ya + r * ldx, n * sizeof *x) != 0;
+                    CHECK(!bad, "%s n=%zu rows=%zu: in place differs", e[q].name, n, rows);
+                }
+            }
+        }
+    }
+    free(x), free(ya), free(yb), free(xi);
 }
