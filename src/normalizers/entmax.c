@@ -15,7 +15,9 @@
  * gives (0 - tau)^p <= 1. Hence only entries with u > -1, i.e.
  * d > -1 / (alpha - 1) (d > -2 for 1.5-entmax), can be in the support:
  * sg_sparse_gather filters those candidates with the vectorized kernels,
- * and the threshold is solved on them alone.
+ * and the threshold is solved on them alone. Short unmasked 1.5-entmax rows
+ * (n <= 32, T = 1) take the sort-free short_rows kernel first
+ * (sparse_kernels.h, docs/SPARSE.md "Short rows").
  */
 #include <stdlib.h>
 #include <string.h>

@@ -5,6 +5,10 @@
  * The softmax core's options, masks and argument checks are reused through
  * softmax_internal.h; softmax itself and its kernels do not belong here.
  *
+ * Short unmasked rows (n <= 32, T = 1) of the forward op take the sort-free
+ * short_rows kernel instead (sparse_kernels.h, docs/SPARSE.md "Short rows");
+ * the rows it declines (NaN/inf, or its exact check failed) come here.
+ *
  * Per row of the forward op (the loss does the same with dx as its row):
  *  1. sg_sparse_gather (sparse_rows.c) classifies the row. Unmasked rows:
  *     a vectorized max (NaN and +inf flagged), then a vectorized filter
