@@ -351,7 +351,7 @@ TEST(sparse_kernels_tails) {
                         }
                     }
                     x[n - 1] = keep;
-                } else {
+                } else if (e[q].slot == SG_SPARSE_SLOT_select) {
                     sg_sparse_select_fn *f = (sg_sparse_select_fn *)e[q].fn;
                     const float thrs[] = {2.0f, 4.0f, -INFINITY, 0.0f};
                     for (size_t h = 0; h < 4; h++) {

@@ -15,7 +15,9 @@
  * gives (0 - tau)^p <= 1. Hence only entries with u > -1, i.e.
  * d > -1 / (alpha - 1) (d > -2 for 1.5-entmax), can be in the support:
  * sg_sparse_gather filters those candidates with the vectorized kernels,
- * and the threshold is solved on them alone.
+ * and the threshold is solved on them alone. Short unmasked 1.5-entmax rows
+ * (n <= 32, T = 1) take the sort-free short_rows kernel first
+ * (sparse_kernels.h, docs/SPARSE.md "Short rows").
  */
 #include <stdlib.h>
 #include <string.h>
@@ -208,9 +210,9 @@ static void special_row(const sg_sparse_job *j, const sg_row_view *v, const sg_r
 
 static void entmax15_row(const sg_sparse_job *j, size_t r) {
     const sg_row_view v = sg_sparse_view(j, r);
+    float *y = j->out + r * j->ldo;
     sg_row_scan s;
     sg_sparse_cands c;
-    float *y = j->out + r * j->ldo;
     switch (sg_sparse_gather(&v, j->n, 2.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
     case SG_SPARSE_SPECIAL: special_row(j, &v, &s, y); return;
     case SG_SPARSE_FULL: {
@@ -229,6 +231,19 @@ static void entmax15_row(const sg_sparse_job *j, size_t r) {
         for (size_t q = 0; q < c.m; q++) y[c.idx[q]] = y15(c.d[q], tau);
         return;
     }
+    }
+}
+
+/* Short unmasked rows (n <= 32, T = 1): the sort-free kernel over blocks
+ * of rows; the rows it does not take (NaN/inf, or the exact check
+ * failed) go to entmax15_row. */
+static void entmax15_rows(const sg_sparse_job *j, size_t r0, size_t r1) {
+    uint8_t taken[64];
+    for (size_t r = r0; r < r1; r += 64) {
+        const size_t nb = r1 - r < 64 ? r1 - r : 64;
+        j->short_rows(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, 1, taken);
+        for (size_t q = 0; q < nb; q++)
+            if (!taken[q]) entmax15_row(j, r + q);
     }
 }
 
@@ -330,6 +345,9 @@ static sg_status forward(sg_context *ctx, const char *name, double alpha, size_t
     sg_sparse_job j = {0};
     j.row = row;
     j.x = x, j.ldx = ldx, j.out = y, j.ldo = ldy, j.alpha = alpha;
+    if (row == entmax15_row && n <= SG_SPARSE_SHORT_MAX && !o.keep_mask && !o.add_mask &&
+        o.temperature == 1.0f)
+        j.rows_fn = entmax15_rows;
     sg_sparse_run(ctx, &j, rows, n, &o);
     return SG_OK;
 }

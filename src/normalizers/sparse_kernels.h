@@ -39,6 +39,29 @@ typedef struct sg_sparse_sums {
 } sg_sparse_sums;
 typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t, sg_sparse_sums *out);
 
+/*
+ * The short-row path (n <= SG_SPARSE_SHORT_MAX, no mask, T = 1): the whole
+ * forward op of one row x of n floats into y (may be x itself; every x is
+ * read first). entmax 0: sparsemax; 1: 1.5-entmax. Sort-free: with
+ * u = d (sparsemax) or d / 2 (1.5-entmax), d_i = x_i - max x rounded to
+ * float, entry j is in the support iff f_j = sum_i (u_i - u_j)_+^q < 1
+ * (q = 1, 2; ties add 0, so equal entries enter together). The support
+ * may be decided in float; tau is then computed in double from its sums
+ * and the support is verified exactly (min inside > tau >= max outside).
+ * Returns 1 with y written; 0 with y untouched when the row has a NaN or
+ * an infinity, or the verification failed (the caller takes the general
+ * path).
+ */
+#define SG_SPARSE_SHORT_MAX 32
+typedef int sg_sparse_short_row_fn(size_t n, const float *x, int entmax, float *y);
+
+/* short_row over `rows` rows (x + r ldx into y + r ldy; y == x with
+ * ldy == ldx allowed): taken[r] = its return value. A row's bits do not
+ * depend on its position or on `rows` (kernels may take rows across
+ * lanes, with masks for a partial block). */
+typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                     size_t ldy, int entmax, uint8_t *taken);
+
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,
 #include "normalizers/sparse_slots.inc"

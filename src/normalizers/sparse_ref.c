@@ -46,3 +46,55 @@ void sg_sparse_sums_f32__ref(size_t n, const float *d, double scale, double t, s
     }
     *out = a;
 }
+
+/* The short-row path (sparse_kernels.h), in double: f_j for every j, the
+ * support {f_j < 1}, tau from its sums, the exact check, then y. */
+int sg_sparse_short_row_f32__ref(size_t n, const float *x, int entmax, float *y) {
+    double u[SG_SPARSE_SHORT_MAX];
+    unsigned char in[SG_SPARSE_SHORT_MAX];
+    float m = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (!(fabsf(x[i]) < INFINITY)) return 0;
+        if (x[i] > m) m = x[i];
+    }
+    const double h = entmax ? 0.5 : 1.0;
+    for (size_t i = 0; i < n; i++) {
+        float d = x[i] - m; /* correctly rounded: as the general path */
+        if (!(d > -4.0f)) d = -4.0f; /* never in a support (d > -2 is needed) */
+        u[i] = h * (double)d;
+    }
+    double s1 = 0.0, s2 = 0.0;
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++) {
+        double f = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            const double w = u[i] > u[j] ? u[i] - u[j] : 0.0;
+            f += entmax ? w * w : w;
+        }
+        in[j] = f < 1.0;
+        if (in[j]) k++, s1 += u[j], s2 += u[j] * u[j];
+    }
+    double tau;
+    if (entmax) {
+        const double mean = s1 / (double)k, ss = s2 - s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) / (double)k;
+        if (!(delta >= 0.0)) return 0;
+        tau = mean - sqrt(delta);
+    } else {
+        tau = (s1 - 1.0) / (double)k;
+    }
+    for (size_t j = 0; j < n; j++)
+        if (in[j] ? !(u[j] > tau) : !(u[j] <= tau)) return 0;
+    for (size_t j = 0; j < n; j++) {
+        const double w = u[j] > tau ? u[j] - tau : 0.0;
+        y[j] = (float)(entmax ? w * w : w);
+    }
+    return 1;
+}
+
+/* short_row over rows. */
+void sg_sparse_short_rows_f32__ref(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                   size_t ldy, int entmax, uint8_t *taken) {
+    for (size_t r = 0; r < rows; r++)
+        taken[r] = (uint8_t)sg_sparse_short_row_f32__ref(n, x + r * ldx, entmax, y + r * ldy);
+}

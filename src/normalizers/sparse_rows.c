@@ -101,7 +101,9 @@ static void rows_task(void *arg, size_t t) {
     const sg_sparse_job *j = arg;
     size_t r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
     if (r1 > j->rows) r1 = j->rows;
-    for (size_t r = r0; r < r1; r++) j->row(j, r);
+    if (j->rows_fn) j->rows_fn(j, r0, r1);
+    else
+        for (size_t r = r0; r < r1; r++) j->row(j, r);
 }
 
 void sg_sparse_run(sg_context *ctx, sg_sparse_job *j, size_t rows, size_t n,
@@ -114,8 +116,11 @@ void sg_sparse_run(sg_context *ctx, sg_sparse_job *j, size_t rows, size_t n,
     j->add = o->add_mask;
     j->add_ld = o->add_mask_ld;
     j->rows_per_task = sg_rows_per_task(n);
+    j->short_rows = sg_sparse_kernels_get()->short_rows;
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) {
-        for (size_t r = 0; r < rows; r++) j->row(j, r);
+        if (j->rows_fn) j->rows_fn(j, 0, rows);
+        else
+            for (size_t r = 0; r < rows; r++) j->row(j, r);
     } else {
         sg_parallel_for(ctx, (rows + j->rows_per_task - 1) / j->rows_per_task, rows_task, j);
     }

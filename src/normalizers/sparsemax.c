@@ -5,6 +5,10 @@
  * The softmax core's options, masks and argument checks are reused through
  * softmax_internal.h; softmax itself and its kernels do not belong here.
  *
+ * Short unmasked rows (n <= 32, T = 1) of the forward op take the sort-free
+ * short_rows kernel instead (sparse_kernels.h, docs/SPARSE.md "Short rows");
+ * the rows it declines (NaN/inf, or its exact check failed) come here.
+ *
  * Per row of the forward op (the loss does the same with dx as its row):
  *  1. sg_sparse_gather (sparse_rows.c) classifies the row. Unmasked rows:
  *     a vectorized max (NaN and +inf flagged), then a vectorized filter
@@ -211,6 +215,7 @@ typedef struct sm_job {
     size_t keep_ld;
     const float *add;
     size_t add_ld;
+    sg_sparse_short_rows_fn *short_rows; /* fetched once per call */
 } sm_job;
 
 static sg_row_view view_of(const sm_job *j, size_t r) {
@@ -221,9 +226,9 @@ static sg_row_view view_of(const sm_job *j, size_t r) {
 
 static void forward_row(const sm_job *j, size_t r) {
     const sg_row_view v = view_of(j, r);
+    float *y = j->out + r * j->ldo;
     sg_row_scan s;
     sg_sparse_cands c;
-    float *y = j->out + r * j->ldo;
     switch (sg_sparse_gather(&v, j->n, 1.0, SG_SPARSE_CAND_MAX, &s, &c, y)) {
     case SG_SPARSE_SPECIAL:
         for (size_t i = 0; i < j->n; i++) y[i] = special_p(&v, &s, i);
@@ -307,7 +312,28 @@ static float loss_row(const sm_job *j, size_t r) {
     return (float)loss;
 }
 
+/* Short unmasked rows (n <= 32, T = 1): the sort-free kernel over blocks
+ * of rows; the rows it does not take (NaN/inf, or the exact check
+ * failed) go to forward_row. */
+static int short_ok(const sm_job *j) {
+    return j->op == OP_FORWARD && j->n <= SG_SPARSE_SHORT_MAX && !j->keep && !j->add && j->t == 1.0;
+}
+
+static void forward_short(const sm_job *j, size_t r0, size_t r1) {
+    uint8_t taken[64];
+    for (size_t r = r0; r < r1; r += 64) {
+        const size_t nb = r1 - r < 64 ? r1 - r : 64;
+        j->short_rows(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, 0, taken);
+        for (size_t q = 0; q < nb; q++)
+            if (!taken[q]) forward_row(j, r + q);
+    }
+}
+
 static void run_rows(const sm_job *j, size_t r0, size_t r1) {
+    if (short_ok(j)) {
+        forward_short(j, r0, r1);
+        return;
+    }
     for (size_t r = r0; r < r1; r++) {
         switch (j->op) {
         case OP_FORWARD: forward_row(j, r); break;
@@ -335,6 +361,7 @@ static void run_job(sg_context *ctx, sm_job *j, size_t rows, size_t n,
     j->add = o->add_mask;
     j->add_ld = o->add_mask_ld;
     j->rows_per_task = sg_rows_per_task(n);
+    j->short_rows = sg_sparse_kernels_get()->short_rows;
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) run_rows(j, 0, rows);
     else sg_parallel_for(ctx, (rows + j->rows_per_task - 1) / j->rows_per_task, rows_task, j);
 }

@@ -1,0 +1,241 @@
+/*
+ * test_sparse_short.c - the short-row path of sparsemax and 1.5-entmax
+ * (n <= 32, no mask, T = 1; sparse_kernels.h short_row): every compiled
+ * kernel and the ops against the general path (the same rows with an
+ * all-ones keep mask, which never takes the short path) and against
+ * double references by sorting; ties, special values (routed to the
+ * general path, y untouched), shift invariance, the simplex, in place and
+ * thread-count independence. Runs under every SOFTGATE_ISA level.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "normalizers/sparse_kernels.h"
+#include "test.h"
+
+sg_sparse_short_rows_fn sg_sparse_short_rows_f32__ref; /* sparse_ref.c */
+
+static int cmp_desc(const void *a, const void *b) {
+    double p = *(const double *)a, q = *(const double *)b;
+    return (p < q) - (p > q);
+}
+
+/* Sorted references in double: sparsemax (Martins and Astudillo) and
+ * 1.5-entmax (Peters et al.), u = d or d / 2 with d = z - max z. */
+static void ref_short(int entmax, size_t n, const float *x, double *y) {
+    double u[SG_SPARSE_SHORT_MAX], s[SG_SPARSE_SHORT_MAX], m = -INFINITY;
+    for (size_t i = 0; i < n; i++) m = fmax(m, (double)x[i]);
+    for (size_t i = 0; i < n; i++) s[i] = u[i] = (entmax ? 0.5 : 1.0) * ((double)x[i] - m);
+    qsort(s, n, sizeof *s, cmp_desc);
+    double tau = 0.0, sum = 0.0, mean = 0.0, ss = 0.0;
+    for (size_t k = 1; k <= n; k++) {
+        const double v = s[k - 1];
+        if (entmax) {
+            const double dm = v - mean;
+            mean += dm / (double)k;
+            ss += dm * (v - mean);
+            const double t = mean - sqrt(fmax((1.0 - ss) / (double)k, 0.0));
+            if (t <= v) tau = t;
+        } else {
+            sum += v;
+            if (1.0 + (double)k * v > sum) tau = (sum - 1.0) / (double)k;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const double w = fmax(u[i] - tau, 0.0);
+        y[i] = entmax ? w * w : w;
+    }
+}
+
+static sg_status op_run(sg_context *ctx, int entmax, size_t rows, size_t n, const float *x,
+                        float *y, const sg_softmax_options *o) {
+    return entmax ? sg_entmax15_f32(ctx, rows, n, x, n, y, n, o)
+                  : sg_sparsemax_f32(ctx, rows, n, x, n, y, n, o);
+}
+
+/* Row r of kind c: normal (scale x1, x10, x0.1), ties (small integers /
+ * 4: exact, shift-exact), a constant row. */
+static void fill_row(test_rng *g, size_t n, int c, float *x) {
+    for (size_t i = 0; i < n; i++) {
+        switch (c) {
+        case 0: x[i] = (float)test_normal(g); break;
+        case 1: x[i] = (float)(10.0 * test_normal(g)); break;
+        case 2: x[i] = (float)(0.1 * test_normal(g)); break;
+        case 3: x[i] = (float)floor(8.0 * test_uniform(g)) * 0.25f; break;
+        default: x[i] = 3.0f; break;
+        }
+    }
+}
+
+#define N_CLASSES 5
+
+TEST(sparse_short_kernels) {
+    size_t count;
+    const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
+    test_rng g = test_rng_seed(77);
+    float x[SG_SPARSE_SHORT_MAX], y[SG_SPARSE_SHORT_MAX];
+    double r[SG_SPARSE_SHORT_MAX];
+    const int reps = test_quick ? 4 : 30;
+    for (size_t q = 0; q < count; q++) {
+        if (e[q].slot != SG_SPARSE_SLOT_short_row || !sg_cpu_supports(e[q].isa)) continue;
+        sg_sparse_short_row_fn *f = (sg_sparse_short_row_fn *)e[q].fn;
+        size_t taken = 0, tried = 0;
+        for (int entmax = 0; entmax < 2; entmax++) {
+            for (size_t n = 1; n <= SG_SPARSE_SHORT_MAX; n++) {
+                for (int rep = 0; rep < reps; rep++) {
+                    fill_row(&g, n, rep % N_CLASSES, x);
+                    tried++;
+                    if (!f(n, x, entmax, y)) continue;
+                    taken++;
+                    ref_short(entmax, n, x, r);
+                    double s = 0.0;
+                    int bad = 0;
+                    for (size_t i = 0; i < n; i++) {
+                        s += y[i];
+                        /* the documented bounds: 1e-7 sparsemax, 3e-7 1.5-entmax */
+                        if (!(fabs(y[i] - r[i]) <= (entmax ? 3e-7 : 1e-7)) || y[i] < 0.0f) bad++;
+                        if (r[i] == 0.0 && y[i] != 0.0f) bad++; /* the support */
+                    }
+                    CHECK(!bad && fabs(s - 1.0) <= 2e-6, "%s %s n=%zu class %d: %d bad, sum %.9g",
+                          e[q].name, entmax ? "entmax15" : "sparsemax", n, rep % N_CLASSES, bad, s);
+                }
+                /* NaN, +inf, -inf: 0 and y untouched */
+                const float sp[3] = {NAN, INFINITY, -INFINITY};
+                for (int h = 0; h < 3; h++) {
+                    fill_row(&g, n, 0, x);
+                    x[(size_t)h * 7 % n] = sp[h];
+                    for (size_t i = 0; i < n; i++) y[i] = -5.0f;
+                    int got = f(n, x, entmax, y);
+                    int untouched = 1;
+                    for (size_t i = 0; i < n; i++) untouched &= y[i] == -5.0f;
+                    CHECK(!got && untouched, "%s n=%zu special %g: returned %d", e[q].name, n,
+                          (double)sp[h], got);
+                }
+            }
+        }
+        /* the fast path must be the common one (the check rejects only
+         * rows with an entry at tau within rounding) */
+        CHECK(taken * 100 >= tried * 99, "%s: took %zu of %zu rows", e[q].name, taken, tried);
+    }
+}
+
+TEST(sparse_short_ops) {
+    const size_t cap = 20000; /* floats per buffer: rows * n below */
+    sg_context *c1 = test_context(1), *c2 = test_context(2), *c3 = test_context(3);
+    float *x = malloc(cap * sizeof *x), *xs = malloc(cap * sizeof *x);
+    float *y1 = malloc(cap * sizeof *x), *y2 = malloc(cap * sizeof *x);
+    float *yg = malloc(cap * sizeof *x), *yi = malloc(cap * sizeof *x);
+    uint8_t *keep = malloc(SG_SPARSE_SHORT_MAX);
+    memset(keep, 1, SG_SPARSE_SHORT_MAX);
+    sg_softmax_options mo = sg_softmax_options_default();
+    mo.keep_mask = keep, mo.keep_mask_ld = 0; /* all ones: the general path */
+    test_rng g = test_rng_seed(5);
+    const size_t ns[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32};
+    for (int entmax = 0; entmax < 2; entmax++) {
+        const char *nm = entmax ? "entmax15" : "sparsemax";
+        for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+            /* rows * n >= SG_PARALLEL_MIN_ELEMS from n = 8: threads really split */
+            const size_t n = ns[t], rows = test_quick ? 64 : n >= 8 ? 16500 / n + 7 : 600, m = rows * n;
+            for (size_t r = 0; r < rows; r++) fill_row(&g, n, (int)(r % N_CLASSES), x + r * n);
+            x[3 * n] = NAN;                 /* row 3: NaN row */
+            x[4 * n + n / 2] = INFINITY;    /* row 4: +inf */
+            x[5 * n] = -INFINITY;           /* row 5: -inf entry */
+            CHECK(op_run(c1, entmax, rows, n, x, y1, NULL) == SG_OK, "%s run", nm);
+            CHECK(op_run(c1, entmax, rows, n, x, yg, &mo) == SG_OK, "%s masked run", nm);
+            /* the general path's bounds against each other: 2e-7 / 6e-7 */
+            const double tol = entmax ? 6e-7 : 2e-7; /* (an entry at tau may be 1e-32 in one) */
+            size_t bad = 0;
+            for (size_t i = 0; i < m; i++) {
+                const int same = isnan(y1[i]) ? isnan(yg[i]) : fabsf(y1[i] - yg[i]) <= tol;
+                if (!same && bad++ < 3)
+                    CHECK(0, "%s n=%zu row %zu i=%zu: short %.9g general %.9g", nm, n, i / n, i % n,
+                          y1[i], yg[i]);
+            }
+            /* the special-value table: NaN row all NaN, +inf entry gets 1 */
+            CHECK(isnan(y1[3 * n]) && y1[4 * n + n / 2] == 1.0f && y1[5 * n] == 0.0f,
+                  "%s n=%zu special rows", nm, n);
+            /* simplex on every finite row */
+            for (size_t r = 6; r < rows; r++) {
+                double s = 0.0;
+                for (size_t i = 0; i < n; i++) s += y1[r * n + i];
+                if (!(fabs(s - 1.0) <= 2e-6)) {
+                    CHECK(0, "%s n=%zu row %zu sum %.9g", nm, n, r, s);
+                    break;
+                }
+            }
+            /* thread counts: identical bits */
+            CHECK(op_run(c2, entmax, rows, n, x, y2, NULL) == SG_OK, "%s 2 threads", nm);
+            CHECK(memcmp(y1, y2, m * sizeof *y1) == 0, "%s n=%zu: 2 threads differ", nm, n);
+            CHECK(op_run(c3, entmax, rows, n, x, y2, NULL) == SG_OK, "%s 3 threads", nm);
+            CHECK(memcmp(y1, y2, m * sizeof *y1) == 0, "%s n=%zu: 3 threads differ", nm, n);
+            /* in place */
+            memcpy(yi, x, m * sizeof *x);
+            CHECK(op_run(c1, entmax, rows, n, yi, yi, NULL) == SG_OK, "%s in place", nm);
+            CHECK(memcmp(y1, yi, m * sizeof *y1) == 0, "%s n=%zu: in place differs", nm, n);
+            /* shift invariance on the tie rows (x / 4 integers + 16: exact) */
+            for (size_t i = 0; i < m; i++) xs[i] = x[i] + 16.0f;
+            CHECK(op_run(c1, entmax, rows, n, xs, y2, NULL) == SG_OK, "%s shifted", nm);
+            for (size_t r = 3 + N_CLASSES; r < rows; r += N_CLASSES) /* class 3 rows */
+                CHECK(memcmp(y1 + r * n, y2 + r * n, n * sizeof *y1) == 0, "%s n=%zu row %zu: shift",
+                      nm, n, r);
+        }
+    }
+    free(x), free(xs), free(y1), free(y2), free(yg), free(yi), free(keep);
+    sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
+}
+
+/* short_rows: every compiled kernel against the reference's short_rows on
+ * blocks of 1 to 40 rows (partial blocks of lanes), strides n and n + 3,
+ * rows with NaN / inf (not taken, untouched): the same taken flags, and
+ * for n <= 16 the same bits (the AVX-512 kernel computes the reference's
+ * arithmetic lane by lane), for n > 16 the bounds. In place too. */
+TEST(sparse_short_rows_kernels) {
+    size_t count;
+    const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
+    test_rng g = test_rng_seed(99);
+    const size_t maxr = 40, ld = SG_SPARSE_SHORT_MAX + 3;
+    float *x = malloc(maxr * ld * sizeof *x), *ya = malloc(maxr * ld * sizeof *x);
+    float *yb = malloc(maxr * ld * sizeof *x), *xi = malloc(maxr * ld * sizeof *x);
+    uint8_t ta[40], tb[40];
+    for (size_t q = 0; q < count; q++) {
+        if (e[q].slot != SG_SPARSE_SLOT_short_rows || !sg_cpu_supports(e[q].isa)) continue;
+        sg_sparse_short_rows_fn *f = (sg_sparse_short_rows_fn *)e[q].fn;
+        for (int entmax = 0; entmax < 2; entmax++) {
+            for (size_t n = 1; n <= SG_SPARSE_SHORT_MAX; n += test_quick ? 5 : 1) {
+                const size_t rs[] = {1, 7, 16, 17, 40};
+                for (size_t ri = 0; ri < 5; ri++) {
+                    const size_t rows = rs[ri], ldx = ri % 2 ? n + 3 : n;
+                    for (size_t r = 0; r < rows; r++) fill_row(&g, n, (int)(r % N_CLASSES), x + r * ldx);
+                    if (rows > 2) x[1 * ldx + n / 2] = NAN, x[2 * ldx] = -INFINITY;
+                    for (size_t i = 0; i < rows * ldx; i++) ya[i] = yb[i] = -7.0f;
+                    f(rows, n, x, ldx, ya, ldx, entmax, ta);
+                    sg_sparse_short_rows_f32__ref(rows, n, x, ldx, yb, ldx, entmax, tb);
+                    int bad = 0;
+                    for (size_t r = 0; r < rows; r++) {
+                        bad += ta[r] != tb[r];
+                        for (size_t i = 0; i < n; i++) {
+                            const float a = ya[r * ldx + i], b = yb[r * ldx + i];
+                            if (!ta[r]) bad += a != -7.0f; /* untouched */
+                            else if (n <= 16) bad += memcmp(&a, &b, sizeof a) != 0;
+                            else bad += !(fabsf(a - b) <= 2e-7f);
+                        }
+                        for (size_t i = n; i < ldx; i++) bad += ya[r * ldx + i] != -7.0f; /* the gap */
+                    }
+                    CHECK(!bad && (rows <= 2 || (!ta[1] && !ta[2])), "%s %s n=%zu rows=%zu ldx=%zu: %d bad",
+                          e[q].name, entmax ? "entmax15" : "sparsemax", n, rows, ldx, bad);
+                    /* in place: the same as out of place */
+                    memcpy(xi, x, rows * ldx * sizeof *x);
+                    f(rows, n, xi, ldx, xi, ldx, entmax, tb);
+                    bad = 0;
+                    for (size_t r = 0; r < rows; r++)
+                        if (ta[r]) bad += memcmp(xi + r * ldx, ya + r * ldx, n * sizeof *x) != 0;
+                    CHECK(!bad, "%s n=%zu rows=%zu: in place differs", e[q].name, n, rows);
+                }
+            }
+        }
+    }
+    free(x), free(ya), free(yb), free(xi);
+}
