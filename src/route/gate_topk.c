@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "route/route_internal.h"
+#include "route/route_kernels.h"
 #include "softmax/softmax_internal.h"
 
 static const char *const kind_names[] = {"softmax_topk", "topk_softmax", "sigmoid_topk",
@@ -214,7 +215,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
     /* the topk_group best groups (ties: lower group) */
     int32_t gsel[256]; /* topk_group <= 256 (checked) */
     float gtop[256], top[SG_ROUTE_STACK_E];
-    sg_route_select_fresh(gscore, ng, tg, gsel, gtop); /* keys checked for NaN above */
+    sg_route_kernels_get()->topk(gscore, ng, tg, gsel, gtop); /* keys checked for NaN above */
     /* the experts of the kept groups keep their key, the others -inf (keys
      * are finite, and K <= the kept experts: -inf is never selected), then
      * one selection over the row in expert order */
@@ -224,7 +225,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
         const size_t g = (size_t)gsel[a];
         memcpy(masked + g * gs, key + g * gs, gs * sizeof *masked);
     }
-    sg_route_select_fresh(masked, j->e, j->k, ids, top);
+    sg_route_kernels_get()->topk(masked, j->e, j->k, ids, top);
     return 0;
 }
 
@@ -256,7 +257,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     }
     if (!needs_key_row(j)) {
         if (sg_route_has_nan(z, j->e)) return 1;
-        sg_route_select_fresh(z, j->e, j->k, ids, top);
+        sg_route_kernels_get()->topk(z, j->e, j->k, ids, top);
         return 0;
     }
     if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
@@ -274,7 +275,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
     /* a NaN in z reaches its key (sigmoid, product and sum keep NaN) */
     if (sg_route_has_nan(sc->key, j->e)) return 1;
-    sg_route_select_fresh(sc->key, j->e, j->k, ids, top);
+    sg_route_kernels_get()->topk(sc->key, j->e, j->k, ids, top);
     return 0;
 }
 
