@@ -69,6 +69,7 @@ void sg_route_topk__avx2(const float *key, size_t n, size_t k, int32_t *ids, flo
                                        11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
                                        22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
     if (k == 0) return;
+    if (n <= 16 && k <= 2 && sg_route_select_top2(key, n, k, ids, top)) return;
     if (n <= 32) {
         place32(key, iota32, n, k, ids, top);
         return;
