@@ -70,7 +70,7 @@ void sg_route_topk__avx2(const float *key, size_t n, size_t k, int32_t *ids, flo
                                        22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
     if (k == 0) return;
     if (n <= 16 && k <= 2 && sg_route_select_top2(key, n, k, ids, top)) return;
-    if (n <= 32) {
+    if (n <= 16 || (n <= 32 && k > 16)) {
         place32(key, iota32, n, k, ids, top);
         return;
     }
@@ -78,18 +78,21 @@ void sg_route_topk__avx2(const float *key, size_t n, size_t k, int32_t *ids, flo
         sg_route_topk__ref(key, n, k, ids, top);
         return;
     }
-    __m256 m0 = _mm256_loadu_ps(key), m1 = _mm256_loadu_ps(key + 8);
-    __m256 m2 = _mm256_loadu_ps(key + 16), m3 = _mm256_loadu_ps(key + 24);
-    size_t i = 32;
-    for (; i + 32 <= n; i += 32) {
-        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(key + i));
-        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(key + i + 8));
-        m2 = _mm256_max_ps(m2, _mm256_loadu_ps(key + i + 16));
-        m3 = _mm256_max_ps(m3, _mm256_loadu_ps(key + i + 24));
-    }
     float m[16];
-    _mm256_storeu_ps(m, _mm256_max_ps(m0, m2));
-    _mm256_storeu_ps(m + 8, _mm256_max_ps(m1, m3));
+    size_t i = 16;
+    for (size_t q = 0; q < 16; q++) m[q] = key[q];
+    if (n >= 32) {
+        __m256 m0 = _mm256_loadu_ps(key), m1 = _mm256_loadu_ps(key + 8);
+        __m256 m2 = _mm256_loadu_ps(key + 16), m3 = _mm256_loadu_ps(key + 24);
+        for (i = 32; i + 32 <= n; i += 32) {
+            m0 = _mm256_max_ps(m0, _mm256_loadu_ps(key + i));
+            m1 = _mm256_max_ps(m1, _mm256_loadu_ps(key + i + 8));
+            m2 = _mm256_max_ps(m2, _mm256_loadu_ps(key + i + 16));
+            m3 = _mm256_max_ps(m3, _mm256_loadu_ps(key + i + 24));
+        }
+        _mm256_storeu_ps(m, _mm256_max_ps(m0, m2));
+        _mm256_storeu_ps(m + 8, _mm256_max_ps(m1, m3));
+    }
     for (size_t q = 0; i < n; i++, q = (q + 1) & 15) m[q] = key[i] > m[q] ? key[i] : m[q];
     const float t = kth16(m, k);
     const __m256 thr = _mm256_set1_ps(t);

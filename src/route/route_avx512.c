@@ -1,11 +1,11 @@
 /*
  * route_avx512.c - AVX-512 top-k selection (contract in route_kernels.h,
- * reference sg_route_topk__ref). Rows of n > 32 keys: the maxima of the
+ * reference sg_route_topk__ref). Rows of n > 16 keys: the maxima of the
  * 16 lanes over the row (16 disjoint columns) give thr = their k-th
  * largest, a lower bound of the k-th largest key (k distinct keys, one per
  * column, are >= thr); the keys >= thr (every selected key and every key
  * tied with the k-th) are compressed with their ids in index order. The
- * candidates (or a whole row of n <= 32) are then ranked without branches:
+ * candidates (or a whole row of n <= 16) are then ranked without branches:
  * rank_i = #{j : c_j > c_i} + #{j < i : c_j == c_i}, the position in the
  * reference's order (descending, ties to the lower index). Rows with
  * k > 16, n > SG_ROUTE_STACK_E, or more than 32 candidates (many ties) use
@@ -77,7 +77,7 @@ void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, f
                                        22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
     if (k == 0) return;
     if (n <= 16 && k <= 2 && sg_route_select_top2(key, n, k, ids, top)) return;
-    if (n <= 32) {
+    if (n <= 16 || (n <= 32 && k > 16)) {
         place32(key, iota32, n, k, ids, top);
         return;
     }
@@ -86,7 +86,7 @@ void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, f
         return;
     }
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    __m512 m = _mm512_loadu_ps(key), m1 = _mm512_loadu_ps(key + 16);
+    __m512 m = _mm512_loadu_ps(key), m1 = _mm512_mask_loadu_ps(ninf, lanes(n - 16), key + 16);
     size_t i = 32;
     for (; i + 32 <= n; i += 32)
         m = _mm512_max_ps(m, _mm512_loadu_ps(key + i)),
