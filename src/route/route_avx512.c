@@ -76,7 +76,32 @@ void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, f
                                        11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
                                        22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
     if (k == 0) return;
-    if (n <= 16 && k <= 2 && sg_route_select_top2(key, n, k, ids, top)) return;
+    if (n <= 4 && k <= 2 && sg_route_select_top2(key, n, k, ids, top)) return;
+    if (n <= 16 && k <= 2) {
+        /* the first lane holding the maximum, then the first other lane
+         * holding the maximum of the rest (a repeated maximum is taken
+         * twice, the lower lane first) */
+        const __mmask16 all = lanes(n);
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        const __m512 v = _mm512_mask_loadu_ps(ninf, all, key);
+        const float b1 = _mm512_mask_reduce_max_ps(all, v);
+        const unsigned i1 = (unsigned)__builtin_ctz(
+            (unsigned)_mm512_mask_cmp_ps_mask(all, v, _mm512_set1_ps(b1), _CMP_EQ_OQ));
+        if (k == 1 && b1 > -INFINITY) {
+            ids[0] = (int32_t)i1, top[0] = key[i1];
+            return;
+        }
+        const __mmask16 rest = (__mmask16)(all & ~(1u << i1));
+        const float b2 = _mm512_mask_reduce_max_ps(rest, v);
+        if (k == 2 && b2 > -INFINITY) {
+            const unsigned i2 = (unsigned)__builtin_ctz(
+                (unsigned)_mm512_mask_cmp_ps_mask(rest, v, _mm512_set1_ps(b2), _CMP_EQ_OQ));
+            ids[0] = (int32_t)i1, top[0] = key[i1];
+            ids[1] = (int32_t)i2, top[1] = key[i2];
+            return;
+        }
+        /* fewer than k keys above -inf: the ranking below */
+    }
     if (n <= 16 || (n <= 32 && k > 16)) {
         place32(key, iota32, n, k, ids, top);
         return;
