@@ -21,8 +21,8 @@ static int level_of(const char *impl) {
 
 TEST(dispatch_listing_every_family) {
     size_t count = sg_kernel_count();
-    const char *families[] = {"sparse.", "alternatives.", "losses.", "moe."};
-    size_t seen[4] = {0};
+    const char *families[] = {"sparse.", "alternatives.", "losses.", "moe.", "route."};
+    size_t seen[5] = {0};
     int active = (int)sg_active_isa();
     for (size_t i = 0; i < count; i++) {
         const char *slot = sg_kernel_slot_name(i), *impl = sg_kernel_impl_name(i);
@@ -30,7 +30,7 @@ TEST(dispatch_listing_every_family) {
         if (!slot || !impl) continue;
         for (size_t j = 0; j < i; j++)
             CHECK(strcmp(slot, sg_kernel_slot_name(j)) != 0, "slot name %s listed twice", slot);
-        for (size_t f = 0; f < 4; f++)
+        for (size_t f = 0; f < 5; f++)
             if (strncmp(slot, families[f], strlen(families[f])) == 0) seen[f]++;
         int level = level_of(impl);
         CHECK(level != -1, "kernel %s of slot %s has no __isa suffix", impl, slot);
@@ -38,7 +38,7 @@ TEST(dispatch_listing_every_family) {
             CHECK(level <= active, "slot %s uses %s above the active level %s", slot, impl,
                   sg_isa_name((sg_isa)active));
     }
-    for (size_t f = 0; f < 4; f++) CHECK(seen[f] > 0, "no %s slots listed", families[f]);
+    for (size_t f = 0; f < 5; f++) CHECK(seen[f] > 0, "no %s slots listed", families[f]);
     CHECK(sg_kernel_slot_name(count) == NULL && sg_kernel_impl_name(count) == NULL,
           "slot %zu (one past the end) is not NULL", count);
 }

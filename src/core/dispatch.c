@@ -112,7 +112,8 @@ const char *sg_cpu_features(void) {
 }
 
 static sg_kernel_list_fn *const families[] = {sg_sparse_kernel_list, sg_alt_kernel_list,
-                                                sg_loss_kernel_list, sg_moe_kernel_list};
+                                                sg_loss_kernel_list, sg_moe_kernel_list,
+                                                sg_route_kernel_list};
 
 /* Slot i over the core's table then each family's; 0 when out of range. */
 static int kernel_at(size_t i, const char **slot, const char **impl) {

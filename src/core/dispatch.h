@@ -54,6 +54,6 @@ const sg_kernel_entry *sg_kernel_entries(size_t *count);
  */
 typedef size_t sg_kernel_list_fn(size_t i, const char **slot, const char **impl);
 sg_kernel_list_fn sg_sparse_kernel_list, sg_alt_kernel_list, sg_loss_kernel_list,
-    sg_moe_kernel_list;
+    sg_moe_kernel_list, sg_route_kernel_list;
 
 #endif

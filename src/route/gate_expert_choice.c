@@ -146,8 +146,18 @@ static void expert_block(const ec_job *j, size_t e0, size_t nb, double *key) {
         for (size_t i = c / 2; i-- > 0;) sift_down(kq, tok, c, i);
     }
     for (size_t r = c; r < j->t; r++) {
+        /* the row's nb keys first, without a branch when lse is finite
+         * (the usual row: the same value key_of gives), then the tests */
+        double kr[EC_BLOCK];
+        const double l = j->lse[r];
+        if (l > -INFINITY && l < INFINITY) {
+            const float *xr = j->x + r * j->ldx + e0;
+            for (size_t q = 0; q < nb; q++) kr[q] = (double)xr[q] * j->inv_temp - l;
+        } else {
+            for (size_t q = 0; q < nb; q++) kr[q] = key_of(j, r, e0 + q);
+        }
         for (size_t q = 0; q < nb; q++) {
-            const double k = key_of(j, r, e0 + q);
+            const double k = kr[q];
             double *kq = key + q * c;
             if (k > kq[0]) { /* strictly better than the worst kept */
                 int32_t *tok = j->tok + (e0 + q) * j->ldt;

@@ -1,0 +1,141 @@
+/*
+ * route_avx512.c - AVX-512 top-k selection (contract in route_kernels.h,
+ * reference sg_route_topk__ref). Rows of n > 16 keys: the maxima of the
+ * 16 lanes over the row (16 disjoint columns) give thr = their k-th
+ * largest, a lower bound of the k-th largest key (k distinct keys, one per
+ * column, are >= thr); the keys >= thr (every selected key and every key
+ * tied with the k-th) are compressed with their ids in index order. The
+ * candidates (or a whole row of n <= 16) are then ranked without branches:
+ * rank_i = #{j : c_j > c_i} + #{j < i : c_j == c_i}, the position in the
+ * reference's order (descending, ties to the lower index). Rows with
+ * k > 16, n > SG_ROUTE_STACK_E, or more than 32 candidates (many ties) use
+ * the reference or its exact insertion.
+ */
+#include <immintrin.h>
+#include <math.h>
+
+#include "route/route_internal.h"
+#include "route/route_kernels.h"
+
+static inline __mmask16 lanes(size_t m) {
+    return m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1);
+}
+
+/* Ranks nc <= 32 candidates (keys c, ids d, in index order) and writes
+ * those of rank < k to ids/top. */
+static void place32(const float *c, const int32_t *d, size_t nc, size_t k, int32_t *ids,
+                    float *top) {
+    const __mmask16 m0 = lanes(nc), m1 = lanes(nc > 16 ? nc - 16 : 0);
+    const __m512 v0 = _mm512_maskz_loadu_ps(m0, c), v1 = _mm512_maskz_loadu_ps(m1, c + 16);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i r0 = _mm512_setzero_si512(), r1 = r0;
+    for (size_t j = 0; j < nc; j++) {
+        const __m512 b = _mm512_set1_ps(c[j]);
+        /* lanes after j: ties there count j ahead of them */
+        const __mmask16 a0 = (__mmask16)((0xFFFFu << (j < 15 ? j + 1 : 16)) & 0xFFFFu);
+        const __mmask16 a1 = j < 16 ? (__mmask16)0xFFFF : (__mmask16)((0xFFFFu << (j - 15)) & 0xFFFFu);
+        const __mmask16 g0 = _mm512_cmp_ps_mask(b, v0, _CMP_GT_OQ) |
+                             (_mm512_cmp_ps_mask(b, v0, _CMP_EQ_OQ) & a0);
+        r0 = _mm512_mask_add_epi32(r0, g0, r0, one);
+        if (nc > 16) {
+            const __mmask16 g1 = _mm512_cmp_ps_mask(b, v1, _CMP_GT_OQ) |
+                                 (_mm512_cmp_ps_mask(b, v1, _CMP_EQ_OQ) & a1);
+            r1 = _mm512_mask_add_epi32(r1, g1, r1, one);
+        }
+    }
+    const __m512i kk = _mm512_set1_epi32((int32_t)k);
+    int32_t rank[32];
+    _mm512_storeu_si512(rank, r0);
+    _mm512_storeu_si512(rank + 16, r1);
+    uint32_t sel = (uint32_t)(_mm512_cmplt_epi32_mask(r0, kk) & m0) |
+                   (uint32_t)(_mm512_cmplt_epi32_mask(r1, kk) & m1) << 16;
+    while (sel) {
+        const unsigned q = (unsigned)__builtin_ctz(sel);
+        ids[rank[q]] = d[q];
+        top[rank[q]] = c[q];
+        sel &= sel - 1;
+    }
+}
+
+/* The k-th largest (1 <= k <= 16) of the 16 lanes of m. */
+static inline float kth16(__m512 m, size_t k) {
+    float v[16];
+    _mm512_storeu_ps(v, m);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i gt = _mm512_setzero_si512();
+    for (size_t j = 0; j < 16; j++)
+        gt = _mm512_mask_add_epi32(gt, _mm512_cmp_ps_mask(_mm512_set1_ps(v[j]), m, _CMP_GT_OQ),
+                                   gt, one);
+    /* the lanes with fewer than k strictly larger: values >= the k-th */
+    return _mm512_mask_reduce_min_ps(_mm512_cmplt_epi32_mask(gt, _mm512_set1_epi32((int32_t)k)),
+                                     m);
+}
+
+void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, float *top) {
+    static const int32_t iota32[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+                                       11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                       22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+    if (k == 0) return;
+    if (n <= 4 && k <= 2 && sg_route_select_top2(key, n, k, ids, top)) return;
+    if (n <= 16 && k <= 2) {
+        /* the first lane holding the maximum, then the first other lane
+         * holding the maximum of the rest (a repeated maximum is taken
+         * twice, the lower lane first) */
+        const __mmask16 all = lanes(n);
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        const __m512 v = _mm512_mask_loadu_ps(ninf, all, key);
+        const float b1 = _mm512_mask_reduce_max_ps(all, v);
+        const unsigned i1 = (unsigned)__builtin_ctz(
+            (unsigned)_mm512_mask_cmp_ps_mask(all, v, _mm512_set1_ps(b1), _CMP_EQ_OQ));
+        if (k == 1 && b1 > -INFINITY) {
+            ids[0] = (int32_t)i1, top[0] = key[i1];
+            return;
+        }
+        const __mmask16 rest = (__mmask16)(all & ~(1u << i1));
+        const float b2 = _mm512_mask_reduce_max_ps(rest, v);
+        if (k == 2 && b2 > -INFINITY) {
+            const unsigned i2 = (unsigned)__builtin_ctz(
+                (unsigned)_mm512_mask_cmp_ps_mask(rest, v, _mm512_set1_ps(b2), _CMP_EQ_OQ));
+            ids[0] = (int32_t)i1, top[0] = key[i1];
+            ids[1] = (int32_t)i2, top[1] = key[i2];
+            return;
+        }
+        /* fewer than k keys above -inf: the ranking below */
+    }
+    if (n <= 16 || (n <= 32 && k > 16)) {
+        place32(key, iota32, n, k, ids, top);
+        return;
+    }
+    if (k > 16 || n > SG_ROUTE_STACK_E) {
+        sg_route_topk__ref(key, n, k, ids, top);
+        return;
+    }
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 m = _mm512_loadu_ps(key), m1 = _mm512_mask_loadu_ps(ninf, lanes(n - 16), key + 16);
+    size_t i = 32;
+    for (; i + 32 <= n; i += 32)
+        m = _mm512_max_ps(m, _mm512_loadu_ps(key + i)),
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(key + i + 16));
+    for (; i < n; i += 16) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(ninf, lanes(n - i), key + i));
+    const __m512 thr = _mm512_set1_ps(kth16(_mm512_max_ps(m, m1), k));
+    /* candidates in index order; 16 spare slots for the full-vector stores */
+    float c[SG_ROUTE_STACK_E + 16];
+    int32_t d[SG_ROUTE_STACK_E + 16];
+    size_t nc = 0;
+    __m512i id = _mm512_loadu_si512(iota32);
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    for (i = 0; i < n; i += 16) {
+        const __m512 v = _mm512_mask_loadu_ps(ninf, lanes(n - i), key + i);
+        const __mmask16 q = _mm512_mask_cmp_ps_mask(lanes(n - i), v, thr, _CMP_GE_OQ);
+        _mm512_storeu_ps(c + nc, _mm512_maskz_compress_ps(q, v));
+        _mm512_storeu_si512(d + nc, _mm512_maskz_compress_epi32(q, id));
+        nc += (size_t)__builtin_popcount(q);
+        id = _mm512_add_epi32(id, sixteen);
+    }
+    if (nc <= 32) {
+        place32(c, d, nc, k, ids, top);
+        return;
+    }
+    size_t f = 0;
+    for (size_t q = 0; q < nc; q++) sg_route_insert(c[q], (size_t)d[q], k, ids, top, &f, 0);
+}

@@ -1,0 +1,56 @@
+/*
+ * route_dispatch.c - the routers' kernel table: the reference kernel,
+ * then each kernel whose ISA is at most sg_active_isa() (the CPU's best
+ * level, restricted by SOFTGATE_ISA); and the reference top-k selection.
+ */
+#include <pthread.h>
+
+#include "route/route_internal.h"
+#include "route/route_kernels.h"
+
+void sg_route_topk__ref(const float *key, size_t n, size_t k, int32_t *ids, float *top) {
+    if (k == 0) return;
+    sg_route_select_fresh(key, n, k, ids, top);
+}
+
+static const sg_route_kernel_entry all_kernels[] = {
+    {SG_ROUTE_SLOT_topk, SG_ISA_REF, "sg_route_topk__ref", (void (*)(void))sg_route_topk__ref},
+#if defined(__x86_64__) || defined(_M_X64)
+    {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
+    {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
+     (void (*)(void))sg_route_topk__avx512},
+#endif
+};
+
+static sg_route_kernels table;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void fill_table(void) {
+    const sg_isa level = sg_active_isa();
+    for (size_t i = 0; i < sizeof all_kernels / sizeof all_kernels[0]; i++) {
+        const sg_route_kernel_entry *k = &all_kernels[i];
+        if (k->isa > level) continue;
+        if (k->slot == SG_ROUTE_SLOT_topk) table.topk = (sg_route_topk_fn *)k->fn;
+        table.impl_name[k->slot] = k->name;
+    }
+}
+
+const sg_route_kernels *sg_route_kernels_get(void) {
+    pthread_once(&once, fill_table);
+    return &table;
+}
+
+const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
+    *count = sizeof all_kernels / sizeof all_kernels[0];
+    return all_kernels;
+}
+
+/* For `softgate info`: slot i of this family and the kernel chosen for it. */
+size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
+    static const char *const names[SG_ROUTE_SLOT_COUNT] = {"route.topk"};
+    if (i < SG_ROUTE_SLOT_COUNT) {
+        *slot = names[i];
+        *impl = sg_route_kernels_get()->impl_name[i];
+    }
+    return SG_ROUTE_SLOT_COUNT;
+}
