@@ -21,6 +21,10 @@ double sg_bench_median(double *v, size_t n); /* sorts v */
  */
 double sg_bench_probe(sg_context *ctx, const float *x, float *y, size_t count);
 
+/* The probe's read pass alone: the sum of x[0..n) at streaming speed (for
+ * read-only bounds such as the MoE layer's weight-streaming floor). */
+float sg_bench_read_sum(const float *x, size_t n);
+
 /* Parses "1,2,4" into out[] (at most max values); returns the count or 0. */
 size_t sg_bench_parse_list(const char *s, long *out, size_t max);
 

@@ -86,31 +86,6 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
 
 /* ---- the read-only probe ---------------------------------------------- */
 
-typedef float v16f __attribute__((vector_size(64), aligned(4)));
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PROBE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define PROBE_CLONES
-#endif
-
-PROBE_CLONES static float read_sum(const float *x, size_t n) {
-    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        v16f b0, b1, b2, b3;
-        memcpy(&b0, x + i, 64);
-        memcpy(&b1, x + i + 16, 64);
-        memcpy(&b2, x + i + 32, 64);
-        memcpy(&b3, x + i + 48, 64);
-        a0 += b0, a1 += b1, a2 += b2, a3 += b3;
-    }
-    float s = 0.0f;
-    for (; i < n; i++) s += x[i];
-    v16f t = a0 + a1 + a2 + a3;
-    for (int k = 0; k < 16; k++) s += t[k];
-    return s;
-}
-
 /* The matrices a call reads, cut into chunks of PROBE_CHUNK floats. */
 #define PROBE_CHUNK ((size_t)65536)
 #define MAX_MATS 256
@@ -132,7 +107,7 @@ static void probe_task(void *arg, size_t task) {
     while (s->first[m + 1] <= task) m++;
     size_t c0 = (task - s->first[m]) * PROBE_CHUNK;
     size_t len = s->n[m] - c0 < PROBE_CHUNK ? s->n[m] - c0 : PROBE_CHUNK;
-    s->sink[task % 64] += read_sum(s->p[m] + c0, len);
+    s->sink[task % 64] += sg_bench_read_sum(s->p[m] + c0, len);
 }
 
 /* ---- the problem ------------------------------------------------------ */

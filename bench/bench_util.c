@@ -94,6 +94,8 @@ PROBE_CLONES static float probe_sum(const float *x, size_t n) {
     return s;
 }
 
+float sg_bench_read_sum(const float *x, size_t n) { return probe_sum(x, n); }
+
 PROBE_CLONES static void probe_scale(const float *x, float *y, size_t n, float k) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {

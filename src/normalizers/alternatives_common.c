@@ -59,22 +59,6 @@ sg_status sg_alt_check_backward(sg_context *ctx, const char *name, size_t rows, 
     return st;
 }
 
-sg_status sg_alt_check_targets(sg_context *ctx, const char *name, size_t rows, size_t n,
-                               const int32_t *target, const sg_softmax_options *o) {
-    const float *add = o->add_mask;
-    for (size_t r = 0; r < rows; r++) {
-        int32_t k = target[r];
-        if (k < 0 || (size_t)k >= n)
-            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is outside [0, %zu)", name, r,
-                           (long)k, n);
-        if ((o->keep_mask && !o->keep_mask[r * o->keep_mask_ld + (size_t)k]) ||
-            (add && add[r * o->add_mask_ld + (size_t)k] == -INFINITY))
-            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is removed by the mask", name,
-                           r, (long)k);
-    }
-    return SG_OK;
-}
-
 void sg_alt_nan_row(const alt_job *j, size_t r) {
     const sg_row_view v = alt_view(j, r);
     float *y = j->out + r * j->ldo;

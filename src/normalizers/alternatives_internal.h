@@ -76,9 +76,6 @@ sg_status sg_alt_check_backward(sg_context *ctx, const char *name, size_t rows, 
                                 const float *dy, size_t lddy, const float *dx, size_t lddx,
                                 sg_softmax_options *o, const sg_softmax_options *options,
                                 float *c);
-/* Targets in [0, n) and kept by the masks. */
-sg_status sg_alt_check_targets(sg_context *ctx, const char *name, size_t rows, size_t n,
-                               const int32_t *target, const sg_softmax_options *o);
 
 /* sigma(z) from e^-|z| in double. */
 static inline double sg_alt_sigmoid(double z) {

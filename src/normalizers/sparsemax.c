@@ -409,24 +409,6 @@ sg_status sg_sparsemax_backward_f32(sg_context *ctx, size_t rows, size_t n, cons
     return SG_OK;
 }
 
-/* Every target in [0, n) and kept by the masks; checked before anything
- * is written. */
-static sg_status check_targets(sg_context *ctx, const char *name, size_t rows, size_t n,
-                               const int32_t *target, const sg_softmax_options *o) {
-    const float *add = o->add_mask;
-    for (size_t r = 0; r < rows; r++) {
-        int32_t k = target[r];
-        if (k < 0 || (size_t)k >= n)
-            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is outside [0, %zu)", name, r,
-                           (long)k, n);
-        if ((o->keep_mask && !o->keep_mask[r * o->keep_mask_ld + (size_t)k]) ||
-            (add && add[r * o->add_mask_ld + (size_t)k] == -INFINITY))
-            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is removed by the mask", name,
-                           r, (long)k);
-    }
-    return SG_OK;
-}
-
 sg_status sg_sparsemax_loss_f32(sg_context *ctx, size_t rows, size_t n, const float *x, size_t ldx,
                                 const int32_t *target, float *loss, float *dx, size_t lddx,
                                 const sg_softmax_options *options) {
@@ -435,15 +417,7 @@ sg_status sg_sparsemax_loss_f32(sg_context *ctx, size_t rows, size_t n, const fl
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     float c;
-    sg_status st = sg_check_options(ctx, name, rows, n, &o, 0, &c);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "target", target, rows, 1, 1);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "loss", loss, rows, 1, 1);
-    if (st == SG_OK && dx) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
-    if (st == SG_OK && dx == x && lddx != ldx && rows > 1)
-        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == x) needs lddx == ldx (%zu != %zu)", name,
-                     lddx, ldx);
-    if (st == SG_OK) st = check_targets(ctx, name, rows, n, target, &o);
+    sg_status st = sg_check_class_loss(ctx, name, rows, n, x, ldx, target, loss, dx, lddx, &o, &c);
     if (st != SG_OK || rows == 0) return st;
     sm_job j = {0};
     j.op = OP_LOSS;

@@ -325,15 +325,7 @@ sg_status sg_stablemax_cross_entropy_f32(sg_context *ctx, size_t rows, size_t n,
     sg_ok(ctx);
     sg_softmax_options o = options ? *options : sg_softmax_options_default();
     float c;
-    sg_status st = sg_check_options(ctx, name, rows, n, &o, 0, &c);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "target", target, rows, 1, 1);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "loss", loss, rows, 1, 1);
-    if (st == SG_OK && dx) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
-    if (st == SG_OK && dx == x && lddx != ldx && rows > 1)
-        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == x) needs lddx == ldx (%zu != %zu)", name,
-                     lddx, ldx);
-    if (st == SG_OK) st = sg_alt_check_targets(ctx, name, rows, n, target, &o);
+    sg_status st = sg_check_class_loss(ctx, name, rows, n, x, ldx, target, loss, dx, lddx, &o, &c);
     if (st != SG_OK || rows == 0) return st;
     alt_job j = {0};
     j.row = loss_row;

@@ -165,6 +165,14 @@ sg_status sg_check_forward(sg_context *ctx, const char *name, sg_fwd_op op, size
 sg_status sg_check_backward(sg_context *ctx, const char *name, size_t rows, size_t n,
                             const float *y, size_t ldy, const float *dy, size_t lddy,
                             const float *dx, size_t lddx, const sg_softmax_options *o, float *c);
+/* The argument checks shared by the per-row classification losses with
+ * integer targets (sparsemax loss, stablemax cross-entropy): options, x,
+ * target and loss [rows], dx (may be NULL; in place only with the same
+ * stride), and every target inside [0, n) and kept by the masks. */
+sg_status sg_check_class_loss(sg_context *ctx, const char *name, size_t rows, size_t n,
+                              const float *x, size_t ldx, const int32_t *target,
+                              const float *loss, const float *dx, size_t lddx,
+                              const sg_softmax_options *o, float *c);
 /* Checks one matrix argument: non-NULL (when rows * n > 0), ld >= n. */
 sg_status sg_check_matrix(sg_context *ctx, const char *op, const char *name,
                           const void *p, size_t rows, size_t n, size_t ld);

@@ -61,6 +61,32 @@ sg_status sg_check_matrix(sg_context *ctx, const char *op, const char *name,
     return SG_OK;
 }
 
+sg_status sg_check_class_loss(sg_context *ctx, const char *name, size_t rows, size_t n,
+                              const float *x, size_t ldx, const int32_t *target,
+                              const float *loss, const float *dx, size_t lddx,
+                              const sg_softmax_options *o, float *c) {
+    sg_status st = sg_check_options(ctx, name, rows, n, o, 0, c);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, rows, n, ldx);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "target", target, rows, 1, 1);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "loss", loss, rows, 1, 1);
+    if (st == SG_OK && dx) st = sg_check_matrix(ctx, name, "dx", dx, rows, n, lddx);
+    if (st == SG_OK && dx == x && lddx != ldx && rows > 1)
+        st = sg_fail(ctx, SG_ERR_SHAPE, "%s: in place (dx == x) needs lddx == ldx (%zu != %zu)", name,
+                     lddx, ldx);
+    const float *add = o->add_mask;
+    for (size_t r = 0; st == SG_OK && r < rows; r++) {
+        int32_t k = target[r];
+        if (k < 0 || (size_t)k >= n)
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is outside [0, %zu)", name, r,
+                           (long)k, n);
+        if ((o->keep_mask && !o->keep_mask[r * o->keep_mask_ld + (size_t)k]) ||
+            (add && add[r * o->add_mask_ld + (size_t)k] == -INFINITY))
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: target[%zu] = %ld is removed by the mask", name,
+                           r, (long)k);
+    }
+    return st;
+}
+
 sg_status sg_check_options(sg_context *ctx, const char *op, size_t rows, size_t n,
                            const sg_softmax_options *o, int uses_algorithm, float *c) {
     if (!(o->temperature > 0.0f) || !is_finite(o->temperature))
