@@ -59,6 +59,33 @@ sg_status sg_alt_check_backward(sg_context *ctx, const char *name, size_t rows, 
     return st;
 }
 
+sg_status sg_alt_backward_xy(sg_context *ctx, const char *name, alt_row_fn *row, size_t rows,
+                             size_t n, const float *x, size_t ldx, const float *y, size_t ldy,
+                             const float *dy, size_t lddy, float *dx, size_t lddx,
+                             const sg_softmax_options *options) {
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_softmax_options o;
+    float c;
+    if (rows && n && (!x || !y))
+        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: %s is NULL", name, x ? "y" : "x");
+    sg_status st = sg_alt_check_backward(ctx, name, rows, n, x, ldx, y, ldy, dy, lddy, dx, lddx, &o,
+                                         options, &c);
+    if (st != SG_OK || rows == 0 || n == 0) return st;
+    alt_job j = {0};
+    j.row = row;
+    j.x = x;
+    j.ldx = ldx;
+    j.y = y;
+    j.ldy = ldy;
+    j.dy = dy;
+    j.lddy = lddy;
+    j.out = dx;
+    j.ldo = lddx;
+    sg_alt_run(ctx, &j, rows, n, &o, c);
+    return SG_OK;
+}
+
 void sg_alt_nan_row(const alt_job *j, size_t r) {
     const sg_row_view v = alt_view(j, r);
     float *y = j->out + r * j->ldo;

@@ -77,6 +77,13 @@ sg_status sg_alt_check_backward(sg_context *ctx, const char *name, size_t rows, 
                                 sg_softmax_options *o, const sg_softmax_options *options,
                                 float *c);
 
+/* A whole backward op that reads x, y and dy (normalized sigmoid,
+ * stablemax): the NULL and shape checks, then `row` over the rows. */
+sg_status sg_alt_backward_xy(sg_context *ctx, const char *name, alt_row_fn *row, size_t rows,
+                             size_t n, const float *x, size_t ldx, const float *y, size_t ldy,
+                             const float *dy, size_t lddy, float *dx, size_t lddx,
+                             const sg_softmax_options *options);
+
 /* sigma(z) from e^-|z| in double. */
 static inline double sg_alt_sigmoid(double z) {
     double e = exp(-fabs(z));

@@ -244,26 +244,6 @@ sg_status sg_normalized_sigmoid_backward_f32(sg_context *ctx, size_t rows, size_
                                              const float *x, size_t ldx, const float *y,
                                              size_t ldy, const float *dy, size_t lddy, float *dx,
                                              size_t lddx, const sg_softmax_options *options) {
-    static const char name[] = "sg_normalized_sigmoid_backward_f32";
-    if (!ctx) return SG_ERR_ARGUMENT;
-    sg_ok(ctx);
-    sg_softmax_options o;
-    float c;
-    if (rows && n && (!x || !y))
-        return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: %s is NULL", name, x ? "y" : "x");
-    sg_status st = sg_alt_check_backward(ctx, name, rows, n, x, ldx, y, ldy, dy, lddy, dx, lddx, &o,
-                                         options, &c);
-    if (st != SG_OK || rows == 0 || n == 0) return st;
-    alt_job j = {0};
-    j.row = nsigmoid_bwd_row;
-    j.x = x;
-    j.ldx = ldx;
-    j.y = y;
-    j.ldy = ldy;
-    j.dy = dy;
-    j.lddy = lddy;
-    j.out = dx;
-    j.ldo = lddx;
-    sg_alt_run(ctx, &j, rows, n, &o, c);
-    return SG_OK;
+    return sg_alt_backward_xy(ctx, "sg_normalized_sigmoid_backward_f32", nsigmoid_bwd_row, rows, n, x, ldx, y, ldy, dy, lddy, dx, lddx,
+                              options);
 }
