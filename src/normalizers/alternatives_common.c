@@ -92,6 +92,18 @@ void sg_alt_nan_row(const alt_job *j, size_t r) {
     for (size_t i = 0; i < j->n; i++) y[i] = sg_row_removed(&v, i) ? 0.0f : NAN;
 }
 
+void sg_alt_masked_bwd_row(const alt_job *j, size_t r, double (*g)(double z)) {
+    const float *y = j->y + r * j->ldy, *dy = j->dy + r * j->lddy;
+    float *dx = j->out + r * j->ldo;
+    const sg_row_view v = alt_view(j, r);
+    double dot = 0.0;
+    for (size_t i = 0; i < j->n; i++)
+        if (!sg_row_removed(&v, i)) dot += (double)y[i] * dy[i];
+    for (size_t i = 0; i < j->n; i++)
+        dx[i] = sg_row_removed(&v, i) ? 0.0f
+                                      : (float)((double)y[i] * g(alt_z(&v, i)) * (dy[i] - dot) / j->t);
+}
+
 float sg_alt_zblock(const alt_job *j, const sg_row_view *v, size_t i0, size_t len, float gone,
                     float *z, int *special) {
     float mx = -INFINITY;

@@ -104,4 +104,11 @@ float sg_alt_zblock(const alt_job *j, const sg_row_view *v, size_t i0, size_t le
 /* Writes NaN on the kept entries of row r's output, 0 on removed ones. */
 void sg_alt_nan_row(const alt_job *j, size_t r);
 
+/*
+ * Backward of a masked row of a normalized elementwise map y = s(z) / S
+ * (normalized sigmoid, stablemax): dx_i = y_i g(z_i) (dy_i - sum_kept dy y) / T
+ * with g = s' / s, in double; 0 on removed entries.
+ */
+void sg_alt_masked_bwd_row(const alt_job *j, size_t r, double (*g)(double z));
+
 #endif

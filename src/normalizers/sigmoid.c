@@ -136,23 +136,18 @@ static void nsigmoid_row(const alt_job *j, size_t r) {
     j->ck->scale(n, y, y, (float)(1.0 / s)); /* s in [e^-0 .. n] or [sigma(-20), n] */
 }
 
+/* sigma'(z) / sigma(z) = sigma(-z). */
+static double nsigmoid_dlog(double z) { return sg_alt_sigmoid(-z); }
+
 /* dx_j = y_j sigma(-z_j) (dy_j - sum_kept dy y) / T. */
 static void nsigmoid_bwd_row(const alt_job *j, size_t r) {
-    const float *y = j->y + r * j->ldy, *dy = j->dy + r * j->lddy;
-    float *dx = j->out + r * j->ldo;
-    if (!alt_masked(j)) {
-        const float dot = (float)j->ck->dot(j->n, y, dy);
-        j->k->nsigmoid_bwd(j->n, j->x + r * j->ldx, y, dy, dx, j->c, dot);
+    if (alt_masked(j)) {
+        sg_alt_masked_bwd_row(j, r, nsigmoid_dlog);
         return;
     }
-    const sg_row_view v = alt_view(j, r);
-    double dot = 0.0;
-    for (size_t i = 0; i < j->n; i++)
-        if (!sg_row_removed(&v, i)) dot += (double)y[i] * dy[i];
-    for (size_t i = 0; i < j->n; i++)
-        dx[i] = sg_row_removed(&v, i)
-                    ? 0.0f
-                    : (float)((double)y[i] * sg_alt_sigmoid(-alt_z(&v, i)) * (dy[i] - dot) / j->t);
+    const float *y = j->y + r * j->ldy, *dy = j->dy + r * j->lddy;
+    const float dot = (float)j->ck->dot(j->n, y, dy);
+    j->k->nsigmoid_bwd(j->n, j->x + r * j->ldx, y, dy, j->out + r * j->ldo, j->c, dot);
 }
 
 /* ---- public ops --------------------------------------------------------- */

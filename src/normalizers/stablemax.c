@@ -166,23 +166,18 @@ static void log_forward_row(const alt_job *j, size_t r) {
     j->k->log_shift_store(n, y, y, (float)log(s));
 }
 
+/* s'(z) / s(z) = 1 / (1 + |z|) on both branches. */
+static double stablemax_dlog(double z) { return 1.0 / (1.0 + fabs(z)); }
+
 /* dx_j = y_j / (1 + |z_j|) (dy_j - sum_kept dy y) / T. */
 static void backward_row(const alt_job *j, size_t r) {
-    const float *y = j->y + r * j->ldy, *dy = j->dy + r * j->lddy;
-    float *dx = j->out + r * j->ldo;
-    if (!alt_masked(j)) {
-        const float dot = (float)j->ck->dot(j->n, y, dy);
-        j->k->stablemax_bwd(j->n, j->x + r * j->ldx, y, dy, dx, j->c, dot);
+    if (alt_masked(j)) {
+        sg_alt_masked_bwd_row(j, r, stablemax_dlog);
         return;
     }
-    const sg_row_view v = alt_view(j, r);
-    double dot = 0.0;
-    for (size_t i = 0; i < j->n; i++)
-        if (!sg_row_removed(&v, i)) dot += (double)y[i] * dy[i];
-    for (size_t i = 0; i < j->n; i++)
-        dx[i] = sg_row_removed(&v, i)
-                    ? 0.0f
-                    : (float)((double)y[i] / (1.0 + fabs(alt_z(&v, i))) * (dy[i] - dot) / j->t);
+    const float *y = j->y + r * j->ldy, *dy = j->dy + r * j->lddy;
+    const float dot = (float)j->ck->dot(j->n, y, dy);
+    j->k->stablemax_bwd(j->n, j->x + r * j->ldx, y, dy, j->out + r * j->ldo, j->c, dot);
 }
 
 /*
