@@ -255,116 +255,285 @@ static inline void tr16(__m512 r[16]) {
     }
 }
 /*
- * short_rows: rows of n <= 16 across lanes, 16 rows per block (a partial
- * block masked): 16 rows loaded and transposed in registers, entry i of
- * the 16 rows in one register (gathers and scatters are slow on some
- * cores: most of the time on Zen 4), so every
- * step is vertical and a block has no horizontal reduction and no
- * data-dependent branch. The arithmetic is the reference kernel's, lane
- * by lane (f_j in float only proposes the support; tau's sums in double in
- * the order j = 0..n-1, as the reference), so a row gets the reference's
- * bits whatever its position. Longer rows (or strides beyond int32
- * offsets) go row by row to the short_row kernel.
+ * short_rows: rows of n <= 32 across lanes, 16 rows per block (a partial
+ * block has zero rows in its spare lanes, never stored): the rows are
+ * loaded and transposed in registers so that one register holds entry i
+ * of the 16 rows (gathers and scatters cost most of the time on Zen 4),
+ * and every step is vertical: no horizontal reduction, no data-dependent
+ * branch except the proposal's convergence test (below). Layouts: n <= 8
+ * two rows per register and an 8 x 8 transpose in each 256-bit half (24
+ * shuffles; the lanes then hold the rows in the order row8() gives);
+ * 9..16 one 16 x 16 transpose; 17..32 two. Per block:
+ *  1. d = max(x - max x, -4) in float (as short_row), u = d or d / 2;
+ *  2. the support proposed in float: n <= 8 by the pairwise test
+ *     f_j = sum_i (u_i - u_j)_+^q < 1 (n^2 steps); longer rows by an
+ *     iteration in float (n steps per pass): sparsemax Michelot's
+ *     t <- (sum_{u > t} u - 1) / |{u > t}| from t = -1 until the count
+ *     stops changing; 1.5-entmax Newton on sum (u - t)_+^2 = 1 from
+ *     t = -1, until the closed form t_S of S = {u > t} gives back S
+ *     (|{u > t_S}| = |S|). Lanes not settled after SHORT_ITER_MAX passes
+ *     are not taken;
+ *  3. tau in double from the proposed support's sums, in the order
+ *     j = 0..n-1 (the reference's arithmetic, so the same support gives
+ *     the reference's bits), and the exact check: u_j > tau iff j in S.
+ *     Since u = h d exactly (h a power of 2) and d is a float, u_j > tau
+ *     iff d_j > RD(tau / h), tau / h rounded to float toward -inf, so the
+ *     check is one float compare per entry;
+ *  4. y = (u - tau)_+ (squared) in double, rounded once, transposed back.
+ * A lane whose check fails (or with NaN / inf) is "not taken", y untouched.
  */
-static inline __attribute__((always_inline)) void short_rows16(size_t rows, size_t n,
-                                                                const float *x, size_t ldx, float *y,
-                                                                size_t ldy, const int entmax,
-                                                                uint8_t *taken) {
-    const __mmask16 nm = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+#define SHORT_ITER_MAX 40
+
+/* in-lane 4 x 4 transposes: o[w] lane L = (a[0..3] lane L)[w] */
+static inline void tr4x4(const __m512 a[4], __m512 o[4]) {
+    const __m512 t0 = _mm512_unpacklo_ps(a[0], a[1]), t1 = _mm512_unpackhi_ps(a[0], a[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(a[2], a[3]), t3 = _mm512_unpackhi_ps(a[2], a[3]);
+    o[0] = _mm512_shuffle_ps(t0, t2, 0x44), o[1] = _mm512_shuffle_ps(t0, t2, 0xee);
+    o[2] = _mm512_shuffle_ps(t1, t3, 0x44), o[3] = _mm512_shuffle_ps(t1, t3, 0xee);
+}
+
+/* The row held by lane p in the n <= 8 layout. */
+static inline unsigned row8(unsigned p) { return 8 * (p >> 3) + 2 * (p & 3) + ((p >> 2) & 1); }
+
+/* 16 rows of n <= 8 (rows >= nr read as zeros) into X[i] = entry i. */
+static inline void load8(size_t nr, size_t n, const float *x, size_t ldx, __m512 X[8]) {
+    const __mmask8 nm = (__mmask8)((1u << n) - 1);
+    __m512 r[8], v[8];
+    for (size_t k = 0; k < 8; k++) {
+        const __m256 lo = 2 * k < nr ? _mm256_maskz_loadu_ps(nm, x + 2 * k * ldx) : _mm256_setzero_ps();
+        const __m256 hi = 2 * k + 1 < nr ? _mm256_maskz_loadu_ps(nm, x + (2 * k + 1) * ldx) : _mm256_setzero_ps();
+        r[k] = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    }
+    tr4x4(r, v), tr4x4(r + 4, v + 4);
+    for (int e = 0; e < 4; e++) {
+        X[e] = _mm512_shuffle_f32x4(v[e], v[4 + e], 0x88);
+        X[4 + e] = _mm512_shuffle_f32x4(v[e], v[4 + e], 0xdd);
+    }
+}
+
+/* The inverse of load8: rows r < nr with ok (lane order row8) stored. */
+static inline void store8(size_t nr, size_t n, const __m512 Y[8], __mmask16 ok, float *y, size_t ldy) {
+    const __mmask8 nm = (__mmask8)((1u << n) - 1);
+    __m512 v[8], o[8];
+    unsigned okr = 0; /* ok by row */
+    for (unsigned p = 0; p < 16; p++) okr |= ((ok >> p) & 1u) << row8(p);
+    for (int e = 0; e < 4; e++) {
+        v[e] = _mm512_shuffle_f32x4(Y[e], Y[4 + e], 0x44);
+        v[4 + e] = _mm512_shuffle_f32x4(Y[e], Y[4 + e], 0xee);
+    }
+    tr4x4(v, o), tr4x4(v + 4, o + 4);
+    for (size_t q = 0; q < 8; q++) {
+        const size_t r = 8 * (q / 4) + 2 * (q % 4); /* low half row r, high half r + 1 */
+        const __m512 w = _mm512_shuffle_f32x4(o[q], o[q], 0xd8);
+        if (r < nr && ((okr >> r) & 1u)) _mm256_mask_storeu_ps(y + r * ldy, nm, _mm512_castps512_ps256(w));
+        if (r + 1 < nr && ((okr >> (r + 1)) & 1u))
+            _mm256_mask_storeu_ps(y + (r + 1) * ldy, nm, _mm512_extractf32x8_ps(w, 1));
+    }
+}
+
+static inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+static inline __m512d hi_pd(__m512 v) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* One block of nr <= 16 rows; W = 8, 16 or 32 (the layout), iter: the
+ * proposal by iteration (else pairwise), entmax: 1.5-entmax (else
+ * sparsemax). All three are constants after inlining. */
+static inline __attribute__((always_inline)) void short_block(const int W, const int iter,
+                                                              const int entmax, size_t nr, size_t n,
+                                                              const float *x, size_t ldx, float *y,
+                                                              size_t ldy, uint8_t *taken) {
     const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
     const __m512 hf = _mm512_set1_ps(entmax ? 0.5f : 1.0f), onef = _mm512_set1_ps(1.0f);
     const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
-    const __m512d oned = _mm512_set1_pd(1.0);
-    for (size_t r0 = 0; r0 < rows; r0 += 16) {
-        const size_t nr = rows - r0 < 16 ? rows - r0 : 16;
-        const __mmask16 lm = nr == 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-        __m512 X[16], U[16];
-        for (size_t l = 0; l < 16; l++)
-            X[l] = l < nr ? _mm512_maskz_loadu_ps(nm, x + (r0 + l) * ldx) : zf;
-        tr16(X);
-        __m512 m = _mm512_set1_ps(-INFINITY);
-        __mmask16 bad = 0;
-        for (size_t i = 0; i < n; i++) {
-            bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(X[i]), inf, _CMP_NLT_UQ);
-            m = _mm512_max_ps(m, X[i]);
+    const __m512d oned = _mm512_set1_pd(1.0), invh = _mm512_set1_pd(entmax ? 2.0 : 1.0);
+    __m512 D[32], U[32];
+    __mmask16 lm;
+    if (W == 8) {
+        load8(nr, n, x, ldx, D);
+        lm = 0;
+        for (unsigned p = 0; p < 16; p++) lm |= (__mmask16)((row8(p) < nr) << p);
+    } else {
+        const __mmask16 m0 = W == 16 ? (__mmask16)((1u << n) - 1) : (__mmask16)0xffff;
+        const __mmask16 m1 = W == 32 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+        for (size_t l = 0; l < 16; l++) D[l] = l < nr ? _mm512_maskz_loadu_ps(m0, x + l * ldx) : zf;
+        tr16(D);
+        if (W == 32) {
+            for (size_t l = 0; l < 16; l++) D[16 + l] = l < nr ? _mm512_maskz_loadu_ps(m1, x + l * ldx + 16) : zf;
+            tr16(D + 16);
         }
-        __mmask16 live = lm & (__mmask16)~bad;
-        for (size_t i = 0; i < n; i++) U[i] = _mm512_mul_ps(_mm512_max_ps(_mm512_sub_ps(X[i], m), lo), hf);
-        /* support proposal, then tau in double (two halves of 8 rows) */
-        __mmask16 S[16];
-        __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd, kl = zd, kh = zd;
+        lm = nr == 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    }
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    __mmask16 bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(D[i]), inf, _CMP_NLT_UQ);
+        m = _mm512_max_ps(m, D[i]);
+    }
+    const __mmask16 live = lm & (__mmask16)~bad;
+    for (size_t i = 0; i < n; i++) {
+        D[i] = _mm512_max_ps(_mm512_sub_ps(D[i], m), lo);
+        U[i] = entmax ? _mm512_mul_ps(D[i], hf) : D[i];
+    }
+    /* 2. the proposal: S[j], its size kf, and whether the lane settled */
+    __mmask16 S[32], done = (__mmask16)~live;
+    __m512 kf = zf;
+    if (!iter) {
         for (size_t j = 0; j < n; j++) {
             __m512 f0 = zf, f1 = zf;
             size_t i = 0;
             for (; i + 2 <= n; i += 2) {
                 const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
                 const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(U[i + 1], U[j]), zf);
-                f0 = _mm512_add_ps(f0, entmax ? _mm512_mul_ps(w0, w0) : w0);
-                f1 = _mm512_add_ps(f1, entmax ? _mm512_mul_ps(w1, w1) : w1);
+                f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
+                f1 = entmax ? _mm512_fmadd_ps(w1, w1, f1) : _mm512_add_ps(f1, w1);
             }
             if (i < n) {
                 const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
-                f0 = _mm512_add_ps(f0, entmax ? _mm512_mul_ps(w0, w0) : w0);
+                f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
             }
             S[j] = _mm512_mask_cmp_ps_mask(live, _mm512_add_ps(f0, f1), onef, _CMP_LT_OQ);
-            /* u_j in double: h * d_j (d_j = U_j / h exactly) */
-            const __m512 d = _mm512_max_ps(_mm512_sub_ps(X[j], m), lo);
-            const __m512d ul = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(d)), hd);
-            const __m512d uh = _mm512_mul_pd(
-                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1))), hd);
-            const __mmask8 ml = (__mmask8)S[j], mh = (__mmask8)(S[j] >> 8);
-            s1l = _mm512_mask_add_pd(s1l, ml, s1l, ul), s1h = _mm512_mask_add_pd(s1h, mh, s1h, uh);
+            kf = _mm512_mask_add_ps(kf, S[j], kf, onef);
+        }
+        done = 0xffff;
+    } else {
+        __m512 t = _mm512_set1_ps(-1.0f), kp = t;
+        if (!entmax) {
+            for (int it = 0; it < SHORT_ITER_MAX; it++) {
+                __m512 s0 = zf, s1 = zf, k0 = zf, k1 = zf;
+                size_t i = 0;
+                for (; i + 2 <= n; i += 2) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t, _CMP_GT_OQ);
+                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t, _CMP_GT_OQ);
+                    s0 = _mm512_mask_add_ps(s0, a, s0, U[i]), k0 = _mm512_mask_add_ps(k0, a, k0, onef);
+                    s1 = _mm512_mask_add_ps(s1, b, s1, U[i + 1]), k1 = _mm512_mask_add_ps(k1, b, k1, onef);
+                }
+                if (i < n) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t, _CMP_GT_OQ);
+                    s0 = _mm512_mask_add_ps(s0, a, s0, U[i]), k0 = _mm512_mask_add_ps(k0, a, k0, onef);
+                }
+                const __m512 s = _mm512_add_ps(s0, s1), k = _mm512_add_ps(k0, k1);
+                /* an unchanged count: {u > t} is the last set, t its tau */
+                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~done, k, kp, _CMP_EQ_OQ);
+                kf = _mm512_mask_mov_ps(kf, c, k);
+                done |= c;
+                if (done == 0xffff) break;
+                t = _mm512_mask_div_ps(t, (__mmask16)~done, _mm512_sub_ps(s, onef), k);
+                kp = k;
+            }
+        } else {
+            __m512 ts = _mm512_set1_ps(NAN), tf = zf;
+            for (int it = 0; it < SHORT_ITER_MAX; it++) {
+                __m512 s1 = zf, s2 = zf, k = zf, c0 = zf, c1 = zf;
+                for (size_t i = 0; i < n; i++) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t, _CMP_GT_OQ);
+                    const __mmask16 b = _mm512_cmp_ps_mask(U[i], ts, _CMP_GT_OQ);
+                    s1 = _mm512_mask_add_ps(s1, a, s1, U[i]);
+                    s2 = _mm512_mask3_fmadd_ps(U[i], U[i], s2, a);
+                    k = _mm512_mask_add_ps(k, a, k, onef);
+                    if (i % 2) c1 = _mm512_mask_add_ps(c1, b, c1, onef);
+                    else c0 = _mm512_mask_add_ps(c0, b, c0, onef);
+                }
+                /* the closed form of the last set gave it back: settled */
+                const __m512 cnt = _mm512_add_ps(c0, c1);
+                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~done, cnt, kp, _CMP_EQ_OQ);
+                kf = _mm512_mask_mov_ps(kf, c, cnt), tf = _mm512_mask_mov_ps(tf, c, ts);
+                done |= c;
+                if (done == 0xffff) break;
+                /* closed form on S = {u > t}, and the Newton step from t */
+                const __m512 mean = _mm512_div_ps(s1, k);
+                const __m512 ss = _mm512_fnmadd_ps(s1, mean, s2);
+                ts = _mm512_sub_ps(mean, _mm512_sqrt_ps(_mm512_div_ps(_mm512_sub_ps(onef, ss), k)));
+                const __m512 dm = _mm512_sub_ps(mean, t), w1 = _mm512_mul_ps(k, dm);
+                const __m512 g = _mm512_sub_ps(_mm512_fmadd_ps(w1, dm, ss), onef);
+                t = _mm512_mask_add_ps(t, (__mmask16)~done, t,
+                                       _mm512_div_ps(g, _mm512_add_ps(w1, w1)));
+                kp = k;
+            }
+            t = tf;
+        }
+        for (size_t j = 0; j < n; j++) S[j] = _mm512_mask_cmp_ps_mask(live & done, U[j], t, _CMP_GT_OQ);
+    }
+    /* 3. tau in double over the proposal (two halves of 8 lanes) */
+    __m512d UL[32], UH[32];
+    __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd;
+    for (size_t j = 0; j < n; j++) {
+        const __m512d ul = _mm512_mul_pd(lo_pd(D[j]), hd), uh = _mm512_mul_pd(hi_pd(D[j]), hd);
+        const __mmask8 ml = (__mmask8)S[j], mh = (__mmask8)(S[j] >> 8);
+        s1l = _mm512_mask_add_pd(s1l, ml, s1l, ul), s1h = _mm512_mask_add_pd(s1h, mh, s1h, uh);
+        if (entmax) {
             s2l = _mm512_mask_add_pd(s2l, ml, s2l, _mm512_mul_pd(ul, ul));
             s2h = _mm512_mask_add_pd(s2h, mh, s2h, _mm512_mul_pd(uh, uh));
-            kl = _mm512_mask_add_pd(kl, ml, kl, oned), kh = _mm512_mask_add_pd(kh, mh, kh, oned);
         }
-        __m512d tl, th;
-        __mmask16 ok = live;
-        if (entmax) {
-            const __m512d mnl = _mm512_div_pd(s1l, kl), mnh = _mm512_div_pd(s1h, kh);
-            const __m512d ssl = _mm512_max_pd(_mm512_sub_pd(s2l, _mm512_mul_pd(s1l, mnl)), zd);
-            const __m512d ssh = _mm512_max_pd(_mm512_sub_pd(s2h, _mm512_mul_pd(s1h, mnh)), zd);
-            const __m512d dl = _mm512_div_pd(_mm512_sub_pd(oned, ssl), kl);
-            const __m512d dh = _mm512_div_pd(_mm512_sub_pd(oned, ssh), kh);
-            ok &= (__mmask16)(_mm512_cmp_pd_mask(dl, zd, _CMP_GE_OQ) |
-                              ((unsigned)_mm512_cmp_pd_mask(dh, zd, _CMP_GE_OQ) << 8));
-            tl = _mm512_sub_pd(mnl, _mm512_sqrt_pd(_mm512_max_pd(dl, zd)));
-            th = _mm512_sub_pd(mnh, _mm512_sqrt_pd(_mm512_max_pd(dh, zd)));
-        } else {
-            tl = _mm512_div_pd(_mm512_sub_pd(s1l, oned), kl);
-            th = _mm512_div_pd(_mm512_sub_pd(s1h, oned), kh);
-        }
-        /* the exact check, then y */
-        __m512 Y[16];
-        for (size_t j = 0; j < n; j++) {
-            const __m512 d = _mm512_max_ps(_mm512_sub_ps(X[j], m), lo);
-            const __m512d ul = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(d)), hd);
-            const __m512d uh = _mm512_mul_pd(
-                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1))), hd);
-            const __mmask16 g = (__mmask16)(_mm512_cmp_pd_mask(ul, tl, _CMP_GT_OQ) |
-                                            ((unsigned)_mm512_cmp_pd_mask(uh, th, _CMP_GT_OQ) << 8));
-            ok &= (__mmask16)~(g ^ S[j]);
-            __m512d wl = _mm512_max_pd(_mm512_sub_pd(ul, tl), zd), wh = _mm512_max_pd(_mm512_sub_pd(uh, th), zd);
-            if (entmax) wl = _mm512_mul_pd(wl, wl), wh = _mm512_mul_pd(wh, wh);
-            Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
-        }
-        for (size_t j = n; j < 16; j++) Y[j] = zf;
-        tr16(Y);
-        for (size_t q = 0; q < nr; q++) {
-            taken[r0 + q] = (uint8_t)((ok >> q) & 1u);
-            if ((ok >> q) & 1u) _mm512_mask_storeu_ps(y + (r0 + q) * ldy, nm, Y[q]);
-        }
+        UL[j] = ul, UH[j] = uh;
+    }
+    const __m512d kl = lo_pd(kf), kh = hi_pd(kf);
+    __m512d tl, th;
+    __mmask16 ok = live & done;
+    if (entmax) {
+        const __m512d mnl = _mm512_div_pd(s1l, kl), mnh = _mm512_div_pd(s1h, kh);
+        const __m512d ssl = _mm512_max_pd(_mm512_sub_pd(s2l, _mm512_mul_pd(s1l, mnl)), zd);
+        const __m512d ssh = _mm512_max_pd(_mm512_sub_pd(s2h, _mm512_mul_pd(s1h, mnh)), zd);
+        const __m512d dl = _mm512_div_pd(_mm512_sub_pd(oned, ssl), kl);
+        const __m512d dh = _mm512_div_pd(_mm512_sub_pd(oned, ssh), kh);
+        ok &= (__mmask16)(_mm512_cmp_pd_mask(dl, zd, _CMP_GE_OQ) |
+                          ((unsigned)_mm512_cmp_pd_mask(dh, zd, _CMP_GE_OQ) << 8));
+        tl = _mm512_sub_pd(mnl, _mm512_sqrt_pd(_mm512_max_pd(dl, zd)));
+        th = _mm512_sub_pd(mnh, _mm512_sqrt_pd(_mm512_max_pd(dh, zd)));
+    } else {
+        tl = _mm512_div_pd(_mm512_sub_pd(s1l, oned), kl);
+        th = _mm512_div_pd(_mm512_sub_pd(s1h, oned), kh);
+    }
+    /* the exact check in float: d_j > RD(tau / h) iff u_j > tau */
+    const __m512 td = _mm512_insertf32x8(
+        _mm512_castps256_ps512(_mm512_cvt_roundpd_ps(_mm512_mul_pd(tl, invh), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
+        _mm512_cvt_roundpd_ps(_mm512_mul_pd(th, invh), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), 1);
+    __m512 Y[32];
+    for (size_t j = 0; j < n; j++) {
+        ok &= (__mmask16)~(_mm512_cmp_ps_mask(D[j], td, _CMP_GT_OQ) ^ S[j]);
+        __m512d wl = _mm512_max_pd(_mm512_sub_pd(UL[j], tl), zd), wh = _mm512_max_pd(_mm512_sub_pd(UH[j], th), zd);
+        if (entmax) wl = _mm512_mul_pd(wl, wl), wh = _mm512_mul_pd(wh, wh);
+        Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
+    }
+    /* 4. back to rows */
+    if (W == 8) {
+        for (size_t j = n; j < 8; j++) Y[j] = zf;
+        store8(nr, n, Y, ok, y, ldy);
+        for (unsigned p = 0; p < 16; p++)
+            if (row8(p) < nr) taken[row8(p)] = (uint8_t)((ok >> p) & 1u);
+        return;
+    }
+    const __mmask16 m0 = W == 16 ? (__mmask16)((1u << n) - 1) : (__mmask16)0xffff;
+    const __mmask16 m1 = W == 32 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
+    for (size_t j = n; j < (size_t)W; j++) Y[j] = zf;
+    tr16(Y);
+    if (W == 32) tr16(Y + 16);
+    for (size_t q = 0; q < nr; q++) {
+        taken[q] = (uint8_t)((ok >> q) & 1u);
+        if (!((ok >> q) & 1u)) continue;
+        _mm512_mask_storeu_ps(y + q * ldy, m0, Y[q]);
+        if (W == 32) _mm512_mask_storeu_ps(y + q * ldy + 16, m1, Y[16 + q]);
     }
 }
 
+/* The blocks of one call, each (layout, proposal, op) its own loop. */
+#define SHORT_BLOCKS(name, W, iter, entmax)                                                      \
+    static void name(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,  \
+                     uint8_t *taken) {                                                          \
+        for (size_t r = 0; r < rows; r += 16)                                                   \
+            short_block(W, iter, entmax, rows - r < 16 ? rows - r : 16, n, x + r * ldx, ldx,    \
+                        y + r * ldy, ldy, taken + r);                                           \
+    }
+SHORT_BLOCKS(blocks8_sm, 8, 0, 0)
+SHORT_BLOCKS(blocks8_em, 8, 0, 1)
+SHORT_BLOCKS(blocks16_sm, 16, 1, 0)
+SHORT_BLOCKS(blocks16_em, 16, 1, 1)
+SHORT_BLOCKS(blocks32_sm, 32, 1, 0)
+SHORT_BLOCKS(blocks32_em, 32, 1, 1)
+
 void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
                                           float *y, size_t ldy, int entmax, uint8_t *taken) {
-    if (n > 16) {
-        for (size_t r = 0; r < rows; r++)
-            taken[r] = (uint8_t)sg_sparse_short_row_f32__avx512_n32(n, x + r * ldx, entmax, y + r * ldy);
-    } else if (entmax) {
-        short_rows16(rows, n, x, ldx, y, ldy, 1, taken); /* constant: no branch inside */
-    } else {
-        short_rows16(rows, n, x, ldx, y, ldy, 0, taken);
-    }
+    if (n <= 8) (entmax ? blocks8_em : blocks8_sm)(rows, n, x, ldx, y, ldy, taken);
+    else if (n <= 16) (entmax ? blocks16_em : blocks16_sm)(rows, n, x, ldx, y, ldy, taken);
+    else (entmax ? blocks32_em : blocks32_sm)(rows, n, x, ldx, y, ldy, taken);
 }
