@@ -336,18 +336,21 @@ static inline __m512d hi_pd(__m512 v) {
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-/* One block of nr <= 16 rows; W = 8, 16 or 32 (the layout), iter: the
- * proposal by iteration (else pairwise), entmax: 1.5-entmax (else
- * sparsemax). All three are constants after inlining. */
-static inline __attribute__((always_inline)) void short_block(const int W, const int iter,
-                                                              const int entmax, size_t nr, size_t n,
-                                                              const float *x, size_t ldx, float *y,
-                                                              size_t ldy, uint8_t *taken) {
+/* One group: 16 rows across the lanes. */
+typedef struct short_grp {
+    __m512 D[32], U[32]; /* d = max(x - max x, -4) and u = h d, entry i of 16 rows */
+    __m512 kf;           /* |S| per lane */
+    __mmask16 S[32];     /* the proposed support, entry j */
+    __mmask16 live, done;
+} short_grp;
+
+/* 1. load nr <= 16 rows (W = 8, 16 or 32: the layout), d and u. */
+static inline __attribute__((always_inline)) void short_prep(const int W, const int entmax,
+                                                             size_t nr, size_t n, const float *x,
+                                                             size_t ldx, short_grp *g) {
     const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
-    const __m512 hf = _mm512_set1_ps(entmax ? 0.5f : 1.0f), onef = _mm512_set1_ps(1.0f);
-    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
-    const __m512d oned = _mm512_set1_pd(1.0), invh = _mm512_set1_pd(entmax ? 2.0 : 1.0);
-    __m512 D[32], U[32];
+    const __m512 hf = _mm512_set1_ps(0.5f);
+    __m512 *D = g->D;
     __mmask16 lm;
     if (W == 8) {
         load8(nr, n, x, ldx, D);
@@ -362,7 +365,7 @@ static inline __attribute__((always_inline)) void short_block(const int W, const
             for (size_t l = 0; l < 16; l++) D[16 + l] = l < nr ? _mm512_maskz_loadu_ps(m1, x + l * ldx + 16) : zf;
             tr16(D + 16);
         }
-        lm = nr == 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+        lm = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
     }
     __m512 m = _mm512_set1_ps(-INFINITY);
     __mmask16 bad = 0;
@@ -370,107 +373,166 @@ static inline __attribute__((always_inline)) void short_block(const int W, const
         bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(D[i]), inf, _CMP_NLT_UQ);
         m = _mm512_max_ps(m, D[i]);
     }
-    const __mmask16 live = lm & (__mmask16)~bad;
+    g->live = lm & (__mmask16)~bad;
+    g->done = (__mmask16)~g->live;
     for (size_t i = 0; i < n; i++) {
         D[i] = _mm512_max_ps(_mm512_sub_ps(D[i], m), lo);
-        U[i] = entmax ? _mm512_mul_ps(D[i], hf) : D[i];
+        g->U[i] = entmax ? _mm512_mul_ps(D[i], hf) : D[i];
     }
-    /* 2. the proposal: S[j], its size kf, and whether the lane settled */
-    __mmask16 S[32], done = (__mmask16)~live;
+}
+
+/* 2a. the pairwise proposal (n <= 8): f_j < 1. */
+static inline __attribute__((always_inline)) void short_pairwise(const int entmax, size_t n,
+                                                                 short_grp *g) {
+    const __m512 zf = _mm512_setzero_ps(), onef = _mm512_set1_ps(1.0f);
+    const __m512 *U = g->U;
     __m512 kf = zf;
-    if (!iter) {
-        for (size_t j = 0; j < n; j++) {
-            __m512 f0 = zf, f1 = zf;
-            size_t i = 0;
-            for (; i + 2 <= n; i += 2) {
-                const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
-                const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(U[i + 1], U[j]), zf);
-                f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
-                f1 = entmax ? _mm512_fmadd_ps(w1, w1, f1) : _mm512_add_ps(f1, w1);
-            }
-            if (i < n) {
-                const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
-                f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
-            }
-            S[j] = _mm512_mask_cmp_ps_mask(live, _mm512_add_ps(f0, f1), onef, _CMP_LT_OQ);
-            kf = _mm512_mask_add_ps(kf, S[j], kf, onef);
+    for (size_t j = 0; j < n; j++) {
+        __m512 f0 = zf, f1 = zf;
+        size_t i = 0;
+        for (; i + 2 <= n; i += 2) {
+            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
+            const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(U[i + 1], U[j]), zf);
+            f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
+            f1 = entmax ? _mm512_fmadd_ps(w1, w1, f1) : _mm512_add_ps(f1, w1);
         }
-        done = 0xffff;
-    } else {
-        __m512 t = _mm512_set1_ps(-1.0f), kp = t;
-        if (!entmax) {
-            for (int it = 0; it < SHORT_ITER_MAX; it++) {
+        if (i < n) {
+            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
+            f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
+        }
+        g->S[j] = _mm512_mask_cmp_ps_mask(g->live, _mm512_add_ps(f0, f1), onef, _CMP_LT_OQ);
+        kf = _mm512_mask_add_ps(kf, g->S[j], kf, onef);
+    }
+    g->kf = kf;
+    g->done = 0xffff;
+}
+
+/* 2b. the iterative proposal over G groups at once (their passes
+ * interleaved: each pass ends in a chain of divisions and a square root
+ * whose latency the other group's pass hides). */
+static inline __attribute__((always_inline)) void short_iterate(const int G, const int entmax,
+                                                                size_t n, short_grp *gs) {
+    const __m512 zf = _mm512_setzero_ps(), onef = _mm512_set1_ps(1.0f);
+    const __m512 pinf = _mm512_set1_ps(INFINITY);
+    __m512 t[2], kp[2], tf[2];
+    for (int q = 0; q < G; q++) t[q] = kp[q] = _mm512_set1_ps(-1.0f), tf[q] = zf;
+    for (int it = 0; it < SHORT_ITER_MAX; it++) {
+        int all = 1;
+        for (int q = 0; q < G; q++) {
+            short_grp *g = gs + q;
+            const __m512 *U = g->U;
+            if (g->done == 0xffff) continue;
+            if (!entmax) {
                 __m512 s0 = zf, s1 = zf, k0 = zf, k1 = zf;
                 size_t i = 0;
                 for (; i + 2 <= n; i += 2) {
-                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t, _CMP_GT_OQ);
-                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t, _CMP_GT_OQ);
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
+                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t[q], _CMP_GT_OQ);
                     s0 = _mm512_mask_add_ps(s0, a, s0, U[i]), k0 = _mm512_mask_add_ps(k0, a, k0, onef);
                     s1 = _mm512_mask_add_ps(s1, b, s1, U[i + 1]), k1 = _mm512_mask_add_ps(k1, b, k1, onef);
                 }
                 if (i < n) {
-                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t, _CMP_GT_OQ);
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
                     s0 = _mm512_mask_add_ps(s0, a, s0, U[i]), k0 = _mm512_mask_add_ps(k0, a, k0, onef);
                 }
                 const __m512 s = _mm512_add_ps(s0, s1), k = _mm512_add_ps(k0, k1);
                 /* an unchanged count: {u > t} is the last set, t its tau */
-                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~done, k, kp, _CMP_EQ_OQ);
-                kf = _mm512_mask_mov_ps(kf, c, k);
-                done |= c;
-                if (done == 0xffff) break;
-                t = _mm512_mask_div_ps(t, (__mmask16)~done, _mm512_sub_ps(s, onef), k);
-                kp = k;
-            }
-        } else {
-            __m512 ts = _mm512_set1_ps(NAN), tf = zf;
-            for (int it = 0; it < SHORT_ITER_MAX; it++) {
-                __m512 s1 = zf, s2 = zf, k = zf, c0 = zf, c1 = zf;
-                for (size_t i = 0; i < n; i++) {
-                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t, _CMP_GT_OQ);
-                    const __mmask16 b = _mm512_cmp_ps_mask(U[i], ts, _CMP_GT_OQ);
+                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~g->done, k, kp[q], _CMP_EQ_OQ);
+                g->done |= c;
+                t[q] = _mm512_mask_div_ps(t[q], (__mmask16)~g->done, _mm512_sub_ps(s, onef), k);
+                kp[q] = k;
+            } else {
+                /* two sets of accumulators: two dependency chains */
+                __m512 s1 = zf, s2 = zf, k = zf, mn = pinf, r1 = zf, r2 = zf, rk = zf, rn = pinf;
+                size_t i = 0;
+                for (; i + 2 <= n; i += 2) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
+                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t[q], _CMP_GT_OQ);
+                    s1 = _mm512_mask_add_ps(s1, a, s1, U[i]), r1 = _mm512_mask_add_ps(r1, b, r1, U[i + 1]);
+                    s2 = _mm512_mask3_fmadd_ps(U[i], U[i], s2, a);
+                    r2 = _mm512_mask3_fmadd_ps(U[i + 1], U[i + 1], r2, b);
+                    k = _mm512_mask_add_ps(k, a, k, onef), rk = _mm512_mask_add_ps(rk, b, rk, onef);
+                    mn = _mm512_mask_min_ps(mn, a, mn, U[i]), rn = _mm512_mask_min_ps(rn, b, rn, U[i + 1]);
+                }
+                if (i < n) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
                     s1 = _mm512_mask_add_ps(s1, a, s1, U[i]);
                     s2 = _mm512_mask3_fmadd_ps(U[i], U[i], s2, a);
                     k = _mm512_mask_add_ps(k, a, k, onef);
-                    if (i % 2) c1 = _mm512_mask_add_ps(c1, b, c1, onef);
-                    else c0 = _mm512_mask_add_ps(c0, b, c0, onef);
+                    mn = _mm512_mask_min_ps(mn, a, mn, U[i]);
                 }
-                /* the closed form of the last set gave it back: settled */
-                const __m512 cnt = _mm512_add_ps(c0, c1);
-                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~done, cnt, kp, _CMP_EQ_OQ);
-                kf = _mm512_mask_mov_ps(kf, c, cnt), tf = _mm512_mask_mov_ps(tf, c, ts);
-                done |= c;
-                if (done == 0xffff) break;
-                /* closed form on S = {u > t}, and the Newton step from t */
-                const __m512 mean = _mm512_div_ps(s1, k);
+                s1 = _mm512_add_ps(s1, r1), s2 = _mm512_add_ps(s2, r2);
+                k = _mm512_add_ps(k, rk), mn = _mm512_min_ps(mn, rn);
+                /* the closed form t_S on S = {u > t}; {u > t_S} is the
+                 * support when t <= t_S <= min_S u (the rest is <= t; an
+                 * entry at t_S adds 0 to the sum) */
+                const __m512 ik = _mm512_div_ps(onef, k), mean = _mm512_mul_ps(s1, ik);
                 const __m512 ss = _mm512_fnmadd_ps(s1, mean, s2);
-                ts = _mm512_sub_ps(mean, _mm512_sqrt_ps(_mm512_div_ps(_mm512_sub_ps(onef, ss), k)));
-                const __m512 dm = _mm512_sub_ps(mean, t), w1 = _mm512_mul_ps(k, dm);
-                const __m512 g = _mm512_sub_ps(_mm512_fmadd_ps(w1, dm, ss), onef);
-                t = _mm512_mask_add_ps(t, (__mmask16)~done, t,
-                                       _mm512_div_ps(g, _mm512_add_ps(w1, w1)));
-                kp = k;
+                const __m512 ts = _mm512_sub_ps(mean, _mm512_sqrt_ps(_mm512_mul_ps(_mm512_sub_ps(onef, ss), ik)));
+                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~g->done, ts, t[q], _CMP_GE_OQ) &
+                                    _mm512_cmp_ps_mask(mn, ts, _CMP_GE_OQ);
+                tf[q] = _mm512_mask_mov_ps(tf[q], c, ts);
+                g->done |= c;
+                /* next: the larger of two lower bounds of tau, Newton's
+                 * step from t and mean_S - 1 / sqrt|S| (Jensen: sum_S
+                 * (u - t)^2 >= |S| (mean_S - t)^2) */
+                const __m512 dm = _mm512_sub_ps(mean, t[q]), w1 = _mm512_mul_ps(k, dm);
+                const __m512 gv = _mm512_sub_ps(_mm512_fmadd_ps(w1, dm, ss), onef);
+                const __m512 tn = _mm512_add_ps(t[q], _mm512_div_ps(gv, _mm512_add_ps(w1, w1)));
+                const __m512 tj = _mm512_sub_ps(mean, _mm512_sqrt_ps(ik));
+                t[q] = _mm512_mask_max_ps(t[q], (__mmask16)~g->done, tn, tj);
             }
-            t = tf;
+            all &= g->done == 0xffff;
         }
-        for (size_t j = 0; j < n; j++) S[j] = _mm512_mask_cmp_ps_mask(live & done, U[j], t, _CMP_GT_OQ);
+        if (all) break;
     }
-    /* 3. tau in double over the proposal (two halves of 8 lanes) */
-    __m512d UL[32], UH[32];
+    /* S and its size (an entry at t_S left out: |S| is counted here) */
+    for (int q = 0; q < G; q++) {
+        __m512 kf = zf;
+        for (size_t j = 0; j < n; j++) {
+            gs[q].S[j] = _mm512_mask_cmp_ps_mask(gs[q].live & gs[q].done, gs[q].U[j],
+                                                 entmax ? tf[q] : t[q], _CMP_GT_OQ);
+            kf = _mm512_mask_add_ps(kf, gs[q].S[j], kf, onef);
+        }
+        gs[q].kf = kf;
+    }
+}
+
+/* 3, 4. tau in double, the exact check, y, stored back to rows: the
+ * lanes in want (taken[] set for them, y for those that pass); returns
+ * the lanes that passed. */
+static inline __attribute__((always_inline)) __mmask16 short_finish(const int W, const int entmax,
+                                                                    size_t nr, size_t n,
+                                                                    const short_grp *g, __mmask16 want,
+                                                                    float *y, size_t ldy,
+                                                                    uint8_t *taken) {
+    const __m512 zf = _mm512_setzero_ps();
+    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
+    const __m512d oned = _mm512_set1_pd(1.0), invh = _mm512_set1_pd(entmax ? 2.0 : 1.0);
+    const __m512 *D = g->D;
+    const __mmask16 *S = g->S;
+    /* tau in double over the proposal (two halves of 8 lanes). The sums
+     * run over d, then scale (exact: h is a power of 2): the reference's
+     * sums of u = h d, bit for bit. */
+    __m512d DL[32], DH[32];
     __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd;
     for (size_t j = 0; j < n; j++) {
-        const __m512d ul = _mm512_mul_pd(lo_pd(D[j]), hd), uh = _mm512_mul_pd(hi_pd(D[j]), hd);
+        const __m512d dl = lo_pd(D[j]), dh = hi_pd(D[j]);
         const __mmask8 ml = (__mmask8)S[j], mh = (__mmask8)(S[j] >> 8);
-        s1l = _mm512_mask_add_pd(s1l, ml, s1l, ul), s1h = _mm512_mask_add_pd(s1h, mh, s1h, uh);
+        s1l = _mm512_mask_add_pd(s1l, ml, s1l, dl), s1h = _mm512_mask_add_pd(s1h, mh, s1h, dh);
         if (entmax) {
-            s2l = _mm512_mask_add_pd(s2l, ml, s2l, _mm512_mul_pd(ul, ul));
-            s2h = _mm512_mask_add_pd(s2h, mh, s2h, _mm512_mul_pd(uh, uh));
+            s2l = _mm512_mask_add_pd(s2l, ml, s2l, _mm512_mul_pd(dl, dl));
+            s2h = _mm512_mask_add_pd(s2h, mh, s2h, _mm512_mul_pd(dh, dh));
         }
-        UL[j] = ul, UH[j] = uh;
+        DL[j] = dl, DH[j] = dh;
     }
-    const __m512d kl = lo_pd(kf), kh = hi_pd(kf);
-    __m512d tl, th;
-    __mmask16 ok = live & done;
+    const __m512d kl = lo_pd(g->kf), kh = hi_pd(g->kf);
+    __m512d tl, th; /* tau / h */
+    __mmask16 ok = g->live & g->done & want;
     if (entmax) {
+        const __m512d q = _mm512_set1_pd(0.25);
+        s1l = _mm512_mul_pd(s1l, hd), s1h = _mm512_mul_pd(s1h, hd);
+        s2l = _mm512_mul_pd(s2l, q), s2h = _mm512_mul_pd(s2h, q);
         const __m512d mnl = _mm512_div_pd(s1l, kl), mnh = _mm512_div_pd(s1h, kh);
         const __m512d ssl = _mm512_max_pd(_mm512_sub_pd(s2l, _mm512_mul_pd(s1l, mnl)), zd);
         const __m512d ssh = _mm512_max_pd(_mm512_sub_pd(s2h, _mm512_mul_pd(s1h, mnh)), zd);
@@ -478,21 +540,23 @@ static inline __attribute__((always_inline)) void short_block(const int W, const
         const __m512d dh = _mm512_div_pd(_mm512_sub_pd(oned, ssh), kh);
         ok &= (__mmask16)(_mm512_cmp_pd_mask(dl, zd, _CMP_GE_OQ) |
                           ((unsigned)_mm512_cmp_pd_mask(dh, zd, _CMP_GE_OQ) << 8));
-        tl = _mm512_sub_pd(mnl, _mm512_sqrt_pd(_mm512_max_pd(dl, zd)));
-        th = _mm512_sub_pd(mnh, _mm512_sqrt_pd(_mm512_max_pd(dh, zd)));
+        tl = _mm512_mul_pd(_mm512_sub_pd(mnl, _mm512_sqrt_pd(_mm512_max_pd(dl, zd))), invh);
+        th = _mm512_mul_pd(_mm512_sub_pd(mnh, _mm512_sqrt_pd(_mm512_max_pd(dh, zd))), invh);
     } else {
         tl = _mm512_div_pd(_mm512_sub_pd(s1l, oned), kl);
         th = _mm512_div_pd(_mm512_sub_pd(s1h, oned), kh);
     }
-    /* the exact check in float: d_j > RD(tau / h) iff u_j > tau */
+    /* the exact check in float: d_j > RD(tau / h) iff u_j > tau; then
+     * y = (d - tau / h)_+ (times h, squared: h^2 w^2 rounds as w^2) */
     const __m512 td = _mm512_insertf32x8(
-        _mm512_castps256_ps512(_mm512_cvt_roundpd_ps(_mm512_mul_pd(tl, invh), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
-        _mm512_cvt_roundpd_ps(_mm512_mul_pd(th, invh), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), 1);
+        _mm512_castps256_ps512(_mm512_cvt_roundpd_ps(tl, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
+        _mm512_cvt_roundpd_ps(th, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), 1);
+    const __m512d qd = _mm512_set1_pd(0.25);
     __m512 Y[32];
     for (size_t j = 0; j < n; j++) {
         ok &= (__mmask16)~(_mm512_cmp_ps_mask(D[j], td, _CMP_GT_OQ) ^ S[j]);
-        __m512d wl = _mm512_max_pd(_mm512_sub_pd(UL[j], tl), zd), wh = _mm512_max_pd(_mm512_sub_pd(UH[j], th), zd);
-        if (entmax) wl = _mm512_mul_pd(wl, wl), wh = _mm512_mul_pd(wh, wh);
+        __m512d wl = _mm512_max_pd(_mm512_sub_pd(DL[j], tl), zd), wh = _mm512_max_pd(_mm512_sub_pd(DH[j], th), zd);
+        if (entmax) wl = _mm512_mul_pd(_mm512_mul_pd(wl, wl), qd), wh = _mm512_mul_pd(_mm512_mul_pd(wh, wh), qd);
         Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
     }
     /* 4. back to rows */
@@ -500,8 +564,8 @@ static inline __attribute__((always_inline)) void short_block(const int W, const
         for (size_t j = n; j < 8; j++) Y[j] = zf;
         store8(nr, n, Y, ok, y, ldy);
         for (unsigned p = 0; p < 16; p++)
-            if (row8(p) < nr) taken[row8(p)] = (uint8_t)((ok >> p) & 1u);
-        return;
+            if (row8(p) < nr && ((want >> p) & 1u)) taken[row8(p)] = (uint8_t)((ok >> p) & 1u);
+        return ok;
     }
     const __mmask16 m0 = W == 16 ? (__mmask16)((1u << n) - 1) : (__mmask16)0xffff;
     const __mmask16 m1 = W == 32 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
@@ -509,20 +573,51 @@ static inline __attribute__((always_inline)) void short_block(const int W, const
     tr16(Y);
     if (W == 32) tr16(Y + 16);
     for (size_t q = 0; q < nr; q++) {
-        taken[q] = (uint8_t)((ok >> q) & 1u);
+        if ((want >> q) & 1u) taken[q] = (uint8_t)((ok >> q) & 1u);
         if (!((ok >> q) & 1u)) continue;
         _mm512_mask_storeu_ps(y + q * ldy, m0, Y[q]);
         if (W == 32) _mm512_mask_storeu_ps(y + q * ldy + 16, m1, Y[16 + q]);
     }
+    return ok;
 }
 
-/* The blocks of one call, each (layout, proposal, op) its own loop. */
+/* finish, and for the iterative proposal a second chance: lanes whose
+ * check failed (an entry at tau, where the float iteration may settle
+ * on a neighbouring set or not settle) take the pairwise proposal. */
+static inline __attribute__((always_inline)) void short_end(const int W, const int iter,
+                                                            const int entmax, size_t nr, size_t n,
+                                                            short_grp *g, float *y, size_t ldy,
+                                                            uint8_t *taken) {
+    const __mmask16 ok = short_finish(W, entmax, nr, n, g, 0xffff, y, ldy, taken);
+    const __mmask16 retry = g->live & (__mmask16)~ok;
+    if (!iter || !retry) return;
+    g->live = retry;
+    short_pairwise(entmax, n, g);
+    short_finish(W, entmax, nr, n, g, retry, y, ldy, taken);
+}
+
+/* The blocks of one call, each (layout, proposal, op) its own loop;
+ * the iterative proposal takes two groups (32 rows) at a time. */
 #define SHORT_BLOCKS(name, W, iter, entmax)                                                      \
     static void name(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,  \
                      uint8_t *taken) {                                                          \
-        for (size_t r = 0; r < rows; r += 16)                                                   \
-            short_block(W, iter, entmax, rows - r < 16 ? rows - r : 16, n, x + r * ldx, ldx,    \
-                        y + r * ldy, ldy, taken + r);                                           \
+        short_grp g[2];                                                                         \
+        size_t r = 0;                                                                           \
+        for (; iter && r + 16 < rows; r += 32) {                                                \
+            const size_t n1 = rows - r - 16 < 16 ? rows - r - 16 : 16;                          \
+            short_prep(W, entmax, 16, n, x + r * ldx, ldx, &g[0]);                              \
+            short_prep(W, entmax, n1, n, x + (r + 16) * ldx, ldx, &g[1]);                       \
+            short_iterate(2, entmax, n, g);                                                     \
+            short_end(W, iter, entmax, 16, n, &g[0], y + r * ldy, ldy, taken + r);              \
+            short_end(W, iter, entmax, n1, n, &g[1], y + (r + 16) * ldy, ldy, taken + r + 16);  \
+        }                                                                                       \
+        for (; r < rows; r += 16) {                                                             \
+            const size_t nr = rows - r < 16 ? rows - r : 16;                                    \
+            short_prep(W, entmax, nr, n, x + r * ldx, ldx, &g[0]);                              \
+            if (iter) short_iterate(1, entmax, n, g);                                           \
+            else short_pairwise(entmax, n, &g[0]);                                              \
+            short_end(W, iter, entmax, nr, n, &g[0], y + r * ldy, ldy, taken + r);              \
+        }                                                                                       \
     }
 SHORT_BLOCKS(blocks8_sm, 8, 0, 0)
 SHORT_BLOCKS(blocks8_em, 8, 0, 1)
