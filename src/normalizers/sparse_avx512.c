@@ -336,20 +336,30 @@ static inline __m512d hi_pd(__m512 v) {
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
+/* Layout W: 8 (n <= 8), 16, 32, or 0 (any n <= SG_SPARSE_MID_MAX): the
+ * number of 16-column blocks, and the columns of block b. */
+static inline size_t short_nb(const int W, size_t n) { return W == 16 ? 1 : W == 32 ? 2 : (n + 15) / 16; }
+static inline __mmask16 short_cols(size_t n, size_t b) {
+    return n - 16 * b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - 16 * b)) - 1);
+}
+
 /* One group: 16 rows across the lanes. */
 typedef struct short_grp {
-    __m512 D[32], U[32]; /* d = max(x - max x, -4) and u = h d, entry i of 16 rows */
-    __m512 kf;           /* |S| per lane */
-    __mmask16 S[32];     /* the proposed support, entry j */
+    /* d = max(x - max x, -4), entry i of 16 rows; every step works on d
+     * (u = h d: thresholds and sums scaled by powers of 2, exactly), so
+     * a group is 8 KiB at n = 128 and two stay in L1 */
+    __m512 D[SG_SPARSE_MID_MAX];
+    __m512 kf;                   /* |S| per lane */
+    __m512 m;                    /* the row max per lane */
+    __mmask16 S[SG_SPARSE_MID_MAX]; /* the proposed support, entry j */
     __mmask16 live, done;
 } short_grp;
 
 /* 1. load nr <= 16 rows (W = 8, 16 or 32: the layout), d and u. */
-static inline __attribute__((always_inline)) void short_prep(const int W, const int entmax,
+static inline __attribute__((always_inline)) void short_prep(const int W,
                                                              size_t nr, size_t n, const float *x,
                                                              size_t ldx, short_grp *g) {
     const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
-    const __m512 hf = _mm512_set1_ps(0.5f);
     __m512 *D = g->D;
     __mmask16 lm;
     if (W == 8) {
@@ -357,14 +367,13 @@ static inline __attribute__((always_inline)) void short_prep(const int W, const 
         lm = 0;
         for (unsigned p = 0; p < 16; p++) lm |= (__mmask16)((row8(p) < nr) << p);
     } else {
-        const __mmask16 m0 = W == 16 ? (__mmask16)((1u << n) - 1) : (__mmask16)0xffff;
-        const __mmask16 m1 = W == 32 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
-        for (size_t l = 0; l < 16; l++) D[l] = l < nr ? _mm512_maskz_loadu_ps(m0, x + l * ldx) : zf;
-        tr16(D);
-        if (W == 32) {
-            for (size_t l = 0; l < 16; l++) D[16 + l] = l < nr ? _mm512_maskz_loadu_ps(m1, x + l * ldx + 16) : zf;
-            tr16(D + 16);
-        }
+        /* row by row (sequential addresses for the prefetchers), then
+         * one transpose per 16 columns */
+        const size_t nb = short_nb(W, n);
+        for (size_t l = 0; l < 16; l++)
+            for (size_t b = 0; b < nb; b++)
+                D[16 * b + l] = l < nr ? _mm512_maskz_loadu_ps(short_cols(n, b), x + l * ldx + 16 * b) : zf;
+        for (size_t b = 0; b < nb; b++) tr16(D + 16 * b);
         lm = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
     }
     __m512 m = _mm512_set1_ps(-INFINITY);
@@ -374,10 +383,10 @@ static inline __attribute__((always_inline)) void short_prep(const int W, const 
         m = _mm512_max_ps(m, D[i]);
     }
     g->live = lm & (__mmask16)~bad;
+    g->m = m;
     g->done = (__mmask16)~g->live;
     for (size_t i = 0; i < n; i++) {
         D[i] = _mm512_max_ps(_mm512_sub_ps(D[i], m), lo);
-        g->U[i] = entmax ? _mm512_mul_ps(D[i], hf) : D[i];
     }
 }
 
@@ -385,7 +394,7 @@ static inline __attribute__((always_inline)) void short_prep(const int W, const 
 static inline __attribute__((always_inline)) void short_pairwise(const int entmax, size_t n,
                                                                  short_grp *g) {
     const __m512 zf = _mm512_setzero_ps(), onef = _mm512_set1_ps(1.0f);
-    const __m512 *U = g->U;
+    const __m512 *U = g->D, lim = _mm512_set1_ps(entmax ? 4.0f : 1.0f); /* f in d: h^-q f */
     __m512 kf = zf;
     for (size_t j = 0; j < n; j++) {
         __m512 f0 = zf, f1 = zf;
@@ -400,7 +409,7 @@ static inline __attribute__((always_inline)) void short_pairwise(const int entma
             const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
             f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
         }
-        g->S[j] = _mm512_mask_cmp_ps_mask(g->live, _mm512_add_ps(f0, f1), onef, _CMP_LT_OQ);
+        g->S[j] = _mm512_mask_cmp_ps_mask(g->live, _mm512_add_ps(f0, f1), lim, _CMP_LT_OQ);
         kf = _mm512_mask_add_ps(kf, g->S[j], kf, onef);
     }
     g->kf = kf;
@@ -420,7 +429,7 @@ static inline __attribute__((always_inline)) void short_iterate(const int G, con
         int all = 1;
         for (int q = 0; q < G; q++) {
             short_grp *g = gs + q;
-            const __m512 *U = g->U;
+            const __m512 *U = g->D; /* sparsemax: u = d */
             if (g->done == 0xffff) continue;
             if (!entmax) {
                 __m512 s0 = zf, s1 = zf, k0 = zf, k1 = zf;
@@ -442,12 +451,14 @@ static inline __attribute__((always_inline)) void short_iterate(const int G, con
                 t[q] = _mm512_mask_div_ps(t[q], (__mmask16)~g->done, _mm512_sub_ps(s, onef), k);
                 kp[q] = k;
             } else {
-                /* two sets of accumulators: two dependency chains */
+                /* two sets of accumulators: two dependency chains; the
+                 * sums over d > 2 t, scaled to u = d / 2 after */
                 __m512 s1 = zf, s2 = zf, k = zf, mn = pinf, r1 = zf, r2 = zf, rk = zf, rn = pinf;
+                const __m512 t2 = _mm512_add_ps(t[q], t[q]);
                 size_t i = 0;
                 for (; i + 2 <= n; i += 2) {
-                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
-                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t[q], _CMP_GT_OQ);
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t2, _CMP_GT_OQ);
+                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t2, _CMP_GT_OQ);
                     s1 = _mm512_mask_add_ps(s1, a, s1, U[i]), r1 = _mm512_mask_add_ps(r1, b, r1, U[i + 1]);
                     s2 = _mm512_mask3_fmadd_ps(U[i], U[i], s2, a);
                     r2 = _mm512_mask3_fmadd_ps(U[i + 1], U[i + 1], r2, b);
@@ -455,14 +466,15 @@ static inline __attribute__((always_inline)) void short_iterate(const int G, con
                     mn = _mm512_mask_min_ps(mn, a, mn, U[i]), rn = _mm512_mask_min_ps(rn, b, rn, U[i + 1]);
                 }
                 if (i < n) {
-                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t2, _CMP_GT_OQ);
                     s1 = _mm512_mask_add_ps(s1, a, s1, U[i]);
                     s2 = _mm512_mask3_fmadd_ps(U[i], U[i], s2, a);
                     k = _mm512_mask_add_ps(k, a, k, onef);
                     mn = _mm512_mask_min_ps(mn, a, mn, U[i]);
                 }
-                s1 = _mm512_add_ps(s1, r1), s2 = _mm512_add_ps(s2, r2);
-                k = _mm512_add_ps(k, rk), mn = _mm512_min_ps(mn, rn);
+                const __m512 half = _mm512_set1_ps(0.5f), quarter = _mm512_set1_ps(0.25f);
+                s1 = _mm512_mul_ps(_mm512_add_ps(s1, r1), half), s2 = _mm512_mul_ps(_mm512_add_ps(s2, r2), quarter);
+                k = _mm512_add_ps(k, rk), mn = _mm512_mul_ps(_mm512_min_ps(mn, rn), half);
                 /* the closed form t_S on S = {u > t}; {u > t_S} is the
                  * support when t <= t_S <= min_S u (the rest is <= t; an
                  * entry at t_S adds 0 to the sum) */
@@ -490,8 +502,8 @@ static inline __attribute__((always_inline)) void short_iterate(const int G, con
     for (int q = 0; q < G; q++) {
         __m512 kf = zf;
         for (size_t j = 0; j < n; j++) {
-            gs[q].S[j] = _mm512_mask_cmp_ps_mask(gs[q].live & gs[q].done, gs[q].U[j],
-                                                 entmax ? tf[q] : t[q], _CMP_GT_OQ);
+            gs[q].S[j] = _mm512_mask_cmp_ps_mask(gs[q].live & gs[q].done, gs[q].D[j],
+                                                 entmax ? _mm512_add_ps(tf[q], tf[q]) : t[q], _CMP_GT_OQ);
             kf = _mm512_mask_add_ps(kf, gs[q].S[j], kf, onef);
         }
         gs[q].kf = kf;
@@ -504,8 +516,8 @@ static inline __attribute__((always_inline)) void short_iterate(const int G, con
 static inline __attribute__((always_inline)) __mmask16 short_finish(const int W, const int entmax,
                                                                     size_t nr, size_t n,
                                                                     const short_grp *g, __mmask16 want,
-                                                                    float *y, size_t ldy,
-                                                                    uint8_t *taken) {
+                                                                    const float *x, size_t ldx, float *y,
+                                                                    size_t ldy, uint8_t *taken) {
     const __m512 zf = _mm512_setzero_ps();
     const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
     const __m512d oned = _mm512_set1_pd(1.0), invh = _mm512_set1_pd(entmax ? 2.0 : 1.0);
@@ -514,17 +526,16 @@ static inline __attribute__((always_inline)) __mmask16 short_finish(const int W,
     /* tau in double over the proposal (two halves of 8 lanes). The sums
      * run over d, then scale (exact: h is a power of 2): the reference's
      * sums of u = h d, bit for bit. */
-    __m512d DL[32], DH[32];
-    __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd;
+    __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd, DL[8], DH[8]; /* n <= 8: kept for y */
     for (size_t j = 0; j < n; j++) {
         const __m512d dl = lo_pd(D[j]), dh = hi_pd(D[j]);
+        if (W == 8) DL[j] = dl, DH[j] = dh;
         const __mmask8 ml = (__mmask8)S[j], mh = (__mmask8)(S[j] >> 8);
         s1l = _mm512_mask_add_pd(s1l, ml, s1l, dl), s1h = _mm512_mask_add_pd(s1h, mh, s1h, dh);
         if (entmax) {
             s2l = _mm512_mask_add_pd(s2l, ml, s2l, _mm512_mul_pd(dl, dl));
             s2h = _mm512_mask_add_pd(s2h, mh, s2h, _mm512_mul_pd(dh, dh));
         }
-        DL[j] = dl, DH[j] = dh;
     }
     const __m512d kl = lo_pd(g->kf), kh = hi_pd(g->kf);
     __m512d tl, th; /* tau / h */
@@ -546,37 +557,54 @@ static inline __attribute__((always_inline)) __mmask16 short_finish(const int W,
         tl = _mm512_div_pd(_mm512_sub_pd(s1l, oned), kl);
         th = _mm512_div_pd(_mm512_sub_pd(s1h, oned), kh);
     }
-    /* the exact check in float: d_j > RD(tau / h) iff u_j > tau; then
-     * y = (d - tau / h)_+ (times h, squared: h^2 w^2 rounds as w^2) */
+    /* the exact check in float: d_j > RD(tau / h) iff u_j > tau */
     const __m512 td = _mm512_insertf32x8(
         _mm512_castps256_ps512(_mm512_cvt_roundpd_ps(tl, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
         _mm512_cvt_roundpd_ps(th, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), 1);
+    for (size_t j = 0; j < n; j++) ok &= (__mmask16)~(_mm512_cmp_ps_mask(D[j], td, _CMP_GT_OQ) ^ S[j]);
+    /* y = (d - tau / h)_+ (times h, squared: h^2 w^2 rounds as w^2), in
+     * double, rounded once. n <= 8: in the lanes, transposed back; longer
+     * rows: row by row from x again (the same float d, no transposes),
+     * with the row's max and tau broadcast. */
     const __m512d qd = _mm512_set1_pd(0.25);
-    __m512 Y[32];
-    for (size_t j = 0; j < n; j++) {
-        ok &= (__mmask16)~(_mm512_cmp_ps_mask(D[j], td, _CMP_GT_OQ) ^ S[j]);
-        __m512d wl = _mm512_max_pd(_mm512_sub_pd(DL[j], tl), zd), wh = _mm512_max_pd(_mm512_sub_pd(DH[j], th), zd);
-        if (entmax) wl = _mm512_mul_pd(_mm512_mul_pd(wl, wl), qd), wh = _mm512_mul_pd(_mm512_mul_pd(wh, wh), qd);
-        Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
-    }
-    /* 4. back to rows */
     if (W == 8) {
+        __m512 Y[8];
+        for (size_t j = 0; j < n; j++) {
+            __m512d wl = _mm512_max_pd(_mm512_sub_pd(DL[j], tl), zd);
+            __m512d wh = _mm512_max_pd(_mm512_sub_pd(DH[j], th), zd);
+            if (entmax) wl = _mm512_mul_pd(_mm512_mul_pd(wl, wl), qd), wh = _mm512_mul_pd(_mm512_mul_pd(wh, wh), qd);
+            Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
+        }
         for (size_t j = n; j < 8; j++) Y[j] = zf;
         store8(nr, n, Y, ok, y, ldy);
+    } else {
+        float mv[16];
+        double tv[16];
+        _mm512_storeu_ps(mv, g->m);
+        _mm512_storeu_pd(tv, tl), _mm512_storeu_pd(tv + 8, th);
+        const __m512 lo = _mm512_set1_ps(-4.0f);
+        const size_t nb = short_nb(W, n);
+        for (size_t q = 0; q < nr; q++) {
+            if (!((ok >> q) & 1u)) continue;
+            const __m512 mq = _mm512_set1_ps(mv[q]);
+            const __m512d tq = _mm512_set1_pd(tv[q]);
+            for (size_t b = 0; b < nb; b++) {
+                const __mmask16 cols = short_cols(n, b);
+                const __m512 d = _mm512_max_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(cols, x + q * ldx + 16 * b), mq), lo);
+                __m512d wl = _mm512_max_pd(_mm512_sub_pd(lo_pd(d), tq), zd);
+                __m512d wh = _mm512_max_pd(_mm512_sub_pd(hi_pd(d), tq), zd);
+                if (entmax) wl = _mm512_mul_pd(_mm512_mul_pd(wl, wl), qd), wh = _mm512_mul_pd(_mm512_mul_pd(wh, wh), qd);
+                _mm512_mask_storeu_ps(y + q * ldy + 16 * b, cols,
+                                      _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1));
+            }
+        }
+    }
+    if (W == 8) {
         for (unsigned p = 0; p < 16; p++)
             if (row8(p) < nr && ((want >> p) & 1u)) taken[row8(p)] = (uint8_t)((ok >> p) & 1u);
-        return ok;
-    }
-    const __mmask16 m0 = W == 16 ? (__mmask16)((1u << n) - 1) : (__mmask16)0xffff;
-    const __mmask16 m1 = W == 32 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
-    for (size_t j = n; j < (size_t)W; j++) Y[j] = zf;
-    tr16(Y);
-    if (W == 32) tr16(Y + 16);
-    for (size_t q = 0; q < nr; q++) {
-        if ((want >> q) & 1u) taken[q] = (uint8_t)((ok >> q) & 1u);
-        if (!((ok >> q) & 1u)) continue;
-        _mm512_mask_storeu_ps(y + q * ldy, m0, Y[q]);
-        if (W == 32) _mm512_mask_storeu_ps(y + q * ldy + 16, m1, Y[16 + q]);
+    } else {
+        for (size_t q = 0; q < nr; q++)
+            if ((want >> q) & 1u) taken[q] = (uint8_t)((ok >> q) & 1u);
     }
     return ok;
 }
@@ -586,14 +614,14 @@ static inline __attribute__((always_inline)) __mmask16 short_finish(const int W,
  * on a neighbouring set or not settle) take the pairwise proposal. */
 static inline __attribute__((always_inline)) void short_end(const int W, const int iter,
                                                             const int entmax, size_t nr, size_t n,
-                                                            short_grp *g, float *y, size_t ldy,
-                                                            uint8_t *taken) {
-    const __mmask16 ok = short_finish(W, entmax, nr, n, g, 0xffff, y, ldy, taken);
+                                                            short_grp *g, const float *x, size_t ldx,
+                                                            float *y, size_t ldy, uint8_t *taken) {
+    const __mmask16 ok = short_finish(W, entmax, nr, n, g, 0xffff, x, ldx, y, ldy, taken);
     const __mmask16 retry = g->live & (__mmask16)~ok;
     if (!iter || !retry) return;
     g->live = retry;
     short_pairwise(entmax, n, g);
-    short_finish(W, entmax, nr, n, g, retry, y, ldy, taken);
+    short_finish(W, entmax, nr, n, g, retry, x, ldx, y, ldy, taken);
 }
 
 /* The blocks of one call, each (layout, proposal, op) its own loop;
@@ -605,18 +633,21 @@ static inline __attribute__((always_inline)) void short_end(const int W, const i
         size_t r = 0;                                                                           \
         for (; iter && r + 16 < rows; r += 32) {                                                \
             const size_t n1 = rows - r - 16 < 16 ? rows - r - 16 : 16;                          \
-            short_prep(W, entmax, 16, n, x + r * ldx, ldx, &g[0]);                              \
-            short_prep(W, entmax, n1, n, x + (r + 16) * ldx, ldx, &g[1]);                       \
+            short_prep(W, 16, n, x + r * ldx, ldx, &g[0]);                              \
+            short_prep(W, n1, n, x + (r + 16) * ldx, ldx, &g[1]);                       \
             short_iterate(2, entmax, n, g);                                                     \
-            short_end(W, iter, entmax, 16, n, &g[0], y + r * ldy, ldy, taken + r);              \
-            short_end(W, iter, entmax, n1, n, &g[1], y + (r + 16) * ldy, ldy, taken + r + 16);  \
+            short_end(W, iter, entmax, 16, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy,        \
+                      taken + r);                                                               \
+            short_end(W, iter, entmax, n1, n, &g[1], x + (r + 16) * ldx, ldx, y + (r + 16) * ldy, \
+                      ldy, taken + r + 16);                                                     \
         }                                                                                       \
         for (; r < rows; r += 16) {                                                             \
             const size_t nr = rows - r < 16 ? rows - r : 16;                                    \
-            short_prep(W, entmax, nr, n, x + r * ldx, ldx, &g[0]);                              \
+            short_prep(W, nr, n, x + r * ldx, ldx, &g[0]);                              \
             if (iter) short_iterate(1, entmax, n, g);                                           \
             else short_pairwise(entmax, n, &g[0]);                                              \
-            short_end(W, iter, entmax, nr, n, &g[0], y + r * ldy, ldy, taken + r);              \
+            short_end(W, iter, entmax, nr, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy,        \
+                      taken + r);                                                               \
         }                                                                                       \
     }
 SHORT_BLOCKS(blocks8_sm, 8, 0, 0)
@@ -625,10 +656,19 @@ SHORT_BLOCKS(blocks16_sm, 16, 1, 0)
 SHORT_BLOCKS(blocks16_em, 16, 1, 1)
 SHORT_BLOCKS(blocks32_sm, 32, 1, 0)
 SHORT_BLOCKS(blocks32_em, 32, 1, 1)
+SHORT_BLOCKS(blocks_mid_sm, 0, 1, 0)
+SHORT_BLOCKS(blocks_mid_em, 0, 1, 1)
 
 void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
                                           float *y, size_t ldy, int entmax, uint8_t *taken) {
     if (n <= 8) (entmax ? blocks8_em : blocks8_sm)(rows, n, x, ldx, y, ldy, taken);
     else if (n <= 16) (entmax ? blocks16_em : blocks16_sm)(rows, n, x, ldx, y, ldy, taken);
     else (entmax ? blocks32_em : blocks32_sm)(rows, n, x, ldx, y, ldy, taken);
+}
+
+/* Rows of SG_SPARSE_SHORT_MAX < n <= SG_SPARSE_MID_MAX: the same across
+ * lanes, 16 columns per transpose (sparse_kernels.h, mid_rows). */
+void sg_sparse_mid_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
+                                        float *y, size_t ldy, int entmax, uint8_t *taken) {
+    (entmax ? blocks_mid_em : blocks_mid_sm)(rows, n, x, ldx, y, ldy, taken);
 }
