@@ -624,40 +624,49 @@ static inline __attribute__((always_inline)) void short_end(const int W, const i
     short_finish(W, entmax, nr, n, g, retry, x, ldx, y, ldy, taken);
 }
 
-/* The blocks of one call, each (layout, proposal, op) its own loop;
- * the iterative proposal takes two groups (32 rows) at a time. */
-#define SHORT_BLOCKS(name, W, iter, entmax)                                                      \
+/* The blocks of one call; the iterative proposal takes two groups (32
+ * rows) at a time. */
+static inline __attribute__((always_inline)) void short_blocks(const int W, const int iter,
+                                                               const int entmax, size_t rows,
+                                                               size_t n, const float *x,
+                                                               size_t ldx, float *y, size_t ldy,
+                                                               uint8_t *taken) {
+    short_grp g[2];
+    size_t r = 0;
+    for (; iter && r + 16 < rows; r += 32) {
+        const size_t n1 = rows - r - 16 < 16 ? rows - r - 16 : 16;
+        short_prep(W, 16, n, x + r * ldx, ldx, &g[0]);
+        short_prep(W, n1, n, x + (r + 16) * ldx, ldx, &g[1]);
+        short_iterate(2, entmax, n, g);
+        short_end(W, iter, entmax, 16, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy, taken + r);
+        short_end(W, iter, entmax, n1, n, &g[1], x + (r + 16) * ldx, ldx, y + (r + 16) * ldy, ldy,
+                  taken + r + 16);
+    }
+    for (; r < rows; r += 16) {
+        const size_t nr = rows - r < 16 ? rows - r : 16;
+        short_prep(W, nr, n, x + r * ldx, ldx, &g[0]);
+        if (iter) short_iterate(1, entmax, n, g);
+        else short_pairwise(entmax, n, &g[0]);
+        short_end(W, iter, entmax, nr, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy, taken + r);
+    }
+}
+
+/* Each (layout, proposal, op) its own function; the common width N
+ * (8, 16, 32) with n a constant, so that the loops over entries unroll. */
+#define SHORT_BLOCKS(name, W, iter, entmax, N)                                                   \
     static void name(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,  \
                      uint8_t *taken) {                                                          \
-        short_grp g[2];                                                                         \
-        size_t r = 0;                                                                           \
-        for (; iter && r + 16 < rows; r += 32) {                                                \
-            const size_t n1 = rows - r - 16 < 16 ? rows - r - 16 : 16;                          \
-            short_prep(W, 16, n, x + r * ldx, ldx, &g[0]);                              \
-            short_prep(W, n1, n, x + (r + 16) * ldx, ldx, &g[1]);                       \
-            short_iterate(2, entmax, n, g);                                                     \
-            short_end(W, iter, entmax, 16, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy,        \
-                      taken + r);                                                               \
-            short_end(W, iter, entmax, n1, n, &g[1], x + (r + 16) * ldx, ldx, y + (r + 16) * ldy, \
-                      ldy, taken + r + 16);                                                     \
-        }                                                                                       \
-        for (; r < rows; r += 16) {                                                             \
-            const size_t nr = rows - r < 16 ? rows - r : 16;                                    \
-            short_prep(W, nr, n, x + r * ldx, ldx, &g[0]);                              \
-            if (iter) short_iterate(1, entmax, n, g);                                           \
-            else short_pairwise(entmax, n, &g[0]);                                              \
-            short_end(W, iter, entmax, nr, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy,        \
-                      taken + r);                                                               \
-        }                                                                                       \
+        if (N && n == N) short_blocks(W, iter, entmax, rows, N, x, ldx, y, ldy, taken);         \
+        else short_blocks(W, iter, entmax, rows, n, x, ldx, y, ldy, taken);                     \
     }
-SHORT_BLOCKS(blocks8_sm, 8, 0, 0)
-SHORT_BLOCKS(blocks8_em, 8, 0, 1)
-SHORT_BLOCKS(blocks16_sm, 16, 1, 0)
-SHORT_BLOCKS(blocks16_em, 16, 1, 1)
-SHORT_BLOCKS(blocks32_sm, 32, 1, 0)
-SHORT_BLOCKS(blocks32_em, 32, 1, 1)
-SHORT_BLOCKS(blocks_mid_sm, 0, 1, 0)
-SHORT_BLOCKS(blocks_mid_em, 0, 1, 1)
+SHORT_BLOCKS(blocks8_sm, 8, 0, 0, 8)
+SHORT_BLOCKS(blocks8_em, 8, 0, 1, 8)
+SHORT_BLOCKS(blocks16_sm, 16, 1, 0, 16)
+SHORT_BLOCKS(blocks16_em, 16, 1, 1, 16)
+SHORT_BLOCKS(blocks32_sm, 32, 1, 0, 32)
+SHORT_BLOCKS(blocks32_em, 32, 1, 1, 32)
+SHORT_BLOCKS(blocks_mid_sm, 0, 1, 0, 0)
+SHORT_BLOCKS(blocks_mid_em, 0, 1, 1, 0)
 
 void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
                                           float *y, size_t ldy, int entmax, uint8_t *taken) {
