@@ -17,6 +17,7 @@
 #include "test.h"
 
 sg_sparse_short_rows_fn sg_sparse_short_rows_f32__ref; /* sparse_ref.c */
+sg_sparse_mid_rows_fn sg_sparse_mid_rows_f32__ref;
 
 static int cmp_desc(const void *a, const void *b) {
     double p = *(const double *)a, q = *(const double *)b;
@@ -26,7 +27,7 @@ static int cmp_desc(const void *a, const void *b) {
 /* Sorted references in double: sparsemax (Martins and Astudillo) and
  * 1.5-entmax (Peters et al.), u = d or d / 2 with d = z - max z. */
 static void ref_short(int entmax, size_t n, const float *x, double *y) {
-    double u[SG_SPARSE_SHORT_MAX], s[SG_SPARSE_SHORT_MAX], m = -INFINITY;
+    double u[SG_SPARSE_MID_MAX], s[SG_SPARSE_MID_MAX], m = -INFINITY;
     for (size_t i = 0; i < n; i++) m = fmax(m, (double)x[i]);
     for (size_t i = 0; i < n; i++) s[i] = u[i] = (entmax ? 0.5 : 1.0) * ((double)x[i] - m);
     qsort(s, n, sizeof *s, cmp_desc);
@@ -128,12 +129,13 @@ TEST(sparse_short_ops) {
     float *x = malloc(cap * sizeof *x), *xs = malloc(cap * sizeof *x);
     float *y1 = malloc(cap * sizeof *x), *y2 = malloc(cap * sizeof *x);
     float *yg = malloc(cap * sizeof *x), *yi = malloc(cap * sizeof *x);
-    uint8_t *keep = malloc(SG_SPARSE_SHORT_MAX);
-    memset(keep, 1, SG_SPARSE_SHORT_MAX);
+    uint8_t *keep = malloc(SG_SPARSE_MID_MAX + 1);
+    memset(keep, 1, SG_SPARSE_MID_MAX + 1);
     sg_softmax_options mo = sg_softmax_options_default();
     mo.keep_mask = keep, mo.keep_mask_ld = 0; /* all ones: the general path */
     test_rng g = test_rng_seed(5);
-    const size_t ns[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32};
+    /* up to SG_SPARSE_MID_MAX + 1: the mid_rows path and the first n past it */
+    const size_t ns[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65};
     for (int entmax = 0; entmax < 2; entmax++) {
         const char *nm = entmax ? "entmax15" : "sparsemax";
         for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
@@ -187,24 +189,28 @@ TEST(sparse_short_ops) {
     sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
 }
 
-/* short_rows: every compiled kernel against the reference's short_rows on
- * blocks of 1 to 40 rows (partial blocks of lanes), strides n and n + 3,
- * rows with NaN / inf (not taken, untouched): the same taken flags, and
- * for n <= 16 the same bits (the AVX-512 kernel computes the reference's
- * arithmetic lane by lane), for n > 16 the bounds. In place too. */
+/* short_rows (n <= 32) and mid_rows (33..64): every compiled kernel
+ * against the reference on blocks of 1 to 40 rows (partial blocks of
+ * lanes, and 17 to 40: the AVX-512 kernels' two groups of 16), strides n
+ * and n + 3, rows with NaN / inf (not taken, untouched): the same taken
+ * flags and the same bits (the AVX-512 kernels compute the reference's
+ * double arithmetic lane by lane on the same support). In place too. */
 TEST(sparse_short_rows_kernels) {
     size_t count;
     const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
     test_rng g = test_rng_seed(99);
-    const size_t maxr = 40, ld = SG_SPARSE_SHORT_MAX + 3;
+    const size_t maxr = 40, ld = SG_SPARSE_MID_MAX + 3;
     float *x = malloc(maxr * ld * sizeof *x), *ya = malloc(maxr * ld * sizeof *x);
     float *yb = malloc(maxr * ld * sizeof *x), *xi = malloc(maxr * ld * sizeof *x);
     uint8_t ta[40], tb[40];
     for (size_t q = 0; q < count; q++) {
-        if (e[q].slot != SG_SPARSE_SLOT_short_rows || !sg_cpu_supports(e[q].isa)) continue;
+        const int mid = e[q].slot == SG_SPARSE_SLOT_mid_rows;
+        if ((e[q].slot != SG_SPARSE_SLOT_short_rows && !mid) || !sg_cpu_supports(e[q].isa)) continue;
         sg_sparse_short_rows_fn *f = (sg_sparse_short_rows_fn *)e[q].fn;
+        sg_sparse_short_rows_fn *ref = mid ? sg_sparse_mid_rows_f32__ref : sg_sparse_short_rows_f32__ref;
+        const size_t n0 = mid ? SG_SPARSE_SHORT_MAX + 1 : 1, n1 = mid ? SG_SPARSE_MID_MAX : SG_SPARSE_SHORT_MAX;
         for (int entmax = 0; entmax < 2; entmax++) {
-            for (size_t n = 1; n <= SG_SPARSE_SHORT_MAX; n += test_quick ? 5 : 1) {
+            for (size_t n = n0; n <= n1; n += test_quick ? 5 : mid ? 3 : 1) {
                 const size_t rs[] = {1, 7, 16, 17, 40};
                 for (size_t ri = 0; ri < 5; ri++) {
                     const size_t rows = rs[ri], ldx = ri % 2 ? n + 3 : n;
@@ -212,15 +218,14 @@ TEST(sparse_short_rows_kernels) {
                     if (rows > 2) x[1 * ldx + n / 2] = NAN, x[2 * ldx] = -INFINITY;
                     for (size_t i = 0; i < rows * ldx; i++) ya[i] = yb[i] = -7.0f;
                     f(rows, n, x, ldx, ya, ldx, entmax, ta);
-                    sg_sparse_short_rows_f32__ref(rows, n, x, ldx, yb, ldx, entmax, tb);
+                    ref(rows, n, x, ldx, yb, ldx, entmax, tb);
                     int bad = 0;
                     for (size_t r = 0; r < rows; r++) {
                         bad += ta[r] != tb[r];
                         for (size_t i = 0; i < n; i++) {
                             const float a = ya[r * ldx + i], b = yb[r * ldx + i];
                             if (!ta[r]) bad += a != -7.0f; /* untouched */
-                            else if (n <= 16) bad += memcmp(&a, &b, sizeof a) != 0;
-                            else bad += !(fabsf(a - b) <= 2e-7f);
+                            else bad += memcmp(&a, &b, sizeof a) != 0;
                         }
                         for (size_t i = n; i < ldx; i++) bad += ya[r * ldx + i] != -7.0f; /* the gap */
                     }
@@ -238,4 +243,64 @@ TEST(sparse_short_rows_kernels) {
         }
     }
     free(x), free(ya), free(yb), free(xi);
+}
+
+/* Entries exactly at tau (the float proposal of the AVX-512 kernels may
+ * settle on a neighbouring set there; the pairwise retry must take the
+ * row, and the output is exact): sparsemax with two maxima 0 and an entry
+ * at -1/2 = tau; 1.5-entmax with four maxima 0 and an entry at d = -1
+ * (u = -1/2 = tau). The rest of the row far below, the max moved around,
+ * offset c so that x = d + c is exact; blocks of 40 rows of such rows
+ * mixed with normal ones, every n from 5 to SG_SPARSE_MID_MAX; the ops
+ * too (whatever path they take). */
+TEST(sparse_short_tau_ties) {
+    size_t count;
+    const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
+    test_rng g = test_rng_seed(4242);
+    const size_t rows = 40, ld = SG_SPARSE_MID_MAX;
+    float *x = malloc(rows * ld * sizeof *x), *y = malloc(rows * ld * sizeof *x);
+    uint8_t taken[40];
+    sg_context *ctx = test_context(1);
+    for (int entmax = 0; entmax < 2; entmax++) {
+        const size_t top = entmax ? 4 : 2; /* entries at the max */
+        const float at = entmax ? -1.0f : -0.5f, want = entmax ? 0.25f : 0.5f;
+        for (size_t n = 5; n <= SG_SPARSE_MID_MAX; n += test_quick ? 7 : 1) {
+            for (size_t r = 0; r < rows; r++) {
+                float *xr = x + r * n;
+                const float c = (float)(r % 7) - 3.0f;
+                if (r % 3 == 1) { /* a normal row */
+                    fill_row(&g, n, 0, xr);
+                    continue;
+                }
+                for (size_t i = 0; i < n; i++) xr[i] = c - 5.0f - (float)(i % 3);
+                for (size_t k = 0; k <= top; k++) xr[(r + k) % n] = k < top ? c : c + at;
+            }
+            for (size_t q = 0; q < count; q++) {
+                const int mid = e[q].slot == SG_SPARSE_SLOT_mid_rows;
+                if ((e[q].slot != SG_SPARSE_SLOT_short_rows && !mid) || !sg_cpu_supports(e[q].isa)) continue;
+                if (mid ? n <= SG_SPARSE_SHORT_MAX : n > SG_SPARSE_SHORT_MAX) continue;
+                ((sg_sparse_short_rows_fn *)e[q].fn)(rows, n, x, n, y, n, entmax, taken);
+                int bad = 0;
+                for (size_t r = 0; r < rows; r++) {
+                    if (r % 3 == 1) continue;
+                    bad += !taken[r];
+                    for (size_t i = 0; taken[r] && i < n; i++) {
+                        const float xi = x[r * n + i], mx = (float)(r % 7) - 3.0f;
+                        bad += y[r * n + i] != (xi == mx ? want : 0.0f);
+                    }
+                }
+                CHECK(!bad, "%s %s n=%zu: %d bad", e[q].name, entmax ? "entmax15" : "sparsemax", n, bad);
+            }
+            CHECK(op_run(ctx, entmax, rows, n, x, y, NULL) == SG_OK, "op run");
+            int bad = 0;
+            for (size_t r = 0; r < rows; r++) {
+                if (r % 3 == 1) continue;
+                for (size_t i = 0; i < n; i++)
+                    bad += y[r * n + i] != (x[r * n + i] == (float)(r % 7) - 3.0f ? want : 0.0f);
+            }
+            CHECK(!bad, "op %s n=%zu: %d bad", entmax ? "entmax15" : "sparsemax", n, bad);
+        }
+    }
+    free(x), free(y);
+    sg_context_destroy(ctx);
 }

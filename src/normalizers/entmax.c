@@ -16,7 +16,8 @@
  * d > -1 / (alpha - 1) (d > -2 for 1.5-entmax), can be in the support:
  * sg_sparse_gather filters those candidates with the vectorized kernels,
  * and the threshold is solved on them alone. Short unmasked 1.5-entmax rows
- * (n <= 32, T = 1) take the sort-free short_rows kernel first
+ * (n <= 32, T = 1; n <= 128 with AVX-512) take the sort-free short_rows /
+ * mid_rows kernels first
  * (sparse_kernels.h, docs/SPARSE.md "Short rows").
  */
 #include <stdlib.h>
@@ -234,7 +235,7 @@ static void entmax15_row(const sg_sparse_job *j, size_t r) {
     }
 }
 
-/* Short unmasked rows (n <= 32, T = 1): the sort-free kernel over blocks
+/* Short unmasked rows (sg_sparse_rows_kernel, T = 1): the sort-free kernel over blocks
  * of rows; the rows it does not take (NaN/inf, or the exact check
  * failed) go to entmax15_row. */
 static void entmax15_rows(const sg_sparse_job *j, size_t r0, size_t r1) {
@@ -345,7 +346,7 @@ static sg_status forward(sg_context *ctx, const char *name, double alpha, size_t
     sg_sparse_job j = {0};
     j.row = row;
     j.x = x, j.ldx = ldx, j.out = y, j.ldo = ldy, j.alpha = alpha;
-    if (row == entmax15_row && n <= SG_SPARSE_SHORT_MAX && !o.keep_mask && !o.add_mask &&
+    if (row == entmax15_row && sg_sparse_rows_kernel(n) && !o.keep_mask && !o.add_mask &&
         o.temperature == 1.0f)
         j.rows_fn = entmax15_rows;
     sg_sparse_run(ctx, &j, rows, n, &o);

@@ -255,116 +255,429 @@ static inline void tr16(__m512 r[16]) {
     }
 }
 /*
- * short_rows: rows of n <= 16 across lanes, 16 rows per block (a partial
- * block masked): 16 rows loaded and transposed in registers, entry i of
- * the 16 rows in one register (gathers and scatters are slow on some
- * cores: most of the time on Zen 4), so every
- * step is vertical and a block has no horizontal reduction and no
- * data-dependent branch. The arithmetic is the reference kernel's, lane
- * by lane (f_j in float only proposes the support; tau's sums in double in
- * the order j = 0..n-1, as the reference), so a row gets the reference's
- * bits whatever its position. Longer rows (or strides beyond int32
- * offsets) go row by row to the short_row kernel.
+ * short_rows: rows of n <= 32 across lanes, 16 rows per block (a partial
+ * block has zero rows in its spare lanes, never stored): the rows are
+ * loaded and transposed in registers so that one register holds entry i
+ * of the 16 rows (gathers and scatters cost most of the time on Zen 4),
+ * and every step is vertical: no horizontal reduction, no data-dependent
+ * branch except the proposal's convergence test (below). Layouts: n <= 8
+ * two rows per register and an 8 x 8 transpose in each 256-bit half (24
+ * shuffles; the lanes then hold the rows in the order row8() gives);
+ * 9..16 one 16 x 16 transpose; 17..32 two. Per block:
+ *  1. d = max(x - max x, -4) in float (as short_row), u = d or d / 2;
+ *  2. the support proposed in float: n <= 8 by the pairwise test
+ *     f_j = sum_i (u_i - u_j)_+^q < 1 (n^2 steps); longer rows by an
+ *     iteration in float (n steps per pass): sparsemax Michelot's
+ *     t <- (sum_{u > t} u - 1) / |{u > t}| from t = -1 until the count
+ *     stops changing; 1.5-entmax Newton on sum (u - t)_+^2 = 1 from
+ *     t = -1, until the closed form t_S of S = {u > t} gives back S
+ *     (|{u > t_S}| = |S|). Lanes not settled after SHORT_ITER_MAX passes
+ *     are not taken;
+ *  3. tau in double from the proposed support's sums, in the order
+ *     j = 0..n-1 (the reference's arithmetic, so the same support gives
+ *     the reference's bits), and the exact check: u_j > tau iff j in S.
+ *     Since u = h d exactly (h a power of 2) and d is a float, u_j > tau
+ *     iff d_j > RD(tau / h), tau / h rounded to float toward -inf, so the
+ *     check is one float compare per entry;
+ *  4. y = (u - tau)_+ (squared) in double, rounded once, transposed back.
+ * A lane whose check fails (or with NaN / inf) is "not taken", y untouched.
  */
-static inline __attribute__((always_inline)) void short_rows16(size_t rows, size_t n,
-                                                                const float *x, size_t ldx, float *y,
-                                                                size_t ldy, const int entmax,
-                                                                uint8_t *taken) {
-    const __mmask16 nm = n == 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
-    const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
-    const __m512 hf = _mm512_set1_ps(entmax ? 0.5f : 1.0f), onef = _mm512_set1_ps(1.0f);
-    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
-    const __m512d oned = _mm512_set1_pd(1.0);
-    for (size_t r0 = 0; r0 < rows; r0 += 16) {
-        const size_t nr = rows - r0 < 16 ? rows - r0 : 16;
-        const __mmask16 lm = nr == 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-        __m512 X[16], U[16];
-        for (size_t l = 0; l < 16; l++)
-            X[l] = l < nr ? _mm512_maskz_loadu_ps(nm, x + (r0 + l) * ldx) : zf;
-        tr16(X);
-        __m512 m = _mm512_set1_ps(-INFINITY);
-        __mmask16 bad = 0;
-        for (size_t i = 0; i < n; i++) {
-            bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(X[i]), inf, _CMP_NLT_UQ);
-            m = _mm512_max_ps(m, X[i]);
-        }
-        __mmask16 live = lm & (__mmask16)~bad;
-        for (size_t i = 0; i < n; i++) U[i] = _mm512_mul_ps(_mm512_max_ps(_mm512_sub_ps(X[i], m), lo), hf);
-        /* support proposal, then tau in double (two halves of 8 rows) */
-        __mmask16 S[16];
-        __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd, kl = zd, kh = zd;
-        for (size_t j = 0; j < n; j++) {
-            __m512 f0 = zf, f1 = zf;
-            size_t i = 0;
-            for (; i + 2 <= n; i += 2) {
-                const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
-                const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(U[i + 1], U[j]), zf);
-                f0 = _mm512_add_ps(f0, entmax ? _mm512_mul_ps(w0, w0) : w0);
-                f1 = _mm512_add_ps(f1, entmax ? _mm512_mul_ps(w1, w1) : w1);
-            }
-            if (i < n) {
-                const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
-                f0 = _mm512_add_ps(f0, entmax ? _mm512_mul_ps(w0, w0) : w0);
-            }
-            S[j] = _mm512_mask_cmp_ps_mask(live, _mm512_add_ps(f0, f1), onef, _CMP_LT_OQ);
-            /* u_j in double: h * d_j (d_j = U_j / h exactly) */
-            const __m512 d = _mm512_max_ps(_mm512_sub_ps(X[j], m), lo);
-            const __m512d ul = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(d)), hd);
-            const __m512d uh = _mm512_mul_pd(
-                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1))), hd);
-            const __mmask8 ml = (__mmask8)S[j], mh = (__mmask8)(S[j] >> 8);
-            s1l = _mm512_mask_add_pd(s1l, ml, s1l, ul), s1h = _mm512_mask_add_pd(s1h, mh, s1h, uh);
-            s2l = _mm512_mask_add_pd(s2l, ml, s2l, _mm512_mul_pd(ul, ul));
-            s2h = _mm512_mask_add_pd(s2h, mh, s2h, _mm512_mul_pd(uh, uh));
-            kl = _mm512_mask_add_pd(kl, ml, kl, oned), kh = _mm512_mask_add_pd(kh, mh, kh, oned);
-        }
-        __m512d tl, th;
-        __mmask16 ok = live;
-        if (entmax) {
-            const __m512d mnl = _mm512_div_pd(s1l, kl), mnh = _mm512_div_pd(s1h, kh);
-            const __m512d ssl = _mm512_max_pd(_mm512_sub_pd(s2l, _mm512_mul_pd(s1l, mnl)), zd);
-            const __m512d ssh = _mm512_max_pd(_mm512_sub_pd(s2h, _mm512_mul_pd(s1h, mnh)), zd);
-            const __m512d dl = _mm512_div_pd(_mm512_sub_pd(oned, ssl), kl);
-            const __m512d dh = _mm512_div_pd(_mm512_sub_pd(oned, ssh), kh);
-            ok &= (__mmask16)(_mm512_cmp_pd_mask(dl, zd, _CMP_GE_OQ) |
-                              ((unsigned)_mm512_cmp_pd_mask(dh, zd, _CMP_GE_OQ) << 8));
-            tl = _mm512_sub_pd(mnl, _mm512_sqrt_pd(_mm512_max_pd(dl, zd)));
-            th = _mm512_sub_pd(mnh, _mm512_sqrt_pd(_mm512_max_pd(dh, zd)));
-        } else {
-            tl = _mm512_div_pd(_mm512_sub_pd(s1l, oned), kl);
-            th = _mm512_div_pd(_mm512_sub_pd(s1h, oned), kh);
-        }
-        /* the exact check, then y */
-        __m512 Y[16];
-        for (size_t j = 0; j < n; j++) {
-            const __m512 d = _mm512_max_ps(_mm512_sub_ps(X[j], m), lo);
-            const __m512d ul = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(d)), hd);
-            const __m512d uh = _mm512_mul_pd(
-                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1))), hd);
-            const __mmask16 g = (__mmask16)(_mm512_cmp_pd_mask(ul, tl, _CMP_GT_OQ) |
-                                            ((unsigned)_mm512_cmp_pd_mask(uh, th, _CMP_GT_OQ) << 8));
-            ok &= (__mmask16)~(g ^ S[j]);
-            __m512d wl = _mm512_max_pd(_mm512_sub_pd(ul, tl), zd), wh = _mm512_max_pd(_mm512_sub_pd(uh, th), zd);
-            if (entmax) wl = _mm512_mul_pd(wl, wl), wh = _mm512_mul_pd(wh, wh);
-            Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
-        }
-        for (size_t j = n; j < 16; j++) Y[j] = zf;
-        tr16(Y);
-        for (size_t q = 0; q < nr; q++) {
-            taken[r0 + q] = (uint8_t)((ok >> q) & 1u);
-            if ((ok >> q) & 1u) _mm512_mask_storeu_ps(y + (r0 + q) * ldy, nm, Y[q]);
-        }
+#define SHORT_ITER_MAX 40
+
+/* in-lane 4 x 4 transposes: o[w] lane L = (a[0..3] lane L)[w] */
+static inline void tr4x4(const __m512 a[4], __m512 o[4]) {
+    const __m512 t0 = _mm512_unpacklo_ps(a[0], a[1]), t1 = _mm512_unpackhi_ps(a[0], a[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(a[2], a[3]), t3 = _mm512_unpackhi_ps(a[2], a[3]);
+    o[0] = _mm512_shuffle_ps(t0, t2, 0x44), o[1] = _mm512_shuffle_ps(t0, t2, 0xee);
+    o[2] = _mm512_shuffle_ps(t1, t3, 0x44), o[3] = _mm512_shuffle_ps(t1, t3, 0xee);
+}
+
+/* The row held by lane p in the n <= 8 layout. */
+static inline unsigned row8(unsigned p) { return 8 * (p >> 3) + 2 * (p & 3) + ((p >> 2) & 1); }
+
+/* 16 rows of n <= 8 (rows >= nr read as zeros) into X[i] = entry i. */
+static inline void load8(size_t nr, size_t n, const float *x, size_t ldx, __m512 X[8]) {
+    const __mmask8 nm = (__mmask8)((1u << n) - 1);
+    __m512 r[8], v[8];
+    for (size_t k = 0; k < 8; k++) {
+        const __m256 lo = 2 * k < nr ? _mm256_maskz_loadu_ps(nm, x + 2 * k * ldx) : _mm256_setzero_ps();
+        const __m256 hi = 2 * k + 1 < nr ? _mm256_maskz_loadu_ps(nm, x + (2 * k + 1) * ldx) : _mm256_setzero_ps();
+        r[k] = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    }
+    tr4x4(r, v), tr4x4(r + 4, v + 4);
+    for (int e = 0; e < 4; e++) {
+        X[e] = _mm512_shuffle_f32x4(v[e], v[4 + e], 0x88);
+        X[4 + e] = _mm512_shuffle_f32x4(v[e], v[4 + e], 0xdd);
     }
 }
 
+/* The inverse of load8: rows r < nr with ok (lane order row8) stored. */
+static inline void store8(size_t nr, size_t n, const __m512 Y[8], __mmask16 ok, float *y, size_t ldy) {
+    const __mmask8 nm = (__mmask8)((1u << n) - 1);
+    __m512 v[8], o[8];
+    unsigned okr = 0; /* ok by row */
+    for (unsigned p = 0; p < 16; p++) okr |= ((ok >> p) & 1u) << row8(p);
+    for (int e = 0; e < 4; e++) {
+        v[e] = _mm512_shuffle_f32x4(Y[e], Y[4 + e], 0x44);
+        v[4 + e] = _mm512_shuffle_f32x4(Y[e], Y[4 + e], 0xee);
+    }
+    tr4x4(v, o), tr4x4(v + 4, o + 4);
+    for (size_t q = 0; q < 8; q++) {
+        const size_t r = 8 * (q / 4) + 2 * (q % 4); /* low half row r, high half r + 1 */
+        const __m512 w = _mm512_shuffle_f32x4(o[q], o[q], 0xd8);
+        if (r < nr && ((okr >> r) & 1u)) _mm256_mask_storeu_ps(y + r * ldy, nm, _mm512_castps512_ps256(w));
+        if (r + 1 < nr && ((okr >> (r + 1)) & 1u))
+            _mm256_mask_storeu_ps(y + (r + 1) * ldy, nm, _mm512_extractf32x8_ps(w, 1));
+    }
+}
+
+static inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+static inline __m512d hi_pd(__m512 v) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* Layout W: 8 (n <= 8), 16, 32, or 0 (any n <= SG_SPARSE_MID_MAX): the
+ * number of 16-column blocks, and the columns of block b. */
+static inline size_t short_nb(const int W, size_t n) { return W == 16 ? 1 : W == 32 ? 2 : (n + 15) / 16; }
+static inline __mmask16 short_cols(size_t n, size_t b) {
+    return n - 16 * b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - 16 * b)) - 1);
+}
+
+/* One group: 16 rows across the lanes. */
+typedef struct short_grp {
+    /* d = max(x - max x, -4), entry i of 16 rows; every step works on d
+     * (u = h d: thresholds and sums scaled by powers of 2, exactly), so
+     * a group is 8 KiB at n = 128 and two stay in L1 */
+    __m512 D[SG_SPARSE_MID_MAX];
+    __m512 kf;                   /* |S| per lane */
+    __m512 m;                    /* the row max per lane */
+    __mmask16 S[SG_SPARSE_MID_MAX]; /* the proposed support, entry j */
+    __mmask16 live, done;
+} short_grp;
+
+/* 1. load nr <= 16 rows (W = 8, 16 or 32: the layout), d and u. */
+static inline __attribute__((always_inline)) void short_prep(const int W,
+                                                             size_t nr, size_t n, const float *x,
+                                                             size_t ldx, short_grp *g) {
+    const __m512 inf = _mm512_set1_ps(INFINITY), lo = _mm512_set1_ps(-4.0f), zf = _mm512_setzero_ps();
+    __m512 *D = g->D;
+    __mmask16 lm;
+    if (W == 8) {
+        load8(nr, n, x, ldx, D);
+        lm = 0;
+        for (unsigned p = 0; p < 16; p++) lm |= (__mmask16)((row8(p) < nr) << p);
+    } else {
+        /* row by row (sequential addresses for the prefetchers), then
+         * one transpose per 16 columns */
+        const size_t nb = short_nb(W, n);
+        for (size_t l = 0; l < 16; l++)
+            for (size_t b = 0; b < nb; b++)
+                D[16 * b + l] = l < nr ? _mm512_maskz_loadu_ps(short_cols(n, b), x + l * ldx + 16 * b) : zf;
+        for (size_t b = 0; b < nb; b++) tr16(D + 16 * b);
+        lm = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    }
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    __mmask16 bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(D[i]), inf, _CMP_NLT_UQ);
+        m = _mm512_max_ps(m, D[i]);
+    }
+    g->live = lm & (__mmask16)~bad;
+    g->m = m;
+    g->done = (__mmask16)~g->live;
+    for (size_t i = 0; i < n; i++) {
+        D[i] = _mm512_max_ps(_mm512_sub_ps(D[i], m), lo);
+    }
+}
+
+/* 2a. the pairwise proposal (n <= 8): f_j < 1. */
+static inline __attribute__((always_inline)) void short_pairwise(const int entmax, size_t n,
+                                                                 short_grp *g) {
+    const __m512 zf = _mm512_setzero_ps(), onef = _mm512_set1_ps(1.0f);
+    const __m512 *U = g->D, lim = _mm512_set1_ps(entmax ? 4.0f : 1.0f); /* f in d: h^-q f */
+    __m512 kf = zf;
+    for (size_t j = 0; j < n; j++) {
+        __m512 f0 = zf, f1 = zf;
+        size_t i = 0;
+        for (; i + 2 <= n; i += 2) {
+            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
+            const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(U[i + 1], U[j]), zf);
+            f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
+            f1 = entmax ? _mm512_fmadd_ps(w1, w1, f1) : _mm512_add_ps(f1, w1);
+        }
+        if (i < n) {
+            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(U[i], U[j]), zf);
+            f0 = entmax ? _mm512_fmadd_ps(w0, w0, f0) : _mm512_add_ps(f0, w0);
+        }
+        g->S[j] = _mm512_mask_cmp_ps_mask(g->live, _mm512_add_ps(f0, f1), lim, _CMP_LT_OQ);
+        kf = _mm512_mask_add_ps(kf, g->S[j], kf, onef);
+    }
+    g->kf = kf;
+    g->done = 0xffff;
+}
+
+/* 2b. the iterative proposal over G groups at once (their passes
+ * interleaved: each pass ends in a chain of divisions and a square root
+ * whose latency the other group's pass hides). */
+static inline __attribute__((always_inline)) void short_iterate(const int G, const int entmax,
+                                                                size_t n, short_grp *gs) {
+    const __m512 zf = _mm512_setzero_ps(), onef = _mm512_set1_ps(1.0f);
+    const __m512 pinf = _mm512_set1_ps(INFINITY);
+    __m512 t[2], kp[2], tf[2];
+    for (int q = 0; q < G; q++) t[q] = kp[q] = _mm512_set1_ps(-1.0f), tf[q] = zf;
+    for (int it = 0; it < SHORT_ITER_MAX; it++) {
+        int all = 1;
+        for (int q = 0; q < G; q++) {
+            short_grp *g = gs + q;
+            const __m512 *U = g->D; /* sparsemax: u = d */
+            if (g->done == 0xffff) continue;
+            if (!entmax) {
+                __m512 s0 = zf, s1 = zf, k0 = zf, k1 = zf;
+                size_t i = 0;
+                for (; i + 2 <= n; i += 2) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
+                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t[q], _CMP_GT_OQ);
+                    s0 = _mm512_mask_add_ps(s0, a, s0, U[i]), k0 = _mm512_mask_add_ps(k0, a, k0, onef);
+                    s1 = _mm512_mask_add_ps(s1, b, s1, U[i + 1]), k1 = _mm512_mask_add_ps(k1, b, k1, onef);
+                }
+                if (i < n) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t[q], _CMP_GT_OQ);
+                    s0 = _mm512_mask_add_ps(s0, a, s0, U[i]), k0 = _mm512_mask_add_ps(k0, a, k0, onef);
+                }
+                const __m512 s = _mm512_add_ps(s0, s1), k = _mm512_add_ps(k0, k1);
+                /* an unchanged count: {u > t} is the last set, t its tau */
+                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~g->done, k, kp[q], _CMP_EQ_OQ);
+                g->done |= c;
+                t[q] = _mm512_mask_div_ps(t[q], (__mmask16)~g->done, _mm512_sub_ps(s, onef), k);
+                kp[q] = k;
+            } else {
+                /* two sets of accumulators: two dependency chains; the
+                 * sums over d > 2 t, scaled to u = d / 2 after */
+                __m512 s1 = zf, s2 = zf, k = zf, mn = pinf, r1 = zf, r2 = zf, rk = zf, rn = pinf;
+                const __m512 t2 = _mm512_add_ps(t[q], t[q]);
+                size_t i = 0;
+                for (; i + 2 <= n; i += 2) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t2, _CMP_GT_OQ);
+                    const __mmask16 b = _mm512_cmp_ps_mask(U[i + 1], t2, _CMP_GT_OQ);
+                    s1 = _mm512_mask_add_ps(s1, a, s1, U[i]), r1 = _mm512_mask_add_ps(r1, b, r1, U[i + 1]);
+                    s2 = _mm512_mask3_fmadd_ps(U[i], U[i], s2, a);
+                    r2 = _mm512_mask3_fmadd_ps(U[i + 1], U[i + 1], r2, b);
+                    k = _mm512_mask_add_ps(k, a, k, onef), rk = _mm512_mask_add_ps(rk, b, rk, onef);
+                    mn = _mm512_mask_min_ps(mn, a, mn, U[i]), rn = _mm512_mask_min_ps(rn, b, rn, U[i + 1]);
+                }
+                if (i < n) {
+                    const __mmask16 a = _mm512_cmp_ps_mask(U[i], t2, _CMP_GT_OQ);
+                    s1 = _mm512_mask_add_ps(s1, a, s1, U[i]);
+                    s2 = _mm512_mask3_fmadd_ps(U[i], U[i], s2, a);
+                    k = _mm512_mask_add_ps(k, a, k, onef);
+                    mn = _mm512_mask_min_ps(mn, a, mn, U[i]);
+                }
+                const __m512 half = _mm512_set1_ps(0.5f), quarter = _mm512_set1_ps(0.25f);
+                s1 = _mm512_mul_ps(_mm512_add_ps(s1, r1), half), s2 = _mm512_mul_ps(_mm512_add_ps(s2, r2), quarter);
+                k = _mm512_add_ps(k, rk), mn = _mm512_mul_ps(_mm512_min_ps(mn, rn), half);
+                /* the closed form t_S on S = {u > t}; {u > t_S} is the
+                 * support when t <= t_S <= min_S u (the rest is <= t; an
+                 * entry at t_S adds 0 to the sum) */
+                const __m512 ik = _mm512_div_ps(onef, k), mean = _mm512_mul_ps(s1, ik);
+                const __m512 ss = _mm512_fnmadd_ps(s1, mean, s2);
+                const __m512 ts = _mm512_sub_ps(mean, _mm512_sqrt_ps(_mm512_mul_ps(_mm512_sub_ps(onef, ss), ik)));
+                const __mmask16 c = _mm512_mask_cmp_ps_mask((__mmask16)~g->done, ts, t[q], _CMP_GE_OQ) &
+                                    _mm512_cmp_ps_mask(mn, ts, _CMP_GE_OQ);
+                tf[q] = _mm512_mask_mov_ps(tf[q], c, ts);
+                g->done |= c;
+                /* next: the larger of two lower bounds of tau, Newton's
+                 * step from t and mean_S - 1 / sqrt|S| (Jensen: sum_S
+                 * (u - t)^2 >= |S| (mean_S - t)^2) */
+                const __m512 dm = _mm512_sub_ps(mean, t[q]), w1 = _mm512_mul_ps(k, dm);
+                const __m512 gv = _mm512_sub_ps(_mm512_fmadd_ps(w1, dm, ss), onef);
+                const __m512 tn = _mm512_add_ps(t[q], _mm512_div_ps(gv, _mm512_add_ps(w1, w1)));
+                const __m512 tj = _mm512_sub_ps(mean, _mm512_sqrt_ps(ik));
+                t[q] = _mm512_mask_max_ps(t[q], (__mmask16)~g->done, tn, tj);
+            }
+            all &= g->done == 0xffff;
+        }
+        if (all) break;
+    }
+    /* S and its size (an entry at t_S left out: |S| is counted here) */
+    for (int q = 0; q < G; q++) {
+        __m512 kf = zf;
+        for (size_t j = 0; j < n; j++) {
+            gs[q].S[j] = _mm512_mask_cmp_ps_mask(gs[q].live & gs[q].done, gs[q].D[j],
+                                                 entmax ? _mm512_add_ps(tf[q], tf[q]) : t[q], _CMP_GT_OQ);
+            kf = _mm512_mask_add_ps(kf, gs[q].S[j], kf, onef);
+        }
+        gs[q].kf = kf;
+    }
+}
+
+/* 3, 4. tau in double, the exact check, y, stored back to rows: the
+ * lanes in want (taken[] set for them, y for those that pass); returns
+ * the lanes that passed. */
+static inline __attribute__((always_inline)) __mmask16 short_finish(const int W, const int entmax,
+                                                                    size_t nr, size_t n,
+                                                                    const short_grp *g, __mmask16 want,
+                                                                    const float *x, size_t ldx, float *y,
+                                                                    size_t ldy, uint8_t *taken) {
+    const __m512 zf = _mm512_setzero_ps();
+    const __m512d hd = _mm512_set1_pd(entmax ? 0.5 : 1.0), zd = _mm512_setzero_pd();
+    const __m512d oned = _mm512_set1_pd(1.0), invh = _mm512_set1_pd(entmax ? 2.0 : 1.0);
+    const __m512 *D = g->D;
+    const __mmask16 *S = g->S;
+    /* tau in double over the proposal (two halves of 8 lanes). The sums
+     * run over d, then scale (exact: h is a power of 2): the reference's
+     * sums of u = h d, bit for bit. */
+    __m512d s1l = zd, s1h = zd, s2l = zd, s2h = zd, DL[8], DH[8]; /* n <= 8: kept for y */
+    for (size_t j = 0; j < n; j++) {
+        const __m512d dl = lo_pd(D[j]), dh = hi_pd(D[j]);
+        if (W == 8) DL[j] = dl, DH[j] = dh;
+        const __mmask8 ml = (__mmask8)S[j], mh = (__mmask8)(S[j] >> 8);
+        s1l = _mm512_mask_add_pd(s1l, ml, s1l, dl), s1h = _mm512_mask_add_pd(s1h, mh, s1h, dh);
+        if (entmax) {
+            s2l = _mm512_mask_add_pd(s2l, ml, s2l, _mm512_mul_pd(dl, dl));
+            s2h = _mm512_mask_add_pd(s2h, mh, s2h, _mm512_mul_pd(dh, dh));
+        }
+    }
+    const __m512d kl = lo_pd(g->kf), kh = hi_pd(g->kf);
+    __m512d tl, th; /* tau / h */
+    __mmask16 ok = g->live & g->done & want;
+    if (entmax) {
+        const __m512d q = _mm512_set1_pd(0.25);
+        s1l = _mm512_mul_pd(s1l, hd), s1h = _mm512_mul_pd(s1h, hd);
+        s2l = _mm512_mul_pd(s2l, q), s2h = _mm512_mul_pd(s2h, q);
+        const __m512d mnl = _mm512_div_pd(s1l, kl), mnh = _mm512_div_pd(s1h, kh);
+        const __m512d ssl = _mm512_max_pd(_mm512_sub_pd(s2l, _mm512_mul_pd(s1l, mnl)), zd);
+        const __m512d ssh = _mm512_max_pd(_mm512_sub_pd(s2h, _mm512_mul_pd(s1h, mnh)), zd);
+        const __m512d dl = _mm512_div_pd(_mm512_sub_pd(oned, ssl), kl);
+        const __m512d dh = _mm512_div_pd(_mm512_sub_pd(oned, ssh), kh);
+        ok &= (__mmask16)(_mm512_cmp_pd_mask(dl, zd, _CMP_GE_OQ) |
+                          ((unsigned)_mm512_cmp_pd_mask(dh, zd, _CMP_GE_OQ) << 8));
+        tl = _mm512_mul_pd(_mm512_sub_pd(mnl, _mm512_sqrt_pd(_mm512_max_pd(dl, zd))), invh);
+        th = _mm512_mul_pd(_mm512_sub_pd(mnh, _mm512_sqrt_pd(_mm512_max_pd(dh, zd))), invh);
+    } else {
+        tl = _mm512_div_pd(_mm512_sub_pd(s1l, oned), kl);
+        th = _mm512_div_pd(_mm512_sub_pd(s1h, oned), kh);
+    }
+    /* the exact check in float: d_j > RD(tau / h) iff u_j > tau */
+    const __m512 td = _mm512_insertf32x8(
+        _mm512_castps256_ps512(_mm512_cvt_roundpd_ps(tl, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
+        _mm512_cvt_roundpd_ps(th, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), 1);
+    for (size_t j = 0; j < n; j++) ok &= (__mmask16)~(_mm512_cmp_ps_mask(D[j], td, _CMP_GT_OQ) ^ S[j]);
+    /* y = (d - tau / h)_+ (times h, squared: h^2 w^2 rounds as w^2), in
+     * double, rounded once. n <= 8: in the lanes, transposed back; longer
+     * rows: row by row from x again (the same float d, no transposes),
+     * with the row's max and tau broadcast. */
+    const __m512d qd = _mm512_set1_pd(0.25);
+    if (W == 8) {
+        __m512 Y[8];
+        for (size_t j = 0; j < n; j++) {
+            __m512d wl = _mm512_max_pd(_mm512_sub_pd(DL[j], tl), zd);
+            __m512d wh = _mm512_max_pd(_mm512_sub_pd(DH[j], th), zd);
+            if (entmax) wl = _mm512_mul_pd(_mm512_mul_pd(wl, wl), qd), wh = _mm512_mul_pd(_mm512_mul_pd(wh, wh), qd);
+            Y[j] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1);
+        }
+        for (size_t j = n; j < 8; j++) Y[j] = zf;
+        store8(nr, n, Y, ok, y, ldy);
+    } else {
+        float mv[16];
+        double tv[16];
+        _mm512_storeu_ps(mv, g->m);
+        _mm512_storeu_pd(tv, tl), _mm512_storeu_pd(tv + 8, th);
+        const __m512 lo = _mm512_set1_ps(-4.0f);
+        const size_t nb = short_nb(W, n);
+        for (size_t q = 0; q < nr; q++) {
+            if (!((ok >> q) & 1u)) continue;
+            const __m512 mq = _mm512_set1_ps(mv[q]);
+            const __m512d tq = _mm512_set1_pd(tv[q]);
+            for (size_t b = 0; b < nb; b++) {
+                const __mmask16 cols = short_cols(n, b);
+                const __m512 d = _mm512_max_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(cols, x + q * ldx + 16 * b), mq), lo);
+                __m512d wl = _mm512_max_pd(_mm512_sub_pd(lo_pd(d), tq), zd);
+                __m512d wh = _mm512_max_pd(_mm512_sub_pd(hi_pd(d), tq), zd);
+                if (entmax) wl = _mm512_mul_pd(_mm512_mul_pd(wl, wl), qd), wh = _mm512_mul_pd(_mm512_mul_pd(wh, wh), qd);
+                _mm512_mask_storeu_ps(y + q * ldy + 16 * b, cols,
+                                      _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(wl)), _mm512_cvtpd_ps(wh), 1));
+            }
+        }
+    }
+    if (W == 8) {
+        for (unsigned p = 0; p < 16; p++)
+            if (row8(p) < nr && ((want >> p) & 1u)) taken[row8(p)] = (uint8_t)((ok >> p) & 1u);
+    } else {
+        for (size_t q = 0; q < nr; q++)
+            if ((want >> q) & 1u) taken[q] = (uint8_t)((ok >> q) & 1u);
+    }
+    return ok;
+}
+
+/* finish, and for the iterative proposal a second chance: lanes whose
+ * check failed (an entry at tau, where the float iteration may settle
+ * on a neighbouring set or not settle) take the pairwise proposal. */
+static inline __attribute__((always_inline)) void short_end(const int W, const int iter,
+                                                            const int entmax, size_t nr, size_t n,
+                                                            short_grp *g, const float *x, size_t ldx,
+                                                            float *y, size_t ldy, uint8_t *taken) {
+    const __mmask16 ok = short_finish(W, entmax, nr, n, g, 0xffff, x, ldx, y, ldy, taken);
+    const __mmask16 retry = g->live & (__mmask16)~ok;
+    if (!iter || !retry) return;
+    g->live = retry;
+    short_pairwise(entmax, n, g);
+    short_finish(W, entmax, nr, n, g, retry, x, ldx, y, ldy, taken);
+}
+
+/* The blocks of one call; the iterative proposal takes two groups (32
+ * rows) at a time. */
+static inline __attribute__((always_inline)) void short_blocks(const int W, const int iter,
+                                                               const int entmax, size_t rows,
+                                                               size_t n, const float *x,
+                                                               size_t ldx, float *y, size_t ldy,
+                                                               uint8_t *taken) {
+    short_grp g[2];
+    size_t r = 0;
+    for (; iter && r + 16 < rows; r += 32) {
+        const size_t n1 = rows - r - 16 < 16 ? rows - r - 16 : 16;
+        short_prep(W, 16, n, x + r * ldx, ldx, &g[0]);
+        short_prep(W, n1, n, x + (r + 16) * ldx, ldx, &g[1]);
+        short_iterate(2, entmax, n, g);
+        short_end(W, iter, entmax, 16, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy, taken + r);
+        short_end(W, iter, entmax, n1, n, &g[1], x + (r + 16) * ldx, ldx, y + (r + 16) * ldy, ldy,
+                  taken + r + 16);
+    }
+    for (; r < rows; r += 16) {
+        const size_t nr = rows - r < 16 ? rows - r : 16;
+        short_prep(W, nr, n, x + r * ldx, ldx, &g[0]);
+        if (iter) short_iterate(1, entmax, n, g);
+        else short_pairwise(entmax, n, &g[0]);
+        short_end(W, iter, entmax, nr, n, &g[0], x + r * ldx, ldx, y + r * ldy, ldy, taken + r);
+    }
+}
+
+/* Each (layout, proposal, op) its own function; the common width N
+ * (8, 16, 32) with n a constant, so that the loops over entries unroll. */
+#define SHORT_BLOCKS(name, W, iter, entmax, N)                                                   \
+    static void name(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,  \
+                     uint8_t *taken) {                                                          \
+        if (N && n == N) short_blocks(W, iter, entmax, rows, N, x, ldx, y, ldy, taken);         \
+        else short_blocks(W, iter, entmax, rows, n, x, ldx, y, ldy, taken);                     \
+    }
+SHORT_BLOCKS(blocks8_sm, 8, 0, 0, 8)
+SHORT_BLOCKS(blocks8_em, 8, 0, 1, 8)
+SHORT_BLOCKS(blocks16_sm, 16, 1, 0, 16)
+SHORT_BLOCKS(blocks16_em, 16, 1, 1, 16)
+SHORT_BLOCKS(blocks32_sm, 32, 1, 0, 32)
+SHORT_BLOCKS(blocks32_em, 32, 1, 1, 32)
+SHORT_BLOCKS(blocks_mid_sm, 0, 1, 0, 0)
+SHORT_BLOCKS(blocks_mid_em, 0, 1, 1, 0)
+
 void sg_sparse_short_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
                                           float *y, size_t ldy, int entmax, uint8_t *taken) {
-    if (n > 16) {
-        for (size_t r = 0; r < rows; r++)
-            taken[r] = (uint8_t)sg_sparse_short_row_f32__avx512_n32(n, x + r * ldx, entmax, y + r * ldy);
-    } else if (entmax) {
-        short_rows16(rows, n, x, ldx, y, ldy, 1, taken); /* constant: no branch inside */
-    } else {
-        short_rows16(rows, n, x, ldx, y, ldy, 0, taken);
-    }
+    if (n <= 8) (entmax ? blocks8_em : blocks8_sm)(rows, n, x, ldx, y, ldy, taken);
+    else if (n <= 16) (entmax ? blocks16_em : blocks16_sm)(rows, n, x, ldx, y, ldy, taken);
+    else (entmax ? blocks32_em : blocks32_sm)(rows, n, x, ldx, y, ldy, taken);
+}
+
+/* Rows of SG_SPARSE_SHORT_MAX < n <= SG_SPARSE_MID_MAX: the same across
+ * lanes, 16 columns per transpose (sparse_kernels.h, mid_rows). */
+void sg_sparse_mid_rows_f32__avx512_r16(size_t rows, size_t n, const float *x, size_t ldx,
+                                        float *y, size_t ldy, int entmax, uint8_t *taken) {
+    (entmax ? blocks_mid_em : blocks_mid_sm)(rows, n, x, ldx, y, ldy, taken);
 }

@@ -38,6 +38,7 @@ static void fill_table(void) {
         if (k->isa > level) continue;
         install(k->slot, k->fn);
         table.impl_name[k->slot] = k->name;
+        table.isa[k->slot] = k->isa;
     }
 }
 

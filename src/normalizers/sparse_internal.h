@@ -117,7 +117,7 @@ struct sg_sparse_job {
     size_t add_ld;
     /* optional: computes rows [r0, r1) (else row() is called per row) */
     void (*rows_fn)(const sg_sparse_job *j, size_t r0, size_t r1);
-    sg_sparse_short_rows_fn *short_rows; /* the kernel, fetched once per call */
+    sg_sparse_short_rows_fn *short_rows; /* sg_sparse_rows_kernel(n) (maybe NULL), once per call */
 };
 
 static inline sg_row_view sg_sparse_view(const sg_sparse_job *j, size_t r) {

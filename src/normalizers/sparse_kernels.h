@@ -62,6 +62,16 @@ typedef int sg_sparse_short_row_fn(size_t n, const float *x, int entmax, float *
 typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size_t ldx, float *y,
                                      size_t ldy, int entmax, uint8_t *taken);
 
+/*
+ * mid_rows: the same contract for SG_SPARSE_SHORT_MAX < n <=
+ * SG_SPARSE_MID_MAX (its reference is short_row's, O(n^2) in double per
+ * row). The ops take this path only when a SIMD kernel is installed
+ * (sg_sparse_rows_kernel below): the reference is slower than the
+ * candidate path there.
+ */
+#define SG_SPARSE_MID_MAX 64
+typedef sg_sparse_short_rows_fn sg_sparse_mid_rows_fn;
+
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,
 #include "normalizers/sparse_slots.inc"
@@ -74,10 +84,22 @@ typedef struct sg_sparse_kernels {
 #include "normalizers/sparse_slots.inc"
 #undef SG_SPARSE_SLOT
     const char *impl_name[SG_SPARSE_SLOT_COUNT];
+    sg_isa isa[SG_SPARSE_SLOT_COUNT]; /* the level of each installed kernel */
 } sg_sparse_kernels;
 
 /* The table (thread-safe, filled on first use); never NULL, no NULL slot. */
 const sg_sparse_kernels *sg_sparse_kernels_get(void);
+
+/* The kernel that takes whole unmasked rows of n (T = 1) for sparsemax
+ * and 1.5-entmax: short_rows for n <= SG_SPARSE_SHORT_MAX, mid_rows up to
+ * SG_SPARSE_MID_MAX when it is a SIMD kernel; NULL otherwise (the
+ * candidate path). */
+static inline sg_sparse_short_rows_fn *sg_sparse_rows_kernel(size_t n) {
+    const sg_sparse_kernels *k = sg_sparse_kernels_get();
+    if (n <= SG_SPARSE_SHORT_MAX) return k->short_rows;
+    if (n <= SG_SPARSE_MID_MAX && k->isa[SG_SPARSE_SLOT_mid_rows] > SG_ISA_REF) return k->mid_rows;
+    return NULL;
+}
 
 /* Every kernel compiled in, for the tests (cast fn to the slot's type). */
 typedef struct sg_sparse_kernel_entry {

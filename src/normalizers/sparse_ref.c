@@ -50,8 +50,8 @@ void sg_sparse_sums_f32__ref(size_t n, const float *d, double scale, double t, s
 /* The short-row path (sparse_kernels.h), in double: f_j for every j, the
  * support {f_j < 1}, tau from its sums, the exact check, then y. */
 int sg_sparse_short_row_f32__ref(size_t n, const float *x, int entmax, float *y) {
-    double u[SG_SPARSE_SHORT_MAX];
-    unsigned char in[SG_SPARSE_SHORT_MAX];
+    double u[SG_SPARSE_MID_MAX]; /* the reference serves mid_rows too */
+    unsigned char in[SG_SPARSE_MID_MAX];
     float m = -INFINITY;
     for (size_t i = 0; i < n; i++) {
         if (!(fabsf(x[i]) < INFINITY)) return 0;
@@ -97,4 +97,10 @@ void sg_sparse_short_rows_f32__ref(size_t rows, size_t n, const float *x, size_t
                                    size_t ldy, int entmax, uint8_t *taken) {
     for (size_t r = 0; r < rows; r++)
         taken[r] = (uint8_t)sg_sparse_short_row_f32__ref(n, x + r * ldx, entmax, y + r * ldy);
+}
+
+/* mid_rows (SG_SPARSE_SHORT_MAX < n <= SG_SPARSE_MID_MAX): the same. */
+void sg_sparse_mid_rows_f32__ref(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                 size_t ldy, int entmax, uint8_t *taken) {
+    sg_sparse_short_rows_f32__ref(rows, n, x, ldx, y, ldy, entmax, taken);
 }

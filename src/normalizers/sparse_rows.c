@@ -116,7 +116,7 @@ void sg_sparse_run(sg_context *ctx, sg_sparse_job *j, size_t rows, size_t n,
     j->add = o->add_mask;
     j->add_ld = o->add_mask_ld;
     j->rows_per_task = sg_rows_per_task(n);
-    j->short_rows = sg_sparse_kernels_get()->short_rows;
+    j->short_rows = sg_sparse_rows_kernel(n);
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) {
         if (j->rows_fn) j->rows_fn(j, 0, rows);
         else

@@ -5,8 +5,9 @@
  * The softmax core's options, masks and argument checks are reused through
  * softmax_internal.h; softmax itself and its kernels do not belong here.
  *
- * Short unmasked rows (n <= 32, T = 1) of the forward op take the sort-free
- * short_rows kernel instead (sparse_kernels.h, docs/SPARSE.md "Short rows");
+ * Short unmasked rows (n <= 32, T = 1; n <= 128 with AVX-512) of the forward
+ * op take the sort-free short_rows / mid_rows kernels instead
+ * (sparse_kernels.h, docs/SPARSE.md "Short rows");
  * the rows it declines (NaN/inf, or its exact check failed) come here.
  *
  * Per row of the forward op (the loss does the same with dx as its row):
@@ -312,11 +313,11 @@ static float loss_row(const sm_job *j, size_t r) {
     return (float)loss;
 }
 
-/* Short unmasked rows (n <= 32, T = 1): the sort-free kernel over blocks
- * of rows; the rows it does not take (NaN/inf, or the exact check
- * failed) go to forward_row. */
+/* Short unmasked rows (n <= 32, or n <= 128 with a SIMD mid_rows kernel;
+ * T = 1): the sort-free kernel over blocks of rows; the rows it does not
+ * take (NaN/inf, or the exact check failed) go to forward_row. */
 static int short_ok(const sm_job *j) {
-    return j->op == OP_FORWARD && j->n <= SG_SPARSE_SHORT_MAX && !j->keep && !j->add && j->t == 1.0;
+    return j->op == OP_FORWARD && j->short_rows && !j->keep && !j->add && j->t == 1.0;
 }
 
 static void forward_short(const sm_job *j, size_t r0, size_t r1) {
@@ -361,7 +362,7 @@ static void run_job(sg_context *ctx, sm_job *j, size_t rows, size_t n,
     j->add = o->add_mask;
     j->add_ld = o->add_mask_ld;
     j->rows_per_task = sg_rows_per_task(n);
-    j->short_rows = sg_sparse_kernels_get()->short_rows;
+    j->short_rows = sg_sparse_rows_kernel(n);
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) run_rows(j, 0, rows);
     else sg_parallel_for(ctx, (rows + j->rows_per_task - 1) / j->rows_per_task, rows_task, j);
 }
