@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "route/route_internal.h"
+#include "route/route_kernels.h"
 #include "softmax/softmax_internal.h"
 
 sg_status sg_expert_choice_capacity(sg_context *ctx, float capacity_factor, size_t t, size_t e,
@@ -50,6 +51,7 @@ typedef struct ec_job {
     size_t ldw;
     double *heap; /* per task: c keys */
     size_t tasks;
+    int special; /* some token's lse is +-inf */
 } ec_job;
 
 /* a is worse than b: smaller key, or equal key and larger token */
@@ -272,13 +274,99 @@ static void expert_select(const ec_job *j, size_t ex, double *work) {
  * C log C (1 + ln(T/C)), the select path's as about 2T + C). */
 static inline int use_select(size_t t, size_t c) { return c >= EC_SELECT_MIN_C && 16 * c >= t; }
 
+/* C up to this: the route.ec_insert kernel (lists of C per expert, SIMD
+ * across experts, a token tested against each expert's C-th key). */
+#define EC_NET_MAX 16
+static inline int use_net(size_t c) { return c <= EC_NET_MAX; }
+
+/* Experts per task rounded up to 8 (the kernel's lists' stride). */
+static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks + 7) & ~(size_t)7; }
+
 /* Doubles of scratch per task. */
-static size_t task_doubles(size_t t, size_t c) { return use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c; }
+static size_t task_doubles(size_t t, size_t c, size_t e, size_t tasks) {
+    if (use_net(c)) return 2 * c * net_ldb(e, tasks); /* keys; tokens and float keys */
+    return use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
+}
+
+/* One token of a row with an infinite lse into the lists (the kernel's
+ * strict insertion, keys from key_of). */
+static void net_insert_row(const ec_job *j, size_t r, size_t e0, size_t n, double *bk, int32_t *bt,
+                           size_t ldb) {
+    for (size_t i = 0; i < n; i++) {
+        double v = key_of(j, r, e0 + i);
+        int32_t tv = (int32_t)r;
+        int moving = 0; /* inserted: the pairs below shift down one slot */
+        for (size_t q = 0; q < j->c; q++) {
+            double *b = bk + q * ldb + i;
+            int32_t *tb = bt + q * ldb + i;
+            moving |= v > *b;
+            if (moving) {
+                const double kb = *b;
+                const int32_t ob = *tb;
+                *b = v, *tb = tv;
+                v = kb, tv = ob;
+            }
+        }
+    }
+}
+
+/* Experts [e0, e1) through route.ec_insert: the lists start at -inf, the
+ * tokens go in in order (rows with an infinite lse one by one, scalar),
+ * slots still at -inf take the -inf tokens in token order (every token
+ * above -inf is then in the list), and the weights exp(key) are one
+ * vector pass of the softmax core's exponential. */
+static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) {
+    const size_t c = j->c, t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
+    double *bk = work;
+    int32_t *bt = (int32_t *)(void *)(bk + c * ldb);
+    float *kf = (float *)(void *)(bt + c * ldb);
+    for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
+    const sg_route_kernels *rk = sg_route_kernels_get();
+    const float *x = j->x + e0;
+    if (!j->special) {
+        rk->ec_insert(0, t, n, x, j->ldx, j->lse, j->inv_temp, c, bk, bt, ldb);
+    } else {
+        for (size_t r = 0; r < t;) {
+            size_t r1 = r;
+            while (r1 < t && j->lse[r1] > -INFINITY && j->lse[r1] < INFINITY) r1++;
+            if (r1 > r) rk->ec_insert(r, r1, n, x, j->ldx, j->lse, j->inv_temp, c, bk, bt, ldb);
+            if (r1 < t) net_insert_row(j, r1++, e0, n, bk, bt, ldb);
+            r = r1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t s = c;
+        while (s > 0 && bk[(s - 1) * ldb + i] == -INFINITY) s--;
+        for (size_t r = 0; s < c && r < t; r++) /* fewer than c keys above -inf */
+            if (key_of(j, r, e0 + i) == -INFINITY) bt[s++ * ldb + i] = (int32_t)r;
+    }
+    for (size_t q = 0; q < c * ldb; q++) kf[q] = (float)bk[q];
+    j->kern->expsum_store(c * ldb, kf, kf, 0.0f, 1.0f); /* key <= 0 rounded once: within 1e-6 */
+    for (size_t i = 0; i < n; i++) {
+        int32_t *tok = j->tok + (e0 + i) * j->ldt;
+        float *w = j->w + (e0 + i) * j->ldw;
+        for (size_t s = 0; s < c; s++) tok[s] = bt[s * ldb + i], w[s] = kf[s * ldb + i];
+    }
+    if (!j->special) return;
+    for (size_t i = 0; i < n; i++) /* +inf rows: 1/count at their +inf entries */
+        for (size_t s = 0; s < c; s++) {
+            const int32_t r = j->tok[(e0 + i) * j->ldt + s];
+            if (j->lse[r] != INFINITY) continue;
+            const float *xr = j->x + (size_t)r * j->ldx;
+            size_t cnt = 0;
+            for (size_t q = 0; q < j->e; q++) cnt += xr[q] == INFINITY;
+            j->w[(e0 + i) * j->ldw + s] = xr[e0 + i] == INFINITY ? 1.0f / (float)cnt : 0.0f;
+        }
+}
 
 static void expert_task(void *arg, size_t task) {
     const ec_job *j = arg;
     size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
-    double *work = j->heap + task * task_doubles(j->t, j->c);
+    double *work = j->heap + task * task_doubles(j->t, j->c, j->e, j->tasks);
+    if (use_net(j->c)) {
+        net_task_range(j, e0, e1, work);
+        return;
+    }
     if (use_select(j->t, j->c)) {
         for (size_t ex = e0; ex < e1; ex++) expert_select(j, ex, work);
         return;
@@ -287,8 +375,10 @@ static void expert_task(void *arg, size_t task) {
         expert_block(j, b, e1 - b < EC_BLOCK ? e1 - b : EC_BLOCK, work);
 }
 
+/* The arguments; NaN logits too when scan_nan (the forward finds them
+ * from lse instead: a row with a NaN has a NaN lse or an infinite max). */
 static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_t e, const float *x,
-                              size_t ldx, float temperature, size_t c) {
+                              size_t ldx, float temperature, size_t c, int scan_nan) {
     if (e == 0 || t == 0)
         return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: t and e must be >= 1 (got %zu, %zu)", name, t, e);
     if (c < 1 || c > t)
@@ -298,7 +388,7 @@ static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_
         return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: temperature must be finite and > 0 (got %g)", name,
                        (double)temperature);
     sg_status st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
-    for (size_t r = 0; st == SG_OK && r < t; r++)
+    for (size_t r = 0; scan_nan && st == SG_OK && r < t; r++)
         if (sg_route_has_nan(x + r * ldx, e))
             st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit", name, r);
     return st;
@@ -329,7 +419,8 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     static const char name[] = "sg_gate_expert_choice_f32";
     if (!ctx) return SG_ERR_ARGUMENT;
     sg_ok(ctx);
-    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    /* NaN: scanned first when probs are written, else found from lse */
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c, probs != NULL);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "weights", weights, e, c, ldw);
     if (st == SG_OK && probs) st = sg_check_matrix(ctx, name, "probs", probs, t, e, ldp);
@@ -344,7 +435,7 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     if (t > SIZE_MAX / 64 / (j.tasks + 1) || c > SIZE_MAX / 64 / EC_BLOCK / (j.tasks + 1))
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: t or c is too large", name);
     void *wsp;
-    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * task_doubles(t, c)) * sizeof(double), &wsp)) !=
+    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * task_doubles(t, c, e, j.tasks)) * sizeof(double), &wsp)) !=
         SG_OK)
         return st;
     double *lse = wsp;
@@ -366,6 +457,14 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
         for (size_t r = 0; r < t; r++)
             lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, probs ? probs + r * ldp : NULL);
     }
+    /* a row with a NaN has a NaN lse, or an infinite one (its max): the
+     * first such row that holds a NaN is the error */
+    for (size_t r = 0; r < t; r++) {
+        if (lse[r] > -INFINITY && lse[r] < INFINITY) continue;
+        if (sg_route_has_nan(x + r * ldx, e))
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit", name, r);
+        j.special = 1;
+    }
     /* the expert-major key uses x / T exactly as lse does: inv_temp = c */
     if (j.tasks <= 1) expert_task(&j, 0);
     else sg_parallel_for(ctx, j.tasks, expert_task, &j);
@@ -379,7 +478,7 @@ sg_status sg_gate_expert_choice_backward_f32(sg_context *ctx, size_t t, size_t e
     static const char name[] = "sg_gate_expert_choice_backward_f32";
     if (!ctx) return SG_ERR_ARGUMENT;
     sg_ok(ctx);
-    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c, 1);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dweights", dweights, e, c, lddw);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, t, e, lddx);

@@ -139,3 +139,69 @@ void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, f
     size_t f = 0;
     for (size_t q = 0; q < nc; q++) sg_route_insert(c[q], (size_t)d[q], k, ids, top, &f, 0);
 }
+
+/* ---- expert choice: per-expert top-c lists (route_kernels.h) ----------- */
+
+static inline __mmask8 lanes8(size_t m) {
+    return m >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << m) - 1);
+}
+
+/* The keys of 8 experts for one token: (double)x * inv - l; the product
+ * is exact (24-bit times 24-bit significands), so a fused multiply-add
+ * would round the same. */
+static inline __m512d ec_key8(const float *x, __mmask8 m, __m512d vinv, double l) {
+    const __m512d xd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x));
+    return _mm512_sub_pd(_mm512_mul_pd(xd, vinv), _mm512_set1_pd(l));
+}
+
+/* Tiles of 32 tokens; in a tile, groups of 8 experts: c = 1 keeps the
+ * group's best in registers without a branch; c > 1 compares each token
+ * with the group's c-th keys and, when a lane beats it, runs the strict
+ * insertion over the c levels in memory: from the first level it beats, a
+ * lane's pairs shift down one slot (the other lanes cannot move: their key
+ * is <= every kept key). */
+void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                const double *lse, double inv, size_t c, double *bk, int32_t *bt,
+                                size_t ldb) {
+    const __m512d vinv = _mm512_set1_pd(inv);
+    for (size_t rt = r0; rt < r1; rt += 32) {
+        const size_t re = r1 - rt < 32 ? r1 : rt + 32;
+        for (size_t i = 0; i < e; i += 8) {
+            const __mmask8 m8 = lanes8(e - i);
+            if (c == 1) {
+                __m512d b = _mm512_maskz_loadu_pd(m8, bk + i);
+                __m256i t = _mm256_maskz_loadu_epi32(m8, bt + i);
+                for (size_t r = rt; r < re; r++) {
+                    const __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
+                    const __mmask8 g = _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ);
+                    b = _mm512_mask_mov_pd(b, g, v);
+                    t = _mm256_mask_set1_epi32(t, g, (int)r);
+                }
+                _mm512_mask_storeu_pd(bk + i, m8, b);
+                _mm256_mask_storeu_epi32(bt + i, m8, t);
+                continue;
+            }
+            double *wp = bk + (c - 1) * ldb + i;
+            __m512d w = _mm512_maskz_loadu_pd(m8, wp);
+            for (size_t r = rt; r < re; r++) {
+                __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
+                if (!_mm512_mask_cmp_pd_mask(m8, v, w, _CMP_GT_OQ)) continue;
+                __m256i tv = _mm256_set1_epi32((int)r);
+                __mmask8 s = 0; /* lanes that inserted: the rest of their list shifts down */
+                for (size_t j = 0; j < c; j++) {
+                    double *pb = bk + j * ldb + i;
+                    int32_t *pt = bt + j * ldb + i;
+                    const __m512d b = _mm512_maskz_loadu_pd(m8, pb);
+                    s |= _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ);
+                    if (!s) continue;
+                    const __m256i tb = _mm256_maskz_loadu_epi32(m8, pt);
+                    _mm512_mask_storeu_pd(pb, s, v);
+                    _mm256_mask_storeu_epi32(pt, s, tv);
+                    v = _mm512_mask_mov_pd(v, s, b);
+                    tv = _mm256_mask_mov_epi32(tv, s, tb);
+                }
+                w = _mm512_maskz_loadu_pd(m8, wp);
+            }
+        }
+    }
+}

@@ -13,12 +13,45 @@ void sg_route_topk__ref(const float *key, size_t n, size_t k, int32_t *ids, floa
     sg_route_select_fresh(key, n, k, ids, top);
 }
 
+/* Reference of ec_insert: per row and expert, the key, then the strict
+ * insertion (a row rarely beats an expert's c-th key). */
+void sg_route_ec_insert__ref(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                             const double *lse, double inv, size_t c, double *bk, int32_t *bt,
+                             size_t ldb) {
+    double *worst = bk + (c - 1) * ldb;
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = x + r * ldx;
+        const double l = lse[r];
+        for (size_t i = 0; i < e; i++) {
+            double v = (double)xr[i] * inv - l;
+            if (!(v > worst[i])) continue;
+            int32_t tv = (int32_t)r;
+            int moving = 0; /* inserted: the pairs below shift down one slot */
+            for (size_t j = 0; j < c; j++) {
+                double *b = bk + j * ldb + i;
+                int32_t *t = bt + j * ldb + i;
+                moving |= v > *b;
+                if (moving) {
+                    const double kb = *b;
+                    const int32_t tb = *t;
+                    *b = v, *t = tv;
+                    v = kb, tv = tb;
+                }
+            }
+        }
+    }
+}
+
 static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_topk, SG_ISA_REF, "sg_route_topk__ref", (void (*)(void))sg_route_topk__ref},
+    {SG_ROUTE_SLOT_ec_insert, SG_ISA_REF, "sg_route_ec_insert__ref",
+     (void (*)(void))sg_route_ec_insert__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
      (void (*)(void))sg_route_topk__avx512},
+    {SG_ROUTE_SLOT_ec_insert, SG_ISA_AVX512, "sg_route_ec_insert__avx512",
+     (void (*)(void))sg_route_ec_insert__avx512},
 #endif
 };
 
@@ -31,6 +64,7 @@ static void fill_table(void) {
         const sg_route_kernel_entry *k = &all_kernels[i];
         if (k->isa > level) continue;
         if (k->slot == SG_ROUTE_SLOT_topk) table.topk = (sg_route_topk_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_ec_insert) table.ec_insert = (sg_route_ec_insert_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -47,7 +81,7 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
 
 /* For `softgate info`: slot i of this family and the kernel chosen for it. */
 size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
-    static const char *const names[SG_ROUTE_SLOT_COUNT] = {"route.topk"};
+    static const char *const names[SG_ROUTE_SLOT_COUNT] = {"route.topk", "route.ec_insert"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

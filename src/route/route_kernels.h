@@ -21,10 +21,27 @@
  */
 typedef void sg_route_topk_fn(const float *key, size_t n, size_t k, int32_t *ids, float *top);
 
-enum sg_route_slot { SG_ROUTE_SLOT_topk, SG_ROUTE_SLOT_COUNT };
+/*
+ * ec_insert(r0, r1, e, x, ldx, lse, inv, c, bk, bt, ldb): expert choice's
+ * per-expert top-c lists, updated with the tokens r0 <= r < r1 in order.
+ * Expert i (i < e) keeps c (key, token) pairs in bk[j * ldb + i],
+ * bt[j * ldb + i], j = 0..c-1, in descending order of key, earlier tokens
+ * first among equal keys. Token r's key for expert i is
+ *   kd = (double)x[r * ldx + i] * inv - lse[r]   (product exact, one rounding)
+ * and it is inserted by strict compares (kd > bk[j]): a later token never
+ * passes an equal key, and the last pair falls off. Every lse[r] in the
+ * range is finite and x has no NaN (the caller checks). Every kernel gives
+ * exactly the reference's lists. No allocation.
+ */
+typedef void sg_route_ec_insert_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                   const double *lse, double inv, size_t c, double *bk,
+                                   int32_t *bt, size_t ldb);
+
+enum sg_route_slot { SG_ROUTE_SLOT_topk, SG_ROUTE_SLOT_ec_insert, SG_ROUTE_SLOT_COUNT };
 
 typedef struct sg_route_kernels {
     sg_route_topk_fn *topk;
+    sg_route_ec_insert_fn *ec_insert;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -42,8 +59,10 @@ const sg_route_kernels *sg_route_kernels_get(void);
 const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count);
 
 sg_route_topk_fn sg_route_topk__ref;
+sg_route_ec_insert_fn sg_route_ec_insert__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
+sg_route_ec_insert_fn sg_route_ec_insert__avx512;
 #endif
 
 #endif
