@@ -284,7 +284,7 @@ static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks 
 
 /* Doubles of scratch per task. */
 static size_t task_doubles(size_t t, size_t c, size_t e, size_t tasks) {
-    if (use_net(c)) return 2 * c * net_ldb(e, tasks); /* keys; tokens and float keys */
+    if (use_net(c)) return 2 * c * net_ldb(e, tasks) + 8; /* keys; tokens, float keys (64-aligned) */
     return use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
 }
 
@@ -320,7 +320,9 @@ static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) 
     double *bk = work;
     int32_t *bt = (int32_t *)(void *)(bk + c * ldb);
     float *kf = (float *)(void *)(bt + c * ldb);
-    for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
+    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16; /* 64-byte aligned, like w's loads */
+    if (j->special)
+        for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
     const sg_route_kernels *rk = sg_route_kernels_get();
     const float *x = j->x + e0;
     if (!j->special) {
@@ -334,18 +336,20 @@ static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) 
             r = r1;
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        size_t s = c;
-        while (s > 0 && bk[(s - 1) * ldb + i] == -INFINITY) s--;
-        for (size_t r = 0; s < c && r < t; r++) /* fewer than c keys above -inf */
-            if (key_of(j, r, e0 + i) == -INFINITY) bt[s++ * ldb + i] = (int32_t)r;
-    }
-    for (size_t q = 0; q < c * ldb; q++) kf[q] = (float)bk[q];
-    j->kern->expsum_store(c * ldb, kf, kf, 0.0f, 1.0f); /* key <= 0 rounded once: within 1e-6 */
-    for (size_t i = 0; i < n; i++) {
-        int32_t *tok = j->tok + (e0 + i) * j->ldt;
-        float *w = j->w + (e0 + i) * j->ldw;
-        for (size_t s = 0; s < c; s++) tok[s] = bt[s * ldb + i], w[s] = kf[s * ldb + i];
+    int32_t *tok0 = j->tok + e0 * j->ldt;
+    if (rk->ec_finish(c, n, ldb, bk, bt, tok0, j->ldt, kf))
+        for (size_t i = 0; i < n; i++) {
+            size_t s = c;
+            while (s > 0 && bk[(s - 1) * ldb + i] == -INFINITY) s--;
+            for (size_t r = 0; s < c && r < t; r++) /* fewer than c keys above -inf */
+                if (key_of(j, r, e0 + i) == -INFINITY) tok0[i * j->ldt + s++] = (int32_t)r;
+        }
+    /* weights exp(key): key <= 0 rounded to float once, within 1e-6 */
+    if (j->ldw == c) {
+        j->kern->expsum_store(n * c, kf, j->w + e0 * j->ldw, 0.0f, 1.0f);
+    } else {
+        j->kern->expsum_store(n * c, kf, kf, 0.0f, 1.0f);
+        for (size_t i = 0; i < n; i++) memcpy(j->w + (e0 + i) * j->ldw, kf + i * c, c * sizeof *kf);
     }
     if (!j->special) return;
     for (size_t i = 0; i < n; i++) /* +inf rows: 1/count at their +inf entries */

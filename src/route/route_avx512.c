@@ -164,25 +164,35 @@ void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, 
                                 const double *lse, double inv, size_t c, double *bk, int32_t *bt,
                                 size_t ldb) {
     const __m512d vinv = _mm512_set1_pd(inv);
+    /* ldb is a multiple of 8: whole-vector loads and stores of the lists
+     * (a masked store does not forward to the caller's later loads) */
+    const int fresh = r0 == 0;
+    if (fresh) {
+        const __m512d ninf = _mm512_set1_pd(-INFINITY);
+        for (size_t q = 0; q < c * ldb; q += 8) {
+            _mm512_storeu_pd(bk + q, ninf);
+            _mm256_storeu_si256((__m256i *)(void *)(bt + q), _mm256_setzero_si256());
+        }
+    }
     for (size_t rt = r0; rt < r1; rt += 32) {
         const size_t re = r1 - rt < 32 ? r1 : rt + 32;
         for (size_t i = 0; i < e; i += 8) {
             const __mmask8 m8 = lanes8(e - i);
             if (c == 1) {
-                __m512d b = _mm512_maskz_loadu_pd(m8, bk + i);
-                __m256i t = _mm256_maskz_loadu_epi32(m8, bt + i);
+                __m512d b = _mm512_loadu_pd(bk + i);
+                __m256i t = _mm256_loadu_si256((const __m256i *)(const void *)(bt + i));
                 for (size_t r = rt; r < re; r++) {
                     const __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
                     const __mmask8 g = _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ);
                     b = _mm512_mask_mov_pd(b, g, v);
                     t = _mm256_mask_set1_epi32(t, g, (int)r);
                 }
-                _mm512_mask_storeu_pd(bk + i, m8, b);
-                _mm256_mask_storeu_epi32(bt + i, m8, t);
+                _mm512_storeu_pd(bk + i, b);
+                _mm256_storeu_si256((__m256i *)(void *)(bt + i), t);
                 continue;
             }
             double *wp = bk + (c - 1) * ldb + i;
-            __m512d w = _mm512_maskz_loadu_pd(m8, wp);
+            __m512d w = _mm512_loadu_pd(wp);
             for (size_t r = rt; r < re; r++) {
                 __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
                 if (!_mm512_mask_cmp_pd_mask(m8, v, w, _CMP_GT_OQ)) continue;
@@ -191,17 +201,62 @@ void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, 
                 for (size_t j = 0; j < c; j++) {
                     double *pb = bk + j * ldb + i;
                     int32_t *pt = bt + j * ldb + i;
-                    const __m512d b = _mm512_maskz_loadu_pd(m8, pb);
+                    const __m512d b = _mm512_loadu_pd(pb);
                     s |= _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ);
                     if (!s) continue;
-                    const __m256i tb = _mm256_maskz_loadu_epi32(m8, pt);
-                    _mm512_mask_storeu_pd(pb, s, v);
-                    _mm256_mask_storeu_epi32(pt, s, tv);
+                    const __m256i tb = _mm256_loadu_si256((const __m256i *)(const void *)pt);
+                    _mm512_storeu_pd(pb, _mm512_mask_mov_pd(b, s, v));
+                    _mm256_storeu_si256((__m256i *)(void *)pt, _mm256_mask_mov_epi32(tb, s, tv));
                     v = _mm512_mask_mov_pd(v, s, b);
                     tv = _mm256_mask_mov_epi32(tv, s, tb);
                 }
-                w = _mm512_maskz_loadu_pd(m8, wp);
+                w = _mm512_loadu_pd(wp);
             }
         }
     }
+}
+
+/* Whole-vector loads of the lists; tokens and keys out by 64-bit-index
+ * scatters (any ldt), or plain stores when c == 1 and ldt == 1 (16 keys
+ * per 512-bit store, the width the softmax core reads them at). */
+int sg_route_ec_finish__avx512(size_t c, size_t n, size_t ldb, const double *bk, const int32_t *bt,
+                               int32_t *tok, size_t ldt, float *kf) {
+    const __m512d ninf = _mm512_set1_pd(-INFINITY);
+    __mmask8 hole = 0;
+    for (size_t i = 0; i < n; i += 8)
+        hole |= _mm512_mask_cmp_pd_mask(lanes8(n - i), _mm512_loadu_pd(bk + (c - 1) * ldb + i), ninf,
+                                        _CMP_EQ_OQ);
+    if (c == 1 && ldt == 1) {
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            const __m256 lo = _mm512_cvtpd_ps(_mm512_loadu_pd(bk + i));
+            const __m256 hi = _mm512_cvtpd_ps(_mm512_loadu_pd(bk + i + 8));
+            _mm512_storeu_ps(kf + i, _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
+            _mm256_storeu_si256((__m256i *)(void *)(tok + i),
+                                _mm256_loadu_si256((const __m256i *)(const void *)(bt + i)));
+            _mm256_storeu_si256((__m256i *)(void *)(tok + i + 8),
+                                _mm256_loadu_si256((const __m256i *)(const void *)(bt + i + 8)));
+        }
+        for (; i < n; i += 8) {
+            const __mmask8 m = lanes8(n - i);
+            _mm256_mask_storeu_ps(kf + i, m, _mm512_cvtpd_ps(_mm512_loadu_pd(bk + i)));
+            _mm256_mask_storeu_epi32(tok + i, m, _mm256_loadu_si256((const __m256i *)(const void *)(bt + i)));
+        }
+        return hole != 0;
+    }
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m = lanes8(n - i);
+        const __m512i row = _mm512_add_epi64(lane, _mm512_set1_epi64((long long)i));
+        const __m512i ti = _mm512_mullo_epi64(row, _mm512_set1_epi64((long long)ldt));
+        const __m512i ki = _mm512_mullo_epi64(row, _mm512_set1_epi64((long long)c));
+        for (size_t s = 0; s < c; s++) {
+            const __m512i so = _mm512_set1_epi64((long long)s);
+            _mm512_mask_i64scatter_epi32(tok, m, _mm512_add_epi64(ti, so),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)(bt + s * ldb + i)), 4);
+            _mm512_mask_i64scatter_ps(kf, m, _mm512_add_epi64(ki, so), _mm512_cvtpd_ps(_mm512_loadu_pd(bk + s * ldb + i)),
+                                      4);
+        }
+    }
+    return hole != 0;
 }

@@ -19,6 +19,8 @@ void sg_route_ec_insert__ref(size_t r0, size_t r1, size_t e, const float *x, siz
                              const double *lse, double inv, size_t c, double *bk, int32_t *bt,
                              size_t ldb) {
     double *worst = bk + (c - 1) * ldb;
+    if (r0 == 0)
+        for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
     for (size_t r = r0; r < r1; r++) {
         const float *xr = x + r * ldx;
         const double l = lse[r];
@@ -42,16 +44,33 @@ void sg_route_ec_insert__ref(size_t r0, size_t r1, size_t e, const float *x, siz
     }
 }
 
+int sg_route_ec_finish__ref(size_t c, size_t n, size_t ldb, const double *bk, const int32_t *bt,
+                            int32_t *tok, size_t ldt, float *kf) {
+    int hole = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t s = 0; s < c; s++) {
+            tok[i * ldt + s] = bt[s * ldb + i];
+            kf[i * c + s] = (float)bk[s * ldb + i];
+        }
+        hole |= bk[(c - 1) * ldb + i] == -INFINITY;
+    }
+    return hole;
+}
+
 static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_topk, SG_ISA_REF, "sg_route_topk__ref", (void (*)(void))sg_route_topk__ref},
     {SG_ROUTE_SLOT_ec_insert, SG_ISA_REF, "sg_route_ec_insert__ref",
      (void (*)(void))sg_route_ec_insert__ref},
+    {SG_ROUTE_SLOT_ec_finish, SG_ISA_REF, "sg_route_ec_finish__ref",
+     (void (*)(void))sg_route_ec_finish__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
      (void (*)(void))sg_route_topk__avx512},
     {SG_ROUTE_SLOT_ec_insert, SG_ISA_AVX512, "sg_route_ec_insert__avx512",
      (void (*)(void))sg_route_ec_insert__avx512},
+    {SG_ROUTE_SLOT_ec_finish, SG_ISA_AVX512, "sg_route_ec_finish__avx512",
+     (void (*)(void))sg_route_ec_finish__avx512},
 #endif
 };
 
@@ -65,6 +84,7 @@ static void fill_table(void) {
         if (k->isa > level) continue;
         if (k->slot == SG_ROUTE_SLOT_topk) table.topk = (sg_route_topk_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_insert) table.ec_insert = (sg_route_ec_insert_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_ec_finish) table.ec_finish = (sg_route_ec_finish_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -81,7 +101,8 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
 
 /* For `softgate info`: slot i of this family and the kernel chosen for it. */
 size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
-    static const char *const names[SG_ROUTE_SLOT_COUNT] = {"route.topk", "route.ec_insert"};
+    static const char *const names[SG_ROUTE_SLOT_COUNT] = {"route.topk", "route.ec_insert",
+                                                             "route.ec_finish"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

@@ -30,18 +30,37 @@ typedef void sg_route_topk_fn(const float *key, size_t n, size_t k, int32_t *ids
  *   kd = (double)x[r * ldx + i] * inv - lse[r]   (product exact, one rounding)
  * and it is inserted by strict compares (kd > bk[j]): a later token never
  * passes an equal key, and the last pair falls off. Every lse[r] in the
- * range is finite and x has no NaN (the caller checks). Every kernel gives
- * exactly the reference's lists. No allocation.
+ * range is finite and x has no NaN (the caller checks). r0 == 0 starts
+ * from empty lists (every key -inf, token 0) without reading bk, bt.
+ * ldb is a multiple of 8 >= e; lanes [e, ldb) of the lists are scratch.
+ * Every kernel gives exactly the reference's lists. No allocation.
  */
 typedef void sg_route_ec_insert_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
                                    const double *lse, double inv, size_t c, double *bk,
                                    int32_t *bt, size_t ldb);
 
-enum sg_route_slot { SG_ROUTE_SLOT_topk, SG_ROUTE_SLOT_ec_insert, SG_ROUTE_SLOT_COUNT };
+/*
+ * ec_finish(c, n, ldb, bk, bt, tok, ldt, kf): the lists of ec_insert out:
+ * tok[i * ldt + s] = bt[s * ldb + i] and kf[i * c + s] = (float)bk[s * ldb + i]
+ * for i < n, s < c (kf expert-major, contiguous). Returns nonzero when a
+ * list's last key is -inf (the caller fills those slots). Reads the lists
+ * at the width ec_insert wrote them (a store that does not forward to a
+ * narrower load stalls it).
+ */
+typedef int sg_route_ec_finish_fn(size_t c, size_t n, size_t ldb, const double *bk,
+                                  const int32_t *bt, int32_t *tok, size_t ldt, float *kf);
+
+enum sg_route_slot {
+    SG_ROUTE_SLOT_topk,
+    SG_ROUTE_SLOT_ec_insert,
+    SG_ROUTE_SLOT_ec_finish,
+    SG_ROUTE_SLOT_COUNT
+};
 
 typedef struct sg_route_kernels {
     sg_route_topk_fn *topk;
     sg_route_ec_insert_fn *ec_insert;
+    sg_route_ec_finish_fn *ec_finish;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -60,9 +79,11 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count);
 
 sg_route_topk_fn sg_route_topk__ref;
 sg_route_ec_insert_fn sg_route_ec_insert__ref;
+sg_route_ec_finish_fn sg_route_ec_finish__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
 sg_route_ec_insert_fn sg_route_ec_insert__avx512;
+sg_route_ec_finish_fn sg_route_ec_finish__avx512;
 #endif
 
 #endif
