@@ -283,9 +283,17 @@ static inline int use_net(size_t c) { return c <= EC_NET_MAX; }
 static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks + 7) & ~(size_t)7; }
 
 /* Doubles of scratch per task. */
+static size_t collect_doubles(size_t c, size_t e, size_t tasks);
 static size_t task_doubles(size_t t, size_t c, size_t e, size_t tasks) {
-    if (use_net(c)) return 2 * c * net_ldb(e, tasks) + 8; /* keys; tokens, float keys (64-aligned) */
-    return use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
+    size_t d;
+    /* keys; tokens, float keys (64-aligned) */
+    if (use_net(c)) d = 2 * c * net_ldb(e, tasks) + 24;
+    else d = use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
+    if (c >= 2 && t >= 16 * c) { /* the collect path, tried first */
+        const size_t dc = collect_doubles(c, e, tasks);
+        d = dc > d ? dc : d;
+    }
+    return d;
 }
 
 /* One token of a row with an infinite lse into the lists (the kernel's
@@ -310,41 +318,12 @@ static void net_insert_row(const ec_job *j, size_t r, size_t e0, size_t n, doubl
     }
 }
 
-/* Experts [e0, e1) through route.ec_insert: the lists start at -inf, the
- * tokens go in in order (rows with an infinite lse one by one, scalar),
- * slots still at -inf take the -inf tokens in token order (every token
- * above -inf is then in the list), and the weights exp(key) are one
- * vector pass of the softmax core's exponential. */
-static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) {
-    const size_t c = j->c, t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
-    double *bk = work;
-    int32_t *bt = (int32_t *)(void *)(bk + c * ldb);
-    float *kf = (float *)(void *)(bt + c * ldb);
-    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16; /* 64-byte aligned, like w's loads */
-    if (j->special)
-        for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
-    const sg_route_kernels *rk = sg_route_kernels_get();
-    const float *x = j->x + e0;
-    if (!j->special) {
-        rk->ec_insert(0, t, n, x, j->ldx, j->lse, j->inv_temp, c, bk, bt, ldb);
-    } else {
-        for (size_t r = 0; r < t;) {
-            size_t r1 = r;
-            while (r1 < t && j->lse[r1] > -INFINITY && j->lse[r1] < INFINITY) r1++;
-            if (r1 > r) rk->ec_insert(r, r1, n, x, j->ldx, j->lse, j->inv_temp, c, bk, bt, ldb);
-            if (r1 < t) net_insert_row(j, r1++, e0, n, bk, bt, ldb);
-            r = r1;
-        }
-    }
-    int32_t *tok0 = j->tok + e0 * j->ldt;
-    if (rk->ec_finish(c, n, ldb, bk, bt, tok0, j->ldt, kf))
-        for (size_t i = 0; i < n; i++) {
-            size_t s = c;
-            while (s > 0 && bk[(s - 1) * ldb + i] == -INFINITY) s--;
-            for (size_t r = 0; s < c && r < t; r++) /* fewer than c keys above -inf */
-                if (key_of(j, r, e0 + i) == -INFINITY) tok0[i * j->ldt + s++] = (int32_t)r;
-        }
-    /* weights exp(key): key <= 0 rounded to float once, within 1e-6 */
+/* Weights of experts [e0, e0 + n) from their float keys kf[i * c + s]
+ * (tokens already out): exp(key), one vector pass of the softmax core's
+ * exponential (key <= 0 rounded to float once: within 1e-6); +inf rows
+ * get 1/count at their +inf entries. */
+static void net_weights(const ec_job *j, size_t e0, size_t n, float *kf) {
+    const size_t c = j->c;
     if (j->ldw == c) {
         j->kern->expsum_store(n * c, kf, j->w + e0 * j->ldw, 0.0f, 1.0f);
     } else {
@@ -363,10 +342,125 @@ static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) 
         }
 }
 
+
+/* Experts [e0, e1) through route.ec_insert: the lists start at -inf, the
+ * tokens go in in order (rows with an infinite lse one by one, scalar),
+ * slots still at -inf take the -inf tokens in token order (every token
+ * above -inf is then in the list), and the weights exp(key) are one
+ * vector pass of the softmax core's exponential. */
+static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) {
+    const size_t c = j->c, t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
+    double *bk = work;
+    int32_t *bt = (int32_t *)(void *)(bk + c * ldb);
+    float *kf = (float *)(void *)(bt + c * ldb);
+    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16; /* 64-byte aligned, like w's loads */
+    if (j->special)
+        for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
+    const sg_route_kernels *rk = sg_route_kernels_get();
+    const float *x = j->x + e0;
+    if (!j->special) {
+        rk->ec_insert(0, t, n, x, j->ldx, j->lse, j->inv_temp, c, NULL, bk, bt, ldb);
+    } else {
+        for (size_t r = 0; r < t;) {
+            size_t r1 = r;
+            while (r1 < t && j->lse[r1] > -INFINITY && j->lse[r1] < INFINITY) r1++;
+            if (r1 > r) rk->ec_insert(r, r1, n, x, j->ldx, j->lse, j->inv_temp, c, NULL, bk, bt, ldb);
+            if (r1 < t) net_insert_row(j, r1++, e0, n, bk, bt, ldb);
+            r = r1;
+        }
+    }
+    int32_t *tok0 = j->tok + e0 * j->ldt;
+    if (rk->ec_finish(c, n, ldb, bk, bt, tok0, j->ldt, kf))
+        for (size_t i = 0; i < n; i++) {
+            size_t s = c;
+            while (s > 0 && bk[(s - 1) * ldb + i] == -INFINITY) s--;
+            for (size_t r = 0; s < c && r < t; r++) /* fewer than c keys above -inf */
+                if (key_of(j, r, e0 + i) == -INFINITY) tok0[i * j->ldt + s++] = (int32_t)r;
+        }
+    net_weights(j, e0, n, kf);
+}
+
+/* ---- threshold and collect (no infinite lse, 2 <= C <= T / 16) --------- */
+
+/* Tokens per expert past which the collect path gives up (ties). */
+static size_t collect_cap(size_t c) { return 2 * c + 32; }
+static inline int use_collect(const ec_job *j) { return !j->special && j->c >= 2 && j->t >= 16 * j->c; }
+
+static size_t collect_doubles(size_t c, size_t e, size_t tasks) {
+    const size_t ldb = net_ldb(e, tasks), cap = collect_cap(c), nb = 2 * c;
+    /* bm, thr, ck, ct + cnt, kf, merge scratch (keys, tokens), order bits */
+    return nb * ldb + ldb + cap * ldb + (cap * ldb + ldb) / 2 + 1 + c * ldb / 2 + 8 + cap + cap / 2 + 1 + nb + 8;
+}
+
+static inline double from_order_bits(uint64_t u) {
+    u = (u >> 63) ? u & ~0x8000000000000000ull : ~u;
+    double k;
+    memcpy(&k, &u, sizeof k);
+    return k;
+}
+
+/* Experts [e0, e1): thr_i = the C-th largest of the maxima of 2C blocks of
+ * tokens (C distinct tokens have keys >= thr_i, so no token below it is
+ * selected); the tokens >= thr_i collected in token order (route.ec_collect,
+ * about 1.4 C of them on random logits); a stable merge sort of those by
+ * descending key (ties keep token order) and its first C. Returns 0 when an
+ * expert has more than collect_cap(C) candidates (ties): the caller then
+ * takes another path. */
+static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
+    const size_t c = j->c, t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
+    const size_t cap = collect_cap(c), nb = 2 * c;
+    double *bm = work, *thr = bm + nb * ldb, *ck = thr + ldb;
+    int32_t *ct = (int32_t *)(void *)(ck + cap * ldb);
+    uint32_t *cnt = (uint32_t *)(void *)(ct + cap * ldb);
+    float *kf = (float *)(void *)(cnt + ldb + 2);
+    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16;
+    double *mk = (double *)(void *)(kf + c * ldb + 16);
+    int32_t *mt = (int32_t *)(void *)(mk + cap);
+    uint64_t *ob = (uint64_t *)(void *)(mt + cap + 2);
+    const sg_route_kernels *rk = sg_route_kernels_get();
+    const float *x = j->x + e0;
+    for (size_t b = 0; b < nb; b++)
+        rk->ec_blockmax(t * b / nb, t * (b + 1) / nb, n, x, j->ldx, j->lse, j->inv_temp, bm + b * ldb);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t b = 0; b < nb; b++) ob[b] = order_bits(bm[b * ldb + i] + 0.0);
+        thr[i] = from_order_bits(kth_largest(ob, nb, c));
+        cnt[i] = 0;
+    }
+    rk->ec_collect(0, t, n, x, j->ldx, j->lse, j->inv_temp, thr, cap, ck, ct, cnt);
+    for (size_t i = 0; i < n; i++)
+        if (cnt[i] > cap || cnt[i] < c) return 0;
+    for (size_t i = 0; i < n; i++) {
+        double *k = ck + i * cap;
+        int32_t *tk = ct + i * cap;
+        const size_t m = cnt[i];
+        /* bottom-up merge sort, descending key, stable */
+        for (size_t w = 1; w < m; w *= 2) {
+            for (size_t lo = 0; lo < m; lo += 2 * w) {
+                size_t mid = lo + w < m ? lo + w : m, hi = lo + 2 * w < m ? lo + 2 * w : m;
+                size_t a = lo, b = mid, o = lo;
+                while (a < mid && b < hi) {
+                    const int right = k[b] > k[a];
+                    mk[o] = right ? k[b] : k[a], mt[o] = right ? tk[b] : tk[a];
+                    a += !right, b += right, o++;
+                }
+                while (a < mid) mk[o] = k[a], mt[o++] = tk[a++];
+                while (b < hi) mk[o] = k[b], mt[o++] = tk[b++];
+            }
+            memcpy(k, mk, m * sizeof *k);
+            memcpy(tk, mt, m * sizeof *tk);
+        }
+        int32_t *tok = j->tok + (e0 + i) * j->ldt;
+        for (size_t q = 0; q < c; q++) tok[q] = tk[q], kf[i * c + q] = (float)k[q];
+    }
+    net_weights(j, e0, n, kf);
+    return 1;
+}
+
 static void expert_task(void *arg, size_t task) {
     const ec_job *j = arg;
     size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
     double *work = j->heap + task * task_doubles(j->t, j->c, j->e, j->tasks);
+    if (use_collect(j) && collect_range(j, e0, e1, work)) return;
     if (use_net(j->c)) {
         net_task_range(j, e0, e1, work);
         return;

@@ -161,8 +161,8 @@ static inline __m512d ec_key8(const float *x, __mmask8 m, __m512d vinv, double l
  * lane's pairs shift down one slot (the other lanes cannot move: their key
  * is <= every kept key). */
 void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
-                                const double *lse, double inv, size_t c, double *bk, int32_t *bt,
-                                size_t ldb) {
+                                const double *lse, double inv, size_t c, const double *thr, double *bk,
+                                int32_t *bt, size_t ldb) {
     const __m512d vinv = _mm512_set1_pd(inv);
     /* ldb is a multiple of 8: whole-vector loads and stores of the lists
      * (a masked store does not forward to the caller's later loads) */
@@ -193,16 +193,20 @@ void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, 
             }
             double *wp = bk + (c - 1) * ldb + i;
             __m512d w = _mm512_loadu_pd(wp);
+            /* thr: keys below it are not inserted (-inf: all are) */
+            const __m512d th = thr ? _mm512_maskz_loadu_pd(m8, thr + i) : _mm512_set1_pd(-INFINITY);
             for (size_t r = rt; r < re; r++) {
                 __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
-                if (!_mm512_mask_cmp_pd_mask(m8, v, w, _CMP_GT_OQ)) continue;
+                if (!(_mm512_mask_cmp_pd_mask(m8, v, w, _CMP_GT_OQ) &
+                      _mm512_cmp_pd_mask(v, th, _CMP_GE_OQ)))
+                    continue;
                 __m256i tv = _mm256_set1_epi32((int)r);
                 __mmask8 s = 0; /* lanes that inserted: the rest of their list shifts down */
                 for (size_t j = 0; j < c; j++) {
                     double *pb = bk + j * ldb + i;
                     int32_t *pt = bt + j * ldb + i;
                     const __m512d b = _mm512_loadu_pd(pb);
-                    s |= _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ);
+                    s |= _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ) & _mm512_cmp_pd_mask(v, th, _CMP_GE_OQ);
                     if (!s) continue;
                     const __m256i tb = _mm256_loadu_si256((const __m256i *)(const void *)pt);
                     _mm512_storeu_pd(pb, _mm512_mask_mov_pd(b, s, v));
@@ -259,4 +263,49 @@ int sg_route_ec_finish__avx512(size_t c, size_t n, size_t ldb, const double *bk,
         }
     }
     return hole != 0;
+}
+
+void sg_route_ec_blockmax__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                  const double *lse, double inv, double *out) {
+    const __m512d vinv = _mm512_set1_pd(inv);
+    for (size_t i = 0; i < e; i += 32) {
+        const __mmask8 m0 = lanes8(e - i), m1 = lanes8(e > i + 8 ? e - i - 8 : 0),
+                       m2 = lanes8(e > i + 16 ? e - i - 16 : 0), m3 = lanes8(e > i + 24 ? e - i - 24 : 0);
+        __m512d b0 = _mm512_set1_pd(-INFINITY), b1 = b0, b2 = b0, b3 = b0;
+        for (size_t r = r0; r < r1; r++) {
+            const float *xr = x + r * ldx + i;
+            b0 = _mm512_max_pd(b0, ec_key8(xr, m0, vinv, lse[r]));
+            if (m1) b1 = _mm512_max_pd(b1, ec_key8(xr + 8, m1, vinv, lse[r]));
+            if (m2) b2 = _mm512_max_pd(b2, ec_key8(xr + 16, m2, vinv, lse[r]));
+            if (m3) b3 = _mm512_max_pd(b3, ec_key8(xr + 24, m3, vinv, lse[r]));
+        }
+        _mm512_mask_storeu_pd(out + i, m0, b0);
+        if (m1) _mm512_mask_storeu_pd(out + i + 8, m1, b1);
+        if (m2) _mm512_mask_storeu_pd(out + i + 16, m2, b2);
+        if (m3) _mm512_mask_storeu_pd(out + i + 24, m3, b3);
+    }
+}
+
+/* Rows outer, groups of 8 experts inner; a hit's key is recomputed in
+ * scalar (the same value: the product is exact) rather than read back
+ * from a vector store. */
+void sg_route_ec_collect__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                 const double *lse, double inv, const double *thr, size_t cap,
+                                 double *ck, int32_t *ct, uint32_t *cnt) {
+    const __m512d vinv = _mm512_set1_pd(inv);
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = x + r * ldx;
+        const double l = lse[r];
+        for (size_t i = 0; i < e; i += 8) {
+            const __mmask8 m8 = lanes8(e - i);
+            unsigned h = _mm512_mask_cmp_pd_mask(m8, ec_key8(xr + i, m8, vinv, l),
+                                                 _mm512_maskz_loadu_pd(m8, thr + i), _CMP_GE_OQ);
+            while (h) {
+                const size_t q = i + (size_t)__builtin_ctz(h);
+                const size_t n = cnt[q]++;
+                if (n < cap) ck[q * cap + n] = (double)xr[q] * inv - l, ct[q * cap + n] = (int32_t)r;
+                h &= h - 1;
+            }
+        }
+    }
 }

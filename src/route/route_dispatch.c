@@ -16,8 +16,8 @@ void sg_route_topk__ref(const float *key, size_t n, size_t k, int32_t *ids, floa
 /* Reference of ec_insert: per row and expert, the key, then the strict
  * insertion (a row rarely beats an expert's c-th key). */
 void sg_route_ec_insert__ref(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
-                             const double *lse, double inv, size_t c, double *bk, int32_t *bt,
-                             size_t ldb) {
+                             const double *lse, double inv, size_t c, const double *thr, double *bk,
+                             int32_t *bt, size_t ldb) {
     double *worst = bk + (c - 1) * ldb;
     if (r0 == 0)
         for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
@@ -26,7 +26,7 @@ void sg_route_ec_insert__ref(size_t r0, size_t r1, size_t e, const float *x, siz
         const double l = lse[r];
         for (size_t i = 0; i < e; i++) {
             double v = (double)xr[i] * inv - l;
-            if (!(v > worst[i])) continue;
+            if (!(v > worst[i]) || (thr && v < thr[i])) continue;
             int32_t tv = (int32_t)r;
             int moving = 0; /* inserted: the pairs below shift down one slot */
             for (size_t j = 0; j < c; j++) {
@@ -42,6 +42,28 @@ void sg_route_ec_insert__ref(size_t r0, size_t r1, size_t e, const float *x, siz
             }
         }
     }
+}
+
+void sg_route_ec_blockmax__ref(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                               const double *lse, double inv, double *out) {
+    for (size_t i = 0; i < e; i++) out[i] = -INFINITY;
+    for (size_t r = r0; r < r1; r++)
+        for (size_t i = 0; i < e; i++) {
+            const double v = (double)x[r * ldx + i] * inv - lse[r];
+            out[i] = v > out[i] ? v : out[i];
+        }
+}
+
+void sg_route_ec_collect__ref(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                              const double *lse, double inv, const double *thr, size_t cap,
+                              double *ck, int32_t *ct, uint32_t *cnt) {
+    for (size_t r = r0; r < r1; r++)
+        for (size_t i = 0; i < e; i++) {
+            const double v = (double)x[r * ldx + i] * inv - lse[r];
+            if (!(v >= thr[i])) continue;
+            const size_t n = cnt[i]++;
+            if (n < cap) ck[i * cap + n] = v, ct[i * cap + n] = (int32_t)r;
+        }
 }
 
 int sg_route_ec_finish__ref(size_t c, size_t n, size_t ldb, const double *bk, const int32_t *bt,
@@ -63,6 +85,10 @@ static const sg_route_kernel_entry all_kernels[] = {
      (void (*)(void))sg_route_ec_insert__ref},
     {SG_ROUTE_SLOT_ec_finish, SG_ISA_REF, "sg_route_ec_finish__ref",
      (void (*)(void))sg_route_ec_finish__ref},
+    {SG_ROUTE_SLOT_ec_blockmax, SG_ISA_REF, "sg_route_ec_blockmax__ref",
+     (void (*)(void))sg_route_ec_blockmax__ref},
+    {SG_ROUTE_SLOT_ec_collect, SG_ISA_REF, "sg_route_ec_collect__ref",
+     (void (*)(void))sg_route_ec_collect__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
@@ -71,6 +97,10 @@ static const sg_route_kernel_entry all_kernels[] = {
      (void (*)(void))sg_route_ec_insert__avx512},
     {SG_ROUTE_SLOT_ec_finish, SG_ISA_AVX512, "sg_route_ec_finish__avx512",
      (void (*)(void))sg_route_ec_finish__avx512},
+    {SG_ROUTE_SLOT_ec_blockmax, SG_ISA_AVX512, "sg_route_ec_blockmax__avx512",
+     (void (*)(void))sg_route_ec_blockmax__avx512},
+    {SG_ROUTE_SLOT_ec_collect, SG_ISA_AVX512, "sg_route_ec_collect__avx512",
+     (void (*)(void))sg_route_ec_collect__avx512},
 #endif
 };
 
@@ -85,6 +115,9 @@ static void fill_table(void) {
         if (k->slot == SG_ROUTE_SLOT_topk) table.topk = (sg_route_topk_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_insert) table.ec_insert = (sg_route_ec_insert_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_finish) table.ec_finish = (sg_route_ec_finish_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_ec_blockmax)
+            table.ec_blockmax = (sg_route_ec_blockmax_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_ec_collect) table.ec_collect = (sg_route_ec_collect_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -101,8 +134,9 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
 
 /* For `softgate info`: slot i of this family and the kernel chosen for it. */
 size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
-    static const char *const names[SG_ROUTE_SLOT_COUNT] = {"route.topk", "route.ec_insert",
-                                                             "route.ec_finish"};
+    static const char *const names[SG_ROUTE_SLOT_COUNT] = {
+        "route.topk", "route.ec_insert", "route.ec_finish", "route.ec_blockmax",
+        "route.ec_collect"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

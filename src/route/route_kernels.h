@@ -36,8 +36,28 @@ typedef void sg_route_topk_fn(const float *key, size_t n, size_t k, int32_t *ids
  * Every kernel gives exactly the reference's lists. No allocation.
  */
 typedef void sg_route_ec_insert_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
-                                   const double *lse, double inv, size_t c, double *bk,
-                                   int32_t *bt, size_t ldb);
+                                   const double *lse, double inv, size_t c, const double *thr,
+                                   double *bk, int32_t *bt, size_t ldb);
+/* With thr (NULL: none), a token whose key for expert i is below thr[i]
+ * is not inserted; the caller makes thr[i] a lower bound of expert i's
+ * c-th largest key (c distinct tokens have keys >= thr[i]), so the lists
+ * come out the same and only the filter is cheaper.
+ *
+ * ec_blockmax(r0, r1, e, x, ldx, lse, inv, out): out[i] = the largest key
+ * (as above) of expert i over the tokens r0 <= r < r1 (r1 > r0, lse
+ * finite), i < e. */
+/*
+ * ec_collect(r0, r1, e, x, ldx, lse, inv, thr, cap, ck, ct, cnt): for the
+ * tokens r0 <= r < r1 in order (lse finite) and experts i < e, every key
+ * kd >= thr[i] (kd as above) is appended to expert i's candidates:
+ * n = cnt[i]++, and when n < cap, ck[i * cap + n] = kd, ct[i * cap + n] = r.
+ * cnt[i] > cap after the call means expert i overflowed.
+ */
+typedef void sg_route_ec_collect_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                    const double *lse, double inv, const double *thr, size_t cap,
+                                    double *ck, int32_t *ct, uint32_t *cnt);
+typedef void sg_route_ec_blockmax_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                     const double *lse, double inv, double *out);
 
 /*
  * ec_finish(c, n, ldb, bk, bt, tok, ldt, kf): the lists of ec_insert out:
@@ -54,6 +74,8 @@ enum sg_route_slot {
     SG_ROUTE_SLOT_topk,
     SG_ROUTE_SLOT_ec_insert,
     SG_ROUTE_SLOT_ec_finish,
+    SG_ROUTE_SLOT_ec_blockmax,
+    SG_ROUTE_SLOT_ec_collect,
     SG_ROUTE_SLOT_COUNT
 };
 
@@ -61,6 +83,8 @@ typedef struct sg_route_kernels {
     sg_route_topk_fn *topk;
     sg_route_ec_insert_fn *ec_insert;
     sg_route_ec_finish_fn *ec_finish;
+    sg_route_ec_blockmax_fn *ec_blockmax;
+    sg_route_ec_collect_fn *ec_collect;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -80,10 +104,14 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count);
 sg_route_topk_fn sg_route_topk__ref;
 sg_route_ec_insert_fn sg_route_ec_insert__ref;
 sg_route_ec_finish_fn sg_route_ec_finish__ref;
+sg_route_ec_blockmax_fn sg_route_ec_blockmax__ref;
+sg_route_ec_collect_fn sg_route_ec_collect__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
 sg_route_ec_insert_fn sg_route_ec_insert__avx512;
 sg_route_ec_finish_fn sg_route_ec_finish__avx512;
+sg_route_ec_blockmax_fn sg_route_ec_blockmax__avx512;
+sg_route_ec_collect_fn sg_route_ec_collect__avx512;
 #endif
 
 #endif
