@@ -383,7 +383,7 @@ static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) 
 /* ---- threshold and collect (no infinite lse, 2 <= C <= T / 16) --------- */
 
 /* Tokens per expert past which the collect path gives up (ties). */
-static size_t collect_cap(size_t c) { return 2 * c + 32; }
+static size_t collect_cap(size_t c) { return 4 * c + 64; }
 static inline int use_collect(const ec_job *j) { return !j->special && j->c >= 2 && j->t >= 16 * j->c; }
 
 static size_t collect_doubles(size_t c, size_t e, size_t tasks) {

@@ -265,24 +265,41 @@ int sg_route_ec_finish__avx512(size_t c, size_t n, size_t ldb, const double *bk,
     return hole != 0;
 }
 
+/* Float keys x * inv - (float)lse, their maxima down the rows 64 experts
+ * at a time in registers, less M = 2^-20 (|max| + max |lse| + 1): each
+ * float key is within 2^-23 (|lse| + |key|) + 2^-149 of its double key, so
+ * the block's best token has a double key >= the result. With inv <= 1 a
+ * float key never overflows to +inf (|x * inv| <= FLT_MAX, and
+ * (float)lse >= the row's largest x * inv, rounded); inv > 1 (temperature
+ * below 1) takes the double keys. */
 void sg_route_ec_blockmax__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
                                   const double *lse, double inv, double *out) {
-    const __m512d vinv = _mm512_set1_pd(inv);
-    for (size_t i = 0; i < e; i += 32) {
-        const __mmask8 m0 = lanes8(e - i), m1 = lanes8(e > i + 8 ? e - i - 8 : 0),
-                       m2 = lanes8(e > i + 16 ? e - i - 16 : 0), m3 = lanes8(e > i + 24 ? e - i - 24 : 0);
-        __m512d b0 = _mm512_set1_pd(-INFINITY), b1 = b0, b2 = b0, b3 = b0;
+    if (!(inv <= 1.0)) {
+        sg_route_ec_blockmax__ref(r0, r1, e, x, ldx, lse, inv, out);
+        return;
+    }
+    double lmx = 0.0;
+    for (size_t r = r0; r < r1; r++) lmx = fabs(lse[r]) > lmx ? fabs(lse[r]) : lmx;
+    const __m512 vinv = _mm512_set1_ps((float)inv), ninf = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < e; i += 64) {
+        const __mmask16 m0 = lanes(e - i), m1 = lanes(e > i + 16 ? e - i - 16 : 0),
+                        m2 = lanes(e > i + 32 ? e - i - 32 : 0), m3 = lanes(e > i + 48 ? e - i - 48 : 0);
+        __m512 b0 = ninf, b1 = ninf, b2 = ninf, b3 = ninf;
         for (size_t r = r0; r < r1; r++) {
             const float *xr = x + r * ldx + i;
-            b0 = _mm512_max_pd(b0, ec_key8(xr, m0, vinv, lse[r]));
-            if (m1) b1 = _mm512_max_pd(b1, ec_key8(xr + 8, m1, vinv, lse[r]));
-            if (m2) b2 = _mm512_max_pd(b2, ec_key8(xr + 16, m2, vinv, lse[r]));
-            if (m3) b3 = _mm512_max_pd(b3, ec_key8(xr + 24, m3, vinv, lse[r]));
+            const __m512 l = _mm512_set1_ps((float)lse[r]);
+            b0 = _mm512_max_ps(b0, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m0, xr), vinv), l));
+            if (m1) b1 = _mm512_max_ps(b1, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m1, xr + 16), vinv), l));
+            if (m2) b2 = _mm512_max_ps(b2, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m2, xr + 32), vinv), l));
+            if (m3) b3 = _mm512_max_ps(b3, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m3, xr + 48), vinv), l));
         }
-        _mm512_mask_storeu_pd(out + i, m0, b0);
-        if (m1) _mm512_mask_storeu_pd(out + i + 8, m1, b1);
-        if (m2) _mm512_mask_storeu_pd(out + i + 16, m2, b2);
-        if (m3) _mm512_mask_storeu_pd(out + i + 24, m3, b3);
+        float bs[64];
+        _mm512_storeu_ps(bs, b0), _mm512_storeu_ps(bs + 16, b1);
+        _mm512_storeu_ps(bs + 32, b2), _mm512_storeu_ps(bs + 48, b3);
+        for (size_t q = 0; q < 64 && i + q < e; q++) {
+            const double b = (double)bs[q];
+            out[i + q] = b - (fabs(b) + lmx + 1.0) * 0x1p-20; /* -inf stays -inf */
+        }
     }
 }
 
@@ -292,19 +309,53 @@ void sg_route_ec_blockmax__avx512(size_t r0, size_t r1, size_t e, const float *x
 void sg_route_ec_collect__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
                                  const double *lse, double inv, const double *thr, size_t cap,
                                  double *ck, int32_t *ct, uint32_t *cnt) {
-    const __m512d vinv = _mm512_set1_pd(inv);
+    /* A float filter first: x * (float)inv >= (float)thr + (float)lse - M
+     * holds for every key >= thr, M covering the float roundings (each
+     * <= 2^-24 of |thr| + |lse| near the threshold, where |x * inv| <=
+     * |thr| + |lse| + 1); the hits are then tested exactly in double. */
+    double tmax = 0.0, lmx = 0.0;
+    for (size_t i = 0; i < e; i++)
+        if (thr[i] > -INFINITY) tmax = fabs(thr[i]) > tmax ? fabs(thr[i]) : tmax;
+    for (size_t r = r0; r < r1; r++) lmx = fabs(lse[r]) > lmx ? fabs(lse[r]) : lmx;
+    const float marg = (float)((tmax + lmx + 1.0) * 0x1p-19), finv = (float)inv;
+    if (!(marg < 1e30f) || (double)finv != inv) { /* huge values: the double test alone */
+        for (size_t r = r0; r < r1; r++)
+            for (size_t i = 0; i < e; i++) {
+                const double v = (double)x[r * ldx + i] * inv - lse[r];
+                if (!(v >= thr[i])) continue;
+                const size_t n = cnt[i]++;
+                if (n < cap) ck[i * cap + n] = v, ct[i * cap + n] = (int32_t)r;
+            }
+        return;
+    }
+    float tf[SG_ROUTE_STACK_E + 16];
+    const size_t ec = e < SG_ROUTE_STACK_E ? e : SG_ROUTE_STACK_E;
+    for (size_t i = 0; i < ec; i++) tf[i] = (float)thr[i] - marg; /* -inf stays -inf */
+    const __m512 vfinv = _mm512_set1_ps(finv);
     for (size_t r = r0; r < r1; r++) {
         const float *xr = x + r * ldx;
         const double l = lse[r];
-        for (size_t i = 0; i < e; i += 8) {
-            const __mmask8 m8 = lanes8(e - i);
-            unsigned h = _mm512_mask_cmp_pd_mask(m8, ec_key8(xr + i, m8, vinv, l),
-                                                 _mm512_maskz_loadu_pd(m8, thr + i), _CMP_GE_OQ);
+        const __m512 vl = _mm512_set1_ps((float)l);
+        for (size_t i = 0; i < e; i += 16) {
+            unsigned h;
+            if (i + 16 <= ec) {
+                h = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(xr + i), vfinv),
+                                       _mm512_add_ps(_mm512_loadu_ps(tf + i), vl), _CMP_GE_OQ);
+            } else if (i < ec) {
+                const __mmask16 m = lanes(ec - i);
+                h = _mm512_mask_cmp_ps_mask(m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + i), vfinv),
+                                            _mm512_add_ps(_mm512_maskz_loadu_ps(m, tf + i), vl), _CMP_GE_OQ);
+                h |= (unsigned)(lanes(e - i) & ~m); /* past the stack copy: test in double */
+            } else {
+                h = lanes(e - i);
+            }
             while (h) {
                 const size_t q = i + (size_t)__builtin_ctz(h);
-                const size_t n = cnt[q]++;
-                if (n < cap) ck[q * cap + n] = (double)xr[q] * inv - l, ct[q * cap + n] = (int32_t)r;
                 h &= h - 1;
+                const double v = (double)xr[q] * inv - l;
+                if (!(v >= thr[q])) continue;
+                const size_t n = cnt[q]++;
+                if (n < cap) ck[q * cap + n] = v, ct[q * cap + n] = (int32_t)r;
             }
         }
     }

@@ -43,21 +43,26 @@ typedef void sg_route_ec_insert_fn(size_t r0, size_t r1, size_t e, const float *
  * c-th largest key (c distinct tokens have keys >= thr[i]), so the lists
  * come out the same and only the filter is cheaper.
  *
- * ec_blockmax(r0, r1, e, x, ldx, lse, inv, out): out[i] = the largest key
- * (as above) of expert i over the tokens r0 <= r < r1 (r1 > r0, lse
- * finite), i < e. */
+ * ec_blockmax(r0, r1, e, x, ldx, lse, inv, out): out[i] = a lower bound
+ * of the largest key (kd as above) of expert i over the tokens
+ * r0 <= r < r1 (r1 > r0, lse finite), i < e, within 2^-19 (|out[i]| +
+ * max_r |lse[r]| + 1) of it: the reference gives the largest key itself;
+ * kernels may take the largest float key less a bound of its rounding.
+ */
+typedef void sg_route_ec_blockmax_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                     const double *lse, double inv, double *out);
+
 /*
  * ec_collect(r0, r1, e, x, ldx, lse, inv, thr, cap, ck, ct, cnt): for the
  * tokens r0 <= r < r1 in order (lse finite) and experts i < e, every key
  * kd >= thr[i] (kd as above) is appended to expert i's candidates:
  * n = cnt[i]++, and when n < cap, ck[i * cap + n] = kd, ct[i * cap + n] = r.
- * cnt[i] > cap after the call means expert i overflowed.
+ * cnt[i] > cap after the call means expert i overflowed. Kernels may
+ * test a float bound first, but append exactly the keys >= thr[i].
  */
 typedef void sg_route_ec_collect_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
                                     const double *lse, double inv, const double *thr, size_t cap,
                                     double *ck, int32_t *ct, uint32_t *cnt);
-typedef void sg_route_ec_blockmax_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
-                                     const double *lse, double inv, double *out);
 
 /*
  * ec_finish(c, n, ldb, bk, bt, tok, ldt, kf): the lists of ec_insert out:
