@@ -284,12 +284,13 @@ static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks 
 
 /* Doubles of scratch per task. */
 static size_t collect_doubles(size_t c, size_t e, size_t tasks);
+static inline int collect_shape(size_t t, size_t c);
 static size_t task_doubles(size_t t, size_t c, size_t e, size_t tasks) {
     size_t d;
     /* keys; tokens, float keys (64-aligned) */
     if (use_net(c)) d = 2 * c * net_ldb(e, tasks) + 24;
     else d = use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
-    if (c >= 2 && t >= 16 * c) { /* the collect path, tried first */
+    if (collect_shape(t, c)) { /* the collect path, tried first */
         const size_t dc = collect_doubles(c, e, tasks);
         d = dc > d ? dc : d;
     }
@@ -384,7 +385,12 @@ static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) 
 
 /* Tokens per expert past which the collect path gives up (ties). */
 static size_t collect_cap(size_t c) { return 4 * c + 64; }
-static inline int use_collect(const ec_job *j) { return !j->special && j->c >= 2 && j->t >= 16 * j->c; }
+/* C >= 2 and a small share of T (up to 1/16), or past the insertion's
+ * reach up to 128 (ranked by counts) and at most a quarter of T. */
+static inline int collect_shape(size_t t, size_t c) {
+    return c >= 2 && (t >= 16 * c || (c > EC_NET_MAX && c <= 128 && t >= 4 * c));
+}
+static inline int use_collect(const ec_job *j) { return !j->special && collect_shape(j->t, j->c); }
 
 static size_t collect_doubles(size_t c, size_t e, size_t tasks) {
     const size_t ldb = net_ldb(e, tasks), cap = collect_cap(c), nb = 2 * c;
@@ -430,27 +436,8 @@ static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
     for (size_t i = 0; i < n; i++)
         if (cnt[i] > cap || cnt[i] < c) return 0;
     for (size_t i = 0; i < n; i++) {
-        double *k = ck + i * cap;
-        int32_t *tk = ct + i * cap;
-        const size_t m = cnt[i];
-        /* bottom-up merge sort, descending key, stable */
-        for (size_t w = 1; w < m; w *= 2) {
-            for (size_t lo = 0; lo < m; lo += 2 * w) {
-                size_t mid = lo + w < m ? lo + w : m, hi = lo + 2 * w < m ? lo + 2 * w : m;
-                size_t a = lo, b = mid, o = lo;
-                while (a < mid && b < hi) {
-                    const int right = k[b] > k[a];
-                    mk[o] = right ? k[b] : k[a], mt[o] = right ? tk[b] : tk[a];
-                    a += !right, b += right, o++;
-                }
-                while (a < mid) mk[o] = k[a], mt[o++] = tk[a++];
-                while (b < hi) mk[o] = k[b], mt[o++] = tk[b++];
-            }
-            memcpy(k, mk, m * sizeof *k);
-            memcpy(tk, mt, m * sizeof *tk);
-        }
         int32_t *tok = j->tok + (e0 + i) * j->ldt;
-        for (size_t q = 0; q < c; q++) tok[q] = tk[q], kf[i * c + q] = (float)k[q];
+        rk->ec_rank(cnt[i], ck + i * cap, ct + i * cap, c, tok, kf + i * c, mk, mt);
     }
     net_weights(j, e0, n, kf);
     return 1;

@@ -360,3 +360,32 @@ void sg_route_ec_collect__avx512(size_t r0, size_t r1, size_t e, const float *x,
         }
     }
 }
+
+/* Up to 256 candidates: rank_i = #{j : k_j > k_i} + #{j < i : k_j == k_i}
+ * (the position in the stable descending order), eight i at a time
+ * against every broadcast k_j; more: the reference's merge sort. */
+void sg_route_ec_rank__avx512(size_t n, double *ck, int32_t *ct, size_t c, int32_t *tok, float *kf,
+                              double *sk, int32_t *st) {
+    if (n > 256) {
+        sg_route_ec_rank__ref(n, ck, ct, c, tok, kf, sk, st);
+        return;
+    }
+    const __m512i one = _mm512_set1_epi64(1);
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m = lanes8(n - i);
+        const __m512d ki = _mm512_maskz_loadu_pd(m, ck + i);
+        const __m512i ii = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64((long long)i));
+        __m512i rk = _mm512_setzero_si512();
+        for (size_t q = 0; q < n; q++) {
+            const __m512d b = _mm512_set1_pd(ck[q]);
+            const __mmask8 g = _mm512_cmp_pd_mask(b, ki, _CMP_GT_OQ) |
+                               (_mm512_cmp_pd_mask(b, ki, _CMP_EQ_OQ) &
+                                _mm512_cmpgt_epi64_mask(ii, _mm512_set1_epi64((long long)q)));
+            rk = _mm512_mask_add_epi64(rk, g, rk, one);
+        }
+        long long r[8];
+        _mm512_storeu_si512(r, rk);
+        for (size_t l = 0; l < 8 && i + l < n; l++)
+            if ((size_t)r[l] < c) tok[r[l]] = ct[i + l], kf[r[l]] = (float)ck[i + l];
+    }
+}

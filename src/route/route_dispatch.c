@@ -4,6 +4,7 @@
  * level, restricted by SOFTGATE_ISA); and the reference top-k selection.
  */
 #include <pthread.h>
+#include <string.h>
 
 #include "route/route_internal.h"
 #include "route/route_kernels.h"
@@ -66,6 +67,27 @@ void sg_route_ec_collect__ref(size_t r0, size_t r1, size_t e, const float *x, si
         }
 }
 
+/* Bottom-up merge sort, descending key, stable (token order kept). */
+void sg_route_ec_rank__ref(size_t m, double *k, int32_t *tk, size_t c, int32_t *tok, float *kf,
+                           double *mk, int32_t *mt) {
+    for (size_t w = 1; w < m; w *= 2) {
+        for (size_t lo = 0; lo < m; lo += 2 * w) {
+            size_t mid = lo + w < m ? lo + w : m, hi = lo + 2 * w < m ? lo + 2 * w : m;
+            size_t a = lo, b = mid, o = lo;
+            while (a < mid && b < hi) {
+                const int right = k[b] > k[a];
+                mk[o] = right ? k[b] : k[a], mt[o] = right ? tk[b] : tk[a];
+                a += !right, b += right, o++;
+            }
+            while (a < mid) mk[o] = k[a], mt[o++] = tk[a++];
+            while (b < hi) mk[o] = k[b], mt[o++] = tk[b++];
+        }
+        memcpy(k, mk, m * sizeof *k);
+        memcpy(tk, mt, m * sizeof *tk);
+    }
+    for (size_t q = 0; q < c; q++) tok[q] = tk[q], kf[q] = (float)k[q];
+}
+
 int sg_route_ec_finish__ref(size_t c, size_t n, size_t ldb, const double *bk, const int32_t *bt,
                             int32_t *tok, size_t ldt, float *kf) {
     int hole = 0;
@@ -89,6 +111,7 @@ static const sg_route_kernel_entry all_kernels[] = {
      (void (*)(void))sg_route_ec_blockmax__ref},
     {SG_ROUTE_SLOT_ec_collect, SG_ISA_REF, "sg_route_ec_collect__ref",
      (void (*)(void))sg_route_ec_collect__ref},
+    {SG_ROUTE_SLOT_ec_rank, SG_ISA_REF, "sg_route_ec_rank__ref", (void (*)(void))sg_route_ec_rank__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
@@ -101,6 +124,8 @@ static const sg_route_kernel_entry all_kernels[] = {
      (void (*)(void))sg_route_ec_blockmax__avx512},
     {SG_ROUTE_SLOT_ec_collect, SG_ISA_AVX512, "sg_route_ec_collect__avx512",
      (void (*)(void))sg_route_ec_collect__avx512},
+    {SG_ROUTE_SLOT_ec_rank, SG_ISA_AVX512, "sg_route_ec_rank__avx512",
+     (void (*)(void))sg_route_ec_rank__avx512},
 #endif
 };
 
@@ -118,6 +143,7 @@ static void fill_table(void) {
         if (k->slot == SG_ROUTE_SLOT_ec_blockmax)
             table.ec_blockmax = (sg_route_ec_blockmax_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_collect) table.ec_collect = (sg_route_ec_collect_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_ec_rank) table.ec_rank = (sg_route_ec_rank_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -136,7 +162,7 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
 size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
     static const char *const names[SG_ROUTE_SLOT_COUNT] = {
         "route.topk", "route.ec_insert", "route.ec_finish", "route.ec_blockmax",
-        "route.ec_collect"};
+        "route.ec_collect", "route.ec_rank"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

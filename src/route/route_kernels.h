@@ -49,6 +49,14 @@ typedef void sg_route_ec_insert_fn(size_t r0, size_t r1, size_t e, const float *
  * max_r |lse[r]| + 1) of it: the reference gives the largest key itself;
  * kernels may take the largest float key less a bound of its rounding.
  */
+/*
+ * ec_rank(n, ck, ct, c, tok, kf, sk, st): n >= c candidates of one expert
+ * (keys ck, tokens ct, in increasing token order) ranked by descending
+ * key, equal keys in token order; the first c out: tok[s], kf[s] =
+ * (float)key. ck, ct may be reordered; sk, st: scratch of n.
+ */
+typedef void sg_route_ec_rank_fn(size_t n, double *ck, int32_t *ct, size_t c, int32_t *tok,
+                                 float *kf, double *sk, int32_t *st);
 typedef void sg_route_ec_blockmax_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
                                      const double *lse, double inv, double *out);
 
@@ -81,6 +89,7 @@ enum sg_route_slot {
     SG_ROUTE_SLOT_ec_finish,
     SG_ROUTE_SLOT_ec_blockmax,
     SG_ROUTE_SLOT_ec_collect,
+    SG_ROUTE_SLOT_ec_rank,
     SG_ROUTE_SLOT_COUNT
 };
 
@@ -90,6 +99,7 @@ typedef struct sg_route_kernels {
     sg_route_ec_finish_fn *ec_finish;
     sg_route_ec_blockmax_fn *ec_blockmax;
     sg_route_ec_collect_fn *ec_collect;
+    sg_route_ec_rank_fn *ec_rank;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -111,12 +121,14 @@ sg_route_ec_insert_fn sg_route_ec_insert__ref;
 sg_route_ec_finish_fn sg_route_ec_finish__ref;
 sg_route_ec_blockmax_fn sg_route_ec_blockmax__ref;
 sg_route_ec_collect_fn sg_route_ec_collect__ref;
+sg_route_ec_rank_fn sg_route_ec_rank__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
 sg_route_ec_insert_fn sg_route_ec_insert__avx512;
 sg_route_ec_finish_fn sg_route_ec_finish__avx512;
 sg_route_ec_blockmax_fn sg_route_ec_blockmax__avx512;
 sg_route_ec_collect_fn sg_route_ec_collect__avx512;
+sg_route_ec_rank_fn sg_route_ec_rank__avx512;
 #endif
 
 #endif
