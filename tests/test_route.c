@@ -684,6 +684,83 @@ TEST(route_expert_choice_ties_errors_backward) {
     sg_context_destroy(ctx);
 }
 
+/* Expert choice on every path (insertion lists C <= 16, threshold and
+ * collect, heap, select) with +inf rows, rows of -inf, -inf entries and
+ * all-equal rows, against the documented keys: x_te / T - lse_t for a
+ * finite lse (from a double reference; near-ties skipped), 0 at the +inf
+ * entries of a +inf row, -inf elsewhere in it and in a -inf row. Ties go
+ * to the lower token; weights 1/count on +inf rows, 0 on -inf keys. */
+TEST(route_expert_choice_special_rows_paths) {
+    static const struct { size_t t, e, c; float temp; int kind; } cs[] = {
+        {40, 8, 3, 1.0f, 0},    {40, 8, 3, 1.0f, 1},   {600, 64, 12, 0.5f, 0}, {600, 64, 12, 1.0f, 1},
+        {700, 8, 80, 1.0f, 0},  {700, 8, 80, 1.0f, 1}, {300, 4, 40, 1.0f, 0},  {600, 64, 12, 1.0f, 2},
+        {512, 8, 64, 1.0f, 2},  {2048, 8, 256, 1.0f, 0}, {96, 16, 1, 2.0f, 0}, {1024, 64, 16, 1.0f, 2},
+    };
+    for (int th = 1; th <= 2; th++) {
+        sg_context *ctx = test_context(th);
+        for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+            const size_t t = cs[ci].t, e = cs[ci].e, c = cs[ci].c;
+            const float temp = cs[ci].temp;
+            const int kind = cs[ci].kind;
+            if (test_quick && t > 1000) continue;
+            float *x = rand_matrix(t, e, 1.0, 4000 + ci);
+            if (kind == 1) /* special rows: +inf rows (one or two +inf), -inf rows, -inf entries */
+                for (size_t r = 0; r < t; r++) {
+                    if (r % 7 == 3) x[r * e + r % e] = INFINITY;
+                    if (r % 14 == 3) x[r * e + (r + 1) % e] = INFINITY;
+                    if (r % 11 == 5)
+                        for (size_t i = 0; i < e; i++) x[r * e + i] = -INFINITY;
+                    if (r % 5 == 1) x[r * e + (r * 3) % e] = -INFINITY;
+                }
+            if (kind == 2) /* every token alike: tokens 0..C-1 in order */
+                for (size_t r = 1; r < t; r++) memcpy(x + r * e, x, e * sizeof *x);
+            int32_t *tok = xalloc(e * c * sizeof *tok);
+            float *w = xalloc(e * c * sizeof *w);
+            CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, temp, c, tok, c, w, c, NULL, 0) == SG_OK, "status %s",
+                  sg_context_error(ctx));
+            double *key = xalloc(t * e * sizeof *key), *col = xalloc(t * sizeof *col);
+            int *infrow = xalloc(t * sizeof *infrow);
+            for (size_t r = 0; r < t; r++) {
+                const float *xr = x + r * e;
+                size_t ninf = 0, nminf = 0;
+                for (size_t i = 0; i < e; i++) ninf += xr[i] == INFINITY, nminf += xr[i] == -INFINITY;
+                infrow[r] = (int)ninf;
+                double mx = -INFINITY, sm = 0.0;
+                for (size_t i = 0; i < e; i++) mx = fmax(mx, xr[i] / (double)temp);
+                for (size_t i = 0; i < e; i++) sm += ninf || nminf == e ? 0.0 : exp(xr[i] / (double)temp - mx);
+                for (size_t i = 0; i < e; i++)
+                    key[r * e + i] = ninf ? (xr[i] == INFINITY ? 0.0 : -INFINITY)
+                                   : nminf == e ? -INFINITY : xr[i] / (double)temp - mx - log(sm);
+            }
+            size_t clear = 0;
+            for (size_t ex = 0; ex < e; ex++) {
+                int32_t ref[512];
+                for (size_t r = 0; r < t; r++) col[r] = key[r * e + ex];
+                ref_select(col, NULL, t, c, ref);
+                int ok = 1; /* decided by more than rounding (equal keys are exact ties) */
+                for (size_t s = 0; s < c; s++)
+                    for (size_t r = 0; r < t; r++)
+                        if (r != (size_t)ref[s] && col[r] != col[ref[s]] && fabs(col[r] - col[ref[s]]) < 1e-6) ok = 0;
+                if (kind == 2) ok = 1; /* identical rows: exact ties */
+                if (!ok) continue;
+                clear++;
+                for (size_t s = 0; s < c; s++) {
+                    CHECK(tok[ex * c + s] == ref[s], "case %zu th %d expert %zu slot %zu: token %d, ref %d", ci, th,
+                          ex, s, tok[ex * c + s], ref[s]);
+                    const int32_t r = ref[s];
+                    double want = infrow[r] ? (x[(size_t)r * e + ex] == INFINITY ? 1.0 / infrow[r] : 0.0)
+                                            : exp(col[r]);
+                    CHECK(fabs(w[ex * c + s] - want) <= 2e-6 * want, "case %zu weight %g want %g", ci,
+                          (double)w[ex * c + s], want);
+                }
+            }
+            CHECK(clear * 10 >= e * 7, "case %zu: only %zu of %zu experts clear of near-ties", ci, clear, e);
+            free(x), free(tok), free(w), free(key), free(col), free(infrow);
+        }
+        sg_context_destroy(ctx);
+    }
+}
+
 /* ---- load and balance ------------------------------------------------------ */
 
 /* The reference of dropping: slot-major, order by token or by weight. */
