@@ -937,6 +937,25 @@ TEST(route_balance_and_z_loss) {
     float m[4] = {-INFINITY, -INFINITY, 0.0f, 1.0f};
     CHECK(sg_route_z_loss_f32(ctx, 2, 2, m, 2, &L, NULL, 0) == SG_OK && L == INFINITY, "z -inf row: %g",
           (double)L);
+    /* the NaN found after the loss (no scan first): beside +inf, a row of
+     * NaN, a NaN in long rows (the two-pass lse), the first such token named */
+    {
+        static const size_t es[] = {3, 200};
+        for (int ei = 0; ei < 2; ei++)
+            for (int kind = 0; kind < 3; kind++) {
+                const size_t ez = es[ei], tz = 40;
+                float *z = rand_matrix(tz, ez, 1.0, 77);
+                if (kind == 0) z[7 * ez] = NAN, z[7 * ez + 1] = INFINITY;
+                if (kind == 1)
+                    for (size_t i = 0; i < ez; i++) z[7 * ez + i] = NAN;
+                if (kind == 2) z[7 * ez + ez - 1] = NAN;
+                z[30 * ez] = NAN;
+                CHECK(sg_route_z_loss_f32(ctx, tz, ez, z, ez, &L, NULL, 0) == SG_ERR_ARGUMENT &&
+                          strstr(sg_context_error(ctx), "token 7"), "z NaN e=%zu kind %d: '%s'", ez, kind,
+                      sg_context_error(ctx));
+                free(z);
+            }
+    }
     sg_context_destroy(ctx);
 }
 
