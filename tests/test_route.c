@@ -940,10 +940,10 @@ TEST(route_balance_and_z_loss) {
     /* the NaN found after the loss (no scan first): beside +inf, a row of
      * NaN, a NaN in long rows (the two-pass lse), the first such token named */
     {
-        static const size_t es[] = {3, 200};
+        static const size_t ezs[] = {3, 200};
         for (int ei = 0; ei < 2; ei++)
             for (int kind = 0; kind < 3; kind++) {
-                const size_t ez = es[ei], tz = 40;
+                const size_t ez = ezs[ei], tz = 40;
                 float *z = rand_matrix(tz, ez, 1.0, 77);
                 if (kind == 0) z[7 * ez] = NAN, z[7 * ez + 1] = INFINITY;
                 if (kind == 1)
