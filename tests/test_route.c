@@ -164,8 +164,18 @@ static size_t check_gate(sg_context *ctx, const sg_gate_config *cfg, size_t t, s
     for (size_t r = 0; x && r < t; r++) memcpy(xs + r * ldx, x + r * e, e * sizeof *x);
     int32_t *ids = xalloc(t * ldi * sizeof *ids);
     float *w = xalloc(t * ldi * sizeof *w), *p = xalloc(t * ldp * sizeof *p);
-    sg_status st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids, ldi, w, ldi, p, ldp);
+    /* first without probs (the gates may batch their normalizers then),
+     * then with: the same ids, weights within 2e-6 of the reference */
+    int32_t *ids0 = xalloc(t * ldi * sizeof *ids0);
+    float *w0 = xalloc(t * ldi * sizeof *w0);
+    sg_status st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids0, ldi, w0, ldi, NULL, 0);
     CHECK(st == SG_OK, "%s: status %d (%s)", what, (int)st, sg_context_error(ctx));
+    st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids, ldi, w, ldi, p, ldp);
+    CHECK(st == SG_OK, "%s: status %d (%s)", what, (int)st, sg_context_error(ctx));
+    for (size_t r = 0; st == SG_OK && r < t; r++)
+        for (size_t l = 0; l < k; l++)
+            CHECK(ids0[r * ldi + l] == ids[r * ldi + l], "%s row %zu slot %zu: id %d without probs, %d with", what,
+                  r, l, ids0[r * ldi + l], ids[r * ldi + l]);
     size_t compared = 0;
     static ref_out o;
     for (size_t r = 0; st == SG_OK && r < t; r++) {
@@ -186,6 +196,9 @@ static size_t check_gate(sg_context *ctx, const sg_gate_config *cfg, size_t t, s
                 double got = w[r * ldi + l], want = o.w[l];
                 CHECK(fabs(got - want) <= 2e-6 * fabs(want) + 1e-30, "%s row %zu slot %zu: w %.9g, ref %.9g",
                       what, r, l, got, want);
+                got = w0[r * ldi + l];
+                CHECK(fabs(got - want) <= 2e-6 * fabs(want) + 1e-30,
+                      "%s row %zu slot %zu: w %.9g without probs, ref %.9g", what, r, l, got, want);
             }
         }
         if (cfg->renormalize || cfg->kind == SG_GATE_TOPK_SOFTMAX || cfg->kind == SG_GATE_RANDOM)
@@ -197,7 +210,7 @@ static size_t check_gate(sg_context *ctx, const sg_gate_config *cfg, size_t t, s
                   i, got, want);
         }
     }
-    free(xs), free(ids), free(w), free(p);
+    free(xs), free(ids), free(w), free(p), free(ids0), free(w0);
     return compared;
 }
 

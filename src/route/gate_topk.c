@@ -370,22 +370,47 @@ static int batch_args(const gate_job *j, const float *z, const int32_t *ids, flo
     return 1;
 }
 
+/* Softmax-top-k without renormalizing (Switch's top-1), no probs, short
+ * rows: each chunk's lse_t = log sum_i exp(c x_ti) comes from the
+ * short-row logsumexp (16 rows per call, rows in registers), and the
+ * weights exp(c x - lse) go through the batched exponential, instead of
+ * two kernel calls (max, sum) per token. */
+static int lse_batched(const gate_job *j) {
+    return j->cfg->kind == SG_GATE_SOFTMAX_TOPK && !j->cfg->renormalize && !j->p && j->x &&
+           j->k <= BATCH_K && j->e <= j->kern->softmax_short_max_n;
+}
+
 static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
     const gate_job *j = arg;
     float stack[j->e > SG_ROUTE_STACK_E ? 1 : 4 * j->e];
     scratch sc;
     task_scratch(j, task, stack, &sc);
-    const int batch = batched(j);
-    float args[BATCH_ROWS * BATCH_K];
+    const int lseb = lse_batched(j), batch = batched(j) || lseb;
+    float args[BATCH_ROWS * BATCH_K], lse[BATCH_ROWS];
     unsigned char done[BATCH_ROWS];
     for (size_t c0 = r0; c0 < r1; c0 += BATCH_ROWS) {
         const size_t c1 = r1 - c0 < BATCH_ROWS ? r1 : c0 + BATCH_ROWS;
+        if (lseb) /* NaN rows come out NaN (and are reported below); +-inf max rows: -inf here */
+            for (size_t r = c0; r < c1;) {
+                const size_t n = c1 - r < 16 ? c1 - r : 16;
+                const size_t d = j->kern->softmax_short(n, j->e, j->x + r * j->ldx, j->ldx, lse + (r - c0), 1,
+                                                        j->c, j->cfg->temperature, SG_SHORT_LOGSUMEXP);
+                r += d;
+                if (d < n) lse[r++ - c0] = -INFINITY; /* the scalar way */
+            }
         for (size_t r = c0; r < c1; r++) {
             int32_t *ids = j->ids + r * j->ldi;
             const float *z;
             float *p = j->p ? j->p + r * j->ldp : NULL;
             if (route_row(j, r, &sc, ids, &z)) return r;
-            if (batch && batch_args(j, z, ids, args + (r - c0) * j->k)) {
+            if (lseb && lse[r - c0] > -INFINITY) {
+                /* a = c z - lse <= 0 (rounded: within 1e-6 of it) */
+                for (size_t l = 0; l < j->k; l++)
+                    args[(r - c0) * j->k + l] = (float)((double)z[ids[l]] * (double)j->c - (double)lse[r - c0]);
+                done[r - c0] = 0;
+                continue;
+            }
+            if (!lseb && batch && batch_args(j, z, ids, args + (r - c0) * j->k)) {
                 done[r - c0] = 0;
                 if (p) { /* the full row now: z may be scratch reused by the next row */
                     double sum;
@@ -402,6 +427,11 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
         for (size_t r = c0; r < c1; r++) {
             if (done[r - c0]) continue;
             const float *a = args + (r - c0) * j->k;
+            if (lseb) { /* the probabilities themselves */
+                float *w = j->w + r * j->ldw;
+                for (size_t l = 0; l < j->k; l++) w[l] = (float)(j->a * (double)a[l]);
+                continue;
+            }
             double s = 0.0;
             for (size_t l = 0; l < j->k; l++) s += a[l];
             const double scale = j->a / s; /* s >= 1: the max's term is exp(0) */
