@@ -106,6 +106,25 @@ void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, f
         place32(key, iota32, n, k, ids, top);
         return;
     }
+    if (k == 1) { /* the maximum, then the first lane equal to it (-0 == +0) */
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        __m512 m0 = ninf, m1 = ninf;
+        size_t i = 0;
+        for (; i + 32 <= n; i += 32)
+            m0 = _mm512_max_ps(m0, _mm512_loadu_ps(key + i)), m1 = _mm512_max_ps(m1, _mm512_loadu_ps(key + i + 16));
+        for (; i < n; i += 16) m0 = _mm512_max_ps(m0, _mm512_mask_loadu_ps(ninf, lanes(n - i), key + i));
+        const float b = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+        const __m512 vb = _mm512_set1_ps(b);
+        for (i = 0; i < n; i += 16) {
+            const __mmask16 l = lanes(n - i);
+            const __mmask16 q = _mm512_mask_cmp_ps_mask(l, _mm512_maskz_loadu_ps(l, key + i), vb, _CMP_EQ_OQ);
+            if (q) {
+                ids[0] = (int32_t)(i + (size_t)__builtin_ctz(q));
+                top[0] = key[ids[0]];
+                return;
+            }
+        }
+    }
     if (k > 16 || n > SG_ROUTE_STACK_E) {
         sg_route_topk__ref(key, n, k, ids, top);
         return;
