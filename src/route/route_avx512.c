@@ -43,17 +43,15 @@ static void place32(const float *c, const int32_t *d, size_t nc, size_t k, int32
             r1 = _mm512_mask_add_epi32(r1, g1, r1, one);
         }
     }
+    /* the selected lanes scattered to their ranks (distinct): reading the
+     * ranks back from memory stalled on the vector store */
     const __m512i kk = _mm512_set1_epi32((int32_t)k);
-    int32_t rank[32];
-    _mm512_storeu_si512(rank, r0);
-    _mm512_storeu_si512(rank + 16, r1);
-    uint32_t sel = (uint32_t)(_mm512_cmplt_epi32_mask(r0, kk) & m0) |
-                   (uint32_t)(_mm512_cmplt_epi32_mask(r1, kk) & m1) << 16;
-    while (sel) {
-        const unsigned q = (unsigned)__builtin_ctz(sel);
-        ids[rank[q]] = d[q];
-        top[rank[q]] = c[q];
-        sel &= sel - 1;
+    const __mmask16 s0 = _mm512_cmplt_epi32_mask(r0, kk) & m0, s1 = _mm512_cmplt_epi32_mask(r1, kk) & m1;
+    _mm512_mask_i32scatter_epi32(ids, s0, r0, _mm512_maskz_loadu_epi32(m0, d), 4);
+    _mm512_mask_i32scatter_ps(top, s0, r0, v0, 4);
+    if (s1) {
+        _mm512_mask_i32scatter_epi32(ids, s1, r1, _mm512_maskz_loadu_epi32(m1, d + 16), 4);
+        _mm512_mask_i32scatter_ps(top, s1, r1, v1, 4);
     }
 }
 
