@@ -338,8 +338,10 @@ static void forward_weights(const gate_job *j, size_t r, const float *z, const i
         /* s from the row computed for the key when there is one */
         for (size_t l = 0; l < j->k; l++)
             s += wp[l] = srow ? (double)srow[ids[l]] : sigmoid_f((double)z[ids[l]] * (double)j->c);
-        if (cfg->renormalize)
-            for (size_t l = 0; l < j->k; l++) wp[l] = s > 0 ? wp[l] / s : 0.0;
+        if (cfg->renormalize) { /* one division (they were a chain of K) */
+            const double inv = s > 0 ? 1.0 / s : 0.0;
+            for (size_t l = 0; l < j->k; l++) wp[l] *= inv;
+        }
         if (p && srow) memcpy(p, srow, j->e * sizeof *p);
         else if (p) sigmoid_row(j, z, p);
         break;
