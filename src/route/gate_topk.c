@@ -244,7 +244,10 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
      * than the packing. Same ids either way. */
     float *packed = gscore; /* reused: e floats */
     if (ng > 256 || j->e < 128) { /* the kept experts keep their key, the others -inf */
-        for (size_t i = 0; i < j->e; i++) packed[i] = -INFINITY;
+        size_t i = 0;
+        for (; i + 16 <= j->e; i += 16) /* fixed blocks: vector stores */
+            for (size_t q = 0; q < 16; q++) packed[i + q] = -INFINITY;
+        for (; i < j->e; i++) packed[i] = -INFINITY;
         for (size_t a = 0; a < tg; a++)
             memcpy(packed + (size_t)gsel[a] * gs, key + (size_t)gsel[a] * gs, gs * sizeof *packed);
         /* rows of <= 16: the scalar path, which reads the stores just
@@ -305,9 +308,14 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
          * the row's s computed with its chunk (then NaN stays NaN too) */
         if (spre) memcpy(sc->zp, spre, j->e * sizeof *sc->zp);
         else sigmoid_row(j, z, sc->zp);
-        if (cfg->bias)
-            for (size_t i = 0; i < j->e; i++) sc->key[i] = sc->zp[i] + cfg->bias[i];
-        else
+        if (cfg->bias) { /* blocks of 16 on restrict pointers: vectorized */
+            float *restrict kd = sc->key;
+            const float *restrict sv = sc->zp, *restrict bv = cfg->bias;
+            size_t i = 0;
+            for (; i + 16 <= j->e; i += 16)
+                for (size_t q = 0; q < 16; q++) kd[i + q] = sv[i + q] + bv[i + q];
+            for (; i < j->e; i++) kd[i] = sv[i] + bv[i];
+        } else
             memcpy(sc->key, sc->zp, j->e * sizeof *sc->key);
     } else {
         for (size_t i = 0; i < j->e; i++) sc->key[i] = z[i] * j->c;
