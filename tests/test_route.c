@@ -651,6 +651,24 @@ TEST(route_expert_choice_ties_errors_backward) {
               tk[101]);
         free(xs), free(tk), free(wk);
     }
+    { /* one token, strided outputs: every expert takes token 0 with p */
+        float x1[5] = {0.5f, -1.0f, 2.0f, 0.0f, 1.5f}, w1[5 * 3];
+        int32_t t1[5 * 2];
+        CHECK(sg_gate_expert_choice_f32(ctx, 1, 5, x1, 5, 0.8f, 1, t1, 2, w1, 3, NULL, 0) == SG_OK, "t = 1");
+        double s1 = 0.0;
+        for (int i = 0; i < 5; i++) s1 += exp(x1[i] / 0.8);
+        for (int i = 0; i < 5; i++) {
+            const double want = exp(x1[i] / 0.8) / s1;
+            CHECK(t1[2 * i] == 0 && fabs(w1[3 * i] - want) <= 2e-6 * want, "t = 1 expert %d: token %d w %g want %g", i,
+                  t1[2 * i], (double)w1[3 * i], want);
+        }
+        x1[3] = NAN;
+        CHECK(sg_gate_expert_choice_f32(ctx, 1, 5, x1, 5, 1.0f, 1, t1, 2, w1, 3, NULL, 0) == SG_ERR_ARGUMENT &&
+                  strstr(sg_context_error(ctx), "token 0"), "t = 1 NaN: '%s'", sg_context_error(ctx));
+        x1[1] = INFINITY;
+        CHECK(sg_gate_expert_choice_f32(ctx, 1, 5, x1, 5, 1.0f, 1, t1, 2, w1, 3, NULL, 0) == SG_ERR_ARGUMENT &&
+                  strstr(sg_context_error(ctx), "token 0"), "t = 1 NaN beside +inf: '%s'", sg_context_error(ctx));
+    }
     x[5] = NAN;
     CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_ERR_ARGUMENT &&
               strstr(sg_context_error(ctx), "token 2"), "NaN: '%s'", sg_context_error(ctx));
@@ -708,6 +726,7 @@ TEST(route_expert_choice_special_rows_paths) {
         {40, 8, 3, 1.0f, 0},    {40, 8, 3, 1.0f, 1},   {600, 64, 12, 0.5f, 0}, {600, 64, 12, 1.0f, 1},
         {700, 8, 80, 1.0f, 0},  {700, 8, 80, 1.0f, 1}, {300, 4, 40, 1.0f, 0},  {600, 64, 12, 1.0f, 2},
         {512, 8, 64, 1.0f, 2},  {2048, 8, 256, 1.0f, 0}, {96, 16, 1, 2.0f, 0}, {1024, 64, 16, 1.0f, 2},
+        {1, 256, 1, 1.0f, 0},   {1, 8, 1, 0.7f, 3},    {1, 8, 1, 1.0f, 4},
     };
     for (int th = 1; th <= 2; th++) {
         sg_context *ctx = test_context(th);
@@ -725,6 +744,9 @@ TEST(route_expert_choice_special_rows_paths) {
                         for (size_t i = 0; i < e; i++) x[r * e + i] = -INFINITY;
                     if (r % 5 == 1) x[r * e + (r * 3) % e] = -INFINITY;
                 }
+            if (kind == 3) x[2] = INFINITY, x[5] = INFINITY; /* one token with +inf (two experts share it) */
+            if (kind == 4)
+                for (size_t i = 0; i < e; i++) x[i] = -INFINITY;
             if (kind == 2) /* every token alike: tokens 0..C-1 in order */
                 for (size_t r = 1; r < t; r++) memcpy(x + r * e, x, e * sizeof *x);
             int32_t *tok = xalloc(e * c * sizeof *tok);

@@ -516,6 +516,27 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     j.cf = 1.0f / temperature;
     j.inv_temp = (double)j.cf;
     j.tok = tokens, j.ldt = ldt, j.w = weights, j.ldw = ldw;
+    if (t == 1 && !probs) {
+        /* one token (C = 1): every expert takes it, with weight p_0e; the
+         * softmax row straight into the weights (stride 1) or through the
+         * workspace. A NaN makes the sum NaN; an infinite max goes below. */
+        const float mx = j.kern->rmax(e, x);
+        if (mx > -INFINITY && mx < INFINITY) {
+            float *wr = weights;
+            if (ldw != 1) {
+                void *wsp;
+                if ((st = sg_route_workspace(ctx, name, e * sizeof(float), &wsp)) != SG_OK) return st;
+                wr = wsp;
+            }
+            const double s = j.kern->expsum_store(e, x, wr, mx, j.cf);
+            if (s != s) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token 0 has a NaN logit", name);
+            j.kern->scale(e, wr, wr, (float)(1.0 / s));
+            for (size_t ex = 0; ex < e; ex++) tokens[ex * ldt] = 0;
+            if (ldw != 1)
+                for (size_t ex = 0; ex < e; ex++) weights[ex * ldw] = wr[ex];
+            return SG_OK;
+        }
+    }
     j.tasks = sg_route_tasks(ctx, e, t);
     if (t > SIZE_MAX / 64 / (j.tasks + 1) || c > SIZE_MAX / 64 / EC_BLOCK / (j.tasks + 1))
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: t or c is too large", name);
