@@ -208,6 +208,35 @@ void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, 
                 _mm256_storeu_si256((__m256i *)(void *)(bt + i), t);
                 continue;
             }
+            if (c <= 4 && !thr) { /* the c levels in registers, without a branch */
+                __m512d b[4];
+                __m256i tk[4];
+                for (size_t j = 0; j < 4; j++)
+                    if (j < c) {
+                        b[j] = _mm512_loadu_pd(bk + j * ldb + i);
+                        tk[j] = _mm256_loadu_si256((const __m256i *)(const void *)(bt + j * ldb + i));
+                    }
+                for (size_t r = rt; r < re; r++) {
+                    __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
+                    __m256i tv = _mm256_set1_epi32((int)r);
+                    __mmask8 s = 0;
+                    for (size_t j = 0; j < 4; j++)
+                        if (j < c) {
+                            s |= _mm512_mask_cmp_pd_mask(m8, v, b[j], _CMP_GT_OQ);
+                            const __m512d nb = _mm512_mask_mov_pd(b[j], s, v);
+                            const __m256i nt = _mm256_mask_mov_epi32(tk[j], s, tv);
+                            v = _mm512_mask_mov_pd(v, s, b[j]);
+                            tv = _mm256_mask_mov_epi32(tv, s, tk[j]);
+                            b[j] = nb, tk[j] = nt;
+                        }
+                }
+                for (size_t j = 0; j < 4; j++)
+                    if (j < c) {
+                        _mm512_storeu_pd(bk + j * ldb + i, b[j]);
+                        _mm256_storeu_si256((__m256i *)(void *)(bt + j * ldb + i), tk[j]);
+                    }
+                continue;
+            }
             double *wp = bk + (c - 1) * ldb + i;
             __m512d w = _mm512_loadu_pd(wp);
             /* thr: keys below it are not inserted (-inf: all are) */
