@@ -225,6 +225,29 @@ TEST(route_ec_kernels_reference) {
                           i, cnt[i], n);
                 }
                 if (!ok) goto done;
+            } else if (slot == SG_ROUTE_SLOT_ec_kth) {
+                /* the c-th largest of nb <= 32 values per expert (ties, -inf) */
+                const size_t nb = 1 + (size_t)(test_uniform(&rng) * 32.0) % 32;
+                const size_t ck_c = 1 + (size_t)(test_uniform(&rng) * (double)nb) % nb;
+                double *bmv = malloc(nb * ldb * sizeof *bmv);
+                for (size_t b = 0; b < nb; b++)
+                    for (size_t i = 0; i < ldb; i++)
+                        bmv[b * ldb + i] = i < e ? (double)x[(b % t) * ldx + i] + 0.25 * (double)(b / t) : NAN;
+                ((sg_route_ec_kth_fn *)ents[en].fn)(nb, e, ldb, bmv, ck_c, out);
+                int ok = 1;
+                for (size_t i = 0; i < e; i++) {
+                    size_t above = 0, atleast = 0; /* out[i] is a value with < c above and >= c at least */
+                    int found = 0;
+                    for (size_t b = 0; b < nb; b++) {
+                        above += bmv[b * ldb + i] > out[i];
+                        atleast += bmv[b * ldb + i] >= out[i];
+                        found |= bmv[b * ldb + i] == out[i] || (out[i] == -INFINITY && bmv[b * ldb + i] == -INFINITY);
+                    }
+                    ok &= found && above < ck_c && atleast >= ck_c;
+                }
+                CHECK(ok, "%s nb=%zu e=%zu c=%zu kind=%d", ents[en].name, nb, e, ck_c, kind);
+                free(bmv);
+                if (!ok) goto done;
             } else if (slot == SG_ROUTE_SLOT_ec_rank) {
                 /* one expert's candidates: all tokens (n up to 300) */
                 const size_t n = t, cc = 1 + (size_t)(test_uniform(&rng) * (double)(n < 20 ? n : 20));

@@ -427,11 +427,15 @@ static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
     const float *x = j->x + e0;
     for (size_t b = 0; b < nb; b++)
         rk->ec_blockmax(t * b / nb, t * (b + 1) / nb, n, x, j->ldx, j->lse, j->inv_temp, bm + b * ldb);
-    for (size_t i = 0; i < n; i++) {
-        for (size_t b = 0; b < nb; b++) ob[b] = order_bits(bm[b * ldb + i] + 0.0);
-        thr[i] = from_order_bits(kth_largest(ob, nb, c));
-        cnt[i] = 0;
+    if (nb <= 32) { /* C <= 16: sorted levels across experts */
+        rk->ec_kth(nb, n, ldb, bm, c, thr);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            for (size_t b = 0; b < nb; b++) ob[b] = order_bits(bm[b * ldb + i] + 0.0);
+            thr[i] = from_order_bits(kth_largest(ob, nb, c));
+        }
     }
+    for (size_t i = 0; i < n; i++) cnt[i] = 0;
     rk->ec_collect(0, t, n, x, j->ldx, j->lse, j->inv_temp, thr, cap, ck, ct, cnt);
     for (size_t i = 0; i < n; i++)
         if (cnt[i] > cap || cnt[i] < c) return 0;

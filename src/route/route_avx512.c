@@ -435,3 +435,24 @@ void sg_route_ec_rank__avx512(size_t n, double *ck, int32_t *ct, size_t c, int32
             if ((size_t)r[l] < c) tok[r[l]] = ct[i + l], kf[r[l]] = (float)ck[i + l];
     }
 }
+
+/* Eight experts at a time: the nb values go through c sorted levels
+ * (branch-free: from the first level a value beats, the levels shift). */
+void sg_route_ec_kth__avx512(size_t nb, size_t n, size_t ldb, const double *bm, size_t c, double *thr) {
+    __m512d lv[32];
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m8 = lanes8(n - i);
+        for (size_t j = 0; j < c; j++) lv[j] = _mm512_set1_pd(-INFINITY);
+        for (size_t b = 0; b < nb; b++) {
+            __m512d v = _mm512_maskz_loadu_pd(m8, bm + b * ldb + i);
+            __mmask8 s = 0;
+            for (size_t j = 0; j < c; j++) {
+                s |= _mm512_cmp_pd_mask(v, lv[j], _CMP_GT_OQ);
+                const __m512d nl = _mm512_mask_mov_pd(lv[j], s, v);
+                v = _mm512_mask_mov_pd(v, s, lv[j]);
+                lv[j] = nl;
+            }
+        }
+        _mm512_mask_storeu_pd(thr + i, m8, lv[c - 1]);
+    }
+}

@@ -88,6 +88,21 @@ void sg_route_ec_rank__ref(size_t m, double *k, int32_t *tk, size_t c, int32_t *
     for (size_t q = 0; q < c; q++) tok[q] = tk[q], kf[q] = (float)k[q];
 }
 
+void sg_route_ec_kth__ref(size_t nb, size_t n, size_t ldb, const double *bm, size_t c, double *thr) {
+    for (size_t i = 0; i < n; i++) {
+        double top[32]; /* the c largest so far, descending */
+        size_t f = 0;
+        for (size_t b = 0; b < nb; b++) {
+            const double v = bm[b * ldb + i];
+            if (f == c && !(v > top[c - 1])) continue;
+            size_t q = f < c ? f++ : c - 1;
+            while (q > 0 && top[q - 1] < v) top[q] = top[q - 1], q--;
+            top[q] = v;
+        }
+        thr[i] = top[c - 1];
+    }
+}
+
 int sg_route_ec_finish__ref(size_t c, size_t n, size_t ldb, const double *bk, const int32_t *bt,
                             int32_t *tok, size_t ldt, float *kf) {
     int hole = 0;
@@ -112,6 +127,7 @@ static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_ec_collect, SG_ISA_REF, "sg_route_ec_collect__ref",
      (void (*)(void))sg_route_ec_collect__ref},
     {SG_ROUTE_SLOT_ec_rank, SG_ISA_REF, "sg_route_ec_rank__ref", (void (*)(void))sg_route_ec_rank__ref},
+    {SG_ROUTE_SLOT_ec_kth, SG_ISA_REF, "sg_route_ec_kth__ref", (void (*)(void))sg_route_ec_kth__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
@@ -126,6 +142,7 @@ static const sg_route_kernel_entry all_kernels[] = {
      (void (*)(void))sg_route_ec_collect__avx512},
     {SG_ROUTE_SLOT_ec_rank, SG_ISA_AVX512, "sg_route_ec_rank__avx512",
      (void (*)(void))sg_route_ec_rank__avx512},
+    {SG_ROUTE_SLOT_ec_kth, SG_ISA_AVX512, "sg_route_ec_kth__avx512", (void (*)(void))sg_route_ec_kth__avx512},
 #endif
 };
 
@@ -144,6 +161,7 @@ static void fill_table(void) {
             table.ec_blockmax = (sg_route_ec_blockmax_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_collect) table.ec_collect = (sg_route_ec_collect_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_rank) table.ec_rank = (sg_route_ec_rank_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_ec_kth) table.ec_kth = (sg_route_ec_kth_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -162,7 +180,7 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
 size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
     static const char *const names[SG_ROUTE_SLOT_COUNT] = {
         "route.topk", "route.ec_insert", "route.ec_finish", "route.ec_blockmax",
-        "route.ec_collect", "route.ec_rank"};
+        "route.ec_collect", "route.ec_rank", "route.ec_kth"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

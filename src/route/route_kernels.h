@@ -57,6 +57,13 @@ typedef void sg_route_ec_insert_fn(size_t r0, size_t r1, size_t e, const float *
  */
 typedef void sg_route_ec_rank_fn(size_t n, double *ck, int32_t *ct, size_t c, int32_t *tok,
                                  float *kf, double *sk, int32_t *st);
+/*
+ * ec_kth(nb, n, ldb, bm, c, thr): thr[i] = the c-th largest of
+ * bm[b * ldb + i] over b < nb (1 <= c <= nb <= 32, no NaN), i < n; ldb a
+ * multiple of 8 >= n.
+ */
+typedef void sg_route_ec_kth_fn(size_t nb, size_t n, size_t ldb, const double *bm, size_t c,
+                                double *thr);
 typedef void sg_route_ec_blockmax_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
                                      const double *lse, double inv, double *out);
 
@@ -90,6 +97,7 @@ enum sg_route_slot {
     SG_ROUTE_SLOT_ec_blockmax,
     SG_ROUTE_SLOT_ec_collect,
     SG_ROUTE_SLOT_ec_rank,
+    SG_ROUTE_SLOT_ec_kth,
     SG_ROUTE_SLOT_COUNT
 };
 
@@ -100,6 +108,7 @@ typedef struct sg_route_kernels {
     sg_route_ec_blockmax_fn *ec_blockmax;
     sg_route_ec_collect_fn *ec_collect;
     sg_route_ec_rank_fn *ec_rank;
+    sg_route_ec_kth_fn *ec_kth;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -122,6 +131,7 @@ sg_route_ec_finish_fn sg_route_ec_finish__ref;
 sg_route_ec_blockmax_fn sg_route_ec_blockmax__ref;
 sg_route_ec_collect_fn sg_route_ec_collect__ref;
 sg_route_ec_rank_fn sg_route_ec_rank__ref;
+sg_route_ec_kth_fn sg_route_ec_kth__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
 sg_route_ec_insert_fn sg_route_ec_insert__avx512;
@@ -129,6 +139,7 @@ sg_route_ec_finish_fn sg_route_ec_finish__avx512;
 sg_route_ec_blockmax_fn sg_route_ec_blockmax__avx512;
 sg_route_ec_collect_fn sg_route_ec_collect__avx512;
 sg_route_ec_rank_fn sg_route_ec_rank__avx512;
+sg_route_ec_kth_fn sg_route_ec_kth__avx512;
 #endif
 
 #endif
