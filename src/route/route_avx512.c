@@ -171,6 +171,37 @@ static inline __m512d ec_key8(const float *x, __mmask8 m, __m512d vinv, double l
     return _mm512_sub_pd(_mm512_mul_pd(xd, vinv), _mm512_set1_pd(l));
 }
 
+/* c (2..4, a constant after inlining) levels of 8 experts in registers;
+ * every token runs them without a branch: from the first level its key
+ * beats, the lane's pairs shift down. */
+static inline __attribute__((always_inline)) void ec_small(size_t rt, size_t re, const float *x, size_t ldx,
+                                                           const double *lse, __m512d vinv, __mmask8 m8,
+                                                           double *bk, int32_t *bt, size_t ldb, const size_t c) {
+    __m512d b[4];
+    __m256i tk[4];
+    for (size_t j = 0; j < c; j++) {
+        b[j] = _mm512_loadu_pd(bk + j * ldb);
+        tk[j] = _mm256_loadu_si256((const __m256i *)(const void *)(bt + j * ldb));
+    }
+    for (size_t r = rt; r < re; r++) {
+        __m512d v = ec_key8(x + r * ldx, m8, vinv, lse[r]);
+        __m256i tv = _mm256_set1_epi32((int)r);
+        __mmask8 s = 0;
+        for (size_t j = 0; j < c; j++) {
+            s |= _mm512_mask_cmp_pd_mask(m8, v, b[j], _CMP_GT_OQ);
+            const __m512d nb = _mm512_mask_mov_pd(b[j], s, v);
+            const __m256i nt = _mm256_mask_mov_epi32(tk[j], s, tv);
+            v = _mm512_mask_mov_pd(v, s, b[j]);
+            tv = _mm256_mask_mov_epi32(tv, s, tk[j]);
+            b[j] = nb, tk[j] = nt;
+        }
+    }
+    for (size_t j = 0; j < c; j++) {
+        _mm512_storeu_pd(bk + j * ldb, b[j]);
+        _mm256_storeu_si256((__m256i *)(void *)(bt + j * ldb), tk[j]);
+    }
+}
+
 /* Tiles of 32 tokens; in a tile, groups of 8 experts: c = 1 keeps the
  * group's best in registers without a branch; c > 1 compares each token
  * with the group's c-th keys and, when a lane beats it, runs the strict
@@ -209,32 +240,9 @@ void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, 
                 continue;
             }
             if (c <= 4 && !thr) { /* the c levels in registers, without a branch */
-                __m512d b[4];
-                __m256i tk[4];
-                for (size_t j = 0; j < 4; j++)
-                    if (j < c) {
-                        b[j] = _mm512_loadu_pd(bk + j * ldb + i);
-                        tk[j] = _mm256_loadu_si256((const __m256i *)(const void *)(bt + j * ldb + i));
-                    }
-                for (size_t r = rt; r < re; r++) {
-                    __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
-                    __m256i tv = _mm256_set1_epi32((int)r);
-                    __mmask8 s = 0;
-                    for (size_t j = 0; j < 4; j++)
-                        if (j < c) {
-                            s |= _mm512_mask_cmp_pd_mask(m8, v, b[j], _CMP_GT_OQ);
-                            const __m512d nb = _mm512_mask_mov_pd(b[j], s, v);
-                            const __m256i nt = _mm256_mask_mov_epi32(tk[j], s, tv);
-                            v = _mm512_mask_mov_pd(v, s, b[j]);
-                            tv = _mm256_mask_mov_epi32(tv, s, tk[j]);
-                            b[j] = nb, tk[j] = nt;
-                        }
-                }
-                for (size_t j = 0; j < 4; j++)
-                    if (j < c) {
-                        _mm512_storeu_pd(bk + j * ldb + i, b[j]);
-                        _mm256_storeu_si256((__m256i *)(void *)(bt + j * ldb + i), tk[j]);
-                    }
+                if (c == 2) ec_small(rt, re, x + i, ldx, lse, vinv, m8, bk + i, bt + i, ldb, 2);
+                else if (c == 3) ec_small(rt, re, x + i, ldx, lse, vinv, m8, bk + i, bt + i, ldb, 3);
+                else ec_small(rt, re, x + i, ldx, lse, vinv, m8, bk + i, bt + i, ldb, 4);
                 continue;
             }
             double *wp = bk + (c - 1) * ldb + i;
