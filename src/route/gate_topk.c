@@ -44,6 +44,7 @@ sg_gate_config sg_gate_config_default(sg_gate_kind kind) {
 
 typedef struct gate_job {
     const sg_kernels *kern;
+    sg_route_topk_fn *topk; /* the routers' table, looked up once per call */
     const sg_gate_config *cfg;
     size_t t, e, k;
     float c; /* 1 / temperature */
@@ -236,7 +237,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
     /* keys checked for NaN above; the top-2 of <= 16 groups (just
      * stored): the scalar path, as below */
     if (ng <= 16 && tg <= 2) sg_route_topk__ref(gscore, ng, tg, gsel, gtop);
-    else sg_route_kernels_get()->topk(gscore, ng, tg, gsel, gtop);
+    else j->topk(gscore, ng, tg, gsel, gtop);
     /* From 128 experts: the kept groups' keys, gathered in ascending group
      * order (so in expert order: ties still go to the lower expert), then
      * one selection over them (K <= the kept experts) and the ids mapped
@@ -254,7 +255,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
          * made key by key (a vector load over them waits for the stores
          * to retire: measured 8% slower at E = 8) */
         if (j->e <= 16 && j->k <= 2) sg_route_topk__ref(packed, j->e, j->k, ids, top);
-        else sg_route_kernels_get()->topk(packed, j->e, j->k, ids, top);
+        else j->topk(packed, j->e, j->k, ids, top);
         return 0;
     }
     unsigned char kept[256] = {0};
@@ -266,7 +267,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
         memcpy(packed + np * gs, key + g * gs, gs * sizeof *packed);
         gorder[np++] = (int32_t)g;
     }
-    sg_route_kernels_get()->topk(packed, np * gs, j->k, ids, top);
+    j->topk(packed, np * gs, j->k, ids, top);
     for (size_t l = 0; l < j->k; l++)
         ids[l] = gorder[(size_t)ids[l] / gs] * (int32_t)gs + (int32_t)((size_t)ids[l] % gs);
     return 0;
@@ -300,7 +301,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     }
     if (!needs_key_row(j)) {
         if (sg_route_has_nan(z, j->e)) return 1;
-        sg_route_kernels_get()->topk(z, j->e, j->k, ids, top);
+        j->topk(z, j->e, j->k, ids, top);
         return 0;
     }
     if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
@@ -325,7 +326,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
     /* a NaN in z reaches its key (sigmoid, product and sum keep NaN) */
     if (sg_route_has_nan(sc->key, j->e)) return 1;
-    sg_route_kernels_get()->topk(sc->key, j->e, j->k, ids, top);
+    j->topk(sc->key, j->e, j->k, ids, top);
     return 0;
 }
 
@@ -619,6 +620,7 @@ static sg_status check_config(sg_context *ctx, const char *name, const sg_gate_c
 /* Workspace for the scratch rows when e is beyond the stack. */
 static sg_status prepare(sg_context *ctx, const char *name, gate_job *j, size_t tasks) {
     j->kern = sg_kernels_get();
+    j->topk = sg_route_kernels_get()->topk;
     j->c = 1.0f / j->cfg->temperature;
     j->a = j->cfg->routed_scale;
     j->k = j->cfg->k;
