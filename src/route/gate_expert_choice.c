@@ -5,12 +5,16 @@
  * gate_topk.c.
  *
  * Pass 1 (tokens): lse_t = log sum_e exp(x_te / T) in double from the
- * softmax kernels' sum, and the probs row if asked. Pass 2 (experts, split
- * across threads): a min-heap of C (key, token) pairs per expert over the
- * keys x_te / T - lse_t in double, the worst at the root (smallest key,
- * then the larger token), so a later token with an equal key never enters:
- * ties go to the lower token. The heap is then sorted in place (best
- * first) into the output row.
+ * softmax kernels' sum, and the probs row if asked; a NaN shows in lse.
+ * Pass 2 (experts, split across threads), on the keys x_te / T - lse_t in
+ * double, ties to the lower token, best first: C <= 16 per-expert lists
+ * (route.ec_insert); C >= 2 and a small share of T: block bounds, a
+ * threshold, the tokens above it collected and ranked (route.ec_blockmax,
+ * ec_kth, ec_collect, ec_rank); otherwise a quickselect + stable radix
+ * sort (C >= 64, C >= T / 16) or a min-heap of C pairs per expert, the
+ * worst at the root (smallest key, then the larger token), so a later
+ * token with an equal key never enters. One token (T = 1) is the softmax
+ * row. docs/ROUTING.md describes each path.
  */
 #include <math.h>
 #include <string.h>
@@ -116,7 +120,8 @@ static void finish_expert(const ec_job *j, size_t ex, double *key) {
 
 
 
-/* Experts [e0, e0 + nb) at once, nb <= EC_BLOCK: the tokens are scanned
+/* Experts [e0, e0 + nb) at once, nb <= EC_BLOCK (C > 16: smaller C takes
+ * the lists of route.ec_insert): the tokens are scanned
  * row by row (each row's nb logits are adjacent in memory), each expert
  * keeping a min-heap of C (key, token) pairs in key[q * c ...] and its
  * output row. A column-by-column scan would touch a new cache line per
@@ -125,22 +130,6 @@ static void finish_expert(const ec_job *j, size_t ex, double *key) {
 
 static void expert_block(const ec_job *j, size_t e0, size_t nb, double *key) {
     const size_t c = j->c;
-    if (c == 1) { /* decode (T <= E): an argmax per expert, without branches */
-        int32_t best[EC_BLOCK];
-        for (size_t q = 0; q < nb; q++) key[q] = key_of(j, 0, e0 + q), best[q] = 0;
-        for (size_t r = 1; r < j->t; r++)
-            for (size_t q = 0; q < nb; q++) {
-                const double k = key_of(j, r, e0 + q);
-                const int32_t m = -(int32_t)(k > key[q]); /* strict: ties keep the lower token */
-                best[q] = ((int32_t)r & m) | (best[q] & ~m);
-                key[q] = k > key[q] ? k : key[q];
-            }
-        for (size_t q = 0; q < nb; q++) {
-            j->tok[(e0 + q) * j->ldt] = best[q];
-            write_weights(j, e0 + q, key + q);
-        }
-        return;
-    }
     for (size_t q = 0; q < nb; q++) {
         double *kq = key + q * c;
         int32_t *tok = j->tok + (e0 + q) * j->ldt;
