@@ -164,8 +164,18 @@ static size_t check_gate(sg_context *ctx, const sg_gate_config *cfg, size_t t, s
     for (size_t r = 0; x && r < t; r++) memcpy(xs + r * ldx, x + r * e, e * sizeof *x);
     int32_t *ids = xalloc(t * ldi * sizeof *ids);
     float *w = xalloc(t * ldi * sizeof *w), *p = xalloc(t * ldp * sizeof *p);
-    sg_status st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids, ldi, w, ldi, p, ldp);
+    /* first without probs (the gates may batch their normalizers then),
+     * then with: the same ids, weights within 2e-6 of the reference */
+    int32_t *ids0 = xalloc(t * ldi * sizeof *ids0);
+    float *w0 = xalloc(t * ldi * sizeof *w0);
+    sg_status st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids0, ldi, w0, ldi, NULL, 0);
     CHECK(st == SG_OK, "%s: status %d (%s)", what, (int)st, sg_context_error(ctx));
+    st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids, ldi, w, ldi, p, ldp);
+    CHECK(st == SG_OK, "%s: status %d (%s)", what, (int)st, sg_context_error(ctx));
+    for (size_t r = 0; st == SG_OK && r < t; r++)
+        for (size_t l = 0; l < k; l++)
+            CHECK(ids0[r * ldi + l] == ids[r * ldi + l], "%s row %zu slot %zu: id %d without probs, %d with", what,
+                  r, l, ids0[r * ldi + l], ids[r * ldi + l]);
     size_t compared = 0;
     static ref_out o;
     for (size_t r = 0; st == SG_OK && r < t; r++) {
@@ -186,6 +196,9 @@ static size_t check_gate(sg_context *ctx, const sg_gate_config *cfg, size_t t, s
                 double got = w[r * ldi + l], want = o.w[l];
                 CHECK(fabs(got - want) <= 2e-6 * fabs(want) + 1e-30, "%s row %zu slot %zu: w %.9g, ref %.9g",
                       what, r, l, got, want);
+                got = w0[r * ldi + l];
+                CHECK(fabs(got - want) <= 2e-6 * fabs(want) + 1e-30,
+                      "%s row %zu slot %zu: w %.9g without probs, ref %.9g", what, r, l, got, want);
             }
         }
         if (cfg->renormalize || cfg->kind == SG_GATE_TOPK_SOFTMAX || cfg->kind == SG_GATE_RANDOM)
@@ -197,7 +210,7 @@ static size_t check_gate(sg_context *ctx, const sg_gate_config *cfg, size_t t, s
                   i, got, want);
         }
     }
-    free(xs), free(ids), free(w), free(p);
+    free(xs), free(ids), free(w), free(p), free(ids0), free(w0);
     return compared;
 }
 
@@ -638,6 +651,24 @@ TEST(route_expert_choice_ties_errors_backward) {
               tk[101]);
         free(xs), free(tk), free(wk);
     }
+    { /* one token, strided outputs: every expert takes token 0 with p */
+        float x1[5] = {0.5f, -1.0f, 2.0f, 0.0f, 1.5f}, w1[5 * 3];
+        int32_t t1[5 * 2];
+        CHECK(sg_gate_expert_choice_f32(ctx, 1, 5, x1, 5, 0.8f, 1, t1, 2, w1, 3, NULL, 0) == SG_OK, "t = 1");
+        double s1 = 0.0;
+        for (int i = 0; i < 5; i++) s1 += exp(x1[i] / 0.8);
+        for (int i = 0; i < 5; i++) {
+            const double want = exp(x1[i] / 0.8) / s1;
+            CHECK(t1[2 * i] == 0 && fabs(w1[3 * i] - want) <= 2e-6 * want, "t = 1 expert %d: token %d w %g want %g", i,
+                  t1[2 * i], (double)w1[3 * i], want);
+        }
+        x1[3] = NAN;
+        CHECK(sg_gate_expert_choice_f32(ctx, 1, 5, x1, 5, 1.0f, 1, t1, 2, w1, 3, NULL, 0) == SG_ERR_ARGUMENT &&
+                  strstr(sg_context_error(ctx), "token 0"), "t = 1 NaN: '%s'", sg_context_error(ctx));
+        x1[1] = INFINITY;
+        CHECK(sg_gate_expert_choice_f32(ctx, 1, 5, x1, 5, 1.0f, 1, t1, 2, w1, 3, NULL, 0) == SG_ERR_ARGUMENT &&
+                  strstr(sg_context_error(ctx), "token 0"), "t = 1 NaN beside +inf: '%s'", sg_context_error(ctx));
+    }
     x[5] = NAN;
     CHECK(sg_gate_expert_choice_f32(ctx, 4, 2, x, 2, 1.0f, 2, tok, 2, w, 2, NULL, 0) == SG_ERR_ARGUMENT &&
               strstr(sg_context_error(ctx), "token 2"), "NaN: '%s'", sg_context_error(ctx));
@@ -682,6 +713,88 @@ TEST(route_expert_choice_ties_errors_backward) {
         }
     free(y);
     sg_context_destroy(ctx);
+}
+
+/* Expert choice on every path (insertion lists C <= 16, threshold and
+ * collect, heap, select) with +inf rows, rows of -inf, -inf entries and
+ * all-equal rows, against the documented keys: x_te / T - lse_t for a
+ * finite lse (from a double reference; near-ties skipped), 0 at the +inf
+ * entries of a +inf row, -inf elsewhere in it and in a -inf row. Ties go
+ * to the lower token; weights 1/count on +inf rows, 0 on -inf keys. */
+TEST(route_expert_choice_special_rows_paths) {
+    static const struct { size_t t, e, c; float temp; int kind; } cs[] = {
+        {40, 8, 3, 1.0f, 0},    {40, 8, 3, 1.0f, 1},   {600, 64, 12, 0.5f, 0}, {600, 64, 12, 1.0f, 1},
+        {700, 8, 80, 1.0f, 0},  {700, 8, 80, 1.0f, 1}, {300, 4, 40, 1.0f, 0},  {600, 64, 12, 1.0f, 2},
+        {512, 8, 64, 1.0f, 2},  {2048, 8, 256, 1.0f, 0}, {96, 16, 1, 2.0f, 0}, {1024, 64, 16, 1.0f, 2},
+        {1, 256, 1, 1.0f, 0},   {1, 8, 1, 0.7f, 3},    {1, 8, 1, 1.0f, 4},
+        {60, 4, 20, 1.0f, 0},   {100, 4, 30, 1.0f, 1}, {100, 4, 30, 1.0f, 2}, /* the heap */
+    };
+    for (int th = 1; th <= 2; th++) {
+        sg_context *ctx = test_context(th);
+        for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+            const size_t t = cs[ci].t, e = cs[ci].e, c = cs[ci].c;
+            const float temp = cs[ci].temp;
+            const int kind = cs[ci].kind;
+            if (test_quick && t > 1000) continue;
+            float *x = rand_matrix(t, e, 1.0, 4000 + ci);
+            if (kind == 1) /* special rows: +inf rows (one or two +inf), -inf rows, -inf entries */
+                for (size_t r = 0; r < t; r++) {
+                    if (r % 7 == 3) x[r * e + r % e] = INFINITY;
+                    if (r % 14 == 3) x[r * e + (r + 1) % e] = INFINITY;
+                    if (r % 11 == 5)
+                        for (size_t i = 0; i < e; i++) x[r * e + i] = -INFINITY;
+                    if (r % 5 == 1) x[r * e + (r * 3) % e] = -INFINITY;
+                }
+            if (kind == 3) x[2] = INFINITY, x[5] = INFINITY; /* one token with +inf (two experts share it) */
+            if (kind == 4)
+                for (size_t i = 0; i < e; i++) x[i] = -INFINITY;
+            if (kind == 2) /* every token alike: tokens 0..C-1 in order */
+                for (size_t r = 1; r < t; r++) memcpy(x + r * e, x, e * sizeof *x);
+            int32_t *tok = xalloc(e * c * sizeof *tok);
+            float *w = xalloc(e * c * sizeof *w);
+            CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, temp, c, tok, c, w, c, NULL, 0) == SG_OK, "status %s",
+                  sg_context_error(ctx));
+            double *key = xalloc(t * e * sizeof *key), *col = xalloc(t * sizeof *col);
+            int *infrow = xalloc(t * sizeof *infrow);
+            for (size_t r = 0; r < t; r++) {
+                const float *xr = x + r * e;
+                size_t ninf = 0, nminf = 0;
+                for (size_t i = 0; i < e; i++) ninf += xr[i] == INFINITY, nminf += xr[i] == -INFINITY;
+                infrow[r] = (int)ninf;
+                double mx = -INFINITY, sm = 0.0;
+                for (size_t i = 0; i < e; i++) mx = fmax(mx, xr[i] / (double)temp);
+                for (size_t i = 0; i < e; i++) sm += ninf || nminf == e ? 0.0 : exp(xr[i] / (double)temp - mx);
+                for (size_t i = 0; i < e; i++)
+                    key[r * e + i] = ninf ? (xr[i] == INFINITY ? 0.0 : -INFINITY)
+                                   : nminf == e ? -INFINITY : xr[i] / (double)temp - mx - log(sm);
+            }
+            size_t clear = 0;
+            for (size_t ex = 0; ex < e; ex++) {
+                int32_t ref[512];
+                for (size_t r = 0; r < t; r++) col[r] = key[r * e + ex];
+                ref_select(col, NULL, t, c, ref);
+                int ok = 1; /* decided by more than rounding (equal keys are exact ties) */
+                for (size_t s = 0; s < c; s++)
+                    for (size_t r = 0; r < t; r++)
+                        if (r != (size_t)ref[s] && col[r] != col[ref[s]] && fabs(col[r] - col[ref[s]]) < 1e-6) ok = 0;
+                if (kind == 2) ok = 1; /* identical rows: exact ties */
+                if (!ok) continue;
+                clear++;
+                for (size_t s = 0; s < c; s++) {
+                    CHECK(tok[ex * c + s] == ref[s], "case %zu th %d expert %zu slot %zu: token %d, ref %d", ci, th,
+                          ex, s, tok[ex * c + s], ref[s]);
+                    const int32_t r = ref[s];
+                    double want = infrow[r] ? (x[(size_t)r * e + ex] == INFINITY ? 1.0 / infrow[r] : 0.0)
+                                            : exp(col[r]);
+                    CHECK(fabs(w[ex * c + s] - want) <= 2e-6 * want, "case %zu weight %g want %g", ci,
+                          (double)w[ex * c + s], want);
+                }
+            }
+            CHECK(clear * 10 >= e * 7, "case %zu: only %zu of %zu experts clear of near-ties", ci, clear, e);
+            free(x), free(tok), free(w), free(key), free(col), free(infrow);
+        }
+        sg_context_destroy(ctx);
+    }
 }
 
 /* ---- load and balance ------------------------------------------------------ */
@@ -860,6 +973,25 @@ TEST(route_balance_and_z_loss) {
     float m[4] = {-INFINITY, -INFINITY, 0.0f, 1.0f};
     CHECK(sg_route_z_loss_f32(ctx, 2, 2, m, 2, &L, NULL, 0) == SG_OK && L == INFINITY, "z -inf row: %g",
           (double)L);
+    /* the NaN found after the loss (no scan first): beside +inf, a row of
+     * NaN, a NaN in long rows (the two-pass lse), the first such token named */
+    {
+        static const size_t ezs[] = {3, 200};
+        for (int ei = 0; ei < 2; ei++)
+            for (int kind = 0; kind < 3; kind++) {
+                const size_t ez = ezs[ei], tz = 40;
+                float *z = rand_matrix(tz, ez, 1.0, 77);
+                if (kind == 0) z[7 * ez] = NAN, z[7 * ez + 1] = INFINITY;
+                if (kind == 1)
+                    for (size_t i = 0; i < ez; i++) z[7 * ez + i] = NAN;
+                if (kind == 2) z[7 * ez + ez - 1] = NAN;
+                z[30 * ez] = NAN;
+                CHECK(sg_route_z_loss_f32(ctx, tz, ez, z, ez, &L, NULL, 0) == SG_ERR_ARGUMENT &&
+                          strstr(sg_context_error(ctx), "token 7"), "z NaN e=%zu kind %d: '%s'", ez, kind,
+                      sg_context_error(ctx));
+                free(z);
+            }
+    }
     sg_context_destroy(ctx);
 }
 

@@ -57,7 +57,7 @@ TEST(route_topk_kernels_reference) {
     const size_t step = test_quick ? 7 : 1;
     size_t tested = 0;
     for (size_t e = 0; e < count; e++) {
-        if (!sg_cpu_supports(ents[e].isa)) continue;
+        if (!sg_cpu_supports(ents[e].isa) || ents[e].slot != SG_ROUTE_SLOT_topk) continue;
         sg_route_topk_fn *fn = (sg_route_topk_fn *)ents[e].fn;
         tested++;
         for (size_t t = 0; t < 300 / step + 6; t++) {
@@ -83,4 +83,190 @@ done:
     CHECK(tested >= 1, "no top-k kernel tested");
     CHECK(sg_route_kernels_get()->topk != NULL, "no top-k kernel installed");
     free(key);
+}
+
+/* ---- expert choice kernels ------------------------------------------------ */
+
+/* Logits with ties (few distinct values), -inf entries, or normals. */
+static void fill_logits(test_rng *r, int kind, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const double u = test_uniform(r);
+        if (kind == 1) x[i] = (float)(int)(u * 3.0);
+        else if (kind == 2 && u < 0.2) x[i] = -INFINITY;
+        else x[i] = (float)test_normal(r);
+    }
+}
+
+static double ec_key(const float *x, size_t ldx, const double *lse, double inv, size_t r, size_t i) {
+    return (double)x[r * ldx + i] * inv - lse[r];
+}
+
+/* The c best (key desc, lower token first) of expert i among tokens whose
+ * key is > -inf and >= lo: ids[0..m), m returned. */
+static size_t ref_ec_top(const float *x, size_t ldx, const double *lse, double inv, size_t t, size_t i,
+                         size_t c, double lo, int32_t *ids) {
+    unsigned char used[1024] = {0};
+    size_t m = 0;
+    for (; m < c; m++) {
+        long best = -1;
+        for (size_t r = 0; r < t; r++) {
+            const double v = ec_key(x, ldx, lse, inv, r, i);
+            if (used[r] || !(v > -INFINITY) || v < lo) continue;
+            if (best < 0 || v > ec_key(x, ldx, lse, inv, (size_t)best, i)) best = (long)r;
+        }
+        if (best < 0) break;
+        used[best] = 1;
+        ids[m] = (int32_t)best;
+    }
+    return m;
+}
+
+TEST(route_ec_kernels_reference) {
+    size_t count;
+    const sg_route_kernel_entry *ents = sg_route_kernel_entries(&count);
+    test_rng rng = test_rng_seed(91);
+    const size_t tmax = 300, emax = 40, cmax = 20;
+    float *x = malloc(tmax * (emax + 3) * sizeof *x), kf[64 * 20];
+    double *lse = malloc(tmax * sizeof *lse), *bk = malloc(cmax * 48 * sizeof *bk);
+    int32_t *bt = malloc(cmax * 48 * sizeof *bt), tok[64 * 20], want[32];
+    double *ck = malloc(emax * 600 * sizeof *ck), sk[600], thr[48], out[48];
+    int32_t *ct = malloc(emax * 600 * sizeof *ct), st[600];
+    uint32_t cnt[48];
+    size_t tested = 0;
+    for (size_t en = 0; en < count; en++) {
+        if (!sg_cpu_supports(ents[en].isa)) continue;
+        tested++;
+        const enum sg_route_slot slot = ents[en].slot;
+        for (int trial = 0; trial < (test_quick ? 12 : 40); trial++) {
+            const size_t t = 1 + (size_t)(test_uniform(&rng) * (trial < 20 ? 40 : (double)tmax));
+            const size_t e = 1 + (size_t)(test_uniform(&rng) * (double)emax), ldx = e + 3;
+            const size_t ldb = (e + 7) & ~(size_t)7;
+            const int kind = trial % 3;
+            const double inv = trial % 4 == 3 ? 2.0 : trial % 4 == 2 ? 0.625 : 1.0;
+            fill_logits(&rng, kind, x, t * ldx);
+            for (size_t r = 0; r < t; r++) lse[r] = 1.0 + 3.0 * test_uniform(&rng);
+            if (kind == 1)
+                for (size_t r = 0; r < t; r++) lse[r] = 2.5; /* equal keys across tokens */
+            const size_t c = 1 + (size_t)(test_uniform(&rng) * (double)(t < cmax ? t : cmax));
+            if (slot == SG_ROUTE_SLOT_ec_insert || slot == SG_ROUTE_SLOT_ec_finish) {
+                /* the lists, in two calls (the second continues), against
+                 * the c best keys; with or without the exact c-th key as thr */
+                const int use_thr = trial % 2;
+                for (size_t i = 0; i < e; i++) {
+                    int32_t ids[32];
+                    size_t m = ref_ec_top(x, ldx, lse, inv, t, i, c, -INFINITY, ids);
+                    thr[i] = m == c ? ec_key(x, ldx, lse, inv, (size_t)ids[c - 1], i) : -INFINITY;
+                }
+                sg_route_ec_insert_fn *ins = slot == SG_ROUTE_SLOT_ec_insert ? (sg_route_ec_insert_fn *)ents[en].fn
+                                                                             : sg_route_kernels_get()->ec_insert;
+                const size_t t1 = t / 3;
+                ins(0, t1, e, x, ldx, lse, inv, c, use_thr ? thr : NULL, bk, bt, ldb);
+                if (t1 == 0) /* r0 = 0 starts the lists: an empty first call does not */
+                    for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
+                ins(t1, t, e, x, ldx, lse, inv, c, use_thr ? thr : NULL, bk, bt, ldb);
+                int ok = 1, hole = 0;
+                for (size_t i = 0; i < e && ok; i++) {
+                    const size_t m = ref_ec_top(x, ldx, lse, inv, t, i, c, -INFINITY, want);
+                    hole |= m < c;
+                    for (size_t s = 0; s < c; s++) {
+                        const double kb = bk[s * ldb + i];
+                        if (s < m) ok &= bt[s * ldb + i] == want[s] && kb == ec_key(x, ldx, lse, inv, (size_t)want[s], i);
+                        else ok &= kb == -INFINITY;
+                    }
+                    CHECK(ok, "%s t=%zu e=%zu c=%zu kind=%d thr=%d: expert %zu", ents[en].name, t, e, c, kind,
+                          use_thr, i);
+                }
+                if (!ok) goto done;
+                if (slot == SG_ROUTE_SLOT_ec_finish) {
+                    const size_t ldt = trial % 2 ? c : c + 2;
+                    const int h = ((sg_route_ec_finish_fn *)ents[en].fn)(c, e, ldb, bk, bt, tok, ldt, kf);
+                    for (size_t i = 0; i < e; i++)
+                        for (size_t s = 0; s < c; s++)
+                            ok &= tok[i * ldt + s] == bt[s * ldb + i] && kf[i * c + s] == (float)bk[s * ldb + i];
+                    CHECK(ok && (h != 0) == hole, "%s t=%zu e=%zu c=%zu: out %d hole %d want %d", ents[en].name, t,
+                          e, c, ok, h, hole);
+                    if (!ok) goto done;
+                }
+            } else if (slot == SG_ROUTE_SLOT_ec_blockmax) {
+                const size_t r0 = (size_t)(test_uniform(&rng) * (double)t);
+                ((sg_route_ec_blockmax_fn *)ents[en].fn)(r0, t, e, x, ldx, lse, inv, out);
+                double lmx = 0.0;
+                for (size_t r = r0; r < t; r++) lmx = fmax(lmx, fabs(lse[r]));
+                for (size_t i = 0; i < e; i++) {
+                    double best = -INFINITY;
+                    for (size_t r = r0; r < t; r++) best = fmax(best, ec_key(x, ldx, lse, inv, r, i));
+                    const int ok = out[i] <= best && (best == -INFINITY ? out[i] == -INFINITY
+                                                                      : out[i] >= best - (fabs(out[i]) + lmx + 1.0) * 0x1p-19);
+                    CHECK(ok, "%s t=%zu e=%zu inv=%g expert %zu: %.17g, max %.17g", ents[en].name, t, e, inv, i,
+                          out[i], best);
+                    if (!ok) goto done;
+                }
+            } else if (slot == SG_ROUTE_SLOT_ec_collect) {
+                /* thr: a key of the column (ties included), -inf, or above all */
+                for (size_t i = 0; i < e; i++) {
+                    const double u = test_uniform(&rng);
+                    thr[i] = u < 0.15 ? -INFINITY : u < 0.2 ? 1.0
+                                                  : ec_key(x, ldx, lse, inv, (size_t)(u * (double)t) % t, i);
+                    cnt[i] = 0;
+                }
+                const size_t cap = trial % 3 == 0 ? 4 : 600;
+                ((sg_route_ec_collect_fn *)ents[en].fn)(0, t, e, x, ldx, lse, inv, thr, cap, ck, ct, cnt);
+                int ok = 1;
+                for (size_t i = 0; i < e && ok; i++) {
+                    size_t n = 0;
+                    for (size_t r = 0; r < t; r++) {
+                        const double v = ec_key(x, ldx, lse, inv, r, i);
+                        if (!(v >= thr[i])) continue;
+                        if (n < cap) ok &= ct[i * cap + n] == (int32_t)r && ck[i * cap + n] == v;
+                        n++;
+                    }
+                    ok &= cnt[i] == n;
+                    CHECK(ok, "%s t=%zu e=%zu cap=%zu expert %zu: %u candidates, want %zu", ents[en].name, t, e, cap,
+                          i, cnt[i], n);
+                }
+                if (!ok) goto done;
+            } else if (slot == SG_ROUTE_SLOT_ec_kth) {
+                /* the c-th largest of nb <= 32 values per expert (ties, -inf) */
+                const size_t nb = 1 + (size_t)(test_uniform(&rng) * 32.0) % 32;
+                const size_t ck_c = 1 + (size_t)(test_uniform(&rng) * (double)nb) % nb;
+                double *bmv = malloc(nb * ldb * sizeof *bmv);
+                for (size_t b = 0; b < nb; b++)
+                    for (size_t i = 0; i < ldb; i++)
+                        bmv[b * ldb + i] = i < e ? (double)x[(b % t) * ldx + i] + 0.25 * (double)(b / t) : NAN;
+                ((sg_route_ec_kth_fn *)ents[en].fn)(nb, e, ldb, bmv, ck_c, out);
+                int ok = 1;
+                for (size_t i = 0; i < e; i++) {
+                    size_t above = 0, atleast = 0; /* out[i] is a value with < c above and >= c at least */
+                    int found = 0;
+                    for (size_t b = 0; b < nb; b++) {
+                        above += bmv[b * ldb + i] > out[i];
+                        atleast += bmv[b * ldb + i] >= out[i];
+                        found |= bmv[b * ldb + i] == out[i] || (out[i] == -INFINITY && bmv[b * ldb + i] == -INFINITY);
+                    }
+                    ok &= found && above < ck_c && atleast >= ck_c;
+                }
+                CHECK(ok, "%s nb=%zu e=%zu c=%zu kind=%d", ents[en].name, nb, e, ck_c, kind);
+                free(bmv);
+                if (!ok) goto done;
+            } else if (slot == SG_ROUTE_SLOT_ec_rank) {
+                /* one expert's candidates: all tokens (n up to 300) */
+                const size_t n = t, cc = 1 + (size_t)(test_uniform(&rng) * (double)(n < 20 ? n : 20));
+                for (size_t r = 0; r < n; r++) ck[r] = ec_key(x, ldx, lse, inv, r, 0), ct[r] = (int32_t)(3 * r + 1);
+                int32_t ids[32];
+                const size_t m = ref_ec_top(x, ldx, lse, inv, t, 0, cc, -INFINITY, ids);
+                ((sg_route_ec_rank_fn *)ents[en].fn)(n, ck, ct, cc, tok, kf, sk, st);
+                int ok = 1;
+                size_t s = 0;
+                for (; s < m; s++)
+                    ok &= tok[s] == 3 * ids[s] + 1 && kf[s] == (float)ec_key(x, ldx, lse, inv, (size_t)ids[s], 0);
+                for (size_t r = 0; s < cc && r < n; r++) /* then the -inf keys in token order */
+                    if (ec_key(x, ldx, lse, inv, r, 0) == -INFINITY) ok &= tok[s++] == (int32_t)(3 * r + 1);
+                CHECK(ok, "%s n=%zu c=%zu kind=%d", ents[en].name, n, cc, kind);
+                if (!ok) goto done;
+            }
+        }
+    }
+done:
+    CHECK(tested >= 6, "only %zu route kernels tested", tested);
+    free(x), free(lse), free(bk), free(bt), free(ck), free(ct);
 }

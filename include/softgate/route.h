@@ -192,9 +192,13 @@ SG_API sg_status sg_gate_backward_f32(sg_context *ctx, const sg_gate_config *cfg
  * (else SG_ERR_ARGUMENT). sg_gate_expert_choice_f32 takes C (1 <= C <= T).
  * Rows with +inf logits follow the softmax core (the +inf entries share
  * the mass); a row of -inf logits has p = 0 and log-probability -inf. NaN:
- * SG_ERR_ARGUMENT naming the token. Workspace: 8 T + 128 C * tasks bytes
- * (tasks = 1, or the thread count when T * E >= 16384). Experts are split
- * across threads; the result never depends on the thread count.
+ * SG_ERR_ARGUMENT naming the token (the first one). Workspace: 8 T bytes
+ * plus, per task, the largest of: 16 C E' + 192 (C <= 16), about
+ * 8 (8.5 C + 98) E' + 64 C + 1024 when C >= 2 and T >= 16 C or
+ * 16 < C <= 128 and T >= 4 C, 8 (2 T + 3 C) when C >= 64 and 16 C >= T,
+ * else 128 C; E' = ceil(E / tasks) rounded up to 8 (tasks = 1, or the
+ * thread count when T * E >= 16384). Experts are split across threads; the
+ * result never depends on the thread count.
  */
 SG_API sg_status sg_expert_choice_capacity(sg_context *ctx, float capacity_factor, size_t t,
                                            size_t e, size_t *c);

@@ -223,25 +223,13 @@ sg_status sg_route_balance_loss_f32(sg_context *ctx, size_t t, size_t e, const f
     return SG_OK;
 }
 
-sg_status sg_route_z_loss_f32(sg_context *ctx, size_t t, size_t e, const float *x, size_t ldx,
-                              float *loss, float *dx, size_t lddx) {
-    static const char name[] = "sg_route_z_loss_f32";
-    if (!ctx) return SG_ERR_ARGUMENT;
-    sg_ok(ctx);
-    sg_status st = SG_OK;
-    if (t == 0 || e == 0)
-        st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: t and e must be >= 1 (got %zu, %zu)", name, t, e);
-    else if (!loss)
-        st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: loss is NULL", name);
-    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
-    if (st == SG_OK && dx) st = sg_check_matrix(ctx, name, "dx", dx, t, e, lddx);
-    if (st == SG_OK) st = first_nan_row(ctx, name, t, e, x, ldx);
-    if (st != SG_OK) return st;
-    const sg_kernels *kern = sg_kernels_get();
+/* sum_t lse_t^2 of the z-loss (no gradient): rows of up to the short-row
+ * size 16 at a time through the short-row logsumexp (rows in registers),
+ * longer rows through max and sum of exponentials. */
+static sg_status z_loss_sum(const sg_kernels *kern, size_t t, size_t e, const float *x, size_t ldx,
+                            double *out) {
     double sum = 0.0;
-    const double inv_t = 1.0 / (double)t;
-    if (!dx && e <= kern->softmax_short_max_n) {
-        /* rows in registers, logsumexp of up to 16 rows per call */
+    if (e <= kern->softmax_short_max_n) {
         float lse[16];
         for (size_t r = 0; r < t;) {
             size_t n = t - r < 16 ? t - r : 16;
@@ -254,16 +242,44 @@ sg_status sg_route_z_loss_f32(sg_context *ctx, size_t t, size_t e, const float *
                 r++;
             }
         }
+    } else {
+        for (size_t r = 0; r < t; r++) {
+            double l = row_softmax(kern, e, x + r * ldx, NULL);
+            sum += l * l;
+        }
+    }
+    *out = sum;
+    return SG_OK;
+}
+
+sg_status sg_route_z_loss_f32(sg_context *ctx, size_t t, size_t e, const float *x, size_t ldx,
+                              float *loss, float *dx, size_t lddx) {
+    static const char name[] = "sg_route_z_loss_f32";
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_status st = SG_OK;
+    if (t == 0 || e == 0)
+        st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: t and e must be >= 1 (got %zu, %zu)", name, t, e);
+    else if (!loss)
+        st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: loss is NULL", name);
+    if (st == SG_OK) st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
+    if (st == SG_OK && dx) st = sg_check_matrix(ctx, name, "dx", dx, t, e, lddx);
+    /* NaN: scanned first when dx is written; for the loss alone, a NaN
+     * makes its row's lse NaN (finite max) or its max infinite, so a
+     * finite sum has none, and the scan runs only when the sum is not */
+    if (st == SG_OK && dx) st = first_nan_row(ctx, name, t, e, x, ldx);
+    if (st != SG_OK) return st;
+    const sg_kernels *kern = sg_kernels_get();
+    double sum = 0.0;
+    const double inv_t = 1.0 / (double)t;
+    if (!dx) {
+        st = z_loss_sum(kern, t, e, x, ldx, &sum);
+        if (!isfinite(sum) && (st = first_nan_row(ctx, name, t, e, x, ldx)) != SG_OK) return st;
         *loss = (float)(sum * inv_t);
         return SG_OK;
     }
     for (size_t r = 0; r < t; r++) {
         const float *xr = x + r * ldx;
-        if (!dx) {
-            double l = row_softmax(kern, e, xr, NULL);
-            sum += l * l;
-            continue;
-        }
         float *d = dx + r * lddx;
         float mx = kern->rmax(e, xr);
         if (mx == INFINITY || mx == -INFINITY) {

@@ -5,17 +5,22 @@
  * gate_topk.c.
  *
  * Pass 1 (tokens): lse_t = log sum_e exp(x_te / T) in double from the
- * softmax kernels' sum, and the probs row if asked. Pass 2 (experts, split
- * across threads): a min-heap of C (key, token) pairs per expert over the
- * keys x_te / T - lse_t in double, the worst at the root (smallest key,
- * then the larger token), so a later token with an equal key never enters:
- * ties go to the lower token. The heap is then sorted in place (best
- * first) into the output row.
+ * softmax kernels' sum, and the probs row if asked; a NaN shows in lse.
+ * Pass 2 (experts, split across threads), on the keys x_te / T - lse_t in
+ * double, ties to the lower token, best first: C <= 16 per-expert lists
+ * (route.ec_insert); C >= 2 and a small share of T: block bounds, a
+ * threshold, the tokens above it collected and ranked (route.ec_blockmax,
+ * ec_kth, ec_collect, ec_rank); otherwise a quickselect + stable radix
+ * sort (C >= 64, C >= T / 16) or a min-heap of C pairs per expert, the
+ * worst at the root (smallest key, then the larger token), so a later
+ * token with an equal key never enters. One token (T = 1) is the softmax
+ * row. docs/ROUTING.md describes each path.
  */
 #include <math.h>
 #include <string.h>
 
 #include "route/route_internal.h"
+#include "route/route_kernels.h"
 #include "softmax/softmax_internal.h"
 
 sg_status sg_expert_choice_capacity(sg_context *ctx, float capacity_factor, size_t t, size_t e,
@@ -50,6 +55,7 @@ typedef struct ec_job {
     size_t ldw;
     double *heap; /* per task: c keys */
     size_t tasks;
+    int special; /* some token's lse is +-inf */
 } ec_job;
 
 /* a is worse than b: smaller key, or equal key and larger token */
@@ -114,7 +120,8 @@ static void finish_expert(const ec_job *j, size_t ex, double *key) {
 
 
 
-/* Experts [e0, e0 + nb) at once, nb <= EC_BLOCK: the tokens are scanned
+/* Experts [e0, e0 + nb) at once, nb <= EC_BLOCK (C > 16: smaller C takes
+ * the lists of route.ec_insert): the tokens are scanned
  * row by row (each row's nb logits are adjacent in memory), each expert
  * keeping a min-heap of C (key, token) pairs in key[q * c ...] and its
  * output row. A column-by-column scan would touch a new cache line per
@@ -123,22 +130,6 @@ static void finish_expert(const ec_job *j, size_t ex, double *key) {
 
 static void expert_block(const ec_job *j, size_t e0, size_t nb, double *key) {
     const size_t c = j->c;
-    if (c == 1) { /* decode (T <= E): an argmax per expert, without branches */
-        int32_t best[EC_BLOCK];
-        for (size_t q = 0; q < nb; q++) key[q] = key_of(j, 0, e0 + q), best[q] = 0;
-        for (size_t r = 1; r < j->t; r++)
-            for (size_t q = 0; q < nb; q++) {
-                const double k = key_of(j, r, e0 + q);
-                const int32_t m = -(int32_t)(k > key[q]); /* strict: ties keep the lower token */
-                best[q] = ((int32_t)r & m) | (best[q] & ~m);
-                key[q] = k > key[q] ? k : key[q];
-            }
-        for (size_t q = 0; q < nb; q++) {
-            j->tok[(e0 + q) * j->ldt] = best[q];
-            write_weights(j, e0 + q, key + q);
-        }
-        return;
-    }
     for (size_t q = 0; q < nb; q++) {
         double *kq = key + q * c;
         int32_t *tok = j->tok + (e0 + q) * j->ldt;
@@ -272,13 +263,188 @@ static void expert_select(const ec_job *j, size_t ex, double *work) {
  * C log C (1 + ln(T/C)), the select path's as about 2T + C). */
 static inline int use_select(size_t t, size_t c) { return c >= EC_SELECT_MIN_C && 16 * c >= t; }
 
+/* C up to this: the route.ec_insert kernel (lists of C per expert, SIMD
+ * across experts, a token tested against each expert's C-th key). */
+#define EC_NET_MAX 16
+static inline int use_net(size_t c) { return c <= EC_NET_MAX; }
+
+/* Experts per task rounded up to 8 (the kernel's lists' stride). */
+static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks + 7) & ~(size_t)7; }
+
 /* Doubles of scratch per task. */
-static size_t task_doubles(size_t t, size_t c) { return use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c; }
+static size_t collect_doubles(size_t c, size_t e, size_t tasks);
+static inline int collect_shape(size_t t, size_t c);
+static size_t task_doubles(size_t t, size_t c, size_t e, size_t tasks) {
+    size_t d;
+    /* keys; tokens, float keys (64-aligned) */
+    if (use_net(c)) d = 2 * c * net_ldb(e, tasks) + 24;
+    else d = use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
+    if (collect_shape(t, c)) { /* the collect path, tried first */
+        const size_t dc = collect_doubles(c, e, tasks);
+        d = dc > d ? dc : d;
+    }
+    return d;
+}
+
+/* One token of a row with an infinite lse into the lists (the kernel's
+ * strict insertion, keys from key_of). */
+static void net_insert_row(const ec_job *j, size_t r, size_t e0, size_t n, double *bk, int32_t *bt,
+                           size_t ldb) {
+    for (size_t i = 0; i < n; i++) {
+        double v = key_of(j, r, e0 + i);
+        int32_t tv = (int32_t)r;
+        int moving = 0; /* inserted: the pairs below shift down one slot */
+        for (size_t q = 0; q < j->c; q++) {
+            double *b = bk + q * ldb + i;
+            int32_t *tb = bt + q * ldb + i;
+            moving |= v > *b;
+            if (moving) {
+                const double kb = *b;
+                const int32_t ob = *tb;
+                *b = v, *tb = tv;
+                v = kb, tv = ob;
+            }
+        }
+    }
+}
+
+/* Weights of experts [e0, e0 + n) from their float keys kf[i * c + s]
+ * (tokens already out): exp(key), one vector pass of the softmax core's
+ * exponential (key <= 0 rounded to float once: within 1e-6); +inf rows
+ * get 1/count at their +inf entries. */
+static void net_weights(const ec_job *j, size_t e0, size_t n, float *kf) {
+    const size_t c = j->c;
+    if (j->ldw == c) {
+        j->kern->expsum_store(n * c, kf, j->w + e0 * j->ldw, 0.0f, 1.0f);
+    } else {
+        j->kern->expsum_store(n * c, kf, kf, 0.0f, 1.0f);
+        for (size_t i = 0; i < n; i++) memcpy(j->w + (e0 + i) * j->ldw, kf + i * c, c * sizeof *kf);
+    }
+    if (!j->special) return;
+    for (size_t i = 0; i < n; i++) /* +inf rows: 1/count at their +inf entries */
+        for (size_t s = 0; s < c; s++) {
+            const int32_t r = j->tok[(e0 + i) * j->ldt + s];
+            if (j->lse[r] != INFINITY) continue;
+            const float *xr = j->x + (size_t)r * j->ldx;
+            size_t cnt = 0;
+            for (size_t q = 0; q < j->e; q++) cnt += xr[q] == INFINITY;
+            j->w[(e0 + i) * j->ldw + s] = xr[e0 + i] == INFINITY ? 1.0f / (float)cnt : 0.0f;
+        }
+}
+
+
+/* Experts [e0, e1) through route.ec_insert: the lists start at -inf, the
+ * tokens go in in order (rows with an infinite lse one by one, scalar),
+ * slots still at -inf take the -inf tokens in token order (every token
+ * above -inf is then in the list), and the weights exp(key) are one
+ * vector pass of the softmax core's exponential. */
+static void net_task_range(const ec_job *j, size_t e0, size_t e1, double *work) {
+    const size_t c = j->c, t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
+    double *bk = work;
+    int32_t *bt = (int32_t *)(void *)(bk + c * ldb);
+    float *kf = (float *)(void *)(bt + c * ldb);
+    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16; /* 64-byte aligned, like w's loads */
+    if (j->special)
+        for (size_t q = 0; q < c * ldb; q++) bk[q] = -INFINITY, bt[q] = 0;
+    const sg_route_kernels *rk = sg_route_kernels_get();
+    const float *x = j->x + e0;
+    if (!j->special) {
+        rk->ec_insert(0, t, n, x, j->ldx, j->lse, j->inv_temp, c, NULL, bk, bt, ldb);
+    } else {
+        for (size_t r = 0; r < t;) {
+            size_t r1 = r;
+            while (r1 < t && j->lse[r1] > -INFINITY && j->lse[r1] < INFINITY) r1++;
+            if (r1 > r) rk->ec_insert(r, r1, n, x, j->ldx, j->lse, j->inv_temp, c, NULL, bk, bt, ldb);
+            if (r1 < t) net_insert_row(j, r1++, e0, n, bk, bt, ldb);
+            r = r1;
+        }
+    }
+    int32_t *tok0 = j->tok + e0 * j->ldt;
+    if (rk->ec_finish(c, n, ldb, bk, bt, tok0, j->ldt, kf))
+        for (size_t i = 0; i < n; i++) {
+            size_t s = c;
+            while (s > 0 && bk[(s - 1) * ldb + i] == -INFINITY) s--;
+            for (size_t r = 0; s < c && r < t; r++) /* fewer than c keys above -inf */
+                if (key_of(j, r, e0 + i) == -INFINITY) tok0[i * j->ldt + s++] = (int32_t)r;
+        }
+    net_weights(j, e0, n, kf);
+}
+
+/* ---- threshold and collect (no infinite lse, 2 <= C <= T / 16) --------- */
+
+/* Tokens per expert past which the collect path gives up (ties). */
+static size_t collect_cap(size_t c) { return 4 * c + 64; }
+/* C >= 2 and a small share of T (up to 1/16), or past the insertion's
+ * reach up to 128 (ranked by counts) and at most a quarter of T. */
+static inline int collect_shape(size_t t, size_t c) {
+    return c >= 2 && (t >= 16 * c || (c > EC_NET_MAX && c <= 128 && t >= 4 * c));
+}
+static inline int use_collect(const ec_job *j) { return !j->special && collect_shape(j->t, j->c); }
+
+static size_t collect_doubles(size_t c, size_t e, size_t tasks) {
+    const size_t ldb = net_ldb(e, tasks), cap = collect_cap(c), nb = 2 * c;
+    /* bm, thr, ck, ct + cnt, kf, merge scratch (keys, tokens), order bits */
+    return nb * ldb + ldb + cap * ldb + (cap * ldb + ldb) / 2 + 1 + c * ldb / 2 + 8 + cap + cap / 2 + 1 + nb + 8;
+}
+
+static inline double from_order_bits(uint64_t u) {
+    u = (u >> 63) ? u & ~0x8000000000000000ull : ~u;
+    double k;
+    memcpy(&k, &u, sizeof k);
+    return k;
+}
+
+/* Experts [e0, e1): thr_i = the C-th largest of the maxima of 2C blocks of
+ * tokens (C distinct tokens have keys >= thr_i, so no token below it is
+ * selected); the tokens >= thr_i collected in token order (route.ec_collect,
+ * about 1.4 C of them on random logits); a stable merge sort of those by
+ * descending key (ties keep token order) and its first C. Returns 0 when an
+ * expert has more than collect_cap(C) candidates (ties): the caller then
+ * takes another path. */
+static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
+    const size_t c = j->c, t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
+    const size_t cap = collect_cap(c), nb = 2 * c;
+    double *bm = work, *thr = bm + nb * ldb, *ck = thr + ldb;
+    int32_t *ct = (int32_t *)(void *)(ck + cap * ldb);
+    uint32_t *cnt = (uint32_t *)(void *)(ct + cap * ldb);
+    float *kf = (float *)(void *)(cnt + ldb + 2);
+    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16;
+    double *mk = (double *)(void *)(kf + c * ldb + 16);
+    int32_t *mt = (int32_t *)(void *)(mk + cap);
+    uint64_t *ob = (uint64_t *)(void *)(mt + cap + 2);
+    const sg_route_kernels *rk = sg_route_kernels_get();
+    const float *x = j->x + e0;
+    for (size_t b = 0; b < nb; b++)
+        rk->ec_blockmax(t * b / nb, t * (b + 1) / nb, n, x, j->ldx, j->lse, j->inv_temp, bm + b * ldb);
+    if (nb <= 32) { /* C <= 16: sorted levels across experts */
+        rk->ec_kth(nb, n, ldb, bm, c, thr);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            for (size_t b = 0; b < nb; b++) ob[b] = order_bits(bm[b * ldb + i] + 0.0);
+            thr[i] = from_order_bits(kth_largest(ob, nb, c));
+        }
+    }
+    for (size_t i = 0; i < n; i++) cnt[i] = 0;
+    rk->ec_collect(0, t, n, x, j->ldx, j->lse, j->inv_temp, thr, cap, ck, ct, cnt);
+    for (size_t i = 0; i < n; i++)
+        if (cnt[i] > cap || cnt[i] < c) return 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t *tok = j->tok + (e0 + i) * j->ldt;
+        rk->ec_rank(cnt[i], ck + i * cap, ct + i * cap, c, tok, kf + i * c, mk, mt);
+    }
+    net_weights(j, e0, n, kf);
+    return 1;
+}
 
 static void expert_task(void *arg, size_t task) {
     const ec_job *j = arg;
     size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
-    double *work = j->heap + task * task_doubles(j->t, j->c);
+    double *work = j->heap + task * task_doubles(j->t, j->c, j->e, j->tasks);
+    if (use_collect(j) && collect_range(j, e0, e1, work)) return;
+    if (use_net(j->c)) {
+        net_task_range(j, e0, e1, work);
+        return;
+    }
     if (use_select(j->t, j->c)) {
         for (size_t ex = e0; ex < e1; ex++) expert_select(j, ex, work);
         return;
@@ -287,8 +453,10 @@ static void expert_task(void *arg, size_t task) {
         expert_block(j, b, e1 - b < EC_BLOCK ? e1 - b : EC_BLOCK, work);
 }
 
+/* The arguments; NaN logits too when scan_nan (the forward finds them
+ * from lse instead: a row with a NaN has a NaN lse or an infinite max). */
 static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_t e, const float *x,
-                              size_t ldx, float temperature, size_t c) {
+                              size_t ldx, float temperature, size_t c, int scan_nan) {
     if (e == 0 || t == 0)
         return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: t and e must be >= 1 (got %zu, %zu)", name, t, e);
     if (c < 1 || c > t)
@@ -298,7 +466,7 @@ static sg_status check_common(sg_context *ctx, const char *name, size_t t, size_
         return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: temperature must be finite and > 0 (got %g)", name,
                        (double)temperature);
     sg_status st = sg_check_matrix(ctx, name, "x", x, t, e, ldx);
-    for (size_t r = 0; st == SG_OK && r < t; r++)
+    for (size_t r = 0; scan_nan && st == SG_OK && r < t; r++)
         if (sg_route_has_nan(x + r * ldx, e))
             st = sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit", name, r);
     return st;
@@ -329,7 +497,8 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     static const char name[] = "sg_gate_expert_choice_f32";
     if (!ctx) return SG_ERR_ARGUMENT;
     sg_ok(ctx);
-    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    /* NaN: scanned first when probs are written, else found from lse */
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c, probs != NULL);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "weights", weights, e, c, ldw);
     if (st == SG_OK && probs) st = sg_check_matrix(ctx, name, "probs", probs, t, e, ldp);
@@ -340,11 +509,32 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
     j.cf = 1.0f / temperature;
     j.inv_temp = (double)j.cf;
     j.tok = tokens, j.ldt = ldt, j.w = weights, j.ldw = ldw;
+    if (t == 1 && !probs) {
+        /* one token (C = 1): every expert takes it, with weight p_0e; the
+         * softmax row straight into the weights (stride 1) or through the
+         * workspace. A NaN makes the sum NaN; an infinite max goes below. */
+        const float mx = j.kern->rmax(e, x);
+        if (mx > -INFINITY && mx < INFINITY) {
+            float *wr = weights;
+            if (ldw != 1) {
+                void *wsp;
+                if ((st = sg_route_workspace(ctx, name, e * sizeof(float), &wsp)) != SG_OK) return st;
+                wr = wsp;
+            }
+            const double s = j.kern->expsum_store(e, x, wr, mx, j.cf);
+            if (s != s) return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token 0 has a NaN logit", name);
+            j.kern->scale(e, wr, wr, (float)(1.0 / s));
+            for (size_t ex = 0; ex < e; ex++) tokens[ex * ldt] = 0;
+            if (ldw != 1)
+                for (size_t ex = 0; ex < e; ex++) weights[ex * ldw] = wr[ex];
+            return SG_OK;
+        }
+    }
     j.tasks = sg_route_tasks(ctx, e, t);
     if (t > SIZE_MAX / 64 / (j.tasks + 1) || c > SIZE_MAX / 64 / EC_BLOCK / (j.tasks + 1))
         return sg_fail(ctx, SG_ERR_SHAPE, "%s: t or c is too large", name);
     void *wsp;
-    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * task_doubles(t, c)) * sizeof(double), &wsp)) !=
+    if ((st = sg_route_workspace(ctx, name, (t + j.tasks * task_doubles(t, c, e, j.tasks)) * sizeof(double), &wsp)) !=
         SG_OK)
         return st;
     double *lse = wsp;
@@ -366,6 +556,14 @@ sg_status sg_gate_expert_choice_f32(sg_context *ctx, size_t t, size_t e, const f
         for (size_t r = 0; r < t; r++)
             lse[r] = token_lse(j.kern, e, x + r * ldx, j.cf, probs ? probs + r * ldp : NULL);
     }
+    /* a row with a NaN has a NaN lse, or an infinite one (its max): the
+     * first such row that holds a NaN is the error */
+    for (size_t r = 0; r < t; r++) {
+        if (lse[r] > -INFINITY && lse[r] < INFINITY) continue;
+        if (sg_route_has_nan(x + r * ldx, e))
+            return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit", name, r);
+        j.special = 1;
+    }
     /* the expert-major key uses x / T exactly as lse does: inv_temp = c */
     if (j.tasks <= 1) expert_task(&j, 0);
     else sg_parallel_for(ctx, j.tasks, expert_task, &j);
@@ -379,7 +577,7 @@ sg_status sg_gate_expert_choice_backward_f32(sg_context *ctx, size_t t, size_t e
     static const char name[] = "sg_gate_expert_choice_backward_f32";
     if (!ctx) return SG_ERR_ARGUMENT;
     sg_ok(ctx);
-    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c);
+    sg_status st = check_common(ctx, name, t, e, x, ldx, temperature, c, 1);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "tokens", tokens, e, c, ldt);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dweights", dweights, e, c, lddw);
     if (st == SG_OK) st = sg_check_matrix(ctx, name, "dx", dx, t, e, lddx);

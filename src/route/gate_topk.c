@@ -44,6 +44,7 @@ sg_gate_config sg_gate_config_default(sg_gate_kind kind) {
 
 typedef struct gate_job {
     const sg_kernels *kern;
+    sg_route_topk_fn *topk; /* the routers' table, looked up once per call */
     const sg_gate_config *cfg;
     size_t t, e, k;
     float c; /* 1 / temperature */
@@ -167,6 +168,8 @@ static void selected_softmax(const gate_job *j, const float *z, const int32_t *i
 /* s = sigmoid(c x) for the whole row through the kernels' exponential:
  * exp(-c |x|) (an argument <= 0, the kernels' domain), then
  * s = 1 / (1 + e) for x >= 0 and e / (1 + e) below. */
+static void sigmoid_finish(size_t e, const float *x, float *s);
+
 static void sigmoid_row(const gate_job *j, const float *x, float *s) {
     const size_t e = j->e;
     size_t i = 0;
@@ -174,6 +177,22 @@ static void sigmoid_row(const gate_job *j, const float *x, float *s) {
         for (size_t q = 0; q < 16; q++) s[i + q] = -fabsf(x[i + q]);
     for (; i < e; i++) s[i] = -fabsf(x[i]);
     j->kern->expsum_store(e, s, s, 0.0f, j->c);
+    sigmoid_finish(e, x, s);
+}
+
+/* The same for n rows of x (ldx) into s (n x e, contiguous), with one
+ * call of the exponential for all of them (short rows: a call per row of
+ * 8 experts was a sixth of the DeepSeek-V3 gate's time). */
+static void sigmoid_rows(const gate_job *j, size_t n, const float *x, size_t ldx, float *s) {
+    const size_t e = j->e;
+    for (size_t r = 0; r < n; r++)
+        for (size_t i = 0; i < e; i++) s[r * e + i] = -fabsf(x[r * ldx + i]);
+    j->kern->expsum_store(n * e, s, s, 0.0f, j->c);
+    for (size_t r = 0; r < n; r++) sigmoid_finish(e, x + r * ldx, s + r * e);
+}
+
+static void sigmoid_finish(size_t e, const float *x, float *s) {
+    size_t i;
     /* s = (x >= 0 ? 1 : q) / (1 + q) without a branch (the sign decides
      * half the entries at random), 4 at a time in the compiler's portable
      * vectors (SSE2 / NEON at the baseline ISA; the scalar division with a
@@ -218,7 +237,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
     /* keys checked for NaN above; the top-2 of <= 16 groups (just
      * stored): the scalar path, as below */
     if (ng <= 16 && tg <= 2) sg_route_topk__ref(gscore, ng, tg, gsel, gtop);
-    else sg_route_kernels_get()->topk(gscore, ng, tg, gsel, gtop);
+    else j->topk(gscore, ng, tg, gsel, gtop);
     /* From 128 experts: the kept groups' keys, gathered in ascending group
      * order (so in expert order: ties still go to the lower expert), then
      * one selection over them (K <= the kept experts) and the ids mapped
@@ -226,14 +245,17 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
      * than the packing. Same ids either way. */
     float *packed = gscore; /* reused: e floats */
     if (ng > 256 || j->e < 128) { /* the kept experts keep their key, the others -inf */
-        for (size_t i = 0; i < j->e; i++) packed[i] = -INFINITY;
+        size_t i = 0;
+        for (; i + 16 <= j->e; i += 16) /* fixed blocks: vector stores */
+            for (size_t q = 0; q < 16; q++) packed[i + q] = -INFINITY;
+        for (; i < j->e; i++) packed[i] = -INFINITY;
         for (size_t a = 0; a < tg; a++)
             memcpy(packed + (size_t)gsel[a] * gs, key + (size_t)gsel[a] * gs, gs * sizeof *packed);
         /* rows of <= 16: the scalar path, which reads the stores just
          * made key by key (a vector load over them waits for the stores
          * to retire: measured 8% slower at E = 8) */
         if (j->e <= 16 && j->k <= 2) sg_route_topk__ref(packed, j->e, j->k, ids, top);
-        else sg_route_kernels_get()->topk(packed, j->e, j->k, ids, top);
+        else j->topk(packed, j->e, j->k, ids, top);
         return 0;
     }
     unsigned char kept[256] = {0};
@@ -245,7 +267,7 @@ static int select_grouped(const gate_job *j, const float *key, int32_t *ids, flo
         memcpy(packed + np * gs, key + g * gs, gs * sizeof *packed);
         gorder[np++] = (int32_t)g;
     }
-    sg_route_kernels_get()->topk(packed, np * gs, j->k, ids, top);
+    j->topk(packed, np * gs, j->k, ids, top);
     for (size_t l = 0; l < j->k; l++)
         ids[l] = gorder[(size_t)ids[l] / gs] * (int32_t)gs + (int32_t)((size_t)ids[l] % gs);
     return 0;
@@ -261,7 +283,7 @@ typedef struct scratch {
 /* The K ids of row r into ids; the source row z (x, or z') into *zsrc.
  * Returns nonzero on NaN. */
 static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *ids,
-                     const float **zsrc) {
+                     const float **zsrc, const float *spre) {
     const sg_gate_config *cfg = j->cfg;
     const float *x = j->x ? j->x + r * j->ldx : NULL, *z = x;
     size_t f = 0;
@@ -279,15 +301,22 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     }
     if (!needs_key_row(j)) {
         if (sg_route_has_nan(z, j->e)) return 1;
-        sg_route_kernels_get()->topk(z, j->e, j->k, ids, top);
+        j->topk(z, j->e, j->k, ids, top);
         return 0;
     }
     if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
-        /* s into zp (the weights reuse it), the key s + b into key */
-        sigmoid_row(j, z, sc->zp);
-        if (cfg->bias)
-            for (size_t i = 0; i < j->e; i++) sc->key[i] = sc->zp[i] + cfg->bias[i];
-        else
+        /* s into zp (the weights reuse it), the key s + b into key; spre:
+         * the row's s computed with its chunk (then NaN stays NaN too) */
+        if (spre) memcpy(sc->zp, spre, j->e * sizeof *sc->zp);
+        else sigmoid_row(j, z, sc->zp);
+        if (cfg->bias) { /* blocks of 16 on restrict pointers: vectorized */
+            float *restrict kd = sc->key;
+            const float *restrict sv = sc->zp, *restrict bv = cfg->bias;
+            size_t i = 0;
+            for (; i + 16 <= j->e; i += 16)
+                for (size_t q = 0; q < 16; q++) kd[i + q] = sv[i + q] + bv[i + q];
+            for (; i < j->e; i++) kd[i] = sv[i] + bv[i];
+        } else
             memcpy(sc->key, sc->zp, j->e * sizeof *sc->key);
     } else {
         for (size_t i = 0; i < j->e; i++) sc->key[i] = z[i] * j->c;
@@ -297,7 +326,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
     if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
     /* a NaN in z reaches its key (sigmoid, product and sum keep NaN) */
     if (sg_route_has_nan(sc->key, j->e)) return 1;
-    sg_route_kernels_get()->topk(sc->key, j->e, j->k, ids, top);
+    j->topk(sc->key, j->e, j->k, ids, top);
     return 0;
 }
 
@@ -318,8 +347,10 @@ static void forward_weights(const gate_job *j, size_t r, const float *z, const i
         /* s from the row computed for the key when there is one */
         for (size_t l = 0; l < j->k; l++)
             s += wp[l] = srow ? (double)srow[ids[l]] : sigmoid_f((double)z[ids[l]] * (double)j->c);
-        if (cfg->renormalize)
-            for (size_t l = 0; l < j->k; l++) wp[l] = s > 0 ? wp[l] / s : 0.0;
+        if (cfg->renormalize) { /* one division (they were a chain of K) */
+            const double inv = s > 0 ? 1.0 / s : 0.0;
+            for (size_t l = 0; l < j->k; l++) wp[l] *= inv;
+        }
         if (p && srow) memcpy(p, srow, j->e * sizeof *p);
         else if (p) sigmoid_row(j, z, p);
         break;
@@ -370,22 +401,51 @@ static int batch_args(const gate_job *j, const float *z, const int32_t *ids, flo
     return 1;
 }
 
+/* Softmax-top-k without renormalizing (Switch's top-1), no probs, short
+ * rows: each chunk's lse_t = log sum_i exp(c x_ti) comes from the
+ * short-row logsumexp (16 rows per call, rows in registers), and the
+ * weights exp(c x - lse) go through the batched exponential, instead of
+ * two kernel calls (max, sum) per token. */
+static int lse_batched(const gate_job *j) {
+    return j->cfg->kind == SG_GATE_SOFTMAX_TOPK && !j->cfg->renormalize && !j->p && j->x &&
+           j->k <= BATCH_K && j->e <= j->kern->softmax_short_max_n;
+}
+
 static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
     const gate_job *j = arg;
     float stack[j->e > SG_ROUTE_STACK_E ? 1 : 4 * j->e];
     scratch sc;
     task_scratch(j, task, stack, &sc);
-    const int batch = batched(j);
-    float args[BATCH_ROWS * BATCH_K];
+    const int lseb = lse_batched(j), batch = batched(j) || lseb;
+    float args[BATCH_ROWS * BATCH_K], lse[BATCH_ROWS];
     unsigned char done[BATCH_ROWS];
+    /* sigmoid gates on rows of <= 16 experts: a chunk's s at once */
+    const int sigb = j->cfg->kind == SG_GATE_SIGMOID_TOPK && j->x && needs_key_row(j) && j->e <= 16;
+    float spre[BATCH_ROWS * 16];
     for (size_t c0 = r0; c0 < r1; c0 += BATCH_ROWS) {
         const size_t c1 = r1 - c0 < BATCH_ROWS ? r1 : c0 + BATCH_ROWS;
+        if (sigb) sigmoid_rows(j, c1 - c0, j->x + c0 * j->ldx, j->ldx, spre);
+        if (lseb) /* NaN rows come out NaN (and are reported below); +-inf max rows: -inf here */
+            for (size_t r = c0; r < c1;) {
+                const size_t n = c1 - r < 16 ? c1 - r : 16;
+                const size_t d = j->kern->softmax_short(n, j->e, j->x + r * j->ldx, j->ldx, lse + (r - c0), 1,
+                                                        j->c, j->cfg->temperature, SG_SHORT_LOGSUMEXP);
+                r += d;
+                if (d < n) lse[r++ - c0] = -INFINITY; /* the scalar way */
+            }
         for (size_t r = c0; r < c1; r++) {
             int32_t *ids = j->ids + r * j->ldi;
             const float *z;
             float *p = j->p ? j->p + r * j->ldp : NULL;
-            if (route_row(j, r, &sc, ids, &z)) return r;
-            if (batch && batch_args(j, z, ids, args + (r - c0) * j->k)) {
+            if (route_row(j, r, &sc, ids, &z, sigb ? spre + (r - c0) * j->e : NULL)) return r;
+            if (lseb && lse[r - c0] > -INFINITY) {
+                /* a = c z - lse <= 0 (rounded: within 1e-6 of it) */
+                for (size_t l = 0; l < j->k; l++)
+                    args[(r - c0) * j->k + l] = (float)((double)z[ids[l]] * (double)j->c - (double)lse[r - c0]);
+                done[r - c0] = 0;
+                continue;
+            }
+            if (!lseb && batch && batch_args(j, z, ids, args + (r - c0) * j->k)) {
                 done[r - c0] = 0;
                 if (p) { /* the full row now: z may be scratch reused by the next row */
                     double sum;
@@ -402,6 +462,11 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
         for (size_t r = c0; r < c1; r++) {
             if (done[r - c0]) continue;
             const float *a = args + (r - c0) * j->k;
+            if (lseb) { /* the probabilities themselves */
+                float *w = j->w + r * j->ldw;
+                for (size_t l = 0; l < j->k; l++) w[l] = (float)(j->a * (double)a[l]);
+                continue;
+            }
             double s = 0.0;
             for (size_t l = 0; l < j->k; l++) s += a[l];
             const double scale = j->a / s; /* s >= 1: the max's term is exp(0) */
@@ -555,6 +620,7 @@ static sg_status check_config(sg_context *ctx, const char *name, const sg_gate_c
 /* Workspace for the scratch rows when e is beyond the stack. */
 static sg_status prepare(sg_context *ctx, const char *name, gate_job *j, size_t tasks) {
     j->kern = sg_kernels_get();
+    j->topk = sg_route_kernels_get()->topk;
     j->c = 1.0f / j->cfg->temperature;
     j->a = j->cfg->routed_scale;
     j->k = j->cfg->k;

@@ -43,17 +43,15 @@ static void place32(const float *c, const int32_t *d, size_t nc, size_t k, int32
             r1 = _mm512_mask_add_epi32(r1, g1, r1, one);
         }
     }
+    /* the selected lanes scattered to their ranks (distinct): reading the
+     * ranks back from memory stalled on the vector store */
     const __m512i kk = _mm512_set1_epi32((int32_t)k);
-    int32_t rank[32];
-    _mm512_storeu_si512(rank, r0);
-    _mm512_storeu_si512(rank + 16, r1);
-    uint32_t sel = (uint32_t)(_mm512_cmplt_epi32_mask(r0, kk) & m0) |
-                   (uint32_t)(_mm512_cmplt_epi32_mask(r1, kk) & m1) << 16;
-    while (sel) {
-        const unsigned q = (unsigned)__builtin_ctz(sel);
-        ids[rank[q]] = d[q];
-        top[rank[q]] = c[q];
-        sel &= sel - 1;
+    const __mmask16 s0 = _mm512_cmplt_epi32_mask(r0, kk) & m0, s1 = _mm512_cmplt_epi32_mask(r1, kk) & m1;
+    _mm512_mask_i32scatter_epi32(ids, s0, r0, _mm512_maskz_loadu_epi32(m0, d), 4);
+    _mm512_mask_i32scatter_ps(top, s0, r0, v0, 4);
+    if (s1) {
+        _mm512_mask_i32scatter_epi32(ids, s1, r1, _mm512_maskz_loadu_epi32(m1, d + 16), 4);
+        _mm512_mask_i32scatter_ps(top, s1, r1, v1, 4);
     }
 }
 
@@ -106,6 +104,25 @@ void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, f
         place32(key, iota32, n, k, ids, top);
         return;
     }
+    if (k == 1) { /* the maximum, then the first lane equal to it (-0 == +0) */
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        __m512 m0 = ninf, m1 = ninf;
+        size_t i = 0;
+        for (; i + 32 <= n; i += 32)
+            m0 = _mm512_max_ps(m0, _mm512_loadu_ps(key + i)), m1 = _mm512_max_ps(m1, _mm512_loadu_ps(key + i + 16));
+        for (; i < n; i += 16) m0 = _mm512_max_ps(m0, _mm512_mask_loadu_ps(ninf, lanes(n - i), key + i));
+        const float b = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+        const __m512 vb = _mm512_set1_ps(b);
+        for (i = 0; i < n; i += 16) {
+            const __mmask16 l = lanes(n - i);
+            const __mmask16 q = _mm512_mask_cmp_ps_mask(l, _mm512_maskz_loadu_ps(l, key + i), vb, _CMP_EQ_OQ);
+            if (q) {
+                ids[0] = (int32_t)(i + (size_t)__builtin_ctz(q));
+                top[0] = key[ids[0]];
+                return;
+            }
+        }
+    }
     if (k > 16 || n > SG_ROUTE_STACK_E) {
         sg_route_topk__ref(key, n, k, ids, top);
         return;
@@ -138,4 +155,312 @@ void sg_route_topk__avx512(const float *key, size_t n, size_t k, int32_t *ids, f
     }
     size_t f = 0;
     for (size_t q = 0; q < nc; q++) sg_route_insert(c[q], (size_t)d[q], k, ids, top, &f, 0);
+}
+
+/* ---- expert choice: per-expert top-c lists (route_kernels.h) ----------- */
+
+static inline __mmask8 lanes8(size_t m) {
+    return m >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << m) - 1);
+}
+
+/* The keys of 8 experts for one token: (double)x * inv - l; the product
+ * is exact (24-bit times 24-bit significands), so a fused multiply-add
+ * would round the same. */
+static inline __m512d ec_key8(const float *x, __mmask8 m, __m512d vinv, double l) {
+    const __m512d xd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x));
+    return _mm512_sub_pd(_mm512_mul_pd(xd, vinv), _mm512_set1_pd(l));
+}
+
+/* c (2..4, a constant after inlining) levels of 8 experts in registers;
+ * every token runs them without a branch: from the first level its key
+ * beats, the lane's pairs shift down. */
+static inline __attribute__((always_inline)) void ec_small(size_t rt, size_t re, const float *x, size_t ldx,
+                                                           const double *lse, __m512d vinv, __mmask8 m8,
+                                                           double *bk, int32_t *bt, size_t ldb, const size_t c) {
+    __m512d b[4];
+    __m256i tk[4];
+    for (size_t j = 0; j < c; j++) {
+        b[j] = _mm512_loadu_pd(bk + j * ldb);
+        tk[j] = _mm256_loadu_si256((const __m256i *)(const void *)(bt + j * ldb));
+    }
+    for (size_t r = rt; r < re; r++) {
+        __m512d v = ec_key8(x + r * ldx, m8, vinv, lse[r]);
+        __m256i tv = _mm256_set1_epi32((int)r);
+        __mmask8 s = 0;
+        for (size_t j = 0; j < c; j++) {
+            s |= _mm512_mask_cmp_pd_mask(m8, v, b[j], _CMP_GT_OQ);
+            const __m512d nb = _mm512_mask_mov_pd(b[j], s, v);
+            const __m256i nt = _mm256_mask_mov_epi32(tk[j], s, tv);
+            v = _mm512_mask_mov_pd(v, s, b[j]);
+            tv = _mm256_mask_mov_epi32(tv, s, tk[j]);
+            b[j] = nb, tk[j] = nt;
+        }
+    }
+    for (size_t j = 0; j < c; j++) {
+        _mm512_storeu_pd(bk + j * ldb, b[j]);
+        _mm256_storeu_si256((__m256i *)(void *)(bt + j * ldb), tk[j]);
+    }
+}
+
+/* Tiles of 32 tokens; in a tile, groups of 8 experts: c = 1 keeps the
+ * group's best in registers without a branch; c > 1 compares each token
+ * with the group's c-th keys and, when a lane beats it, runs the strict
+ * insertion over the c levels in memory: from the first level it beats, a
+ * lane's pairs shift down one slot (the other lanes cannot move: their key
+ * is <= every kept key). */
+void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                const double *lse, double inv, size_t c, const double *thr, double *bk,
+                                int32_t *bt, size_t ldb) {
+    const __m512d vinv = _mm512_set1_pd(inv);
+    /* ldb is a multiple of 8: whole-vector loads and stores of the lists
+     * (a masked store does not forward to the caller's later loads) */
+    const int fresh = r0 == 0;
+    if (fresh) {
+        const __m512d ninf = _mm512_set1_pd(-INFINITY);
+        for (size_t q = 0; q < c * ldb; q += 8) {
+            _mm512_storeu_pd(bk + q, ninf);
+            _mm256_storeu_si256((__m256i *)(void *)(bt + q), _mm256_setzero_si256());
+        }
+    }
+    for (size_t rt = r0; rt < r1; rt += 32) {
+        const size_t re = r1 - rt < 32 ? r1 : rt + 32;
+        for (size_t i = 0; i < e; i += 8) {
+            const __mmask8 m8 = lanes8(e - i);
+            if (c == 1) {
+                __m512d b = _mm512_loadu_pd(bk + i);
+                __m256i t = _mm256_loadu_si256((const __m256i *)(const void *)(bt + i));
+                for (size_t r = rt; r < re; r++) {
+                    const __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
+                    const __mmask8 g = _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ);
+                    b = _mm512_mask_mov_pd(b, g, v);
+                    t = _mm256_mask_set1_epi32(t, g, (int)r);
+                }
+                _mm512_storeu_pd(bk + i, b);
+                _mm256_storeu_si256((__m256i *)(void *)(bt + i), t);
+                continue;
+            }
+            if (c <= 4 && !thr) { /* the c levels in registers, without a branch */
+                if (c == 2) ec_small(rt, re, x + i, ldx, lse, vinv, m8, bk + i, bt + i, ldb, 2);
+                else if (c == 3) ec_small(rt, re, x + i, ldx, lse, vinv, m8, bk + i, bt + i, ldb, 3);
+                else ec_small(rt, re, x + i, ldx, lse, vinv, m8, bk + i, bt + i, ldb, 4);
+                continue;
+            }
+            double *wp = bk + (c - 1) * ldb + i;
+            __m512d w = _mm512_loadu_pd(wp);
+            /* thr: keys below it are not inserted (-inf: all are) */
+            const __m512d th = thr ? _mm512_maskz_loadu_pd(m8, thr + i) : _mm512_set1_pd(-INFINITY);
+            for (size_t r = rt; r < re; r++) {
+                __m512d v = ec_key8(x + r * ldx + i, m8, vinv, lse[r]);
+                if (!(_mm512_mask_cmp_pd_mask(m8, v, w, _CMP_GT_OQ) &
+                      _mm512_cmp_pd_mask(v, th, _CMP_GE_OQ)))
+                    continue;
+                __m256i tv = _mm256_set1_epi32((int)r);
+                __mmask8 s = 0; /* lanes that inserted: the rest of their list shifts down */
+                for (size_t j = 0; j < c; j++) {
+                    double *pb = bk + j * ldb + i;
+                    int32_t *pt = bt + j * ldb + i;
+                    const __m512d b = _mm512_loadu_pd(pb);
+                    s |= _mm512_mask_cmp_pd_mask(m8, v, b, _CMP_GT_OQ) & _mm512_cmp_pd_mask(v, th, _CMP_GE_OQ);
+                    if (!s) continue;
+                    const __m256i tb = _mm256_loadu_si256((const __m256i *)(const void *)pt);
+                    _mm512_storeu_pd(pb, _mm512_mask_mov_pd(b, s, v));
+                    _mm256_storeu_si256((__m256i *)(void *)pt, _mm256_mask_mov_epi32(tb, s, tv));
+                    v = _mm512_mask_mov_pd(v, s, b);
+                    tv = _mm256_mask_mov_epi32(tv, s, tb);
+                }
+                w = _mm512_loadu_pd(wp);
+            }
+        }
+    }
+}
+
+/* Whole-vector loads of the lists; tokens and keys out by 64-bit-index
+ * scatters (any ldt), or plain stores when c == 1 and ldt == 1 (16 keys
+ * per 512-bit store, the width the softmax core reads them at). */
+int sg_route_ec_finish__avx512(size_t c, size_t n, size_t ldb, const double *bk, const int32_t *bt,
+                               int32_t *tok, size_t ldt, float *kf) {
+    const __m512d ninf = _mm512_set1_pd(-INFINITY);
+    __mmask8 hole = 0;
+    for (size_t i = 0; i < n; i += 8)
+        hole |= _mm512_mask_cmp_pd_mask(lanes8(n - i), _mm512_loadu_pd(bk + (c - 1) * ldb + i), ninf,
+                                        _CMP_EQ_OQ);
+    if (c == 1 && ldt == 1) {
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            const __m256 lo = _mm512_cvtpd_ps(_mm512_loadu_pd(bk + i));
+            const __m256 hi = _mm512_cvtpd_ps(_mm512_loadu_pd(bk + i + 8));
+            _mm512_storeu_ps(kf + i, _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
+            _mm256_storeu_si256((__m256i *)(void *)(tok + i),
+                                _mm256_loadu_si256((const __m256i *)(const void *)(bt + i)));
+            _mm256_storeu_si256((__m256i *)(void *)(tok + i + 8),
+                                _mm256_loadu_si256((const __m256i *)(const void *)(bt + i + 8)));
+        }
+        for (; i < n; i += 8) {
+            const __mmask8 m = lanes8(n - i);
+            _mm256_mask_storeu_ps(kf + i, m, _mm512_cvtpd_ps(_mm512_loadu_pd(bk + i)));
+            _mm256_mask_storeu_epi32(tok + i, m, _mm256_loadu_si256((const __m256i *)(const void *)(bt + i)));
+        }
+        return hole != 0;
+    }
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m = lanes8(n - i);
+        const __m512i row = _mm512_add_epi64(lane, _mm512_set1_epi64((long long)i));
+        const __m512i ti = _mm512_mullo_epi64(row, _mm512_set1_epi64((long long)ldt));
+        const __m512i ki = _mm512_mullo_epi64(row, _mm512_set1_epi64((long long)c));
+        for (size_t s = 0; s < c; s++) {
+            const __m512i so = _mm512_set1_epi64((long long)s);
+            _mm512_mask_i64scatter_epi32(tok, m, _mm512_add_epi64(ti, so),
+                                         _mm256_loadu_si256((const __m256i *)(const void *)(bt + s * ldb + i)), 4);
+            _mm512_mask_i64scatter_ps(kf, m, _mm512_add_epi64(ki, so), _mm512_cvtpd_ps(_mm512_loadu_pd(bk + s * ldb + i)),
+                                      4);
+        }
+    }
+    return hole != 0;
+}
+
+/* Float keys x * inv - (float)lse, their maxima down the rows 64 experts
+ * at a time in registers, less M = 2^-20 (|max| + max |lse| + 1): each
+ * float key is within 2^-23 (|lse| + |key|) + 2^-149 of its double key, so
+ * the block's best token has a double key >= the result. With inv <= 1 a
+ * float key never overflows to +inf (|x * inv| <= FLT_MAX, and
+ * (float)lse >= the row's largest x * inv, rounded); inv > 1 (temperature
+ * below 1) takes the double keys. */
+void sg_route_ec_blockmax__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                  const double *lse, double inv, double *out) {
+    if (!(inv <= 1.0)) {
+        sg_route_ec_blockmax__ref(r0, r1, e, x, ldx, lse, inv, out);
+        return;
+    }
+    double lmx = 0.0;
+    for (size_t r = r0; r < r1; r++) lmx = fabs(lse[r]) > lmx ? fabs(lse[r]) : lmx;
+    const __m512 vinv = _mm512_set1_ps((float)inv), ninf = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < e; i += 64) {
+        const __mmask16 m0 = lanes(e - i), m1 = lanes(e > i + 16 ? e - i - 16 : 0),
+                        m2 = lanes(e > i + 32 ? e - i - 32 : 0), m3 = lanes(e > i + 48 ? e - i - 48 : 0);
+        __m512 b0 = ninf, b1 = ninf, b2 = ninf, b3 = ninf;
+        for (size_t r = r0; r < r1; r++) {
+            const float *xr = x + r * ldx + i;
+            const __m512 l = _mm512_set1_ps((float)lse[r]);
+            b0 = _mm512_max_ps(b0, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m0, xr), vinv), l));
+            if (m1) b1 = _mm512_max_ps(b1, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m1, xr + 16), vinv), l));
+            if (m2) b2 = _mm512_max_ps(b2, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m2, xr + 32), vinv), l));
+            if (m3) b3 = _mm512_max_ps(b3, _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m3, xr + 48), vinv), l));
+        }
+        float bs[64];
+        _mm512_storeu_ps(bs, b0), _mm512_storeu_ps(bs + 16, b1);
+        _mm512_storeu_ps(bs + 32, b2), _mm512_storeu_ps(bs + 48, b3);
+        for (size_t q = 0; q < 64 && i + q < e; q++) {
+            const double b = (double)bs[q];
+            out[i + q] = b - (fabs(b) + lmx + 1.0) * 0x1p-20; /* -inf stays -inf */
+        }
+    }
+}
+
+/* Rows outer, groups of 8 experts inner; a hit's key is recomputed in
+ * scalar (the same value: the product is exact) rather than read back
+ * from a vector store. */
+void sg_route_ec_collect__avx512(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                 const double *lse, double inv, const double *thr, size_t cap,
+                                 double *ck, int32_t *ct, uint32_t *cnt) {
+    /* A float filter first: x * (float)inv >= (float)thr + (float)lse - M
+     * holds for every key >= thr, M covering the float roundings (each
+     * <= 2^-24 of |thr| + |lse| near the threshold, where |x * inv| <=
+     * |thr| + |lse| + 1); the hits are then tested exactly in double. */
+    double tmax = 0.0, lmx = 0.0;
+    for (size_t i = 0; i < e; i++)
+        if (thr[i] > -INFINITY) tmax = fabs(thr[i]) > tmax ? fabs(thr[i]) : tmax;
+    for (size_t r = r0; r < r1; r++) lmx = fabs(lse[r]) > lmx ? fabs(lse[r]) : lmx;
+    const float marg = (float)((tmax + lmx + 1.0) * 0x1p-19), finv = (float)inv;
+    if (!(marg < 1e30f) || (double)finv != inv) { /* huge values: the double test alone */
+        for (size_t r = r0; r < r1; r++)
+            for (size_t i = 0; i < e; i++) {
+                const double v = (double)x[r * ldx + i] * inv - lse[r];
+                if (!(v >= thr[i])) continue;
+                const size_t n = cnt[i]++;
+                if (n < cap) ck[i * cap + n] = v, ct[i * cap + n] = (int32_t)r;
+            }
+        return;
+    }
+    float tf[SG_ROUTE_STACK_E + 16];
+    const size_t ec = e < SG_ROUTE_STACK_E ? e : SG_ROUTE_STACK_E;
+    for (size_t i = 0; i < ec; i++) tf[i] = (float)thr[i] - marg; /* -inf stays -inf */
+    const __m512 vfinv = _mm512_set1_ps(finv);
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = x + r * ldx;
+        const double l = lse[r];
+        const __m512 vl = _mm512_set1_ps((float)l);
+        for (size_t i = 0; i < e; i += 16) {
+            unsigned h;
+            if (i + 16 <= ec) {
+                h = _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_loadu_ps(xr + i), vfinv),
+                                       _mm512_add_ps(_mm512_loadu_ps(tf + i), vl), _CMP_GE_OQ);
+            } else if (i < ec) {
+                const __mmask16 m = lanes(ec - i);
+                h = _mm512_mask_cmp_ps_mask(m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + i), vfinv),
+                                            _mm512_add_ps(_mm512_maskz_loadu_ps(m, tf + i), vl), _CMP_GE_OQ);
+                h |= (unsigned)(lanes(e - i) & ~m); /* past the stack copy: test in double */
+            } else {
+                h = lanes(e - i);
+            }
+            while (h) {
+                const size_t q = i + (size_t)__builtin_ctz(h);
+                h &= h - 1;
+                const double v = (double)xr[q] * inv - l;
+                if (!(v >= thr[q])) continue;
+                const size_t n = cnt[q]++;
+                if (n < cap) ck[q * cap + n] = v, ct[q * cap + n] = (int32_t)r;
+            }
+        }
+    }
+}
+
+/* Up to 256 candidates: rank_i = #{j : k_j > k_i} + #{j < i : k_j == k_i}
+ * (the position in the stable descending order), eight i at a time
+ * against every broadcast k_j; more: the reference's merge sort. */
+void sg_route_ec_rank__avx512(size_t n, double *ck, int32_t *ct, size_t c, int32_t *tok, float *kf,
+                              double *sk, int32_t *st) {
+    if (n > 256) {
+        sg_route_ec_rank__ref(n, ck, ct, c, tok, kf, sk, st);
+        return;
+    }
+    const __m512i one = _mm512_set1_epi64(1);
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m = lanes8(n - i);
+        const __m512d ki = _mm512_maskz_loadu_pd(m, ck + i);
+        const __m512i ii = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64((long long)i));
+        __m512i rk = _mm512_setzero_si512();
+        for (size_t q = 0; q < n; q++) {
+            const __m512d b = _mm512_set1_pd(ck[q]);
+            const __mmask8 g = _mm512_cmp_pd_mask(b, ki, _CMP_GT_OQ) |
+                               (_mm512_cmp_pd_mask(b, ki, _CMP_EQ_OQ) &
+                                _mm512_cmpgt_epi64_mask(ii, _mm512_set1_epi64((long long)q)));
+            rk = _mm512_mask_add_epi64(rk, g, rk, one);
+        }
+        long long r[8];
+        _mm512_storeu_si512(r, rk);
+        for (size_t l = 0; l < 8 && i + l < n; l++)
+            if ((size_t)r[l] < c) tok[r[l]] = ct[i + l], kf[r[l]] = (float)ck[i + l];
+    }
+}
+
+/* Eight experts at a time: the nb values go through c sorted levels
+ * (branch-free: from the first level a value beats, the levels shift). */
+void sg_route_ec_kth__avx512(size_t nb, size_t n, size_t ldb, const double *bm, size_t c, double *thr) {
+    __m512d lv[32];
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m8 = lanes8(n - i);
+        for (size_t j = 0; j < c; j++) lv[j] = _mm512_set1_pd(-INFINITY);
+        for (size_t b = 0; b < nb; b++) {
+            __m512d v = _mm512_maskz_loadu_pd(m8, bm + b * ldb + i);
+            __mmask8 s = 0;
+            for (size_t j = 0; j < c; j++) {
+                s |= _mm512_cmp_pd_mask(v, lv[j], _CMP_GT_OQ);
+                const __m512d nl = _mm512_mask_mov_pd(lv[j], s, v);
+                v = _mm512_mask_mov_pd(v, s, lv[j]);
+                lv[j] = nl;
+            }
+        }
+        _mm512_mask_storeu_pd(thr + i, m8, lv[c - 1]);
+    }
 }

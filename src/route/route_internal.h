@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/context.h"
 #include "core/dispatch.h"
@@ -152,25 +153,38 @@ static inline void sg_route_select_fresh(const float *key, size_t n, size_t k, i
     for (size_t c = 0; c < nc; c++) sg_route_insert(key[cand[c]], (size_t)cand[c], k, ids, top, &f, 0);
 }
 
-/* Nonzero when x[0..n) holds a NaN (integer compare of the magnitude bits,
- * four independent lanes). */
+/* Nonzero when x[0..n) holds a NaN: the magnitude bits above those of
+ * +inf, OR-ed over fixed blocks of 16 (vectorized by the compiler; the
+ * running maximum this replaced was one dependent chain of four
+ * instructions per four keys). */
 static inline int sg_route_has_nan(const float *x, size_t n) {
-    uint32_t m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+    uint32_t acc = 0;
     size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        union { float f; uint32_t u; } a = {x[i]}, b = {x[i + 1]}, c = {x[i + 2]}, d = {x[i + 3]};
-        uint32_t ua = a.u & 0x7FFFFFFFu, ub = b.u & 0x7FFFFFFFu, uc = c.u & 0x7FFFFFFFu,
-                 ud = d.u & 0x7FFFFFFFu;
-        m0 = ua > m0 ? ua : m0, m1 = ub > m1 ? ub : m1;
-        m2 = uc > m2 ? uc : m2, m3 = ud > m3 ? ud : m3;
+    for (; i + 16 <= n; i += 16) {
+        uint32_t blk = 0;
+        for (size_t q = 0; q < 16; q++) {
+            uint32_t u;
+            memcpy(&u, x + i + q, sizeof u);
+            blk |= (uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u);
+        }
+        acc |= blk;
+    }
+    if (i + 8 <= n) {
+        uint32_t blk = 0;
+        for (size_t q = 0; q < 8; q++) {
+            uint32_t u;
+            memcpy(&u, x + i + q, sizeof u);
+            blk |= (uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u);
+        }
+        acc |= blk;
+        i += 8;
     }
     for (; i < n; i++) {
-        union { float f; uint32_t u; } a = {x[i]};
-        uint32_t ua = a.u & 0x7FFFFFFFu;
-        m0 = ua > m0 ? ua : m0;
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        acc |= (uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u);
     }
-    m0 = m0 > m1 ? m0 : m1, m2 = m2 > m3 ? m2 : m3;
-    return (m0 > m2 ? m0 : m2) > 0x7F800000u;
+    return acc != 0;
 }
 
 /* u(row, col) of sg_random_uniform_f32(seed, offset): Philox4x32-10 with

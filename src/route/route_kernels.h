@@ -21,10 +21,94 @@
  */
 typedef void sg_route_topk_fn(const float *key, size_t n, size_t k, int32_t *ids, float *top);
 
-enum sg_route_slot { SG_ROUTE_SLOT_topk, SG_ROUTE_SLOT_COUNT };
+/*
+ * ec_insert(r0, r1, e, x, ldx, lse, inv, c, bk, bt, ldb): expert choice's
+ * per-expert top-c lists, updated with the tokens r0 <= r < r1 in order.
+ * Expert i (i < e) keeps c (key, token) pairs in bk[j * ldb + i],
+ * bt[j * ldb + i], j = 0..c-1, in descending order of key, earlier tokens
+ * first among equal keys. Token r's key for expert i is
+ *   kd = (double)x[r * ldx + i] * inv - lse[r]   (product exact, one rounding)
+ * and it is inserted by strict compares (kd > bk[j]): a later token never
+ * passes an equal key, and the last pair falls off. Every lse[r] in the
+ * range is finite and x has no NaN (the caller checks). r0 == 0 starts
+ * from empty lists (every key -inf, token 0) without reading bk, bt.
+ * ldb is a multiple of 8 >= e; lanes [e, ldb) of the lists are scratch.
+ * Every kernel gives exactly the reference's lists. No allocation.
+ */
+typedef void sg_route_ec_insert_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                   const double *lse, double inv, size_t c, const double *thr,
+                                   double *bk, int32_t *bt, size_t ldb);
+/* With thr (NULL: none), a token whose key for expert i is below thr[i]
+ * is not inserted; the caller makes thr[i] a lower bound of expert i's
+ * c-th largest key (c distinct tokens have keys >= thr[i]), so the lists
+ * come out the same and only the filter is cheaper.
+ *
+ * ec_blockmax(r0, r1, e, x, ldx, lse, inv, out): out[i] = a lower bound
+ * of the largest key (kd as above) of expert i over the tokens
+ * r0 <= r < r1 (r1 > r0, lse finite), i < e, within 2^-19 (|out[i]| +
+ * max_r |lse[r]| + 1) of it: the reference gives the largest key itself;
+ * kernels may take the largest float key less a bound of its rounding.
+ */
+/*
+ * ec_rank(n, ck, ct, c, tok, kf, sk, st): n >= c candidates of one expert
+ * (keys ck, tokens ct, in increasing token order) ranked by descending
+ * key, equal keys in token order; the first c out: tok[s], kf[s] =
+ * (float)key. ck, ct may be reordered; sk, st: scratch of n.
+ */
+typedef void sg_route_ec_rank_fn(size_t n, double *ck, int32_t *ct, size_t c, int32_t *tok,
+                                 float *kf, double *sk, int32_t *st);
+/*
+ * ec_kth(nb, n, ldb, bm, c, thr): thr[i] = the c-th largest of
+ * bm[b * ldb + i] over b < nb (1 <= c <= nb <= 32, no NaN), i < n; ldb a
+ * multiple of 8 >= n.
+ */
+typedef void sg_route_ec_kth_fn(size_t nb, size_t n, size_t ldb, const double *bm, size_t c,
+                                double *thr);
+typedef void sg_route_ec_blockmax_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                     const double *lse, double inv, double *out);
+
+/*
+ * ec_collect(r0, r1, e, x, ldx, lse, inv, thr, cap, ck, ct, cnt): for the
+ * tokens r0 <= r < r1 in order (lse finite) and experts i < e, every key
+ * kd >= thr[i] (kd as above) is appended to expert i's candidates:
+ * n = cnt[i]++, and when n < cap, ck[i * cap + n] = kd, ct[i * cap + n] = r.
+ * cnt[i] > cap after the call means expert i overflowed. Kernels may
+ * test a float bound first, but append exactly the keys >= thr[i].
+ */
+typedef void sg_route_ec_collect_fn(size_t r0, size_t r1, size_t e, const float *x, size_t ldx,
+                                    const double *lse, double inv, const double *thr, size_t cap,
+                                    double *ck, int32_t *ct, uint32_t *cnt);
+
+/*
+ * ec_finish(c, n, ldb, bk, bt, tok, ldt, kf): the lists of ec_insert out:
+ * tok[i * ldt + s] = bt[s * ldb + i] and kf[i * c + s] = (float)bk[s * ldb + i]
+ * for i < n, s < c (kf expert-major, contiguous). Returns nonzero when a
+ * list's last key is -inf (the caller fills those slots). Reads the lists
+ * at the width ec_insert wrote them (a store that does not forward to a
+ * narrower load stalls it).
+ */
+typedef int sg_route_ec_finish_fn(size_t c, size_t n, size_t ldb, const double *bk,
+                                  const int32_t *bt, int32_t *tok, size_t ldt, float *kf);
+
+enum sg_route_slot {
+    SG_ROUTE_SLOT_topk,
+    SG_ROUTE_SLOT_ec_insert,
+    SG_ROUTE_SLOT_ec_finish,
+    SG_ROUTE_SLOT_ec_blockmax,
+    SG_ROUTE_SLOT_ec_collect,
+    SG_ROUTE_SLOT_ec_rank,
+    SG_ROUTE_SLOT_ec_kth,
+    SG_ROUTE_SLOT_COUNT
+};
 
 typedef struct sg_route_kernels {
     sg_route_topk_fn *topk;
+    sg_route_ec_insert_fn *ec_insert;
+    sg_route_ec_finish_fn *ec_finish;
+    sg_route_ec_blockmax_fn *ec_blockmax;
+    sg_route_ec_collect_fn *ec_collect;
+    sg_route_ec_rank_fn *ec_rank;
+    sg_route_ec_kth_fn *ec_kth;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -42,8 +126,20 @@ const sg_route_kernels *sg_route_kernels_get(void);
 const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count);
 
 sg_route_topk_fn sg_route_topk__ref;
+sg_route_ec_insert_fn sg_route_ec_insert__ref;
+sg_route_ec_finish_fn sg_route_ec_finish__ref;
+sg_route_ec_blockmax_fn sg_route_ec_blockmax__ref;
+sg_route_ec_collect_fn sg_route_ec_collect__ref;
+sg_route_ec_rank_fn sg_route_ec_rank__ref;
+sg_route_ec_kth_fn sg_route_ec_kth__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
+sg_route_ec_insert_fn sg_route_ec_insert__avx512;
+sg_route_ec_finish_fn sg_route_ec_finish__avx512;
+sg_route_ec_blockmax_fn sg_route_ec_blockmax__avx512;
+sg_route_ec_collect_fn sg_route_ec_collect__avx512;
+sg_route_ec_rank_fn sg_route_ec_rank__avx512;
+sg_route_ec_kth_fn sg_route_ec_kth__avx512;
 #endif
 
 #endif
