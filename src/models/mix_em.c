@@ -51,7 +51,7 @@ typedef struct em_state {
 /* The fitting result of one EM run. */
 typedef struct em_result {
     double loglik, objective, grad_norm, max_decrease;
-    int iterations, converged, ok;
+    int iterations, converged, ok, screened, escapes;
     size_t trace_len;
 } em_result;
 
@@ -332,14 +332,25 @@ static int trace_push(em_state *st, size_t *len, double v) {
     return 1;
 }
 
-static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter) {
+/* EM from m's parameters to convergence (or max_iter), its trace appended
+ * to st->trace after `base` entries. A screened run (screen_iters > 0)
+ * gives up, with res.screened = 1, when its objective is still <=
+ * screen_obj after screen_iters iterations. */
+static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter,
+                             size_t base, int screen_iters, double screen_obj) {
     em_result res;
     memset(&res, 0, sizeof res);
+    res.trace_len = base;
     double ll = estep(st, m), obj = ll - penalty(st, m, lam);
     if (!isfinite(obj) || st->nomem) return res;
     trace_push(st, &res.trace_len, obj);
     int it;
     for (it = 1; it <= max_iter; it++) {
+        if (screen_iters > 0 && it > screen_iters && obj <= screen_obj) {
+            res.screened = 1;
+            it--;
+            break;
+        }
         mstep_experts(st, m, st->tau, (size_t)m->E, lam);
         gate_all(st, m, st->tau, lam, 0, 0);
         double lln = estep(st, m), objn = lln - penalty(st, m, lam);
@@ -361,9 +372,14 @@ static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, i
         }
     }
     res.iterations = it > max_iter ? max_iter : it;
+    if (res.screened) return res;
     if (!res.converged) res.grad_norm = grad_norm(st, m, lam);
     res.loglik = ll, res.objective = obj, res.ok = !st->nomem;
     return res;
+}
+
+static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter) {
+    return em_run_from(st, m, lam, run_id, max_iter, 0, 0, 0);
 }
 
 /* ---- initializations --------------------------------------------------- */
@@ -589,6 +605,218 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
     free(lab), free(t);
 }
 
+/* ---- the escape step: split-and-merge candidates ----------------------
+ *
+ * EM from a start ends at a local maximum, and from an uninformative start
+ * (a uniformly random partition sits next to the point where every expert
+ * is the same regression) which maximum it reaches is decided by small
+ * differences in its first steps. At convergence a fit therefore tries a
+ * few split-and-merge candidates (after Ueda, Nakano, Ghahramani and
+ * Hinton, "SMEM algorithm for mixture models", Neural Computation 12,
+ * 2000): the two experts whose responsibilities overlap most (largest
+ * normalized inner product of their responsibility columns) are merged,
+ * which frees a slot, and one expert (the merged one included) is split in
+ * two at the weighted median of a score: the projection of its
+ * standardized covariates on their principal axis (a split that the gate
+ * can express), or its residual under its own weighted least-squares line.
+ * With two experts the merged expert is the whole data set. A candidate's
+ * parameters come from an M-step on these weights (the gate fitted to
+ * them); EM runs from it, and a candidate whose objective is not above the
+ * fit's after ESCAPE_SCREEN iterations is dropped (the screen bounds the
+ * cost); one that gets above it runs to convergence and replaces the fit,
+ * and the step starts again from the new fit (at most ESCAPE_ROUNDS
+ * rounds). The objective never decreases, and the result is an ordinary
+ * EM fixed point under the same convergence tests. Applies to Gaussian
+ * experts with one dense linear gate level and no Lasso penalty.
+ */
+#define ESCAPE_SCREEN 5
+#define ESCAPE_ROUNDS 3
+#define ESCAPE_GAIN 1e-8
+
+static int escape_applies(const em_state *st, const sg_mix_model *m, double lam) {
+    return st->spec->escape && m->family == SG_MIX_GAUSSIAN && m->nlevels == 1 &&
+           !m->lev[0].laplace && m->K == m->E && m->E >= 2 && !(lam > 0);
+}
+
+static int cmp_pair(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The weighted median of s under weights w >= 0; sc: scratch of 2n. */
+static double weighted_median(size_t n, const double *s, const double *w, double *sc) {
+    double tot = 0;
+    size_t cnt = 0;
+    for (size_t i = 0; i < n; i++)
+        if (w[i] > 0) sc[2 * cnt] = s[i], sc[2 * cnt + 1] = w[i], tot += w[i], cnt++;
+    if (!cnt) return 0;
+    qsort(sc, cnt, 2 * sizeof *sc, cmp_pair);
+    double acc = 0;
+    for (size_t i = 0; i < cnt; i++)
+        if ((acc += sc[2 * i + 1]) >= 0.5 * tot) return sc[2 * i];
+    return sc[2 * (cnt - 1)];
+}
+
+/* Split scores s [n] of the points weighted by w: kind 0 the projection of
+ * the standardized covariates on the principal axis of their weighted
+ * covariance (power iteration), kind 1 the residual of the weighted
+ * least-squares line. Returns 0 when the kind does not apply. */
+static int split_scores(em_state *st, const sg_mix_model *m, const double *w, int kind,
+                        double *s) {
+    size_t n = st->n, q = m->q, p = q - 1;
+    const double *z = st->d.z;
+    double sw = 0;
+    for (size_t i = 0; i < n; i++) sw += w[i];
+    if (!(sw > 0)) return 0;
+    if (kind == 0) {
+        if (p == 0) return 0;
+        double *mu = calloc(p * (p + 2), sizeof *mu), *c = mu + p, *v = c + p * p;
+        double *v2 = malloc(p * sizeof *v2);
+        if (!mu || !v2) {
+            free(mu), free(v2);
+            st->nomem = 1;
+            return 0;
+        }
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < p; j++) mu[j] += w[i] * z[i * q + 1 + j] / sw;
+        for (size_t i = 0; i < n; i++)
+            for (size_t a = 0; a < p; a++)
+                for (size_t b = 0; b < p; b++)
+                    c[a * p + b] += w[i] * (z[i * q + 1 + a] - mu[a]) * (z[i * q + 1 + b] - mu[b]);
+        for (size_t j = 0; j < p; j++) v[j] = 1.0 + (double)j / (double)p;
+        for (int it = 0; it < 100; it++) {
+            double nv = 0;
+            for (size_t a = 0; a < p; a++) {
+                double t = 0;
+                for (size_t b = 0; b < p; b++) t += c[a * p + b] * v[b];
+                v2[a] = t, nv += t * t;
+            }
+            nv = sqrt(nv);
+            if (!(nv > 0)) break;
+            for (size_t a = 0; a < p; a++) v[a] = v2[a] / nv;
+        }
+        for (size_t i = 0; i < n; i++) {
+            double t = 0;
+            for (size_t j = 0; j < p; j++) t += (z[i * q + 1 + j] - mu[j]) * v[j];
+            s[i] = t;
+        }
+        free(mu), free(v2);
+        return 1;
+    }
+    double *a = malloc((q * q + q) * sizeof *a), *b = a ? a + q * q : NULL;
+    if (!a) {
+        st->nomem = 1;
+        return 0;
+    }
+    mix_weighted_gram(n, (int)q, z, q, w, a, st->buf);
+    for (size_t j = 0; j < q; j++) {
+        double t = 0;
+        for (size_t i = 0; i < n; i++) t += w[i] * st->y[i] * z[i * q + j];
+        b[j] = t;
+    }
+    double tr = 0;
+    for (size_t j = 0; j < q; j++) tr += a[j * q + j];
+    for (size_t j = 0; j < q; j++) a[j * q + j] += 1e-10 * tr / (double)q + 1e-300;
+    int ok = mix_spd_solve((int)q, a, b) == 0;
+    if (ok)
+        for (size_t i = 0; i < n; i++) {
+            double mu = 0;
+            for (size_t j = 0; j < q; j++) mu += z[i * q + j] * b[j];
+            s[i] = st->y[i] - mu;
+        }
+    free(a);
+    return ok;
+}
+
+/* Tries the candidates from the fit m (result *res, its trace in
+ * st->trace[0, res->trace_len)); replaces both when one is better. */
+static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_result *res) {
+    size_t n = st->n, E = (size_t)m->E;
+    sg_mix_model *cand = mix_model_clone(m);
+    double *tau0 = malloc(n * E * sizeof *tau0), *t = malloc(n * E * sizeof *t);
+    double *wk = malloc(n * sizeof *wk), *sc = malloc(n * sizeof *sc);
+    double *srt = malloc(2 * n * sizeof *srt), *tb = malloc(n * E * sizeof *tb);
+    if (!cand || !tau0 || !t || !wk || !sc || !srt || !tb) {
+        st->nomem = 1;
+        goto done;
+    }
+    for (int round = 0; round < ESCAPE_ROUNDS && res->ok; round++) {
+        /* responsibilities at the current fit */
+        estep(st, m);
+        if (st->nomem) goto done;
+        memcpy(tau0, st->tau, n * E * sizeof *tau0);
+        /* the merge: the pair with the most overlapping responsibilities */
+        size_t mi = 0, mj = 1;
+        double best = -1;
+        for (size_t a = 0; a < E; a++)
+            for (size_t b = a + 1; b < E; b++) {
+                double ab = 0, aa = 0, bb = 0;
+                for (size_t i = 0; i < n; i++) {
+                    double ta = tau0[i * E + a], tv = tau0[i * E + b];
+                    ab += ta * tv, aa += ta * ta, bb += tv * tv;
+                }
+                double jm = ab / sqrt(fmax(aa * bb, 1e-300));
+                if (jm > best) best = jm, mi = a, mj = b;
+            }
+        /* every candidate's starting objective; the best one is run */
+        double best0 = -INFINITY;
+        for (size_t k = 0; k < E; k++) {
+            if (k == mj) continue;
+            for (int kind = 0; kind < 2; kind++) {
+                memcpy(t, tau0, n * E * sizeof *t);
+                for (size_t i = 0; i < n; i++) {
+                    t[i * E + mi] += t[i * E + mj];
+                    t[i * E + mj] = 0;
+                    wk[i] = t[i * E + k];
+                }
+                if (!split_scores(st, m, wk, kind, sc)) {
+                    if (st->nomem) goto done;
+                    continue;
+                }
+                double med = weighted_median(n, sc, wk, srt), lo = 0, hi = 0;
+                for (size_t i = 0; i < n; i++) {
+                    int up = sc[i] > med;
+                    t[i * E + k] = up ? 0 : wk[i];
+                    t[i * E + mj] = up ? wk[i] : 0;
+                    if (up) hi += wk[i];
+                    else lo += wk[i];
+                }
+                if (!(lo > 0 && hi > 0)) continue;
+                init_from_weights(st, cand, t, 1);
+                double o0 = estep(st, cand) - penalty(st, cand, lam);
+                if (st->nomem) goto done;
+                if (isfinite(o0) && o0 > best0) best0 = o0, memcpy(tb, t, n * E * sizeof *tb);
+            }
+        }
+        if (!(best0 > -INFINITY)) break;
+        init_from_weights(st, cand, tb, 1);
+        if (st->nomem) goto done;
+        em_result r = em_run_from(st, cand, lam, run_id, st->spec->max_iter, res->trace_len,
+                                  ESCAPE_SCREEN, res->objective);
+        res->iterations += r.iterations;
+        if (st->nomem) goto done;
+        /* a gain below ESCAPE_GAIN (relative) is the same maximum */
+        if (r.screened || !r.ok ||
+            !(r.objective - res->objective > ESCAPE_GAIN * fmax(1.0, fabs(res->objective))))
+            break;
+        /* keep the candidate's trace from its first value above the
+         * fit's: the joined trace stays monotone */
+        size_t f = res->trace_len;
+        while (f < r.trace_len && !(st->trace[f] > res->objective)) f++;
+        size_t keep = r.trace_len - f;
+        memmove(st->trace + res->trace_len, st->trace + f, keep * sizeof *st->trace);
+        res->trace_len += keep;
+        mix_params_copy(m, cand);
+        res->loglik = r.loglik, res->objective = r.objective;
+        res->grad_norm = r.grad_norm, res->converged = r.converged;
+        if (r.max_decrease > res->max_decrease) res->max_decrease = r.max_decrease;
+        res->escapes++;
+    }
+done:
+    sg_mix_model_free(cand);
+    free(tau0), free(t), free(wk), free(sc), free(srt), free(tb);
+}
+
 static sg_mix_init strategy(const sg_mix_spec *s, int r) {
     static const sg_mix_init cycle[4] = {SG_MIX_INIT_PARTITION, SG_MIX_INIT_KMEANS,
                                          SG_MIX_INIT_LINES, SG_MIX_INIT_MIXREG};
@@ -757,6 +985,8 @@ static int fit_restarts(em_state *st, sg_mix_model *work, sg_mix_model *best, do
         initialize(st, work, strategy(s, r), &rng);
         if (st->nomem) break;
         em_result res = em_run(st, work, lam, r, s->max_iter);
+        if (res.ok && isfinite(res.objective) && escape_applies(st, work, lam))
+            escape(st, work, lam, r, &res);
         if (!res.ok || !isfinite(res.objective)) continue;
         if (!have || res.objective > bres->objective) {
             have = 1;

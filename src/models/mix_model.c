@@ -39,6 +39,7 @@ sg_mix_spec sg_mix_spec_default(void) {
     s.var_floor = 1e-6;
     s.progress = NULL;
     s.progress_user = NULL;
+    s.escape = 1;
     return s;
 }
 
