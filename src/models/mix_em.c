@@ -67,6 +67,25 @@ static double estep(em_state *st, const sg_mix_model *m) {
     mix_expert_scores(st->ctx, m, &st->d, st->sc);
     mix_expert_logdens(m, n, st->sc, st->y, st->labels, st->tau);
     for (size_t i = 0; i < n * E; i++) st->tau[i] += st->logg[i];
+    /* finite rows (every row of a Gaussian fit with the variance floor):
+     * the same max-shifted logsumexp in one pass, its exponentials reused
+     * for the responsibilities; otherwise sg_logsumexp_f64 (its special
+     * values) */
+    int finite = 1;
+    for (size_t i = 0; i < n * E && finite; i++) finite = isfinite(st->tau[i]);
+    if (finite) {
+        double ll = 0;
+        for (size_t i = 0; i < n; i++) {
+            double *t = st->tau + i * E, mx = t[0], sum = 0;
+            for (size_t k = 1; k < E; k++) mx = t[k] > mx ? t[k] : mx;
+            for (size_t k = 0; k < E; k++) sum += (t[k] = exp(t[k] - mx));
+            double inv = 1.0 / sum;
+            for (size_t k = 0; k < E; k++) t[k] *= inv;
+            st->lse[i] = mx + log(sum);
+            ll += st->lse[i];
+        }
+        return ll;
+    }
     sg_logsumexp_f64(st->ctx, n, E, st->tau, E, st->lse, NULL);
     double ll = 0;
     for (size_t i = 0; i < n; i++) {
