@@ -162,6 +162,7 @@ typedef struct sg_mix_spec {
     sg_mix_progress_fn progress;
     void *progress_user;
     int escape;
+    int accelerate;
 } sg_mix_spec;
 
 SG_API sg_mix_spec sg_mix_spec_default(void);

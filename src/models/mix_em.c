@@ -206,7 +206,7 @@ static void mstep_multi(em_state *st, sg_mix_model *m, int k, const double *t, s
         ri[st->labels[i]] = t[i * ldt];
     }
     mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                     st->d.z, m->q, st->r, C};
+                     st->d.z, m->q, st->r, C, NULL};
     double f;
     if (mix_mlogit_fit(&pb, m->beta + (size_t)k * C * m->q, 50, &f) != 0) st->nomem = 1;
 }
@@ -232,7 +232,8 @@ static const double *gate_design(const em_state *st, const sg_mix_model *m) {
 /* One gate problem: block `blk` of level l with targets r (ldr), from its
  * current coefficients. value_only: *gn gets the gradient norm instead. */
 static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const double *r,
-                       size_t ldr, double lam, int kk, int value_only, double *gn) {
+                       size_t ldr, double lam, int kk, int value_only, const double *lp0,
+                       double *gn) {
     const mix_level *lv = &m->lev[l];
     size_t cols = mix_level_cols(m, l);
     double *w = lv->w + (size_t)blk * lv->m * cols, f = 0, g = 0;
@@ -246,7 +247,7 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
         rc = value_only ? mix_laplace_value(&pb, w, &f, NULL, &g) : mix_laplace_fit(&pb, w, LAPLACE_STEPS, &f);
     } else {
         mix_mlogit pb = {st->n, (int)m->q, lv->m, kk, m->T, st->spec->gate_ridge, lam,
-                         gate_design(st, m), m->q, r, ldr};
+                         gate_design(st, m), m->q, r, ldr, lp0};
         rc = value_only ? mix_mlogit_value(&pb, w, &f, &g) : mix_mlogit_fit(&pb, w, 50, &f);
     }
     if (rc != 0) st->nomem = 1;
@@ -254,12 +255,17 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
 }
 
 /* Fits (or measures the gradient of) every gate block from targets t. */
+/* at_logg: st->logg holds the gate's log-probabilities at its current
+ * coefficients (the E-step just before), which a dense single-level
+ * solver then starts from instead of recomputing them. */
 static double gate_all(em_state *st, sg_mix_model *m, const double *t, double lam, int dense,
-                       int value_only) {
+                       int value_only, int at_logg) {
     size_t n = st->n, E = (size_t)m->E;
     double gmax = 0, g = 0;
     if (m->nlevels == 1) {
-        gate_solve(st, m, 0, 0, t, E, lam, dense ? m->E : m->K, value_only, &g);
+        int kk = dense ? m->E : m->K;
+        const double *lp0 = at_logg && kk == m->E && !m->lev[0].laplace ? st->logg : NULL;
+        gate_solve(st, m, 0, 0, t, E, lam, kk, value_only, lp0, &g);
         return g;
     }
     size_t G = (size_t)m->G, mm = E / G;
@@ -269,10 +275,10 @@ static double gate_all(em_state *st, sg_mix_model *m, const double *t, double la
             for (size_t j = 0; j < mm; j++) s += t[i * E + gg * mm + j];
             st->r[i * G + gg] = s;
         }
-    gate_solve(st, m, 0, 0, st->r, G, lam, (int)G, value_only, &g);
+    gate_solve(st, m, 0, 0, st->r, G, lam, (int)G, value_only, NULL, &g);
     gmax = g;
     for (size_t gg = 0; gg < G; gg++) {
-        gate_solve(st, m, 1, (int)gg, t + gg * mm, E, lam, (int)mm, value_only, &g);
+        gate_solve(st, m, 1, (int)gg, t + gg * mm, E, lam, (int)mm, value_only, NULL, &g);
         if (g > gmax) gmax = g;
     }
     return gmax;
@@ -328,13 +334,13 @@ static double grad_norm(em_state *st, sg_mix_model *m, double lam) {
                 ri[st->labels[i]] = st->tau[i * E + k];
             }
             mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                             st->d.z, m->q, st->r, C};
+                             st->d.z, m->q, st->r, C, NULL};
             double f, g = 0;
             if (mix_mlogit_value(&pb, m->beta + k * C * m->q, &f, &g) != 0) st->nomem = 1;
             if (g > gmax) gmax = g;
         }
     }
-    double gg = gate_all(st, m, st->tau, lam, 0, 1);
+    double gg = gate_all(st, m, st->tau, lam, 0, 1, 0);
     return gg > gmax ? gg : gmax;
 }
 
@@ -351,6 +357,55 @@ static int trace_push(em_state *st, size_t *len, double v) {
     return 1;
 }
 
+/* ---- SQUAREM acceleration --------------------------------------------
+ *
+ * Plain EM crawls where the likelihood is flat (hundreds of iterations on
+ * Old Faithful from a random partition). Every second EM step is followed
+ * by a squared extrapolation (Varadhan and Roland, "Simple and globally
+ * convergent methods for accelerating the convergence of any EM
+ * algorithm", Scand. J. Statist. 35, 2008, scheme S3): from the parameters
+ * th0 and the two EM steps th1 = F(th0), th2 = F(th1), with r = th1 - th0
+ * and v = th2 - 2 th1 + th0, the point th0 - 2 a r + a^2 v with
+ * a = -||r|| / ||v|| clamped to [-step_max, -1] (a = -1 gives th2 itself);
+ * step_max starts at 1 and is multiplied by 4 (up to SQUAREM_MAX_STEP)
+ * each time a step reaches it, as in the SQUAREM package, so that the
+ * first extrapolations, where a start's basin is decided, stay short. It is kept only when its variances stay above the floor and its
+ * objective is at least th2's; otherwise the fit goes on from th2. So the
+ * objective never decreases, the next EM step starts from the kept point,
+ * and convergence is tested after plain EM steps only, with the same tests:
+ * the fixed points are EM's. The parameter vector is the internal one
+ * (standardized expert coefficients, variances, gate coefficients). Not
+ * used with a Lasso penalty (extrapolation would undo exact zeros) or a
+ * top-K gate (kinks).
+ */
+#define SQUAREM_MAX_STEP 64.0
+
+static size_t params_len(const sg_mix_model *m) {
+    size_t br = m->family == SG_MIX_MULTINOMIAL ? (size_t)m->E * m->C : (size_t)m->E;
+    size_t len = br * m->q + (m->family == SG_MIX_GAUSSIAN ? (size_t)m->E : 0);
+    for (int l = 0; l < m->nlevels; l++)
+        len += (size_t)m->lev[l].m * m->lev[l].blocks * mix_level_cols(m, l);
+    return len;
+}
+
+/* dir 0: m -> v; dir 1: v -> m */
+static void params_io(sg_mix_model *m, double *v, int dir) {
+    size_t br = m->family == SG_MIX_MULTINOMIAL ? (size_t)m->E * m->C : (size_t)m->E, o = 0;
+    double *parts[4] = {m->beta, m->family == SG_MIX_GAUSSIAN ? m->sigma2 : NULL, m->lev[0].w,
+                        m->nlevels > 1 ? m->lev[1].w : NULL};
+    size_t lens[4] = {br * m->q, m->family == SG_MIX_GAUSSIAN ? (size_t)m->E : 0,
+                      (size_t)m->lev[0].m * m->lev[0].blocks * mix_level_cols(m, 0),
+                      m->nlevels > 1
+                          ? (size_t)m->lev[1].m * m->lev[1].blocks * mix_level_cols(m, 1)
+                          : 0};
+    for (int k = 0; k < 4; k++) {
+        if (!parts[k] || !lens[k]) continue;
+        if (dir) memcpy(parts[k], v + o, lens[k] * sizeof *v);
+        else memcpy(v + o, parts[k], lens[k] * sizeof *v);
+        o += lens[k];
+    }
+}
+
 /* EM from m's parameters to convergence (or max_iter), its trace appended
  * to st->trace after `base` entries. A screened run (screen_iters > 0)
  * gives up, with res.screened = 1, when its objective is still <=
@@ -363,17 +418,28 @@ static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_
     double ll = estep(st, m), obj = ll - penalty(st, m, lam);
     if (!isfinite(obj) || st->nomem) return res;
     trace_push(st, &res.trace_len, obj);
-    int it;
+    size_t len = params_len(m);
+    int accel = st->spec->accelerate && !(lam > 0) && m->K == m->E;
+    double *th = accel ? malloc(4 * len * sizeof *th) : NULL;
+    if (accel && !th) {
+        st->nomem = 1;
+        return res;
+    }
+    double *th0 = th, *th1 = th ? th + len : NULL, *th2 = th ? th + 2 * len : NULL;
+    double *thx = th ? th + 3 * len : NULL;
+    int phase = 0, it;
+    double step_max = 1;
     for (it = 1; it <= max_iter; it++) {
         if (screen_iters > 0 && it > screen_iters && obj <= screen_obj) {
             res.screened = 1;
             it--;
             break;
         }
+        if (accel && phase == 0) params_io(m, th0, 0);
         mstep_experts(st, m, st->tau, (size_t)m->E, lam);
-        gate_all(st, m, st->tau, lam, 0, 0);
+        gate_all(st, m, st->tau, lam, 0, 0, 1);
         double lln = estep(st, m), objn = lln - penalty(st, m, lam);
-        if (!isfinite(objn) || st->nomem) return res;
+        if (!isfinite(objn) || st->nomem) goto out;
         if (obj - objn > res.max_decrease) res.max_decrease = obj - objn;
         double rel = fabs(objn - obj) / fmax(1.0, fabs(objn));
         ll = lln, obj = objn;
@@ -389,11 +455,56 @@ static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_
                 break;
             }
         }
+        if (!accel) continue;
+        if (phase == 0) {
+            params_io(m, th1, 0);
+            phase = 1;
+            continue;
+        }
+        phase = 0;
+        params_io(m, th2, 0);
+        double r2 = 0, v2 = 0;
+        for (size_t j = 0; j < len; j++) {
+            double r = th1[j] - th0[j], v = th2[j] - 2 * th1[j] + th0[j];
+            r2 += r * r, v2 += v * v;
+        }
+        if (!(v2 > 0) || !(r2 > 0)) continue;
+        double a = -sqrt(r2 / v2);
+        if (a <= -step_max) {
+            /* the step bound grows as the steps reach it (SQUAREM's
+             * step.max, x 4): early extrapolations stay short */
+            a = -step_max;
+            step_max = fmin(4 * step_max, SQUAREM_MAX_STEP);
+        }
+        if (!(a < -1)) continue; /* th2 itself */
+        int valid = 1;
+        for (size_t j = 0; j < len; j++) {
+            double r = th1[j] - th0[j], v = th2[j] - 2 * th1[j] + th0[j];
+            thx[j] = th0[j] - 2 * a * r + a * a * v;
+            valid &= isfinite(thx[j]);
+        }
+        if (!valid) continue;
+        params_io(m, thx, 1);
+        if (m->family == SG_MIX_GAUSSIAN)
+            for (int k = 0; k < m->E; k++) valid &= m->sigma2[k] >= st->spec->var_floor * st->vary;
+        double llx = valid ? estep(st, m) : NAN, objx = valid ? llx - penalty(st, m, lam) : NAN;
+        if (st->nomem) goto out;
+        if (valid && isfinite(objx) && objx >= obj) {
+            ll = llx, obj = objx;
+            if (!trace_push(st, &res.trace_len, obj)) st->nomem = 1;
+        } else {
+            params_io(m, th2, 1);
+            estep(st, m); /* tau, scores and log g back at th2 */
+        }
     }
-    res.iterations = it > max_iter ? max_iter : it;
-    if (res.screened) return res;
+    if (it > max_iter) it = max_iter;
+    res.iterations = it;
+    if (res.screened) goto out;
     if (!res.converged) res.grad_norm = grad_norm(st, m, lam);
     res.loglik = ll, res.objective = obj, res.ok = !st->nomem;
+out:
+    if (!res.ok) res.iterations = it > max_iter ? max_iter : it;
+    free(th);
     return res;
 }
 
@@ -442,8 +553,8 @@ static void init_from_weights(em_state *st, sg_mix_model *m, const double *t, in
         for (size_t k = 0; k < E; k++) s += t[i * E + k];
         for (size_t k = 0; k < E; k++) tn[i * E + k] = s > 0 ? t[i * E + k] / s : 1.0 / (double)E;
     }
-    if (m->K < m->E) gate_all(st, m, tn, 0, 1, 0); /* dense first: top-K from 0 ties */
-    gate_all(st, m, tn, 0, 0, 0);
+    if (m->K < m->E) gate_all(st, m, tn, 0, 1, 0, 0); /* dense first: top-K from 0 ties */
+    gate_all(st, m, tn, 0, 0, 0, 0);
     free(tn);
 }
 
@@ -662,18 +773,27 @@ static int cmp_pair(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The weighted median of s under weights w >= 0; sc: scratch of 2n. */
-static double weighted_median(size_t n, const double *s, const double *w, double *sc) {
-    double tot = 0;
+/* The split point of s under weights w >= 0 (1-D weighted two-means,
+ * exact: every split of the sorted scores is tried, the one with the
+ * smallest within-group weighted sum of squares wins, ties to the first;
+ * returned as the midpoint between the two groups). sc: scratch of 2n. */
+static double split_point(size_t n, const double *s, const double *w, double *sc) {
+    double tw = 0, ts = 0;
     size_t cnt = 0;
     for (size_t i = 0; i < n; i++)
-        if (w[i] > 0) sc[2 * cnt] = s[i], sc[2 * cnt + 1] = w[i], tot += w[i], cnt++;
-    if (!cnt) return 0;
+        if (w[i] > 0) sc[2 * cnt] = s[i], sc[2 * cnt + 1] = w[i], tw += w[i], ts += w[i] * s[i], cnt++;
+    if (cnt < 2) return cnt ? sc[0] : 0;
     qsort(sc, cnt, 2 * sizeof *sc, cmp_pair);
-    double acc = 0;
-    for (size_t i = 0; i < cnt; i++)
-        if ((acc += sc[2 * i + 1]) >= 0.5 * tot) return sc[2 * i];
-    return sc[2 * (cnt - 1)];
+    /* between-group sum of squares W1 W2 / W (m1 - m2)^2 is maximized */
+    double w1 = 0, s1 = 0, best = -1, cut = sc[0];
+    for (size_t i = 0; i + 1 < cnt; i++) {
+        w1 += sc[2 * i + 1], s1 += sc[2 * i + 1] * sc[2 * i];
+        if (sc[2 * i + 2] == sc[2 * i]) continue; /* no cut between equal scores */
+        double w2 = tw - w1, m1 = s1 / w1, m2 = (ts - s1) / w2;
+        double b = w1 * w2 * (m1 - m2) * (m1 - m2);
+        if (b > best) best = b, cut = 0.5 * (sc[2 * i] + sc[2 * i + 2]);
+    }
+    return cut;
 }
 
 /* Split scores s [n] of the points weighted by w: kind 0 the projection of
@@ -792,15 +912,28 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                     if (st->nomem) goto done;
                     continue;
                 }
-                double med = weighted_median(n, sc, wk, srt), lo = 0, hi = 0;
+                double cut = split_point(n, sc, wk, srt), lo = 0, hi = 0, slo = 0, shi = 0;
                 for (size_t i = 0; i < n; i++) {
-                    int up = sc[i] > med;
-                    t[i * E + k] = up ? 0 : wk[i];
-                    t[i * E + mj] = up ? wk[i] : 0;
-                    if (up) hi += wk[i];
-                    else lo += wk[i];
+                    if (sc[i] > cut) hi += wk[i], shi += wk[i] * sc[i];
+                    else lo += wk[i], slo += wk[i] * sc[i];
                 }
                 if (!(lo > 0 && hi > 0)) continue;
+                /* a soft split: membership logistic in (score - cut) / sd,
+                 * sd the pooled within-group standard deviation (a hard
+                 * split along the covariates is separable, and a gate
+                 * fitted to it saturates where EM cannot move it) */
+                double mlo = slo / lo, mhi = shi / hi, ss = 0;
+                for (size_t i = 0; i < n; i++) {
+                    double d = sc[i] - (sc[i] > cut ? mhi : mlo);
+                    ss += wk[i] * d * d;
+                }
+                double sd = sqrt(ss / (lo + hi));
+                if (!(sd > 0)) sd = 1e-3 * (fabs(mhi - mlo) + 1e-300);
+                for (size_t i = 0; i < n; i++) {
+                    double u = 1.0 / (1.0 + exp(-(sc[i] - cut) / sd));
+                    t[i * E + k] = wk[i] * (1 - u);
+                    t[i * E + mj] = wk[i] * u;
+                }
                 init_from_weights(st, cand, t, 1);
                 double o0 = estep(st, cand) - penalty(st, cand, lam);
                 if (st->nomem) goto done;

@@ -219,7 +219,22 @@ int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *fout
     double *step = g + kk, *v = g + 2 * kk, *wnew = g + 3 * kk, *af = a + (size_t)kk * kk;
     row_sums(pb, wk.s);
     for (int j = 0; j < kk; j++) pen[j] = (j % q) != 0;
-    double f = ml_eval(pb, w, &wk);
+    double f;
+    if (pb->lp0 && pb->k == m) {
+        /* log P at W given (the E-step's gate): P = exp(log P) */
+        f = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double *l0 = pb->lp0 + i * (size_t)m, *r = pb->r + i * pb->ldr;
+            double *l = wk.lp + i * (size_t)m, *p = wk.pr + i * (size_t)m;
+            for (int j = 0; j < m; j++) {
+                l[j] = l0[j], p[j] = exp(l0[j]);
+                if (r[j] > 0) f += r[j] * l[j];
+            }
+        }
+        f -= ml_penalty(pb, w);
+    } else {
+        f = ml_eval(pb, w, &wk);
+    }
     ml_grad(pb, w, &wk, dm, g);
     int stale = 1, age = 0;
     for (int it = 0; it < max_newton; it++) {

@@ -129,6 +129,10 @@ typedef struct mix_mlogit {
     size_t ldd;
     const double *r;
     size_t ldr;
+    /* optional (NULL: none): log P at the starting W, [n x m] (ld m), dense
+     * gates (k == m) only; mix_mlogit_fit starts from it instead of
+     * evaluating W */
+    const double *lp0;
 } mix_mlogit;
 /* Newton (proximal Newton with lam > 0) with step halving, from W, to
  * convergence (at most max_newton steps). *f receives the final F.

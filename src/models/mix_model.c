@@ -40,6 +40,7 @@ sg_mix_spec sg_mix_spec_default(void) {
     s.progress = NULL;
     s.progress_user = NULL;
     s.escape = 1;
+    s.accelerate = 1;
     return s;
 }
 
