@@ -27,6 +27,8 @@
  *   mixture_escape_step            the escape step: never lower than plain EM,
  *                                  monotone, converged, every start at the best
  *   mixture_small_gemm             the small-shape products against a reference
+ *   mixture_accelerated_same_fit   SQUAREM: the same maximum as plain EM, monotone,
+ *                                  in no more iterations
  */
 #include <math.h>
 #include <stdio.h>
@@ -967,4 +969,48 @@ TEST(mixture_small_gemm) {
         CHECK(err < 1e-11, "gram %d: error %g", q, err);
         free(a), free(b), free(c), free(g), free(w), free(gr), free(sc);
     }
+}
+
+/* SQUAREM acceleration (spec.accelerate): from the same k-means start the
+ * accelerated and the plain fit reach the same maximum (objective and
+ * parameters), both converged with a monotone trace, the accelerated one
+ * in no more EM iterations. */
+TEST(mixture_accelerated_same_fit) {
+    sg_context *ctx = test_context(1);
+    size_t n = test_quick ? 800 : 2000;
+    truth t = gauss_truth();
+    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
+    simulate(&t, n, 11, x, y, NULL);
+    sg_mix_info in[2];
+    double *b[2] = {NULL, NULL};
+    for (int a = 0; a < 2; a++) {
+        sg_mix_spec sp = sg_mix_spec_default();
+        sp.init = SG_MIX_INIT_KMEANS, sp.restarts = 1, sp.escape = 0, sp.accelerate = a;
+        sp.max_iter = 5000;
+        sg_mix_model *m = NULL;
+        sg_status st = sg_mix_fit(ctx, &sp, n, 2, x, 2, y, NULL, &m);
+        CHECK(st == SG_OK, "accelerate %d: %s", a, sg_context_error(ctx));
+        if (st != SG_OK) continue;
+        sg_mix_model_info(m, &in[a]);
+        double worst;
+        CHECK(in[a].converged && in[a].grad_norm <= 1e-6, "accelerate %d: converged %d grad %g", a,
+              in[a].converged, in[a].grad_norm);
+        CHECK(trace_monotone(m, &worst), "accelerate %d: decrease %g", a, worst);
+        size_t r, c;
+        const double *p = sg_mix_param(m, SG_MIX_PARAM_EXPERT_COEF, &r, &c);
+        b[a] = xalloc(r * c * sizeof *b[a]);
+        memcpy(b[a], p, r * c * sizeof *b[a]);
+        sg_mix_model_free(m);
+    }
+    if (b[0] && b[1]) {
+        CHECK(fabs(in[1].objective - in[0].objective) <= 1e-9 * fabs(in[0].objective),
+              "objective %.12g accelerated vs %.12g plain", in[1].objective, in[0].objective);
+        double e = 0;
+        for (size_t j = 0; j < 6; j++) e = fmax(e, fabs(b[1][j] - b[0][j]));
+        CHECK(e < 1e-4, "expert coefficients differ by %g", e);
+        CHECK(in[1].iterations <= in[0].iterations, "accelerated %d iterations, plain %d",
+              in[1].iterations, in[0].iterations);
+    }
+    free(b[0]), free(b[1]), free(x), free(y);
+    sg_context_destroy(ctx);
 }
