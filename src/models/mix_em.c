@@ -874,8 +874,9 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
     sg_mix_model *cand = mix_model_clone(m);
     double *tau0 = malloc(n * E * sizeof *tau0), *t = malloc(n * E * sizeof *t);
     double *wk = malloc(n * sizeof *wk), *sc = malloc(n * sizeof *sc);
-    double *srt = malloc(2 * n * sizeof *srt), *tb = malloc(n * E * sizeof *tb);
-    if (!cand || !tau0 || !t || !wk || !sc || !srt || !tb) {
+    double *srt = malloc(2 * n * sizeof *srt);
+    sg_mix_model *bestc = cand ? mix_model_clone(m) : NULL;
+    if (!cand || !bestc || !tau0 || !t || !wk || !sc || !srt) {
         st->nomem = 1;
         goto done;
     }
@@ -937,12 +938,11 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                 init_from_weights(st, cand, t, 1);
                 double o0 = estep(st, cand) - penalty(st, cand, lam);
                 if (st->nomem) goto done;
-                if (isfinite(o0) && o0 > best0) best0 = o0, memcpy(tb, t, n * E * sizeof *tb);
+                if (isfinite(o0) && o0 > best0) best0 = o0, mix_params_copy(bestc, cand);
             }
         }
         if (!(best0 > -INFINITY)) break;
-        init_from_weights(st, cand, tb, 1);
-        if (st->nomem) goto done;
+        mix_params_copy(cand, bestc);
         em_result r = em_run_from(st, cand, lam, run_id, st->spec->max_iter, res->trace_len,
                                   ESCAPE_SCREEN, res->objective);
         res->iterations += r.iterations;
@@ -966,7 +966,8 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
     }
 done:
     sg_mix_model_free(cand);
-    free(tau0), free(t), free(wk), free(sc), free(srt), free(tb);
+    sg_mix_model_free(bestc);
+    free(tau0), free(t), free(wk), free(sc), free(srt);
 }
 
 static sg_mix_init strategy(const sg_mix_spec *s, int r) {
