@@ -746,14 +746,15 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
  * 2000): the two experts whose responsibilities overlap most (largest
  * normalized inner product of their responsibility columns) are merged,
  * which frees a slot, and one expert (the merged one included) is split in
- * two at the weighted median of a score: the projection of its
+ * two, softly, at the 1-D two-means cut of a score: the projection of its
  * standardized covariates on their principal axis (a split that the gate
  * can express), or its residual under its own weighted least-squares line.
  * With two experts the merged expert is the whole data set. A candidate's
  * parameters come from an M-step on these weights (the gate fitted to
- * them); EM runs from it, and a candidate whose objective is not above the
- * fit's after ESCAPE_SCREEN iterations is dropped (the screen bounds the
- * cost); one that gets above it runs to convergence and replaces the fit,
+ * them); EM runs from the candidates in decreasing order of their starting
+ * objective, and a candidate whose objective is not above the fit's after
+ * ESCAPE_SCREEN iterations is dropped (the screen bounds the cost); the
+ * first that gets above it runs to convergence and replaces the fit,
  * and the step starts again from the new fit (at most ESCAPE_ROUNDS
  * rounds). The objective never decreases, and the result is an ordinary
  * EM fixed point under the same convergence tests. Applies to Gaussian
@@ -871,12 +872,16 @@ static int split_scores(em_state *st, const sg_mix_model *m, const double *w, in
  * st->trace[0, res->trace_len)); replaces both when one is better. */
 static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_result *res) {
     size_t n = st->n, E = (size_t)m->E;
-    sg_mix_model *cand = mix_model_clone(m);
+    /* at most 2 (E - 1) candidates: E - 1 experts to split, two scores */
+    int maxc = 2 * (int)E;
+    sg_mix_model **cands = calloc((size_t)maxc, sizeof *cands);
+    double *c0 = malloc((size_t)maxc * sizeof *c0);
     double *tau0 = malloc(n * E * sizeof *tau0), *t = malloc(n * E * sizeof *t);
     double *wk = malloc(n * sizeof *wk), *sc = malloc(n * sizeof *sc);
     double *srt = malloc(2 * n * sizeof *srt);
-    sg_mix_model *bestc = cand ? mix_model_clone(m) : NULL;
-    if (!cand || !bestc || !tau0 || !t || !wk || !sc || !srt) {
+    int okc = cands != NULL;
+    for (int c = 0; okc && c < maxc; c++) okc = (cands[c] = mix_model_clone(m)) != NULL;
+    if (!okc || !c0 || !tau0 || !t || !wk || !sc || !srt) {
         st->nomem = 1;
         goto done;
     }
@@ -898,8 +903,8 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                 double jm = ab / sqrt(fmax(aa * bb, 1e-300));
                 if (jm > best) best = jm, mi = a, mj = b;
             }
-        /* every candidate's starting objective; the best one is run */
-        double best0 = -INFINITY;
+        /* the candidates and their starting objectives */
+        int nc = 0;
         for (size_t k = 0; k < E; k++) {
             if (k == mj) continue;
             for (int kind = 0; kind < 2; kind++) {
@@ -935,22 +940,35 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                     t[i * E + k] = wk[i] * (1 - u);
                     t[i * E + mj] = wk[i] * u;
                 }
-                init_from_weights(st, cand, t, 1);
-                double o0 = estep(st, cand) - penalty(st, cand, lam);
+                sg_mix_model *c = cands[nc];
+                init_from_weights(st, c, t, 1);
+                double o0 = estep(st, c) - penalty(st, c, lam);
                 if (st->nomem) goto done;
-                if (isfinite(o0) && o0 > best0) best0 = o0, mix_params_copy(bestc, cand);
+                if (isfinite(o0)) c0[nc++] = o0;
             }
         }
-        if (!(best0 > -INFINITY)) break;
-        mix_params_copy(cand, bestc);
-        em_result r = em_run_from(st, cand, lam, run_id, st->spec->max_iter, res->trace_len,
-                                  ESCAPE_SCREEN, res->objective);
-        res->iterations += r.iterations;
-        if (st->nomem) goto done;
-        /* a gain below ESCAPE_GAIN (relative) is the same maximum */
-        if (r.screened || !r.ok ||
-            !(r.objective - res->objective > ESCAPE_GAIN * fmax(1.0, fabs(res->objective))))
-            break;
+        /* screened EM from each, the highest starting objective first,
+         * until one ends above the fit */
+        int won = -1;
+        em_result r;
+        memset(&r, 0, sizeof r);
+        for (int tried = 0; tried < nc && won < 0; tried++) {
+            int bi = -1;
+            for (int c = 0; c < nc; c++)
+                if (c0[c] > -INFINITY && (bi < 0 || c0[c] > c0[bi])) bi = c;
+            if (bi < 0) break;
+            c0[bi] = -INFINITY;
+            r = em_run_from(st, cands[bi], lam, run_id, st->spec->max_iter, res->trace_len,
+                            ESCAPE_SCREEN, res->objective);
+            res->iterations += r.iterations;
+            if (st->nomem) goto done;
+            /* a gain below ESCAPE_GAIN (relative) is the same maximum */
+            if (!r.screened && r.ok &&
+                r.objective - res->objective > ESCAPE_GAIN * fmax(1.0, fabs(res->objective)))
+                won = bi;
+        }
+        if (won < 0) break;
+        sg_mix_model *cand = cands[won];
         /* keep the candidate's trace from its first value above the
          * fit's: the joined trace stays monotone */
         size_t f = res->trace_len;
@@ -965,8 +983,8 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
         res->escapes++;
     }
 done:
-    sg_mix_model_free(cand);
-    sg_mix_model_free(bestc);
+    for (int c = 0; cands && c < maxc; c++) sg_mix_model_free(cands[c]);
+    free(cands), free(c0);
     free(tau0), free(t), free(wk), free(sc), free(srt);
 }
 
