@@ -118,6 +118,9 @@ for (cs in cases) {
                     r$ratio_cpu, r$ratio_fit, r$ratio_cmd))
     }
 }
+# FLEXMIX_KEEP=DIR keeps the CSV files (data and start column) there.
+keep <- Sys.getenv("FLEXMIX_KEEP")
+if (nzchar(keep)) file.copy(list.files(tmp, full.names = TRUE), keep, overwrite = TRUE)
 unlink(tmp, recursive = TRUE)
 res <- do.call(rbind, rows)
 

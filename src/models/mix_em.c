@@ -46,6 +46,7 @@ typedef struct em_state {
     double *trace;
     size_t trace_cap;
     int nomem;
+    int newton_cap; /* Newton steps of a gate fit (0: 50) */
 } em_state;
 
 /* The fitting result of one EM run. */
@@ -248,7 +249,8 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
     } else {
         mix_mlogit pb = {st->n, (int)m->q, lv->m, kk, m->T, st->spec->gate_ridge, lam,
                          gate_design(st, m), m->q, r, ldr, lp0};
-        rc = value_only ? mix_mlogit_value(&pb, w, &f, &g) : mix_mlogit_fit(&pb, w, 50, &f);
+        rc = value_only ? mix_mlogit_value(&pb, w, &f, &g)
+                        : mix_mlogit_fit(&pb, w, st->newton_cap ? st->newton_cap : 50, &f);
     }
     if (rc != 0) st->nomem = 1;
     if (gn) *gn = g;
@@ -753,8 +755,10 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
  * parameters come from an M-step on these weights (the gate fitted to
  * them); EM runs from the candidates in decreasing order of their starting
  * objective, and a candidate whose objective is not above the fit's after
- * ESCAPE_SCREEN iterations is dropped (the screen bounds the cost); the
- * first that gets above it runs to convergence and replaces the fit,
+ * ESCAPE_SCREEN iterations is dropped (the screen bounds the cost; the
+ * screens of a round stop when they have spent as many EM iterations as
+ * the fit from the start took); the first that gets above it runs to
+ * convergence and replaces the fit,
  * and the step starts again from the new fit (at most ESCAPE_ROUNDS
  * rounds). The objective never decreases, and the result is an ordinary
  * EM fixed point under the same convergence tests. Applies to Gaussian
@@ -762,6 +766,7 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
  */
 #define ESCAPE_SCREEN 5
 #define ESCAPE_ROUNDS 3
+#define ESCAPE_NEWTON 3
 #define ESCAPE_GAIN 1e-8
 
 static int escape_applies(const em_state *st, const sg_mix_model *m, double lam) {
@@ -885,6 +890,9 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
         st->nomem = 1;
         goto done;
     }
+    /* the screens of a round spend at most as many EM iterations as the
+     * fit from the start took (at least one screen) */
+    int budget = res->iterations > ESCAPE_SCREEN ? res->iterations : ESCAPE_SCREEN;
     for (int round = 0; round < ESCAPE_ROUNDS && res->ok; round++) {
         /* responsibilities at the current fit */
         estep(st, m);
@@ -940,8 +948,13 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                     t[i * E + k] = wk[i] * (1 - u);
                     t[i * E + mj] = wk[i] * u;
                 }
+                /* a starting point: the gate by at most ESCAPE_NEWTON
+                 * Newton steps from zero (EM's first gate M-step finishes
+                 * the fit) */
                 sg_mix_model *c = cands[nc];
+                st->newton_cap = ESCAPE_NEWTON;
                 init_from_weights(st, c, t, 1);
+                st->newton_cap = 0;
                 double o0 = estep(st, c) - penalty(st, c, lam);
                 if (st->nomem) goto done;
                 if (isfinite(o0)) c0[nc++] = o0;
@@ -952,7 +965,7 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
         int won = -1;
         em_result r;
         memset(&r, 0, sizeof r);
-        for (int tried = 0; tried < nc && won < 0; tried++) {
+        for (int tried = 0, spent = 0; tried < nc && won < 0 && spent < budget; tried++) {
             int bi = -1;
             for (int c = 0; c < nc; c++)
                 if (c0[c] > -INFINITY && (bi < 0 || c0[c] > c0[bi])) bi = c;
@@ -961,6 +974,7 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
             r = em_run_from(st, cands[bi], lam, run_id, st->spec->max_iter, res->trace_len,
                             ESCAPE_SCREEN, res->objective);
             res->iterations += r.iterations;
+            spent += r.screened ? r.iterations : 0;
             if (st->nomem) goto done;
             /* a gain below ESCAPE_GAIN (relative) is the same maximum */
             if (!r.screened && r.ok &&
