@@ -52,7 +52,7 @@ static void simulate(size_t n, size_t p, int E, double *x, double *y) {
 
 SG_BENCH(mixture, "EM fit of a softmax-gated Gaussian mixture of experts (n=1e5, p=10, E=4)") {
     size_t n = 100000, p = 10;
-    int E = 4, reps = 3, json = 0, restarts = 1;
+    int E = 4, reps = 3, json = 0, restarts = 1, escape = 1, accel = 1;
     for (int i = 0; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--json") == 0) json = 1;
@@ -62,9 +62,11 @@ SG_BENCH(mixture, "EM fit of a softmax-gated Gaussian mixture of experts (n=1e5,
         else if (strcmp(argv[i], "--experts") == 0 && v) E = atoi(v), i++;
         else if (strcmp(argv[i], "--reps") == 0 && v) reps = atoi(v), i++;
         else if (strcmp(argv[i], "--restarts") == 0 && v) restarts = atoi(v), i++;
+        else if (strcmp(argv[i], "--no-escape") == 0) escape = 0;
+        else if (strcmp(argv[i], "--no-accel") == 0) accel = 0;
         else {
             fprintf(stderr, "usage: softgate bench mixture [--json] [--quick] [--n N] [--p P]\n"
-                            "         [--experts E] [--restarts R] [--reps R]\n");
+                            "         [--experts E] [--restarts R] [--reps R] [--no-escape] [--no-accel]\n");
             return 2;
         }
     }
@@ -94,6 +96,7 @@ SG_BENCH(mixture, "EM fit of a softmax-gated Gaussian mixture of experts (n=1e5,
         tg[r] = (sg_bench_now() - t0) / 20;
         sg_mix_spec sp = sg_mix_spec_default();
         sp.experts = E, sp.restarts = restarts, sp.init = SG_MIX_INIT_KMEANS;
+        sp.escape = escape, sp.accelerate = accel;
         sg_mix_model *m = NULL;
         t0 = sg_bench_now();
         sg_status st = sg_mix_fit(ctx, &sp, n, p, x, p, y, NULL, &m);

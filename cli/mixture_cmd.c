@@ -428,6 +428,7 @@ static void fit_usage(FILE *f) {
             "  --init I                  auto, partition, kmeans, lines, mixreg\n"
             "  --init-column C           start from the partition in column C (values 1..E)\n"
             "  --max-iter N --tol T      EM cap and relative tolerance\n"
+            "  --no-escape               no split-and-merge escape step at convergence\n"
             "  --threads N               threads (default: one per core)\n"
             "  -o MODEL.json             write the model (refuses to overwrite without --force)\n"
             "  --plot FIT.svg            plot (one numeric feature, gaussian family)\n"
@@ -494,6 +495,8 @@ static int parse_fit_args(int argc, char **argv, fit_args *a) {
             if (!strcmp(v, "path")) a->spec.lasso = -1;
             else if (parse_real(v, &t) && t >= 0) a->spec.lasso = t;
             else return fail(cmd, "--lasso %s: expected a penalty >= 0 or 'path'", v), 2;
+        } else if (!strcmp(o, "--no-escape")) {
+            a->spec.escape = 0;
         } else if (!strcmp(o, "--drop-missing")) {
             a->drop_missing = 1;
         } else if (!strcmp(o, "--restarts")) {

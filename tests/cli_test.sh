@@ -37,6 +37,14 @@ sg fit f.csv --response eruptions --experts 2 --restarts 2 -o m.json > fit.txt 2
   bad "fit: $(cat fit.txt)"
 sg fit f.csv --response eruptions --experts 2 --restarts 2 --json > fit.json 2>&1 &&
   grep -q '"candidates":\[' fit.json && [ "$(wc -l < fit.json)" -eq 1 ] && ok || bad "fit --json: $(cat fit.json)"
+# From a given partition (an arbitrary one, numbered 1..2): plain EM stops
+# at the nested fit (-190.59), the split-and-merge escape step (default)
+# reaches the two-regime one (-96.05).
+awk -F, 'NR == 1 { print $0 ",start"; next } { print $0 "," ((NR * 7919) % 13) % 2 + 1 }' f.csv > fs.csv
+sg fit fs.csv --response eruptions --features waiting --init-column start --restarts 1 --json > esc.json 2>&1 &&
+  sg fit fs.csv --response eruptions --features waiting --init-column start --restarts 1 --no-escape --json > noesc.json 2>&1 &&
+  awk -v a="$(num esc.json loglik)" -v b="$(num noesc.json loglik)" 'BEGIN { exit !(a > -97 && b < -190 && a > b) }' &&
+  ok || bad "fit --init-column with/without escape: $(num esc.json loglik) vs $(num noesc.json loglik)"
 # A range of E: a table of all, the best BIC chosen.
 sg fit f.csv --response eruptions --experts 1..2 --restarts 1 > range.txt 2>&1 &&
   grep -q "selected: E = 2" range.txt && ok || bad "fit --experts 1..2: $(cat range.txt)"

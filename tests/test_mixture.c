@@ -24,6 +24,11 @@
  *   mixture_args_errors            bad specs and data: statuses, messages
  *   mixture_threads_identical      1 and 3 threads give the same bits
  *   mixture_init_strategies        every initialization reaches the optimum
+ *   mixture_escape_step            the escape step: never lower than plain EM,
+ *                                  monotone, converged, every start at the best
+ *   mixture_small_gemm             the small-shape products against a reference
+ *   mixture_accelerated_same_fit   SQUAREM: the same maximum as plain EM, monotone,
+ *                                  in no more iterations
  */
 #include <math.h>
 #include <stdio.h>
@@ -860,5 +865,152 @@ TEST(mixture_init_strategies) {
         CHECK(fabs(ll[s] - ll[0]) < 1e-7 * fabs(ll[0]), "%s: loglik %.10g vs %.10g",
               sg_mix_init_name(inits[s]), ll[s], ll[0]);
     free(x), free(y), free(il);
+    sg_context_destroy(ctx);
+}
+
+/* The escape step (spec.escape): two clusters in x, each with its own flat
+ * line (like Old Faithful's eruptions against waiting), fitted from
+ * uniformly random partitions with and without it. With it the
+ * log-likelihood is never lower, every fit converges with a monotone
+ * trace and a small gradient, and every start reaches the best maximum
+ * found over all the fits (without it, some stop at a nested fit). */
+TEST(mixture_escape_step) {
+    sg_context *ctx = test_context(1);
+    size_t n = 300;
+    int starts = test_quick ? 3 : 8;
+    double *x = xalloc(n * sizeof *x), *y = xalloc(n * sizeof *y);
+    int32_t *lab = xalloc(n * sizeof *lab);
+    test_rng r = test_rng_seed(77);
+    for (size_t i = 0; i < n; i++) {
+        int c = test_uniform(&r) < 0.4;
+        x[i] = (c ? -1.5 : 1.5) + 0.4 * test_normal(&r);
+        y[i] = (c ? 2.0 : 4.3) + 0.1 * x[i] + (c ? 0.25 : 0.4) * test_normal(&r);
+    }
+    double *on = xalloc((size_t)starts * sizeof *on), best = -INFINITY;
+    int improved = 0;
+    for (int s = 0; s < starts; s++) {
+        for (size_t i = 0; i < n; i++) lab[i] = test_uniform(&r) < 0.5;
+        double ll[2];
+        for (int e = 0; e < 2; e++) {
+            sg_mix_spec sp = sg_mix_spec_default();
+            sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
+            sp.max_iter = 5000, sp.escape = e;
+            sg_mix_model *m = NULL;
+            sg_status st = sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m);
+            CHECK(st == SG_OK, "start %d escape %d: %s", s, e, sg_context_error(ctx));
+            if (st != SG_OK) continue;
+            sg_mix_info in;
+            sg_mix_model_info(m, &in);
+            double worst;
+            CHECK(in.converged && in.grad_norm <= 1e-6, "start %d escape %d: converged %d grad %g",
+                  s, e, in.converged, in.grad_norm);
+            CHECK(trace_monotone(m, &worst), "start %d escape %d: decrease %g", s, e, worst);
+            ll[e] = in.objective;
+            if (in.objective > best) best = in.objective;
+            sg_mix_model_free(m);
+        }
+        CHECK(ll[1] >= ll[0] - 1e-9 * fabs(ll[0]), "start %d: escape %.10g < plain EM %.10g", s,
+              ll[1], ll[0]);
+        improved += ll[1] > ll[0] + 1e-6 * fabs(ll[0]);
+        on[s] = ll[1];
+    }
+    for (int s = 0; s < starts; s++)
+        CHECK(on[s] >= best - 1e-7 * fabs(best), "start %d: %.10g below the best %.10g", s, on[s],
+              best);
+    fprintf(stderr, "  escape: better than plain EM on %d of %d starts\n", improved, starts);
+    free(x), free(y), free(lab), free(on);
+    sg_context_destroy(ctx);
+}
+
+/* The small-shape products (plain loops) and the OpenBLAS ones against a
+ * double-precision reference. */
+#include "models/mix_internal.h"
+TEST(mixture_small_gemm) {
+    test_rng r = test_rng_seed(5);
+    int shapes[][2] = {{2, 2}, {3, 5}, {4, 11}, {8, 9}};
+    for (int s = 0; s < 4; s++) {
+        int m = shapes[s][0], q = shapes[s][1];
+        size_t n = 37, lda = (size_t)q + 1;
+        double *a = xalloc(n * lda * sizeof *a), *b = xalloc((size_t)m * q * sizeof *b);
+        double *c = xalloc(n * (size_t)m * sizeof *c), *g = xalloc((size_t)m * q * sizeof *g);
+        double *w = xalloc(n * sizeof *w), *gr = xalloc((size_t)q * q * sizeof *gr);
+        double *sc = xalloc(n * (size_t)q * sizeof *sc);
+        for (size_t i = 0; i < n * lda; i++) a[i] = test_normal(&r);
+        for (size_t i = 0; i < (size_t)m * q; i++) b[i] = test_normal(&r);
+        for (size_t i = 0; i < n; i++) w[i] = test_uniform(&r);
+        mix_gemm_nt(n, m, q, 0.5, a, lda, b, (size_t)q, c, (size_t)m);
+        double err = 0;
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < m; k++) {
+                double ref = 0;
+                for (int j = 0; j < q; j++) ref += a[i * lda + j] * b[k * q + j];
+                err = fmax(err, fabs(c[i * m + k] - 0.5 * ref));
+            }
+        CHECK(err < 1e-12, "gemm_nt %dx%d: error %g", m, q, err);
+        /* a' b with a [n x m] = the first m columns of a */
+        mix_gemm_tn(n, m, q, a, lda, a + 1, lda, g);
+        err = 0;
+        for (int k = 0; k < m; k++)
+            for (int j = 0; j < q; j++) {
+                double ref = 0;
+                for (size_t i = 0; i < n; i++) ref += a[i * lda + k] * a[i * lda + 1 + j];
+                err = fmax(err, fabs(g[k * q + j] - ref));
+            }
+        CHECK(err < 1e-11, "gemm_tn %dx%d: error %g", m, q, err);
+        mix_weighted_gram(n, q, a, lda, w, gr, sc);
+        err = 0;
+        for (int k = 0; k < q; k++)
+            for (int j = 0; j < q; j++) {
+                double ref = 0;
+                for (size_t i = 0; i < n; i++) ref += w[i] * a[i * lda + k] * a[i * lda + j];
+                err = fmax(err, fabs(gr[k * q + j] - ref));
+                CHECK(gr[k * q + j] == gr[j * q + k], "gram %d: not symmetric", q);
+            }
+        CHECK(err < 1e-11, "gram %d: error %g", q, err);
+        free(a), free(b), free(c), free(g), free(w), free(gr), free(sc);
+    }
+}
+
+/* SQUAREM acceleration (spec.accelerate): from the same k-means start the
+ * accelerated and the plain fit reach the same maximum (objective and
+ * parameters), both converged with a monotone trace, the accelerated one
+ * in no more EM iterations. */
+TEST(mixture_accelerated_same_fit) {
+    sg_context *ctx = test_context(1);
+    size_t n = test_quick ? 800 : 2000;
+    truth t = gauss_truth();
+    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
+    simulate(&t, n, 11, x, y, NULL);
+    sg_mix_info in[2];
+    double *b[2] = {NULL, NULL};
+    for (int a = 0; a < 2; a++) {
+        sg_mix_spec sp = sg_mix_spec_default();
+        sp.init = SG_MIX_INIT_KMEANS, sp.restarts = 1, sp.escape = 0, sp.accelerate = a;
+        sp.max_iter = 5000;
+        sg_mix_model *m = NULL;
+        sg_status st = sg_mix_fit(ctx, &sp, n, 2, x, 2, y, NULL, &m);
+        CHECK(st == SG_OK, "accelerate %d: %s", a, sg_context_error(ctx));
+        if (st != SG_OK) continue;
+        sg_mix_model_info(m, &in[a]);
+        double worst;
+        CHECK(in[a].converged && in[a].grad_norm <= 1e-6, "accelerate %d: converged %d grad %g", a,
+              in[a].converged, in[a].grad_norm);
+        CHECK(trace_monotone(m, &worst), "accelerate %d: decrease %g", a, worst);
+        size_t r, c;
+        const double *p = sg_mix_param(m, SG_MIX_PARAM_EXPERT_COEF, &r, &c);
+        b[a] = xalloc(r * c * sizeof *b[a]);
+        memcpy(b[a], p, r * c * sizeof *b[a]);
+        sg_mix_model_free(m);
+    }
+    if (b[0] && b[1]) {
+        CHECK(fabs(in[1].objective - in[0].objective) <= 1e-9 * fabs(in[0].objective),
+              "objective %.12g accelerated vs %.12g plain", in[1].objective, in[0].objective);
+        double e = 0;
+        for (size_t j = 0; j < 6; j++) e = fmax(e, fabs(b[1][j] - b[0][j]));
+        CHECK(e < 1e-4, "expert coefficients differ by %g", e);
+        CHECK(in[1].iterations <= in[0].iterations, "accelerated %d iterations, plain %d",
+              in[1].iterations, in[0].iterations);
+    }
+    free(b[0]), free(b[1]), free(x), free(y);
     sg_context_destroy(ctx);
 }

@@ -26,7 +26,8 @@ max_iter <- if (length(args) >= 4) as.integer(args[4]) else 5000L  # the same ca
 Sys.setenv(OPENBLAS_NUM_THREADS = "1")
 
 # Data sets: a real one (Old Faithful, shipped in data/), flexmix's NPreg,
-# and a larger simulated one with three experts and two covariates.
+# a larger simulated one with three experts and two covariates, and a
+# simulated one with three experts on one covariate.
 cases <- list()
 faithful_csv <- read.csv("data/faithful.csv")
 cases[[length(cases) + 1]] <- list(name = "faithful", data = faithful_csv, y = "eruptions",
@@ -45,6 +46,16 @@ z <- apply(g, 1, function(p) sample.int(3, 1, prob = p))
 b <- rbind(c(0, 1, -1), c(3, -1, 0.5), c(-2, 0.5, 2))
 sim$y <- rowSums(cbind(1, sim$x1, sim$x2) * b[z, ]) + rnorm(n, sd = c(0.5, 0.8, 0.3)[z])
 cases[[length(cases) + 1]] <- list(name = "simulated", data = sim, y = "y", x = c("x1", "x2"), k = 3)
+# One covariate, three experts whose lines cross, gated on x (n = 500).
+set.seed(20261129)
+n1 <- 500
+s1 <- data.frame(x = runif(n1, -3, 3))
+eta1 <- cbind(1 + 2 * s1$x, 1 - 2 * s1$x, 0)
+g1 <- exp(eta1 - apply(eta1, 1, max)); g1 <- g1 / rowSums(g1)
+z1 <- apply(g1, 1, function(p) sample.int(3, 1, prob = p))
+b1 <- rbind(c(0, 1), c(2, -1), c(-1, 0.5))
+s1$y <- rowSums(cbind(1, s1$x) * b1[z1, ]) + rnorm(n1, sd = c(0.3, 0.4, 0.5)[z1])
+cases[[length(cases) + 1]] <- list(name = "sim1d", data = s1, y = "y", x = "x", k = 3)
 
 # FLEXMIX_CASES="simulated" (a regular expression on "name E") runs a subset.
 only <- Sys.getenv("FLEXMIX_CASES")
@@ -107,6 +118,9 @@ for (cs in cases) {
                     r$ratio_cpu, r$ratio_fit, r$ratio_cmd))
     }
 }
+# FLEXMIX_KEEP=DIR keeps the CSV files (data and start column) there.
+keep <- Sys.getenv("FLEXMIX_KEEP")
+if (nzchar(keep)) file.copy(list.files(tmp, full.names = TRUE), keep, overwrite = TRUE)
 unlink(tmp, recursive = TRUE)
 res <- do.call(rbind, rows)
 

@@ -137,6 +137,16 @@ typedef void (*sg_mix_progress_fn)(void *user, int restart, int iteration, doubl
  * var_floor         the variance floor, relative to the sample variance of
  *                   y: s_k^2 >= var_floor * var(y) (default 1e-6; > 0).
  * progress, progress_user  optional callback (NULL: none).
+ * escape            nonzero (default 1): at convergence from each start,
+ *                   try split-and-merge candidates and keep one only if it
+ *                   converges higher (docs/MIXTURE.md, "The escape step");
+ *                   Gaussian experts, one dense linear gate level, no
+ *                   Lasso; elsewhere ignored. 0: plain EM from each start.
+ * accelerate        nonzero (default 1): SQUAREM extrapolation after every
+ *                   two EM steps, kept only when the objective does not
+ *                   decrease; convergence is tested after plain EM steps
+ *                   (the same fixed points). Ignored with a Lasso penalty
+ *                   or a top-K gate. 0: plain EM.
  */
 typedef struct sg_mix_spec {
     sg_mix_family family;
@@ -161,6 +171,8 @@ typedef struct sg_mix_spec {
     double var_floor;
     sg_mix_progress_fn progress;
     void *progress_user;
+    int escape;
+    int accelerate;
 } sg_mix_spec;
 
 SG_API sg_mix_spec sg_mix_spec_default(void);

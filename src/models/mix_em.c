@@ -46,12 +46,13 @@ typedef struct em_state {
     double *trace;
     size_t trace_cap;
     int nomem;
+    int newton_cap; /* Newton steps of a gate fit (0: 50) */
 } em_state;
 
 /* The fitting result of one EM run. */
 typedef struct em_result {
     double loglik, objective, grad_norm, max_decrease;
-    int iterations, converged, ok;
+    int iterations, converged, ok, screened, escapes;
     size_t trace_len;
 } em_result;
 
@@ -67,6 +68,25 @@ static double estep(em_state *st, const sg_mix_model *m) {
     mix_expert_scores(st->ctx, m, &st->d, st->sc);
     mix_expert_logdens(m, n, st->sc, st->y, st->labels, st->tau);
     for (size_t i = 0; i < n * E; i++) st->tau[i] += st->logg[i];
+    /* finite rows (every row of a Gaussian fit with the variance floor):
+     * the same max-shifted logsumexp in one pass, its exponentials reused
+     * for the responsibilities; otherwise sg_logsumexp_f64 (its special
+     * values) */
+    int finite = 1;
+    for (size_t i = 0; i < n * E && finite; i++) finite = isfinite(st->tau[i]);
+    if (finite) {
+        double ll = 0;
+        for (size_t i = 0; i < n; i++) {
+            double *t = st->tau + i * E, mx = t[0], sum = 0;
+            for (size_t k = 1; k < E; k++) mx = t[k] > mx ? t[k] : mx;
+            for (size_t k = 0; k < E; k++) sum += (t[k] = exp(t[k] - mx));
+            double inv = 1.0 / sum;
+            for (size_t k = 0; k < E; k++) t[k] *= inv;
+            st->lse[i] = mx + log(sum);
+            ll += st->lse[i];
+        }
+        return ll;
+    }
     sg_logsumexp_f64(st->ctx, n, E, st->tau, E, st->lse, NULL);
     double ll = 0;
     for (size_t i = 0; i < n; i++) {
@@ -187,7 +207,7 @@ static void mstep_multi(em_state *st, sg_mix_model *m, int k, const double *t, s
         ri[st->labels[i]] = t[i * ldt];
     }
     mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                     st->d.z, m->q, st->r, C};
+                     st->d.z, m->q, st->r, C, NULL};
     double f;
     if (mix_mlogit_fit(&pb, m->beta + (size_t)k * C * m->q, 50, &f) != 0) st->nomem = 1;
 }
@@ -213,7 +233,8 @@ static const double *gate_design(const em_state *st, const sg_mix_model *m) {
 /* One gate problem: block `blk` of level l with targets r (ldr), from its
  * current coefficients. value_only: *gn gets the gradient norm instead. */
 static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const double *r,
-                       size_t ldr, double lam, int kk, int value_only, double *gn) {
+                       size_t ldr, double lam, int kk, int value_only, const double *lp0,
+                       double *gn) {
     const mix_level *lv = &m->lev[l];
     size_t cols = mix_level_cols(m, l);
     double *w = lv->w + (size_t)blk * lv->m * cols, f = 0, g = 0;
@@ -227,20 +248,26 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
         rc = value_only ? mix_laplace_value(&pb, w, &f, NULL, &g) : mix_laplace_fit(&pb, w, LAPLACE_STEPS, &f);
     } else {
         mix_mlogit pb = {st->n, (int)m->q, lv->m, kk, m->T, st->spec->gate_ridge, lam,
-                         gate_design(st, m), m->q, r, ldr};
-        rc = value_only ? mix_mlogit_value(&pb, w, &f, &g) : mix_mlogit_fit(&pb, w, 50, &f);
+                         gate_design(st, m), m->q, r, ldr, lp0};
+        rc = value_only ? mix_mlogit_value(&pb, w, &f, &g)
+                        : mix_mlogit_fit(&pb, w, st->newton_cap ? st->newton_cap : 50, &f);
     }
     if (rc != 0) st->nomem = 1;
     if (gn) *gn = g;
 }
 
 /* Fits (or measures the gradient of) every gate block from targets t. */
+/* at_logg: st->logg holds the gate's log-probabilities at its current
+ * coefficients (the E-step just before), which a dense single-level
+ * solver then starts from instead of recomputing them. */
 static double gate_all(em_state *st, sg_mix_model *m, const double *t, double lam, int dense,
-                       int value_only) {
+                       int value_only, int at_logg) {
     size_t n = st->n, E = (size_t)m->E;
     double gmax = 0, g = 0;
     if (m->nlevels == 1) {
-        gate_solve(st, m, 0, 0, t, E, lam, dense ? m->E : m->K, value_only, &g);
+        int kk = dense ? m->E : m->K;
+        const double *lp0 = at_logg && kk == m->E && !m->lev[0].laplace ? st->logg : NULL;
+        gate_solve(st, m, 0, 0, t, E, lam, kk, value_only, lp0, &g);
         return g;
     }
     size_t G = (size_t)m->G, mm = E / G;
@@ -250,10 +277,10 @@ static double gate_all(em_state *st, sg_mix_model *m, const double *t, double la
             for (size_t j = 0; j < mm; j++) s += t[i * E + gg * mm + j];
             st->r[i * G + gg] = s;
         }
-    gate_solve(st, m, 0, 0, st->r, G, lam, (int)G, value_only, &g);
+    gate_solve(st, m, 0, 0, st->r, G, lam, (int)G, value_only, NULL, &g);
     gmax = g;
     for (size_t gg = 0; gg < G; gg++) {
-        gate_solve(st, m, 1, (int)gg, t + gg * mm, E, lam, (int)mm, value_only, &g);
+        gate_solve(st, m, 1, (int)gg, t + gg * mm, E, lam, (int)mm, value_only, NULL, &g);
         if (g > gmax) gmax = g;
     }
     return gmax;
@@ -309,13 +336,13 @@ static double grad_norm(em_state *st, sg_mix_model *m, double lam) {
                 ri[st->labels[i]] = st->tau[i * E + k];
             }
             mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                             st->d.z, m->q, st->r, C};
+                             st->d.z, m->q, st->r, C, NULL};
             double f, g = 0;
             if (mix_mlogit_value(&pb, m->beta + k * C * m->q, &f, &g) != 0) st->nomem = 1;
             if (g > gmax) gmax = g;
         }
     }
-    double gg = gate_all(st, m, st->tau, lam, 0, 1);
+    double gg = gate_all(st, m, st->tau, lam, 0, 1, 0);
     return gg > gmax ? gg : gmax;
 }
 
@@ -332,18 +359,89 @@ static int trace_push(em_state *st, size_t *len, double v) {
     return 1;
 }
 
-static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter) {
+/* ---- SQUAREM acceleration --------------------------------------------
+ *
+ * Plain EM crawls where the likelihood is flat (hundreds of iterations on
+ * Old Faithful from a random partition). Every second EM step is followed
+ * by a squared extrapolation (Varadhan and Roland, "Simple and globally
+ * convergent methods for accelerating the convergence of any EM
+ * algorithm", Scand. J. Statist. 35, 2008, scheme S3): from the parameters
+ * th0 and the two EM steps th1 = F(th0), th2 = F(th1), with r = th1 - th0
+ * and v = th2 - 2 th1 + th0, the point th0 - 2 a r + a^2 v with
+ * a = -||r|| / ||v|| clamped to [-step_max, -1] (a = -1 gives th2 itself);
+ * step_max starts at 1 and is multiplied by 4 (up to SQUAREM_MAX_STEP)
+ * each time a step reaches it, as in the SQUAREM package, so that the
+ * first extrapolations, where a start's basin is decided, stay short. It is kept only when its variances stay above the floor and its
+ * objective is at least th2's; otherwise the fit goes on from th2. So the
+ * objective never decreases, the next EM step starts from the kept point,
+ * and convergence is tested after plain EM steps only, with the same tests:
+ * the fixed points are EM's. The parameter vector is the internal one
+ * (standardized expert coefficients, variances, gate coefficients). Not
+ * used with a Lasso penalty (extrapolation would undo exact zeros) or a
+ * top-K gate (kinks).
+ */
+#define SQUAREM_MAX_STEP 64.0
+
+static size_t params_len(const sg_mix_model *m) {
+    size_t br = m->family == SG_MIX_MULTINOMIAL ? (size_t)m->E * m->C : (size_t)m->E;
+    size_t len = br * m->q + (m->family == SG_MIX_GAUSSIAN ? (size_t)m->E : 0);
+    for (int l = 0; l < m->nlevels; l++)
+        len += (size_t)m->lev[l].m * m->lev[l].blocks * mix_level_cols(m, l);
+    return len;
+}
+
+/* dir 0: m -> v; dir 1: v -> m */
+static void params_io(sg_mix_model *m, double *v, int dir) {
+    size_t br = m->family == SG_MIX_MULTINOMIAL ? (size_t)m->E * m->C : (size_t)m->E, o = 0;
+    double *parts[4] = {m->beta, m->family == SG_MIX_GAUSSIAN ? m->sigma2 : NULL, m->lev[0].w,
+                        m->nlevels > 1 ? m->lev[1].w : NULL};
+    size_t lens[4] = {br * m->q, m->family == SG_MIX_GAUSSIAN ? (size_t)m->E : 0,
+                      (size_t)m->lev[0].m * m->lev[0].blocks * mix_level_cols(m, 0),
+                      m->nlevels > 1
+                          ? (size_t)m->lev[1].m * m->lev[1].blocks * mix_level_cols(m, 1)
+                          : 0};
+    for (int k = 0; k < 4; k++) {
+        if (!parts[k] || !lens[k]) continue;
+        if (dir) memcpy(parts[k], v + o, lens[k] * sizeof *v);
+        else memcpy(v + o, parts[k], lens[k] * sizeof *v);
+        o += lens[k];
+    }
+}
+
+/* EM from m's parameters to convergence (or max_iter), its trace appended
+ * to st->trace after `base` entries. A screened run (screen_iters > 0)
+ * gives up, with res.screened = 1, when its objective is still <=
+ * screen_obj after screen_iters iterations. */
+static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter,
+                             size_t base, int screen_iters, double screen_obj) {
     em_result res;
     memset(&res, 0, sizeof res);
+    res.trace_len = base;
     double ll = estep(st, m), obj = ll - penalty(st, m, lam);
     if (!isfinite(obj) || st->nomem) return res;
     trace_push(st, &res.trace_len, obj);
-    int it;
+    size_t len = params_len(m);
+    int accel = st->spec->accelerate && !(lam > 0) && m->K == m->E;
+    double *th = accel ? malloc(4 * len * sizeof *th) : NULL;
+    if (accel && !th) {
+        st->nomem = 1;
+        return res;
+    }
+    double *th0 = th, *th1 = th ? th + len : NULL, *th2 = th ? th + 2 * len : NULL;
+    double *thx = th ? th + 3 * len : NULL;
+    int phase = 0, it;
+    double step_max = 1;
     for (it = 1; it <= max_iter; it++) {
+        if (screen_iters > 0 && it > screen_iters && obj <= screen_obj) {
+            res.screened = 1;
+            it--;
+            break;
+        }
+        if (accel && phase == 0) params_io(m, th0, 0);
         mstep_experts(st, m, st->tau, (size_t)m->E, lam);
-        gate_all(st, m, st->tau, lam, 0, 0);
+        gate_all(st, m, st->tau, lam, 0, 0, 1);
         double lln = estep(st, m), objn = lln - penalty(st, m, lam);
-        if (!isfinite(objn) || st->nomem) return res;
+        if (!isfinite(objn) || st->nomem) goto out;
         if (obj - objn > res.max_decrease) res.max_decrease = obj - objn;
         double rel = fabs(objn - obj) / fmax(1.0, fabs(objn));
         ll = lln, obj = objn;
@@ -359,11 +457,61 @@ static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, i
                 break;
             }
         }
+        if (!accel) continue;
+        if (phase == 0) {
+            params_io(m, th1, 0);
+            phase = 1;
+            continue;
+        }
+        phase = 0;
+        params_io(m, th2, 0);
+        double r2 = 0, v2 = 0;
+        for (size_t j = 0; j < len; j++) {
+            double r = th1[j] - th0[j], v = th2[j] - 2 * th1[j] + th0[j];
+            r2 += r * r, v2 += v * v;
+        }
+        if (!(v2 > 0) || !(r2 > 0)) continue;
+        double a = -sqrt(r2 / v2);
+        if (a <= -step_max) {
+            /* the step bound grows as the steps reach it (SQUAREM's
+             * step.max, x 4): early extrapolations stay short */
+            a = -step_max;
+            step_max = fmin(4 * step_max, SQUAREM_MAX_STEP);
+        }
+        if (!(a < -1)) continue; /* th2 itself */
+        int valid = 1;
+        for (size_t j = 0; j < len; j++) {
+            double r = th1[j] - th0[j], v = th2[j] - 2 * th1[j] + th0[j];
+            thx[j] = th0[j] - 2 * a * r + a * a * v;
+            valid &= isfinite(thx[j]);
+        }
+        if (!valid) continue;
+        params_io(m, thx, 1);
+        if (m->family == SG_MIX_GAUSSIAN)
+            for (int k = 0; k < m->E; k++) valid &= m->sigma2[k] >= st->spec->var_floor * st->vary;
+        double llx = valid ? estep(st, m) : NAN, objx = valid ? llx - penalty(st, m, lam) : NAN;
+        if (st->nomem) goto out;
+        if (valid && isfinite(objx) && objx >= obj) {
+            ll = llx, obj = objx;
+            if (!trace_push(st, &res.trace_len, obj)) st->nomem = 1;
+        } else {
+            params_io(m, th2, 1);
+            estep(st, m); /* tau, scores and log g back at th2 */
+        }
     }
-    res.iterations = it > max_iter ? max_iter : it;
+    if (it > max_iter) it = max_iter;
+    res.iterations = it;
+    if (res.screened) goto out;
     if (!res.converged) res.grad_norm = grad_norm(st, m, lam);
     res.loglik = ll, res.objective = obj, res.ok = !st->nomem;
+out:
+    if (!res.ok) res.iterations = it > max_iter ? max_iter : it;
+    free(th);
     return res;
+}
+
+static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter) {
+    return em_run_from(st, m, lam, run_id, max_iter, 0, 0, 0);
 }
 
 /* ---- initializations --------------------------------------------------- */
@@ -407,8 +555,8 @@ static void init_from_weights(em_state *st, sg_mix_model *m, const double *t, in
         for (size_t k = 0; k < E; k++) s += t[i * E + k];
         for (size_t k = 0; k < E; k++) tn[i * E + k] = s > 0 ? t[i * E + k] / s : 1.0 / (double)E;
     }
-    if (m->K < m->E) gate_all(st, m, tn, 0, 1, 0); /* dense first: top-K from 0 ties */
-    gate_all(st, m, tn, 0, 0, 0);
+    if (m->K < m->E) gate_all(st, m, tn, 0, 1, 0, 0); /* dense first: top-K from 0 ties */
+    gate_all(st, m, tn, 0, 0, 0, 0);
     free(tn);
 }
 
@@ -589,6 +737,271 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
     free(lab), free(t);
 }
 
+/* ---- the escape step: split-and-merge candidates ----------------------
+ *
+ * EM from a start ends at a local maximum, and from an uninformative start
+ * (a uniformly random partition sits next to the point where every expert
+ * is the same regression) which maximum it reaches is decided by small
+ * differences in its first steps. At convergence a fit therefore tries a
+ * few split-and-merge candidates (after Ueda, Nakano, Ghahramani and
+ * Hinton, "SMEM algorithm for mixture models", Neural Computation 12,
+ * 2000): the two experts whose responsibilities overlap most (largest
+ * normalized inner product of their responsibility columns) are merged,
+ * which frees a slot, and one expert (the merged one included) is split in
+ * two, softly, at the 1-D two-means cut of a score: the projection of its
+ * standardized covariates on their principal axis (a split that the gate
+ * can express), or its residual under its own weighted least-squares line.
+ * With two experts the merged expert is the whole data set. A candidate's
+ * parameters come from an M-step on these weights (the gate fitted to
+ * them); EM runs from the candidates in decreasing order of their starting
+ * objective, and a candidate whose objective is not above the fit's after
+ * ESCAPE_SCREEN iterations is dropped (the screen bounds the cost; the
+ * screens of a round stop when they have spent as many EM iterations as
+ * the fit from the start took); the first that gets above it runs to
+ * convergence and replaces the fit,
+ * and the step starts again from the new fit (at most ESCAPE_ROUNDS
+ * rounds). The objective never decreases, and the result is an ordinary
+ * EM fixed point under the same convergence tests. Applies to Gaussian
+ * experts with one dense linear gate level and no Lasso penalty.
+ */
+#define ESCAPE_SCREEN 5
+#define ESCAPE_ROUNDS 3
+#define ESCAPE_NEWTON 3
+#define ESCAPE_GAIN 1e-8
+
+static int escape_applies(const em_state *st, const sg_mix_model *m, double lam) {
+    return st->spec->escape && m->family == SG_MIX_GAUSSIAN && m->nlevels == 1 &&
+           !m->lev[0].laplace && m->K == m->E && m->E >= 2 && !(lam > 0);
+}
+
+static int cmp_pair(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The split point of s under weights w >= 0 (1-D weighted two-means,
+ * exact: every split of the sorted scores is tried, the one with the
+ * smallest within-group weighted sum of squares wins, ties to the first;
+ * returned as the midpoint between the two groups). sc: scratch of 2n. */
+static double split_point(size_t n, const double *s, const double *w, double *sc) {
+    double tw = 0, ts = 0;
+    size_t cnt = 0;
+    for (size_t i = 0; i < n; i++)
+        if (w[i] > 0) sc[2 * cnt] = s[i], sc[2 * cnt + 1] = w[i], tw += w[i], ts += w[i] * s[i], cnt++;
+    if (cnt < 2) return cnt ? sc[0] : 0;
+    qsort(sc, cnt, 2 * sizeof *sc, cmp_pair);
+    /* between-group sum of squares W1 W2 / W (m1 - m2)^2 is maximized */
+    double w1 = 0, s1 = 0, best = -1, cut = sc[0];
+    for (size_t i = 0; i + 1 < cnt; i++) {
+        w1 += sc[2 * i + 1], s1 += sc[2 * i + 1] * sc[2 * i];
+        if (sc[2 * i + 2] == sc[2 * i]) continue; /* no cut between equal scores */
+        double w2 = tw - w1, m1 = s1 / w1, m2 = (ts - s1) / w2;
+        double b = w1 * w2 * (m1 - m2) * (m1 - m2);
+        if (b > best) best = b, cut = 0.5 * (sc[2 * i] + sc[2 * i + 2]);
+    }
+    return cut;
+}
+
+/* Split scores s [n] of the points weighted by w: kind 0 the projection of
+ * the standardized covariates on the principal axis of their weighted
+ * covariance (power iteration), kind 1 the residual of the weighted
+ * least-squares line. Returns 0 when the kind does not apply. */
+static int split_scores(em_state *st, const sg_mix_model *m, const double *w, int kind,
+                        double *s) {
+    size_t n = st->n, q = m->q, p = q - 1;
+    const double *z = st->d.z;
+    double sw = 0;
+    for (size_t i = 0; i < n; i++) sw += w[i];
+    if (!(sw > 0)) return 0;
+    if (kind == 0) {
+        if (p == 0) return 0;
+        double *mu = calloc(p * (p + 2), sizeof *mu), *c = mu + p, *v = c + p * p;
+        double *v2 = malloc(p * sizeof *v2);
+        if (!mu || !v2) {
+            free(mu), free(v2);
+            st->nomem = 1;
+            return 0;
+        }
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < p; j++) mu[j] += w[i] * z[i * q + 1 + j] / sw;
+        for (size_t i = 0; i < n; i++)
+            for (size_t a = 0; a < p; a++)
+                for (size_t b = 0; b < p; b++)
+                    c[a * p + b] += w[i] * (z[i * q + 1 + a] - mu[a]) * (z[i * q + 1 + b] - mu[b]);
+        for (size_t j = 0; j < p; j++) v[j] = 1.0 + (double)j / (double)p;
+        for (int it = 0; it < 100; it++) {
+            double nv = 0;
+            for (size_t a = 0; a < p; a++) {
+                double t = 0;
+                for (size_t b = 0; b < p; b++) t += c[a * p + b] * v[b];
+                v2[a] = t, nv += t * t;
+            }
+            nv = sqrt(nv);
+            if (!(nv > 0)) break;
+            for (size_t a = 0; a < p; a++) v[a] = v2[a] / nv;
+        }
+        for (size_t i = 0; i < n; i++) {
+            double t = 0;
+            for (size_t j = 0; j < p; j++) t += (z[i * q + 1 + j] - mu[j]) * v[j];
+            s[i] = t;
+        }
+        free(mu), free(v2);
+        return 1;
+    }
+    double *a = malloc((q * q + q) * sizeof *a), *b = a ? a + q * q : NULL;
+    if (!a) {
+        st->nomem = 1;
+        return 0;
+    }
+    mix_weighted_gram(n, (int)q, z, q, w, a, st->buf);
+    for (size_t j = 0; j < q; j++) {
+        double t = 0;
+        for (size_t i = 0; i < n; i++) t += w[i] * st->y[i] * z[i * q + j];
+        b[j] = t;
+    }
+    double tr = 0;
+    for (size_t j = 0; j < q; j++) tr += a[j * q + j];
+    for (size_t j = 0; j < q; j++) a[j * q + j] += 1e-10 * tr / (double)q + 1e-300;
+    int ok = mix_spd_solve((int)q, a, b) == 0;
+    if (ok)
+        for (size_t i = 0; i < n; i++) {
+            double mu = 0;
+            for (size_t j = 0; j < q; j++) mu += z[i * q + j] * b[j];
+            s[i] = st->y[i] - mu;
+        }
+    free(a);
+    return ok;
+}
+
+/* Tries the candidates from the fit m (result *res, its trace in
+ * st->trace[0, res->trace_len)); replaces both when one is better. */
+static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_result *res) {
+    size_t n = st->n, E = (size_t)m->E;
+    /* at most 2 (E - 1) candidates: E - 1 experts to split, two scores */
+    int maxc = 2 * (int)E;
+    sg_mix_model **cands = calloc((size_t)maxc, sizeof *cands);
+    double *c0 = malloc((size_t)maxc * sizeof *c0);
+    double *tau0 = malloc(n * E * sizeof *tau0), *t = malloc(n * E * sizeof *t);
+    double *wk = malloc(n * sizeof *wk), *sc = malloc(n * sizeof *sc);
+    double *srt = malloc(2 * n * sizeof *srt);
+    int okc = cands != NULL;
+    for (int c = 0; okc && c < maxc; c++) okc = (cands[c] = mix_model_clone(m)) != NULL;
+    if (!okc || !c0 || !tau0 || !t || !wk || !sc || !srt) {
+        st->nomem = 1;
+        goto done;
+    }
+    /* the screens of a round spend at most as many EM iterations as the
+     * fit from the start took (at least one screen) */
+    int budget = res->iterations > ESCAPE_SCREEN ? res->iterations : ESCAPE_SCREEN;
+    for (int round = 0; round < ESCAPE_ROUNDS && res->ok; round++) {
+        /* responsibilities at the current fit */
+        estep(st, m);
+        if (st->nomem) goto done;
+        memcpy(tau0, st->tau, n * E * sizeof *tau0);
+        /* the merge: the pair with the most overlapping responsibilities */
+        size_t mi = 0, mj = 1;
+        double best = -1;
+        for (size_t a = 0; a < E; a++)
+            for (size_t b = a + 1; b < E; b++) {
+                double ab = 0, aa = 0, bb = 0;
+                for (size_t i = 0; i < n; i++) {
+                    double ta = tau0[i * E + a], tv = tau0[i * E + b];
+                    ab += ta * tv, aa += ta * ta, bb += tv * tv;
+                }
+                double jm = ab / sqrt(fmax(aa * bb, 1e-300));
+                if (jm > best) best = jm, mi = a, mj = b;
+            }
+        /* the candidates and their starting objectives */
+        int nc = 0;
+        for (size_t k = 0; k < E; k++) {
+            if (k == mj) continue;
+            for (int kind = 0; kind < 2; kind++) {
+                memcpy(t, tau0, n * E * sizeof *t);
+                for (size_t i = 0; i < n; i++) {
+                    t[i * E + mi] += t[i * E + mj];
+                    t[i * E + mj] = 0;
+                    wk[i] = t[i * E + k];
+                }
+                if (!split_scores(st, m, wk, kind, sc)) {
+                    if (st->nomem) goto done;
+                    continue;
+                }
+                double cut = split_point(n, sc, wk, srt), lo = 0, hi = 0, slo = 0, shi = 0;
+                for (size_t i = 0; i < n; i++) {
+                    if (sc[i] > cut) hi += wk[i], shi += wk[i] * sc[i];
+                    else lo += wk[i], slo += wk[i] * sc[i];
+                }
+                if (!(lo > 0 && hi > 0)) continue;
+                /* a soft split: membership logistic in (score - cut) / sd,
+                 * sd the pooled within-group standard deviation (a hard
+                 * split along the covariates is separable, and a gate
+                 * fitted to it saturates where EM cannot move it) */
+                double mlo = slo / lo, mhi = shi / hi, ss = 0;
+                for (size_t i = 0; i < n; i++) {
+                    double d = sc[i] - (sc[i] > cut ? mhi : mlo);
+                    ss += wk[i] * d * d;
+                }
+                double sd = sqrt(ss / (lo + hi));
+                if (!(sd > 0)) sd = 1e-3 * (fabs(mhi - mlo) + 1e-300);
+                for (size_t i = 0; i < n; i++) {
+                    double u = 1.0 / (1.0 + exp(-(sc[i] - cut) / sd));
+                    t[i * E + k] = wk[i] * (1 - u);
+                    t[i * E + mj] = wk[i] * u;
+                }
+                /* a starting point: the gate by at most ESCAPE_NEWTON
+                 * Newton steps from zero (EM's first gate M-step finishes
+                 * the fit) */
+                sg_mix_model *c = cands[nc];
+                st->newton_cap = ESCAPE_NEWTON;
+                init_from_weights(st, c, t, 1);
+                st->newton_cap = 0;
+                double o0 = estep(st, c) - penalty(st, c, lam);
+                if (st->nomem) goto done;
+                if (isfinite(o0)) c0[nc++] = o0;
+            }
+        }
+        /* screened EM from each, the highest starting objective first,
+         * until one ends above the fit */
+        int won = -1;
+        em_result r;
+        memset(&r, 0, sizeof r);
+        for (int tried = 0, spent = 0; tried < nc && won < 0 && spent < budget; tried++) {
+            int bi = -1;
+            for (int c = 0; c < nc; c++)
+                if (c0[c] > -INFINITY && (bi < 0 || c0[c] > c0[bi])) bi = c;
+            if (bi < 0) break;
+            c0[bi] = -INFINITY;
+            r = em_run_from(st, cands[bi], lam, run_id, st->spec->max_iter, res->trace_len,
+                            ESCAPE_SCREEN, res->objective);
+            res->iterations += r.iterations;
+            spent += r.screened ? r.iterations : 0;
+            if (st->nomem) goto done;
+            /* a gain below ESCAPE_GAIN (relative) is the same maximum */
+            if (!r.screened && r.ok &&
+                r.objective - res->objective > ESCAPE_GAIN * fmax(1.0, fabs(res->objective)))
+                won = bi;
+        }
+        if (won < 0) break;
+        sg_mix_model *cand = cands[won];
+        /* keep the candidate's trace from its first value above the
+         * fit's: the joined trace stays monotone */
+        size_t f = res->trace_len;
+        while (f < r.trace_len && !(st->trace[f] > res->objective)) f++;
+        size_t keep = r.trace_len - f;
+        memmove(st->trace + res->trace_len, st->trace + f, keep * sizeof *st->trace);
+        res->trace_len += keep;
+        mix_params_copy(m, cand);
+        res->loglik = r.loglik, res->objective = r.objective;
+        res->grad_norm = r.grad_norm, res->converged = r.converged;
+        if (r.max_decrease > res->max_decrease) res->max_decrease = r.max_decrease;
+        res->escapes++;
+    }
+done:
+    for (int c = 0; cands && c < maxc; c++) sg_mix_model_free(cands[c]);
+    free(cands), free(c0);
+    free(tau0), free(t), free(wk), free(sc), free(srt);
+}
+
 static sg_mix_init strategy(const sg_mix_spec *s, int r) {
     static const sg_mix_init cycle[4] = {SG_MIX_INIT_PARTITION, SG_MIX_INIT_KMEANS,
                                          SG_MIX_INIT_LINES, SG_MIX_INIT_MIXREG};
@@ -757,6 +1170,8 @@ static int fit_restarts(em_state *st, sg_mix_model *work, sg_mix_model *best, do
         initialize(st, work, strategy(s, r), &rng);
         if (st->nomem) break;
         em_result res = em_run(st, work, lam, r, s->max_iter);
+        if (res.ok && isfinite(res.objective) && escape_applies(st, work, lam))
+            escape(st, work, lam, r, &res);
         if (!res.ok || !isfinite(res.objective)) continue;
         if (!have || res.objective > bres->objective) {
             have = 1;

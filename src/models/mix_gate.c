@@ -68,8 +68,7 @@ static double ml_penalty(const mix_mlogit *pb, const double *w) {
 static double ml_eval(const mix_mlogit *pb, const double *w, ml_work *wk) {
     size_t n = pb->n;
     int m = pb->m, q = pb->q;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, m, q, 1.0 / pb->T, pb->d,
-                (int)pb->ldd, w, q, 0.0, wk->lp, m);
+    mix_gemm_nt(n, m, q, 1.0 / pb->T, pb->d, pb->ldd, w, (size_t)q, wk->lp, (size_t)m);
     double f = 0;
     for (size_t i = 0; i < n; i++) {
         double *l = wk->lp + i * (size_t)m;
@@ -92,8 +91,7 @@ static void ml_grad(const mix_mlogit *pb, const double *w, const ml_work *wk, do
         for (int j = 0; j < m - 1; j++)
             dm[i * (size_t)(m - 1) + j] = (r[j] - wk->s[i] * p[j]) / pb->T;
     }
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m - 1, q, (int)n, 1.0, dm, m - 1,
-                pb->d, (int)pb->ldd, 0.0, g, q);
+    mix_gemm_tn(n, m - 1, q, dm, (size_t)(m - 1), pb->d, pb->ldd, g);
     double rn = pb->ridge * (double)n;
     for (int j = 0; j < (m - 1) * q; j++) g[j] -= rn * w[j];
 }
@@ -221,7 +219,22 @@ int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *fout
     double *step = g + kk, *v = g + 2 * kk, *wnew = g + 3 * kk, *af = a + (size_t)kk * kk;
     row_sums(pb, wk.s);
     for (int j = 0; j < kk; j++) pen[j] = (j % q) != 0;
-    double f = ml_eval(pb, w, &wk);
+    double f;
+    if (pb->lp0 && pb->k == m) {
+        /* log P at W given (the E-step's gate): P = exp(log P) */
+        f = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double *l0 = pb->lp0 + i * (size_t)m, *r = pb->r + i * pb->ldr;
+            double *l = wk.lp + i * (size_t)m, *p = wk.pr + i * (size_t)m;
+            for (int j = 0; j < m; j++) {
+                l[j] = l0[j], p[j] = exp(l0[j]);
+                if (r[j] > 0) f += r[j] * l[j];
+            }
+        }
+        f -= ml_penalty(pb, w);
+    } else {
+        f = ml_eval(pb, w, &wk);
+    }
     ml_grad(pb, w, &wk, dm, g);
     int stale = 1, age = 0;
     for (int it = 0; it < max_newton; it++) {

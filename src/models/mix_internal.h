@@ -104,6 +104,13 @@ int mix_spd_solve_factored(int k, const double *a, double *b);
  * Returns 0, or -1 when out of memory. */
 int mix_cd_l1(int k, const double *a, const double *g, const double *v0, double pen,
                const unsigned char *penalized, double *v);
+/* c [n x m] (ldc) = alpha a b' for a [n x q] (lda), b [m x q] (ldb); and
+ * c [m x q] = a' b for a [n x m] (lda), b [n x q] (ldb). Plain loops for
+ * small m*q, OpenBLAS dgemm otherwise. */
+void mix_gemm_nt(size_t n, int m, int q, double alpha, const double *a, size_t lda,
+                 const double *b, size_t ldb, double *c, size_t ldc);
+void mix_gemm_tn(size_t n, int m, int q, const double *a, size_t lda, const double *b,
+                 size_t ldb, double *c);
 /* c [k x k] = sum_i w_i a_i a_i' for rows a_i of a [n x k] (lda), w >= 0
  * or NULL (1); uses a scratch of n*k doubles. */
 void mix_weighted_gram(size_t n, int k, const double *a, size_t lda, const double *w,
@@ -122,6 +129,10 @@ typedef struct mix_mlogit {
     size_t ldd;
     const double *r;
     size_t ldr;
+    /* optional (NULL: none): log P at the starting W, [n x m] (ld m), dense
+     * gates (k == m) only; mix_mlogit_fit starts from it instead of
+     * evaluating W */
+    const double *lp0;
 } mix_mlogit;
 /* Newton (proximal Newton with lam > 0) with step halving, from W, to
  * convergence (at most max_newton steps). *f receives the final F.

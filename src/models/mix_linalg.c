@@ -47,10 +47,66 @@ int mix_spd_solve(int k, double *a, double *b) {
     return 0;
 }
 
+/* Products with a small inner shape: OpenBLAS's call and packing costs
+ * more than the arithmetic when the output has a handful of columns (the
+ * gates and experts of small problems), so those run as plain loops. */
+#define MIX_SMALL_GEMM 32
+
+void mix_gemm_nt(size_t n, int m, int q, double alpha, const double *a, size_t lda,
+                 const double *b, size_t ldb, double *c, size_t ldc) {
+    if (n == 0) return;
+    if ((size_t)m * (size_t)q > MIX_SMALL_GEMM) {
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, m, q, alpha, a, (int)lda, b,
+                    (int)ldb, 0.0, c, (int)ldc);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const double *ai = a + i * lda;
+        for (int k = 0; k < m; k++) {
+            const double *bk = b + (size_t)k * ldb;
+            double s = 0;
+            for (int j = 0; j < q; j++) s += ai[j] * bk[j];
+            c[i * ldc + (size_t)k] = alpha * s;
+        }
+    }
+}
+
+void mix_gemm_tn(size_t n, int m, int q, const double *a, size_t lda, const double *b,
+                 size_t ldb, double *c) {
+    if ((size_t)m * (size_t)q > MIX_SMALL_GEMM && n > 0) {
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, q, (int)n, 1.0, a, (int)lda, b,
+                    (int)ldb, 0.0, c, q);
+        return;
+    }
+    memset(c, 0, (size_t)m * (size_t)q * sizeof *c);
+    for (size_t i = 0; i < n; i++) {
+        const double *ai = a + i * lda, *bi = b + i * ldb;
+        for (int k = 0; k < m; k++) {
+            double v = ai[k];
+            double *ck = c + (size_t)k * q;
+            for (int j = 0; j < q; j++) ck[j] += v * bi[j];
+        }
+    }
+}
+
 void mix_weighted_gram(size_t n, int k, const double *a, size_t lda, const double *w,
                        double *c, double *scratch) {
     if (n == 0) {
         memset(c, 0, (size_t)k * (size_t)k * sizeof *c);
+        return;
+    }
+    if ((size_t)k * (size_t)k <= MIX_SMALL_GEMM) {
+        memset(c, 0, (size_t)k * (size_t)k * sizeof *c);
+        for (size_t i = 0; i < n; i++) {
+            double wi = w ? w[i] : 1.0;
+            const double *ai = a + i * lda;
+            for (int r = 0; r < k; r++) {
+                double v = wi * ai[r];
+                for (int j = 0; j <= r; j++) c[(size_t)r * k + j] += v * ai[j];
+            }
+        }
+        for (int r = 0; r < k; r++)
+            for (int j = 0; j < r; j++) c[(size_t)j * k + r] = c[(size_t)r * k + j];
         return;
     }
     for (size_t i = 0; i < n; i++) {

@@ -39,6 +39,8 @@ sg_mix_spec sg_mix_spec_default(void) {
     s.var_floor = 1e-6;
     s.progress = NULL;
     s.progress_user = NULL;
+    s.escape = 1;
+    s.accelerate = 1;
     return s;
 }
 
@@ -369,8 +371,7 @@ static void level_scores(const sg_mix_model *m, int l, const mix_design *d, doub
     size_t n = d->n, rows = level_rows(m, l);
     if (!lv->laplace) {
         const double *des = m->tanh_gate ? d->u : d->z;
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)m->q,
-                    1.0 / m->T, des, (int)m->q, lv->w, (int)m->q, 0.0, s, (int)rows);
+        mix_gemm_nt(n, (int)rows, (int)m->q, 1.0 / m->T, des, m->q, lv->w, m->q, s, rows);
         return;
     }
     size_t p = m->p;
@@ -385,11 +386,29 @@ static void level_scores(const sg_mix_model *m, int l, const mix_design *d, doub
         }
 }
 
+/* Row-wise log-softmax of finite logits in place: max-shifted, one log
+ * per row (sg_log_softmax_f64's formula without its per-element special-
+ * value classification). Returns 0, leaving the rows untouched, when a
+ * logit is not finite: the caller then uses sg_log_softmax_f64. */
+static int dense_log_softmax(size_t n, size_t E, double *l) {
+    for (size_t i = 0; i < n * E; i++)
+        if (!isfinite(l[i])) return 0;
+    for (size_t i = 0; i < n; i++) {
+        double *li = l + i * E, mx = li[0], s = 0;
+        for (size_t k = 1; k < E; k++) mx = li[k] > mx ? li[k] : mx;
+        for (size_t k = 0; k < E; k++) s += exp(li[k] - mx);
+        double c = mx + log(s);
+        for (size_t k = 0; k < E; k++) li[k] -= c;
+    }
+    return 1;
+}
+
 int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d, double *logg) {
     size_t n = d->n, E = (size_t)m->E;
     if (n == 0) return 0;
     if (m->nlevels == 1) {
         level_scores(m, 0, d, logg);
+        if (m->K == m->E && dense_log_softmax(n, E, logg)) return 0;
         sg_softmax_options o = sg_softmax_options_default();
         uint8_t *keep = NULL;
         if (m->K < m->E) {
@@ -427,8 +446,7 @@ int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d
 int mix_expert_scores(sg_context *ctx, const sg_mix_model *m, const mix_design *d, double *out) {
     size_t n = d->n, rows = beta_rows(m);
     if (n == 0) return 0;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)m->q, 1.0, d->z,
-                (int)m->q, m->beta, (int)m->q, 0.0, out, (int)rows);
+    mix_gemm_nt(n, (int)rows, (int)m->q, 1.0, d->z, m->q, m->beta, m->q, out, rows);
     if (m->family == SG_MIX_MULTINOMIAL)
         sg_log_softmax_f64(ctx, n * (size_t)m->E, (size_t)m->C, out, (size_t)m->C, out,
                            (size_t)m->C, NULL);
