@@ -326,6 +326,50 @@ TEST(moe_kernels_reference) {
     }
 }
 
+/* Long rows and many W rows: the kernels' software prefetch runs (it starts
+ * 8 to 28 W rows ahead, only inside the call's m rows), with tails of len
+ * and of m that are not multiples of the vector width or of the W block,
+ * and row counts 1 to 32 in partial row groups. Same bound as above. */
+TEST(moe_kernels_long_rows) {
+    struct {
+        const char *name;
+        sg_isa isa;
+        sg_moe_rowdot_fn *rowdot;
+    } ks[] = {
+        {"ref", SG_ISA_REF, sg_moe_rowdot_f32__ref},
+#if defined(__x86_64__)
+        {"avx2", SG_ISA_AVX2, sg_moe_rowdot_f32__avx2},
+        {"avx512", SG_ISA_AVX512, sg_moe_rowdot_f32__avx512},
+#endif
+    };
+    test_rng r = test_rng_seed(15);
+    const size_t lens[] = {300, 1029}, ms[] = {45, 37}, ns[] = {1, 3, 4, 5, 8, 13, 16, 17, 31, 32};
+    for (size_t q = 0; q < sizeof ks / sizeof ks[0]; q++) {
+        if (!sg_cpu_supports(ks[q].isa)) continue;
+        for (size_t li = 0; li < 2; li++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                size_t n = ns[ni], len = lens[li], m = ms[li], ldx = len + 5, ldw = len,
+                       ldo = m + 1;
+                if (test_quick && ni % 3) continue;
+                float *x = randn(n * ldx, 1.0, &r), *w = randn(m * ldw, 1.0, &r);
+                float *out = xalloc(n * ldo * 4);
+                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo);
+                for (size_t i = 0; i < n; i++)
+                    for (size_t j = 0; j < m; j++) {
+                        double s = 0.0, sa = 0.0;
+                        for (size_t c = 0; c < len; c++) {
+                            s += (double)x[i * ldx + c] * w[j * ldw + c];
+                            sa += fabs((double)x[i * ldx + c] * w[j * ldw + c]);
+                        }
+                        CHECK(fabs(out[i * ldo + j] - s) <= 1e-6 * sa + 1e-30,
+                              "%s rowdot n=%zu m=%zu len=%zu (%zu,%zu): %g vs %g", ks[q].name, n, m,
+                              len, i, j, out[i * ldo + j], s);
+                    }
+                free(x), free(w), free(out);
+            }
+    }
+}
+
 /* ---- the layer -------------------------------------------------------- */
 
 typedef struct layer_fixture {
