@@ -524,6 +524,45 @@ TEST(moe_layer_threads_identical) {
     free_layer(&lf);
 }
 
+/* Several column blocks per unit, with tails: D = 300 and F = 70 (routed;
+ * up blocks 64 + 6, down blocks widened to 256 + 44 because F < D / 3) or
+ * F = 150 (shared; down blocks 128 + 128 + 44), few rows (the kernel) and
+ * more than SG_MOE_SMALL_ROWS rows (sgemm); against the dense reference,
+ * and bit-identical on 1, 2 and 3 threads. */
+TEST(moe_layer_blocks) {
+    test_rng r = test_rng_seed(21);
+    const size_t d = 300, ff = 70, fs = 150, e = 3, k = 2;
+    layer_fixture lf;
+    make_layer(&lf, d, ff, e, k, 1, fs, SG_MOE_SWIGLU, &r);
+    const size_t ts[] = {1, 5, test_quick ? 20 : 60};
+    for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
+        size_t t = ts[ti];
+        float *x = randn(t * d, 1.0, &r), *w = xalloc(t * k * 4);
+        int32_t *ids = xalloc(t * k * 4);
+        random_route(t, e, k, 0.0, &r, ids, w);
+        float *y[4];
+        for (int th = 1; th <= 3; th++) {
+            sg_context *ctx = test_context(th);
+            y[th] = xalloc(t * d * 4);
+            CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y[th], d) == SG_OK, "%s",
+                  sg_context_error(ctx));
+            sg_context_destroy(ctx);
+        }
+        for (int th = 2; th <= 3; th++)
+            CHECK(memcmp(y[1], y[th], t * d * 4) == 0, "T %zu: %d threads differ from 1", t, th);
+        double *ref = xalloc(t * d * sizeof *ref), worst = 0.0, norm = 0.0;
+        dense_ref(&lf.l, t, x, d, ids, w, ref);
+        for (size_t i = 0; i < t * d; i++) {
+            worst = max_d(worst, fabs(y[1][i] - ref[i]));
+            norm = max_d(norm, fabs(ref[i]));
+        }
+        CHECK(worst <= 1e-5 * (1.0 + norm), "T %zu: error %g (max |y| %g)", t, worst, norm);
+        free(x), free(w), free(ids), free(ref);
+        for (int th = 1; th <= 3; th++) free(y[th]);
+    }
+    free_layer(&lf);
+}
+
 TEST(moe_layer_all_dropped) {
     test_rng r = test_rng_seed(19);
     sg_context *ctx = test_context(2);

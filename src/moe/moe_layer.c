@@ -291,7 +291,14 @@ static size_t make_units(const sg_moe_layer *l, size_t t, char *ws, const ws_lay
         u[count++] = (unit){&l->shared[s], fs, t, x, ldx, hs1, glu ? hs3 : NULL,
                             (float *)(ws + w->ys) + s * t * d, block_width(t), 0};
     }
-    for (size_t i = 0; i < count; i++) u[i].db = u[i].fb; /* the same widths for D */
+    /* Down blocks: the same widths, except that the kernel's blocks of W2
+     * rows (f floats each) are widened to hold as many bytes as an up block
+     * when f < d (fewer, longer streams: each call's first rows go without
+     * the kernel's software prefetch). */
+    for (size_t i = 0; i < count; i++) {
+        size_t wide = u[i].n <= SG_MOE_SMALL_ROWS && u[i].f < d ? d / u[i].f : 1;
+        u[i].db = u[i].fb * (wide < 4 ? wide : 4);
+    }
     return count;
 }
 
