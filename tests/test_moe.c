@@ -282,7 +282,7 @@ TEST(moe_kernels_reference) {
                        ldo = m + 2;
                 float *x = randn(n * ldx, 1.0, &r), *w = randn(m * ldw, 1.0, &r);
                 float *out = xalloc(n * ldo * 4);
-                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo);
+                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, NULL, 0);
                 for (size_t i = 0; i < n; i++)
                     for (size_t j = 0; j < m; j++) {
                         double s = 0.0, sa = 0.0;
@@ -327,7 +327,7 @@ TEST(moe_kernels_reference) {
 }
 
 /* Long rows and many W rows: the kernels' software prefetch runs (it starts
- * 8 to 28 W rows ahead, only inside the call's m rows), with tails of len
+ * 8 to 28 W rows ahead, inside the call's m rows or the `next` rows), with tails of len
  * and of m that are not multiples of the vector width or of the W block,
  * and row counts 1 to 32 in partial row groups. Same bound as above. */
 TEST(moe_kernels_long_rows) {
@@ -351,9 +351,11 @@ TEST(moe_kernels_long_rows) {
                 size_t n = ns[ni], len = lens[li], m = ms[li], ldx = len + 5, ldw = len,
                        ldo = m + 1;
                 if (test_quick && ni % 3) continue;
-                float *x = randn(n * ldx, 1.0, &r), *w = randn(m * ldw, 1.0, &r);
+                /* 9 more rows after W: the `next` rows to prefetch (every other case) */
+                float *x = randn(n * ldx, 1.0, &r), *w = randn((m + 9) * ldw, 1.0, &r);
                 float *out = xalloc(n * ldo * 4);
-                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo);
+                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, ni % 2 ? w + m * ldw : NULL,
+                             ni % 2 ? 9 : 0);
                 for (size_t i = 0; i < n; i++)
                     for (size_t j = 0; j < m; j++) {
                         double s = 0.0, sa = 0.0;

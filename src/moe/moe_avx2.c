@@ -79,15 +79,24 @@ block(int jw, int nr, size_t len, const float *x, size_t ldx, const float *w, si
 #define PF_BYTES ((size_t)32768)
 
 void sg_moe_rowdot_f32__avx2(size_t n, size_t m, size_t len, const float *x, size_t ldx,
-                             const float *w, size_t ldw, float *out, size_t ldo) {
+                             const float *w, size_t ldw, float *out, size_t ldo,
+                             const float *next, size_t next_m) {
     size_t pf_ahead = (PF_BYTES / (ldw * sizeof(float) + 1) + 1) / 2 * 2;
     if (pf_ahead < 2) pf_ahead = 2;
     size_t groups = (n + 3) / 4;
     for (size_t j = 0; j < m;) {
         size_t jw = m - j >= 2 ? 2 : 1;
-        const float *wj = w + j * ldw, *pf = wj + pf_ahead * ldw;
-        /* rows of the block pf_ahead rows ahead that exist in this call */
-        size_t pf_have = j + pf_ahead >= m ? 0 : m - j - pf_ahead < 2 ? m - j - pf_ahead : 2;
+        const float *wj = w + j * ldw, *pf;
+        /* the block pf_ahead rows ahead: its rows that exist in this call,
+         * or else in next */
+        size_t ahead = j + pf_ahead, pf_have;
+        if (ahead < m) {
+            pf = w + ahead * ldw;
+            pf_have = m - ahead < 2 ? m - ahead : 2;
+        } else {
+            pf = next ? next + (ahead - m) * ldw : NULL;
+            pf_have = !next || ahead - m >= next_m ? 0 : next_m - (ahead - m) < 2 ? next_m - (ahead - m) : 2;
+        }
         for (size_t r0 = 0, g = 0; r0 < n; r0 += 4, g++) {
             const float *xr = x + r0 * ldx;
             size_t nr = n - r0 < 4 ? n - r0 : 4;
