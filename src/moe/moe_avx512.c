@@ -118,7 +118,7 @@ block(int jw, int nr, size_t len, const float *x, size_t ldx, const float *w, si
 
 /* One function per shape: each is small enough for the register allocator
  * to keep every accumulator and pointer in registers (inlined into one
- * driver, the 22 shapes spilled and ran 1.2-1.4x slower at 5-8 rows). */
+ * driver, the 22 shapes spilled and ran 1.15-1.35x slower at 5-8 rows). */
 typedef void block_fn(size_t len, const float *x, size_t ldx, const float *w, size_t ldw,
                       float *out, size_t ldo, const float *pf, size_t pf_step, unsigned pf_n);
 #define DEF_BLOCK(jw, nr)                                                                      \
