@@ -282,7 +282,7 @@ TEST(moe_kernels_reference) {
                        ldo = m + 2;
                 float *x = randn(n * ldx, 1.0, &r), *w = randn(m * ldw, 1.0, &r);
                 float *out = xalloc(n * ldo * 4);
-                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo);
+                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, NULL, 0);
                 for (size_t i = 0; i < n; i++)
                     for (size_t j = 0; j < m; j++) {
                         double s = 0.0, sa = 0.0;
@@ -323,6 +323,52 @@ TEST(moe_kernels_reference) {
                       "%s act %d (%g, %g): %.9g vs %.9g", ks[q].name, act, a0[i], b[i], a[i], ref);
             }
         }
+    }
+}
+
+/* Long rows and many W rows: the kernels' software prefetch runs (it starts
+ * 8 to 28 W rows ahead, inside the call's m rows or the `next` rows), with tails of len
+ * and of m that are not multiples of the vector width or of the W block,
+ * and row counts 1 to 32 in partial row groups. Same bound as above. */
+TEST(moe_kernels_long_rows) {
+    struct {
+        const char *name;
+        sg_isa isa;
+        sg_moe_rowdot_fn *rowdot;
+    } ks[] = {
+        {"ref", SG_ISA_REF, sg_moe_rowdot_f32__ref},
+#if defined(__x86_64__)
+        {"avx2", SG_ISA_AVX2, sg_moe_rowdot_f32__avx2},
+        {"avx512", SG_ISA_AVX512, sg_moe_rowdot_f32__avx512},
+#endif
+    };
+    test_rng r = test_rng_seed(15);
+    const size_t lens[] = {300, 1029}, ms[] = {45, 37}, ns[] = {1, 3, 4, 5, 8, 13, 16, 17, 31, 32};
+    for (size_t q = 0; q < sizeof ks / sizeof ks[0]; q++) {
+        if (!sg_cpu_supports(ks[q].isa)) continue;
+        for (size_t li = 0; li < 2; li++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                size_t n = ns[ni], len = lens[li], m = ms[li], ldx = len + 5, ldw = len,
+                       ldo = m + 1;
+                if (test_quick && ni % 3) continue;
+                /* 9 more rows after W: the `next` rows to prefetch (every other case) */
+                float *x = randn(n * ldx, 1.0, &r), *w = randn((m + 9) * ldw, 1.0, &r);
+                float *out = xalloc(n * ldo * 4);
+                ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, ni % 2 ? w + m * ldw : NULL,
+                             ni % 2 ? 9 : 0);
+                for (size_t i = 0; i < n; i++)
+                    for (size_t j = 0; j < m; j++) {
+                        double s = 0.0, sa = 0.0;
+                        for (size_t c = 0; c < len; c++) {
+                            s += (double)x[i * ldx + c] * w[j * ldw + c];
+                            sa += fabs((double)x[i * ldx + c] * w[j * ldw + c]);
+                        }
+                        CHECK(fabs(out[i * ldo + j] - s) <= 1e-6 * sa + 1e-30,
+                              "%s rowdot n=%zu m=%zu len=%zu (%zu,%zu): %g vs %g", ks[q].name, n, m,
+                              len, i, j, out[i * ldo + j], s);
+                    }
+                free(x), free(w), free(out);
+            }
     }
 }
 
@@ -475,6 +521,45 @@ TEST(moe_layer_threads_identical) {
         CHECK(strstr(sg_context_error(ctx), "workspace") != NULL, "message: %s", sg_context_error(ctx));
         sg_context_destroy(ctx);
         free(buf), free(y2), free(x), free(w), free(ids);
+        for (int th = 1; th <= 3; th++) free(y[th]);
+    }
+    free_layer(&lf);
+}
+
+/* Several column blocks per unit, with tails: D = 300 and F = 70 (routed;
+ * up blocks 64 + 6, down blocks widened to 256 + 44 because F < D / 3) or
+ * F = 150 (shared; down blocks 128 + 128 + 44), few rows (the kernel) and
+ * more than SG_MOE_SMALL_ROWS rows (sgemm); against the dense reference,
+ * and bit-identical on 1, 2 and 3 threads. */
+TEST(moe_layer_blocks) {
+    test_rng r = test_rng_seed(21);
+    const size_t d = 300, ff = 70, fs = 150, e = 3, k = 2;
+    layer_fixture lf;
+    make_layer(&lf, d, ff, e, k, 1, fs, SG_MOE_SWIGLU, &r);
+    const size_t ts[] = {1, 5, test_quick ? 20 : 60};
+    for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
+        size_t t = ts[ti];
+        float *x = randn(t * d, 1.0, &r), *w = xalloc(t * k * 4);
+        int32_t *ids = xalloc(t * k * 4);
+        random_route(t, e, k, 0.0, &r, ids, w);
+        float *y[4];
+        for (int th = 1; th <= 3; th++) {
+            sg_context *ctx = test_context(th);
+            y[th] = xalloc(t * d * 4);
+            CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y[th], d) == SG_OK, "%s",
+                  sg_context_error(ctx));
+            sg_context_destroy(ctx);
+        }
+        for (int th = 2; th <= 3; th++)
+            CHECK(memcmp(y[1], y[th], t * d * 4) == 0, "T %zu: %d threads differ from 1", t, th);
+        double *ref = xalloc(t * d * sizeof *ref), worst = 0.0, norm = 0.0;
+        dense_ref(&lf.l, t, x, d, ids, w, ref);
+        for (size_t i = 0; i < t * d; i++) {
+            worst = max_d(worst, fabs(y[1][i] - ref[i]));
+            norm = max_d(norm, fabs(ref[i]));
+        }
+        CHECK(worst <= 1e-5 * (1.0 + norm), "T %zu: error %g (max |y| %g)", t, worst, norm);
+        free(x), free(w), free(ids), free(ref);
         for (int th = 1; th <= 3; th++) free(y[th]);
     }
     free_layer(&lf);

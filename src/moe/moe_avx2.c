@@ -5,6 +5,10 @@
  * rowdot: 2 rows of W times up to 4 rows of X per pass (8 accumulators:
  * AVX2 has 16 vector registers), the W rows staying in L1 while the next
  * rows of X use them.
+ *
+ * Software prefetch into L2 of the W rows about 32 KiB ahead, as in
+ * moe_avx512.c (one line of a future row per 16 columns, the rows spread
+ * over the row groups, never past the call's m rows).
  */
 #include <immintrin.h>
 
@@ -28,7 +32,7 @@ static inline __m256i tail_mask(size_t rem) {
  * the accumulators live in registers (-O2 would keep them on the stack). */
 static inline __attribute__((always_inline)) void
 block(int jw, int nr, size_t len, const float *x, size_t ldx, const float *w, size_t ldw,
-      float *out, size_t ldo) {
+      float *out, size_t ldo, const float *pf, unsigned pf_rows) {
     __m256 acc[2][4];
     #pragma GCC unroll 4
     for (int j = 0; j < jw; j++)
@@ -36,6 +40,11 @@ block(int jw, int nr, size_t len, const float *x, size_t ldx, const float *w, si
         for (int r = 0; r < nr; r++) acc[j][r] = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + VL <= len; i += VL) {
+        if (pf_rows && !(i & 15)) {
+            #pragma GCC unroll 2
+            for (int q = 0; q < 2; q++)
+                if (pf_rows & (1u << q)) _mm_prefetch((const char *)(pf + q * ldw + i), _MM_HINT_T1);
+        }
         __m256 xv[4];
         #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + i);
@@ -64,16 +73,36 @@ block(int jw, int nr, size_t len, const float *x, size_t ldx, const float *w, si
         for (int r = 0; r < nr; r++) out[r * ldo + j] = hsum(acc[j][r]);
 }
 
-#define BLOCK(jw, nr) block(jw, nr, len, xr, ldx, wj, ldw, out + r0 * ldo + j, ldo)
+#define BLOCK(jw, nr) block(jw, nr, len, xr, ldx, wj, ldw, out + r0 * ldo + j, ldo, pf, pf_rows)
+
+/* Prefetch distance: about 32 KiB of W ahead, whole blocks of 2 rows. */
+#define PF_BYTES ((size_t)32768)
 
 void sg_moe_rowdot_f32__avx2(size_t n, size_t m, size_t len, const float *x, size_t ldx,
-                             const float *w, size_t ldw, float *out, size_t ldo) {
+                             const float *w, size_t ldw, float *out, size_t ldo,
+                             const float *next, size_t next_m) {
+    size_t pf_ahead = (PF_BYTES / (ldw * sizeof(float) + 1) + 1) / 2 * 2;
+    if (pf_ahead < 2) pf_ahead = 2;
+    size_t groups = (n + 3) / 4;
     for (size_t j = 0; j < m;) {
         size_t jw = m - j >= 2 ? 2 : 1;
-        const float *wj = w + j * ldw;
-        for (size_t r0 = 0; r0 < n; r0 += 4) {
+        const float *wj = w + j * ldw, *pf;
+        /* the block pf_ahead rows ahead: its rows that exist in this call,
+         * or else in next */
+        size_t ahead = j + pf_ahead, pf_have;
+        if (ahead < m) {
+            pf = w + ahead * ldw;
+            pf_have = m - ahead < 2 ? m - ahead : 2;
+        } else {
+            pf = next ? next + (ahead - m) * ldw : NULL;
+            pf_have = !next || ahead - m >= next_m ? 0 : next_m - (ahead - m) < 2 ? next_m - (ahead - m) : 2;
+        }
+        for (size_t r0 = 0, g = 0; r0 < n; r0 += 4, g++) {
             const float *xr = x + r0 * ldx;
             size_t nr = n - r0 < 4 ? n - r0 : 4;
+            /* row group g prefetches the future rows q with q % groups == g */
+            unsigned pf_rows = 0;
+            for (size_t q = g; q < pf_have; q += groups) pf_rows |= 1u << q;
             if (jw == 2) {
                 switch (nr) {
                 case 1: BLOCK(2, 1); break;

@@ -17,9 +17,13 @@
  * for r < n (1 <= n <= SG_MOE_SMALL_ROWS), j < m: X W^T for a few rows of
  * X, W read once (a block of W rows stays in L1 while every row of X uses
  * it). The summation order is fixed by the kernel (not by threads).
+ * next, next_m: the next_m rows of W (same len and ldw) the caller reads
+ * right after this call, or NULL, 0: the SIMD kernels prefetch the first of
+ * them during their last rows (a hint: never read, results unchanged).
  */
 typedef void sg_moe_rowdot_fn(size_t n, size_t m, size_t len, const float *x, size_t ldx,
-                              const float *w, size_t ldw, float *out, size_t ldo);
+                              const float *w, size_t ldw, float *out, size_t ldo,
+                              const float *next, size_t next_m);
 
 /*
  * Activation over cnt values in place on a: SwiGLU a = silu(a) * b,
@@ -37,14 +41,17 @@ typedef struct sg_moe_kernels {
 const sg_moe_kernels *sg_moe_kernels_get(void);
 
 void sg_moe_rowdot_f32__ref(size_t n, size_t m, size_t len, const float *x, size_t ldx,
-                            const float *w, size_t ldw, float *out, size_t ldo);
+                            const float *w, size_t ldw, float *out, size_t ldo, const float *next,
+                            size_t next_m);
 void sg_moe_act_f32__ref(sg_moe_activation act, size_t cnt, float *a, const float *b);
 #if defined(__x86_64__)
 void sg_moe_rowdot_f32__avx2(size_t n, size_t m, size_t len, const float *x, size_t ldx,
-                             const float *w, size_t ldw, float *out, size_t ldo);
+                             const float *w, size_t ldw, float *out, size_t ldo, const float *next,
+                             size_t next_m);
 void sg_moe_act_f32__avx2(sg_moe_activation act, size_t cnt, float *a, const float *b);
 void sg_moe_rowdot_f32__avx512(size_t n, size_t m, size_t len, const float *x, size_t ldx,
-                               const float *w, size_t ldw, float *out, size_t ldo);
+                               const float *w, size_t ldw, float *out, size_t ldo, const float *next,
+                               size_t next_m);
 void sg_moe_act_f32__avx512(sg_moe_activation act, size_t cnt, float *a, const float *b);
 #endif
 

@@ -175,11 +175,12 @@ static size_t unit_of(const ffn_job *j, size_t task) {
     return lo;
 }
 
-/* X [n x len] times W[c0 .. c0 + m)^T (rows of W, stride len) into out. */
+/* X [n x len] times W[c0 .. c0 + m)^T (rows of W, stride len) into out;
+ * next: the m rows this thread reads next (a prefetch hint) or NULL. */
 static void product(const sg_moe_kernels *kern, size_t n, size_t m, size_t len, const float *x,
-                    size_t ldx, const float *w, float *out, size_t ldo) {
+                    size_t ldx, const float *w, float *out, size_t ldo, const float *next) {
     if (n <= SG_MOE_SMALL_ROWS)
-        kern->rowdot(n, m, len, x, ldx, w, len, out, ldo);
+        kern->rowdot(n, m, len, x, ldx, w, len, out, ldo, next, next ? m : 0);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)len, 1.0f, x,
                     (int)ldx, w, (int)len, 0.0f, out, (int)ldo);
@@ -190,9 +191,11 @@ static void up_task(void *arg, size_t task) {
     size_t ui = unit_of(j, task);
     const unit *u = &j->u[ui];
     size_t c0 = (task - j->start[ui]) * u->fb, m = u->f - c0 < u->fb ? u->f - c0 : u->fb;
-    product(j->kern, u->n, m, j->d, u->x, u->ldx, u->w->w1 + c0 * j->d, u->h1 + c0, u->f);
-    if (j->act == SG_MOE_SWIGLU)
-        product(j->kern, u->n, m, j->d, u->x, u->ldx, u->w->w3 + c0 * j->d, u->h3 + c0, u->f);
+    int glu = j->act == SG_MOE_SWIGLU;
+    product(j->kern, u->n, m, j->d, u->x, u->ldx, u->w->w1 + c0 * j->d, u->h1 + c0, u->f,
+            glu ? u->w->w3 + c0 * j->d : NULL);
+    if (glu)
+        product(j->kern, u->n, m, j->d, u->x, u->ldx, u->w->w3 + c0 * j->d, u->h3 + c0, u->f, NULL);
     for (size_t r = 0; r < u->n; r++)
         j->kern->act(j->act, m, u->h1 + r * u->f + c0, u->h3 ? u->h3 + r * u->f + c0 : NULL);
 }
@@ -202,7 +205,7 @@ static void down_task(void *arg, size_t task) {
     size_t ui = unit_of(j, task);
     const unit *u = &j->u[ui];
     size_t c0 = (task - j->start[ui]) * u->db, m = j->d - c0 < u->db ? j->d - c0 : u->db;
-    product(j->kern, u->n, m, u->f, u->h1, u->f, u->w->w2 + c0 * u->f, u->out + c0, j->d);
+    product(j->kern, u->n, m, u->f, u->h1, u->f, u->w->w2 + c0 * u->f, u->out + c0, j->d, NULL);
 }
 
 /* Task starts of each unit for blocks of width fb (up) or db (down). */
@@ -291,7 +294,14 @@ static size_t make_units(const sg_moe_layer *l, size_t t, char *ws, const ws_lay
         u[count++] = (unit){&l->shared[s], fs, t, x, ldx, hs1, glu ? hs3 : NULL,
                             (float *)(ws + w->ys) + s * t * d, block_width(t), 0};
     }
-    for (size_t i = 0; i < count; i++) u[i].db = u[i].fb; /* the same widths for D */
+    /* Down blocks: the same widths, except that the kernel's blocks of W2
+     * rows (f floats each) are widened to hold as many bytes as an up block
+     * when f < d (fewer, longer streams: each call's first rows go without
+     * the kernel's software prefetch). */
+    for (size_t i = 0; i < count; i++) {
+        size_t wide = u[i].n <= SG_MOE_SMALL_ROWS && u[i].f < d ? d / u[i].f : 1;
+        u[i].db = u[i].fb * (wide < 4 ? wide : 4);
+    }
     return count;
 }
 
@@ -390,7 +400,7 @@ static void router_task(void *arg, size_t task) {
     const router_job *j = arg;
     size_t i0 = task * j->per, n = j->t - i0 < j->per ? j->t - i0 : j->per;
     product(j->kern, n, j->e, j->d, j->x + i0 * j->ldx, j->ldx, j->wr, j->logits + i0 * j->ldl,
-            j->ldl);
+            j->ldl, NULL);
 }
 
 sg_status sg_moe_forward_f32(sg_context *ctx, const sg_moe_layer *layer, const sg_gate_config *gate,

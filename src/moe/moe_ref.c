@@ -10,7 +10,9 @@
 /* Four partial sums per dot product (i mod 4), added pairwise at the end:
  * a fixed order, and four times the speed of a single running sum. */
 void sg_moe_rowdot_f32__ref(size_t n, size_t m, size_t len, const float *x, size_t ldx,
-                            const float *w, size_t ldw, float *out, size_t ldo) {
+                            const float *w, size_t ldw, float *out, size_t ldo,
+                            const float *next, size_t next_m) {
+    (void)next, (void)next_m; /* no prefetch here */
     for (size_t j = 0; j < m; j++) {
         const float *wj = w + j * ldw;
         for (size_t r = 0; r < n; r++) {
