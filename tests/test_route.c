@@ -343,6 +343,45 @@ TEST(route_ties_and_special_values) {
     sg_context_destroy(ctx);
 }
 
+/* Switch's top-1 (softmax top-k, not renormalized, no probs) on short rows
+ * takes a batched path: its weights must keep the documented accuracy on
+ * large logits too, never exceed a, and not depend on asking for probs. */
+TEST(route_switch_batched_accuracy) {
+    sg_context *ctx = test_context(1);
+    enum { T = 64, E = 8 };
+    float x[T * E], w[T], wp[T], p[T * E];
+    int32_t ids[T], idp[T];
+    const float base[3] = {0.0f, 1000.0f, -3000.0f};
+    const float temps[3] = {1.0f, 3.0f, 0.7f};
+    test_rng rng = test_rng_seed(77);
+    for (int b = 0; b < 3; b++)
+        for (int q = 0; q < 3; q++) {
+            for (int i = 0; i < T * E; i++) x[i] = base[b] + 4.0f * (float)test_uniform(&rng);
+            for (int i = 0; i < E; i++) x[5 * E + i] = i ? -1e6f : base[b]; /* one dominant entry */
+            sg_gate_config cfg = sg_gate_config_default(SG_GATE_SOFTMAX_TOPK);
+            cfg.k = 1;
+            cfg.renormalize = 0;
+            cfg.temperature = temps[q];
+            CHECK(sg_gate_f32(ctx, &cfg, T, E, x, E, ids, 1, w, 1, NULL, 0) == SG_OK, "status");
+            CHECK(sg_gate_f32(ctx, &cfg, T, E, x, E, idp, 1, wp, 1, p, E) == SG_OK, "status (probs)");
+            for (int t = 0; t < T; t++) {
+                const float *r = x + t * E;
+                double m = r[0], s = 0.0;
+                for (int i = 1; i < E; i++) m = r[i] > m ? r[i] : m;
+                for (int i = 0; i < E; i++) s += exp(((double)r[i] - m) / temps[q]);
+                const double want = exp(((double)r[ids[t]] - m) / temps[q]) / s;
+                CHECK(ids[t] == idp[t], "base %g T %g token %d: ids differ with probs", (double)base[b],
+                      (double)temps[q], t);
+                CHECK(fabs(w[t] - want) <= 2e-6 * want && w[t] <= 1.0f,
+                      "base %g T %g token %d: weight %.9g, want %.9g", (double)base[b], (double)temps[q], t,
+                      (double)w[t], want);
+                CHECK(fabs(w[t] - wp[t]) <= 4e-6 * want, "base %g T %g token %d: weight %.9g, with probs %.9g",
+                      (double)base[b], (double)temps[q], t, (double)w[t], (double)wp[t]);
+            }
+        }
+    sg_context_destroy(ctx);
+}
+
 TEST(route_gate_argument_errors) {
     sg_context *ctx = test_context(1);
     float x[2 * 8];

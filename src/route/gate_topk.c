@@ -406,6 +406,7 @@ static int batch_args(const gate_job *j, const float *z, const int32_t *ids, flo
  * short-row logsumexp (16 rows per call, rows in registers), and the
  * weights exp(c x - lse) go through the batched exponential, instead of
  * two kernel calls (max, sum) per token. */
+#define LSE_BATCH_MAX 8.0f /* |lse| above it: the scalar way (error |lse| 2^-24 <= 5e-7) */
 static int lse_batched(const gate_job *j) {
     return j->cfg->kind == SG_GATE_SOFTMAX_TOPK && !j->cfg->renormalize && !j->p && j->x &&
            j->k <= BATCH_K && j->e <= j->kern->softmax_short_max_n;
@@ -438,10 +439,14 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
             const float *z;
             float *p = j->p ? j->p + r * j->ldp : NULL;
             if (route_row(j, r, &sc, ids, &z, sigb ? spre + (r - c0) * j->e : NULL)) return r;
-            if (lseb && lse[r - c0] > -INFINITY) {
-                /* a = c z - lse <= 0 (rounded: within 1e-6 of it) */
-                for (size_t l = 0; l < j->k; l++)
-                    args[(r - c0) * j->k + l] = (float)((double)z[ids[l]] * (double)j->c - (double)lse[r - c0]);
+            if (lseb && fabsf(lse[r - c0]) <= LSE_BATCH_MAX) {
+                /* a = c z - lse <= 0: lse is a float, its rounding (|lse| 2^-24)
+                 * enters every argument, hence the bound on |lse|; clamped at 0
+                 * so that rounding cannot make a weight exceed a */
+                for (size_t l = 0; l < j->k; l++) {
+                    const double a = (double)z[ids[l]] * (double)j->c - (double)lse[r - c0];
+                    args[(r - c0) * j->k + l] = a < 0.0 ? (float)a : 0.0f;
+                }
                 done[r - c0] = 0;
                 continue;
             }
