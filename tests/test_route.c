@@ -382,6 +382,50 @@ TEST(route_switch_batched_accuracy) {
     sg_context_destroy(ctx);
 }
 
+/* Expert choice with many tied tokens: an expert whose ties overflow the
+ * collect path sends its task range to the other paths, which must give
+ * the same bits (weights too) whatever experts share a task. */
+TEST(route_expert_choice_ties_threads) {
+    const size_t t = test_quick ? 1024 : 4096, e = 8, cs[2] = {32, 100};
+    float *x = malloc(t * e * sizeof *x);
+    int32_t *tok[3];
+    float *w[3];
+    test_rng rng = test_rng_seed(31);
+    for (size_t r = 0; r < t; r++)
+        for (size_t i = 0; i < e; i++)
+            x[r * e + i] = r % 3 == 0 ? (i == 0 ? 10.0f : i >= 4 ? -10.0f : 0.5f) : (float)test_normal(&rng);
+    for (int k = 0; k < 3; k++) {
+        tok[k] = malloc(e * 100 * sizeof *tok[k]);
+        w[k] = malloc(e * 100 * sizeof *w[k]);
+    }
+    for (int q = 0; q < 2; q++) {
+        const size_t c = cs[q];
+        for (int k = 0; k < 3; k++) {
+            sg_context *ctx = test_context(k + 1);
+            CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, 1.0f, c, tok[k], c, w[k], c, NULL, 0) == SG_OK,
+                  "status: %s", sg_context_error(ctx));
+            sg_context_destroy(ctx);
+        }
+        for (int k = 1; k < 3; k++) {
+            CHECK(memcmp(tok[0], tok[k], e * c * sizeof *tok[0]) == 0, "C %zu: tokens differ, %d threads", c,
+                  k + 1);
+            CHECK(memcmp(w[0], w[k], e * c * sizeof *w[0]) == 0, "C %zu: weights differ, %d threads", c, k + 1);
+        }
+        for (size_t s = 0; s < e * c; s++) { /* and each weight is p = exp(key) */
+            const size_t ex = s / c;
+            const float *xr = x + (size_t)tok[0][s] * e;
+            double m = xr[0], sum = 0.0;
+            for (size_t i = 1; i < e; i++) m = xr[i] > m ? xr[i] : m;
+            for (size_t i = 0; i < e; i++) sum += exp((double)xr[i] - m);
+            const double want = exp((double)xr[ex] - m) / sum;
+            CHECK(fabs(w[0][s] - want) <= 2e-6 * want, "C %zu expert %zu slot %zu: weight %.9g, want %.9g", c,
+                  ex, s % c, (double)w[0][s], want);
+        }
+    }
+    for (int k = 0; k < 3; k++) free(tok[k]), free(w[k]);
+    free(x);
+}
+
 TEST(route_gate_argument_errors) {
     sg_context *ctx = test_context(1);
     float x[2 * 8];

@@ -85,23 +85,24 @@ static inline double key_of(const ec_job *j, size_t r, size_t ex) {
     return (double)v * j->inv_temp - l;
 }
 
-/* The weights of an expert's C tokens (in output order) from their keys. */
+/* The weights of an expert's C tokens (in output order) from their keys:
+ * exp(key) through the same vector exponential as net_weights (every path
+ * must give the same bits: which path an expert takes depends on its
+ * neighbours in a task), key <= 0 rounded once to float: within 1e-6. */
 static void write_weights(const ec_job *j, size_t ex, const double *key) {
     const int32_t *tok = j->tok + ex * j->ldt;
     const size_t c = j->c;
     float *w = j->w + ex * j->ldw;
+    for (size_t r = 0; r < c; r++) w[r] = j->lse[tok[r]] == INFINITY ? 0.0f : (float)key[r];
+    j->kern->expsum_store(c, w, w, 0.0f, 1.0f);
     for (size_t r = 0; r < c; r++) {
-        const double l = j->lse[tok[r]];
         /* +inf rows: 1/count at the +inf entries (count = exp(-lse') kept
          * as the key offset 0: recompute the share from the row) */
-        if (l == INFINITY) {
-            const float *xr = j->x + (size_t)tok[r] * j->ldx;
-            size_t cnt = 0;
-            for (size_t i = 0; i < j->e; i++) cnt += xr[i] == INFINITY;
-            w[r] = xr[ex] == INFINITY ? 1.0f / (float)cnt : 0.0f;
-        } else {
-            w[r] = expf((float)key[r]); /* key <= 0 rounded once: within 1e-6 */
-        }
+        if (j->lse[tok[r]] != INFINITY) continue;
+        const float *xr = j->x + (size_t)tok[r] * j->ldx;
+        size_t cnt = 0;
+        for (size_t i = 0; i < j->e; i++) cnt += xr[i] == INFINITY;
+        w[r] = xr[ex] == INFINITY ? 1.0f / (float)cnt : 0.0f;
     }
 }
 
