@@ -56,9 +56,13 @@ typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t,
 typedef int sg_sparse_short_row_fn(size_t n, const float *x, int entmax, float *y);
 
 /* short_row over `rows` rows (x + r ldx into y + r ldy; y == x with
- * ldy == ldx allowed): taken[r] = its return value. A row's bits do not
- * depend on its position or on `rows` (kernels may take rows across
- * lanes, with masks for a partial block). */
+ * ldy == ldx allowed): taken[r] = 1 when the row was written. A row's bits
+ * do not depend on its position or on `rows` (kernels may take rows across
+ * lanes, with masks for a partial block). A taken row has the reference's
+ * bits; a SIMD kernel may decline a row the reference takes (entries
+ * exactly at tau off a dyadic grid, where the float proposal lands on the
+ * wrong side: about 1 in 10^4 such rows), never the reverse, and a declined
+ * row takes the general path, so the ops' bits do not change. */
 typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size_t ldx, float *y,
                                      size_t ldy, int entmax, uint8_t *taken);
 

@@ -5,7 +5,7 @@
  * The softmax core's options, masks and argument checks are reused through
  * softmax_internal.h; softmax itself and its kernels do not belong here.
  *
- * Short unmasked rows (n <= 32, T = 1; n <= 128 with AVX-512) of the forward
+ * Short unmasked rows (n <= 32, T = 1; n <= 64 with AVX-512) of the forward
  * op take the sort-free short_rows / mid_rows kernels instead
  * (sparse_kernels.h, docs/SPARSE.md "Short rows");
  * the rows it declines (NaN/inf, or its exact check failed) come here.
@@ -313,7 +313,7 @@ static float loss_row(const sm_job *j, size_t r) {
     return (float)loss;
 }
 
-/* Short unmasked rows (n <= 32, or n <= 128 with a SIMD mid_rows kernel;
+/* Short unmasked rows (n <= 32, or n <= 64 with a SIMD mid_rows kernel;
  * T = 1): the sort-free kernel over blocks of rows; the rows it does not
  * take (NaN/inf, or the exact check failed) go to forward_row. */
 static int short_ok(const sm_job *j) {
