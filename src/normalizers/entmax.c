@@ -138,7 +138,20 @@ static double tau15_newton(const float *d, size_t n) {
     return 0.0;
 }
 
+/* The candidates' threshold: the tau15 kernel (a grid start, then the
+ * same Newton) where a SIMD one is installed, else Newton from -1; 0.0
+ * when either gave up. */
+static double tau15_cands(const float *d, size_t m) {
+    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
+    if (m > SG_SPARSE_SUMS_INLINE && m <= SG_SPARSE_TAU15_MAX &&
+        kr->isa[SG_SPARSE_SLOT_tau15] > SG_ISA_REF)
+        return kr->tau15(m, d);
+    return tau15_newton(d, m);
+}
+
 double sg_entmax15_tau_f32(const float *d, size_t n, double *scratch, int method) {
+    if (method == 3) return tau15_cands(d, n);
+
     if (method == 0) return tau15_sort(d, n, scratch);
     if (method == 1) return tau15_bisect(d, n);
     return tau15_newton(d, n);
@@ -223,13 +236,12 @@ static void entmax15_row(const sg_sparse_job *j, size_t r) {
         return;
     }
     case SG_SPARSE_CANDS: {
-        double tau = tau15_newton(c.d, c.m);
+        double tau = tau15_cands(c.d, c.m);
         if (tau == 0.0) {
             double u[SG_SPARSE_CAND_MAX];
             tau = tau15_sort(c.d, c.m, u);
         }
-        memset(y, 0, j->n * sizeof *y);
-        for (size_t q = 0; q < c.m; q++) y[c.idx[q]] = y15(c.d[q], tau);
+        sg_sparse_kernels_get()->out15(j->n, y, c.m, c.d, c.idx, tau);
         return;
     }
     }

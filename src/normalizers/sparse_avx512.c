@@ -76,8 +76,8 @@ size_t sg_sparse_select_f32__avx512_u64(size_t n, const float *x, float thr, uin
 
 /* Two vectors of 8 doubles per step (16 floats converted), masked adds,
  * min and max: no branches on the data (the scalar loop mispredicts). */
-void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, double t,
-                                    sg_sparse_sums *out) {
+static inline __attribute__((always_inline)) void sums16(size_t n, const float *d, double scale,
+                                                          double t, sg_sparse_sums *out) {
     const __m512d vs = _mm512_set1_pd(scale), vt = _mm512_set1_pd(t);
     const __m512d pinf = _mm512_set1_pd(INFINITY), ninf = _mm512_set1_pd(-INFINITY);
     __m512d s1a = _mm512_setzero_pd(), s1b = s1a, s2a = s1a, s2b = s1a;
@@ -108,6 +108,123 @@ void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, doub
     out->s2 = _mm512_reduce_add_pd(_mm512_add_pd(s2a, s2b));
     out->min_in = _mm512_reduce_min_pd(_mm512_min_pd(mna, mnb));
     out->max_out = _mm512_reduce_max_pd(_mm512_max_pd(mxa, mxb));
+}
+
+void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, double t,
+                                    sg_sparse_sums *out) {
+    sums16(n, d, scale, t, out);
+}
+
+/* shift (sparse_kernels.h): 8 per step in double, as the scalar code. */
+void sg_sparse_shift_f32__avx512_u16(size_t m, float *v, double xb) {
+    const __m512d b = _mm512_set1_pd(xb);
+    for (size_t j = 0; j < m; j += 8) {
+        const __mmask8 live = m - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (m - j)) - 1);
+        const __m512d x = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, v + j));
+        _mm256_mask_storeu_ps(v + j, live, _mm512_cvtpd_ps(_mm512_sub_pd(x, b)));
+    }
+}
+
+/* out15 (sparse_kernels.h): the zeros in 16-float stores, the outputs
+ * 8 per step in double into a buffer (max(w, 0) is the scalar w + |w|
+ * halved: +0 or w exactly), then stored one by one (scatter instructions
+ * are slow here). */
+void sg_sparse_out15_f32__avx512_u16(size_t n, float *y, size_t m, const float *d, const uint32_t *idx,
+                                     double tau) {
+    const __m512d t = _mm512_set1_pd(tau), h = _mm512_set1_pd(0.5), z = _mm512_setzero_pd();
+    float o[64];
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_setzero_ps());
+    if (i < n) _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), _mm512_setzero_ps());
+    for (size_t q0 = 0; q0 < m; q0 += 64) {
+        const size_t mq = m - q0 < 64 ? m - q0 : 64;
+        for (size_t j = 0; j < mq; j += 8) {
+            const __mmask8 live = mq - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (mq - j)) - 1);
+            const __m512d dd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, d + q0 + j));
+            const __m512d w = _mm512_max_pd(_mm512_sub_pd(_mm512_mul_pd(h, dd), t), z);
+            _mm256_storeu_ps(o + j, _mm512_cvtpd_ps(_mm512_mul_pd(w, w)));
+        }
+        for (size_t j = 0; j < mq; j++) y[idx[q0 + j]] = o[j];
+    }
+}
+
+/*
+ * tau15 (contract in sparse_kernels.h). The start is proposed in float on
+ * two grids of 16 thresholds held in the lanes, each candidate broadcast
+ * against the grid (no horizontal sums, no dependency between candidates
+ * beyond the accumulators): G_l = sum_i (d_i - T_l)_+^2 in d units
+ * (T = 2 t, G = 4 g(t) + 4: exact scalings by powers of 2). G is
+ * nonincreasing across the lanes (every operation rounds monotonically),
+ * so the lanes with G >= 4 are a prefix; lane 0 always is one of them
+ * (T = -2: the max alone gives 4). Grid 1: T = -2 + l/8; grid 2, over
+ * the entries above the last such T1 only: T1 + l/128. The start t0 is
+ * the last lane of grid 2 with G >= 4, halved: usually within 1/256 of
+ * tau from below, so that the first exact pass often settles. The float
+ * never decides the result: Newton in double from t0 with the closed-form
+ * check (sums16, the order of the sums kernel, hence the bits of Newton
+ * from -1 with it); a start above tau (rounding) shows as a Newton step
+ * that does not increase, and the iteration restarts from -1.
+ */
+static inline __attribute__((always_inline)) __m512 grid_g(size_t m, const float *v, __m512 T) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 g0 = z, g1 = z, g2 = z, g3 = z;
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i]), T), z);
+        const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + 1]), T), z);
+        const __m512 w2 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + 2]), T), z);
+        const __m512 w3 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + 3]), T), z);
+        g0 = _mm512_fmadd_ps(w0, w0, g0), g1 = _mm512_fmadd_ps(w1, w1, g1);
+        g2 = _mm512_fmadd_ps(w2, w2, g2), g3 = _mm512_fmadd_ps(w3, w3, g3);
+    }
+    for (; i < m; i++) {
+        const __m512 w = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i]), T), z);
+        g0 = _mm512_fmadd_ps(w, w, g0);
+    }
+    return _mm512_add_ps(_mm512_add_ps(g0, g1), _mm512_add_ps(g2, g3));
+}
+
+double sg_sparse_tau15_f32__avx512_g16(size_t m, const float *d) {
+    float v[SG_SPARSE_TAU15_MAX + 16];
+    const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 four = _mm512_set1_ps(4.0f);
+    double t = -1.0;
+    if (m <= SG_SPARSE_TAU15_MAX) {
+        __m512 G = grid_g(m, d, _mm512_fmadd_ps(lane, _mm512_set1_ps(0.125f), _mm512_set1_ps(-2.0f)));
+        unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, four, _CMP_GE_OQ));
+        const float t1 = -2.0f + 0.125f * (float)(c ? c - 1 : 0);
+        const __m512 vt1 = _mm512_set1_ps(t1);
+        size_t m2 = 0;
+        for (size_t i = 0; i < m; i += 16) {
+            const __mmask16 live = m - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (m - i)) - 1);
+            const __m512 x = _mm512_maskz_loadu_ps(live, d + i);
+            const __mmask16 k = _mm512_mask_cmp_ps_mask(live, x, vt1, _CMP_GT_OQ);
+            /* compress in a register (the memory form is slow on Zen 4) */
+            _mm512_storeu_ps(v + m2, _mm512_maskz_compress_ps(k, x));
+            m2 += (size_t)__builtin_popcount(k);
+        }
+        G = grid_g(m2, v, _mm512_fmadd_ps(lane, _mm512_set1_ps(1.0f / 128.0f), vt1));
+        c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, four, _CMP_GE_OQ));
+        t = 0.5 * ((double)t1 + (double)(c ? c - 1 : 0) / 128.0);
+    }
+    int restarted = t == -1.0;
+    for (int it = 0; it < 40; it++) {
+        sg_sparse_sums a;
+        sums16(m, d, 0.5, t, &a);
+        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
+        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) {
+            if (restarted) return 0.0;
+            t = -1.0, restarted = 1; /* the start was above tau */
+            continue;
+        }
+        t = next;
+    }
+    return 0.0;
 }
 
 /* The short-row path (contract in sparse_kernels.h): a row of up to 32 in

@@ -40,6 +40,33 @@ typedef struct sg_sparse_sums {
 typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t, sg_sparse_sums *out);
 
 /*
+ * The exact 1.5-entmax threshold of u = d / 2 over m candidates d (max
+ * exactly 0; -inf allowed; no NaN): Newton's method on
+ * g(t) = sum (u - t)_+^2 - 1 in double, from a start of the kernel's own
+ * choosing, until the closed form t_S on S = {u > t} passes the exact check
+ * min_S u > t_S >= max of the rest (then t_S is tau, whatever the start).
+ * Returns t_S, or 0.0 (tau < 0 always) when it gave up (40 passes, or a
+ * stall by rounding); the caller then takes another solver. The sums are
+ * in the order of the same ISA level's sums kernel, so the result has the
+ * bits of Newton from -1 with that kernel (the reference: that loop with
+ * the reference sums). SIMD kernels propose the start on a float grid up
+ * to m = SG_SPARSE_TAU15_MAX (above, they start from -1); the op takes
+ * this slot only from a SIMD kernel, for 4 < m <= SG_SPARSE_TAU15_MAX.
+ */
+#define SG_SPARSE_TAU15_MAX 256
+typedef double sg_sparse_tau15_fn(size_t m, const float *d);
+
+/* v_j = (float)((double)v_j - xb) for j < m: the candidates' d from their
+ * x (T = 1, no add mask), rounded once; the same bits at every level. */
+typedef void sg_sparse_shift_fn(size_t m, float *v, double xb);
+
+/* The 1.5-entmax output of a candidate row: y[0..n) = 0, then
+ * y[idx_q] = (float)(max(d_q / 2 - tau, 0)^2) in double for q < m (idx
+ * increasing, < n); the same bits at every level. */
+typedef void sg_sparse_out15_fn(size_t n, float *y, size_t m, const float *d, const uint32_t *idx,
+                                double tau);
+
+/*
  * The short-row path (n <= SG_SPARSE_SHORT_MAX, no mask, T = 1): the whole
  * forward op of one row x of n floats into y (may be x itself; every x is
  * read first). entmax 0: sparsemax; 1: 1.5-entmax. Sort-free: with

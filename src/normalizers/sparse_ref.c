@@ -47,6 +47,39 @@ void sg_sparse_sums_f32__ref(size_t n, const float *d, double scale, double t, s
     *out = a;
 }
 
+/* tau15 (sparse_kernels.h): Newton from -1 with the reference sums. */
+double sg_sparse_tau15_f32__ref(size_t m, const float *d) {
+    double t = -1.0;
+    for (int it = 0; it < 40; it++) {
+        sg_sparse_sums a;
+        sg_sparse_sums_f32__ref(m, d, 0.5, t, &a);
+        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
+        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) return 0.0;
+        t = next;
+    }
+    return 0.0;
+}
+
+/* shift (sparse_kernels.h). */
+void sg_sparse_shift_f32__ref(size_t m, float *v, double xb) {
+    for (size_t j = 0; j < m; j++) v[j] = (float)((double)v[j] - xb);
+}
+
+/* out15 (sparse_kernels.h); w + |w| is +0 or 2w exactly (no branch). */
+void sg_sparse_out15_f32__ref(size_t n, float *y, size_t m, const float *d, const uint32_t *idx,
+                              double tau) {
+    for (size_t i = 0; i < n; i++) y[i] = 0.0f;
+    for (size_t q = 0; q < m; q++) {
+        const double w0 = 0.5 * (double)d[q] - tau, w = 0.5 * (w0 + fabs(w0));
+        y[idx[q]] = (float)(w * w);
+    }
+}
+
 /* The short-row path (sparse_kernels.h), in double: f_j for every j, the
  * support {f_j < 1}, tau from its sums, the exact check, then y. */
 int sg_sparse_short_row_f32__ref(size_t n, const float *x, int entmax, float *y) {

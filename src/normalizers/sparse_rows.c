@@ -78,7 +78,7 @@ sg_sparse_kind sg_sparse_gather(const sg_row_view *v, size_t n, double radius, s
             /* sg_z_diff with T = 1 and no add mask is the double
              * difference rounded once (hi + lo rounds back to hi): the same
              * bits without the error-free sums. */
-            for (size_t j = 0; j < c->m; j++) c->d[j] = (float)((double)c->d[j] - s->xb);
+            k->shift(c->m, c->d, s->xb);
         } else {
             for (size_t j = 0; j < c->m; j++) c->d[j] = sg_sparse_d(v, s, c->idx[j]);
         }
