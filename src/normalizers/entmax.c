@@ -260,6 +260,15 @@ static void entmax15_rows(const sg_sparse_job *j, size_t r0, size_t r1) {
     }
 }
 
+/* Unmasked rows of SG_SPARSE_MID_MAX < n <= SG_SPARSE_ROW15_MAX (T = 1)
+ * where a SIMD row15 kernel is installed: the fused row kernel, the
+ * general path for the rows it does not take. */
+static void entmax15_rows15(const sg_sparse_job *j, size_t r0, size_t r1) {
+    sg_sparse_row15_fn *f = sg_sparse_kernels_get()->row15;
+    for (size_t r = r0; r < r1; r++)
+        if (!f(j->n, j->x + r * j->ldx, j->out + r * j->ldo)) entmax15_row(j, r);
+}
+
 /* y = w^p / sum w^p with w = (u - tau)_+: tau is exact to 2^-52, and the
  * division makes the row sum to 1 within rounding. */
 static double alpha_sum(const float *d, size_t n, double am1, double p, double tau) {
@@ -361,6 +370,10 @@ static sg_status forward(sg_context *ctx, const char *name, double alpha, size_t
     if (row == entmax15_row && sg_sparse_rows_kernel(n) && !o.keep_mask && !o.add_mask &&
         o.temperature == 1.0f)
         j.rows_fn = entmax15_rows;
+    else if (row == entmax15_row && n > SG_SPARSE_MID_MAX && n <= SG_SPARSE_ROW15_MAX &&
+             sg_sparse_kernels_get()->isa[SG_SPARSE_SLOT_row15] > SG_ISA_REF && !o.keep_mask &&
+             !o.add_mask && o.temperature == 1.0f)
+        j.rows_fn = entmax15_rows15;
     sg_sparse_run(ctx, &j, rows, n, &o);
     return SG_OK;
 }

@@ -184,7 +184,7 @@ static inline __attribute__((always_inline)) __m512 grid_g(size_t m, const float
     return _mm512_add_ps(_mm512_add_ps(g0, g1), _mm512_add_ps(g2, g3));
 }
 
-double sg_sparse_tau15_f32__avx512_g16(size_t m, const float *d) {
+static inline __attribute__((always_inline)) double tau15_g16(size_t m, const float *d) {
     float v[SG_SPARSE_TAU15_MAX + 16];
     const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512 four = _mm512_set1_ps(4.0f);
@@ -225,6 +225,106 @@ double sg_sparse_tau15_f32__avx512_g16(size_t m, const float *d) {
         t = next;
     }
     return 0.0;
+}
+
+double sg_sparse_tau15_f32__avx512_g16(size_t m, const float *d) { return tau15_g16(m, d); }
+
+/* The op's Newton for m <= SG_SPARSE_SUMS_INLINE (tau15_newton in
+ * entmax.c with sg_sparse_sums_run's scalar loop): the same code, so the
+ * same bits. */
+static double newton15_small(size_t m, const float *d) {
+    double t = -1.0;
+    for (int it = 0; it < 40; it++) {
+        size_t kk = 0;
+        double s1 = 0.0, s2 = 0.0, min_in = INFINITY, max_out = -INFINITY;
+        for (size_t i = 0; i < m; i++) {
+            const double u = 0.5 * (double)d[i];
+            if (u > t) {
+                kk++, s1 += u, s2 += u * u;
+                if (u < min_in) min_in = u;
+            } else if (u > max_out) {
+                max_out = u;
+            }
+        }
+        const double k = (double)kk, inv_k = 1.0 / k, mean = s1 * inv_k, ss = s2 - s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && min_in > ts && max_out <= ts) return ts;
+        const double w1 = s1 - k * t, g = s2 - 2.0 * t * s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) break;
+        t = next;
+    }
+    return 0.0;
+}
+
+/*
+ * row15 (sparse_kernels.h), fused: one read of x for the max, one for the
+ * candidates (compressed in registers, d formed there in double and
+ * stored densely; the 16-bit mask of each block kept), tau on the stored
+ * d, the candidates' outputs computed densely in double, and y written
+ * block by block by expanding them under the kept masks (no index array,
+ * no scalar scatter, no separate zeroing pass).
+ */
+int sg_sparse_row15_f32__avx512_u16(size_t n, const float *x, float *y) {
+    /* aligned: the packing below stores whole 64-byte vectors, so that the
+     * later loads of dv each lie within one earlier store (loads across
+     * two overlapping unaligned stores miss store forwarding and wait) */
+    _Alignas(64) float dv[SG_SPARSE_ROW15_MAX + 16];
+    _Alignas(64) float o[SG_SPARSE_ROW15_MAX + 16];
+    __mmask16 km[SG_SPARSE_ROW15_MAX / 16];
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
+    int bad = 0;
+    const float mx = sg_sparse_max_f32__avx512_u64(n, x, &bad);
+    if (bad || mx == -INFINITY) return 0;
+    const __m512 thr = _mm512_set1_ps(sg_sparse_filter_threshold(mx, 2.0, 1.0));
+    const __m512d xb = _mm512_set1_pd((double)mx);
+    const size_t nb = (n + 15) / 16;
+    /* the candidates' x packed into buf (cnt lanes used), flushed to dv
+     * + base whole: each block's compressed lanes fill buf's free lanes
+     * (expand), the overflow starts the next buf (compress) */
+    __m512 buf = _mm512_setzero_ps();
+    size_t base = 0;
+    unsigned cnt = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const size_t i = 16 * b;
+        const __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+        const __mmask16 k = _mm512_mask_cmp_ps_mask(live, v, thr, _CMP_GT_OQ);
+        km[b] = k;
+        if (!k) continue;
+        const __m512 c = _mm512_maskz_compress_ps(k, v);
+        const unsigned used = cnt, kc = (unsigned)__builtin_popcount(k);
+        buf = _mm512_mask_expand_ps(buf, (__mmask16)(0xffffu << used), c);
+        _mm512_store_ps(dv + base, buf);
+        cnt = used + kc;
+        if (cnt >= 16) { /* c's lanes from 16 - used on start the next vector */
+            buf = _mm512_maskz_compress_ps((__mmask16)(0xffffu << (16 - used)), c);
+            cnt -= 16, base += 16;
+        }
+    }
+    _mm512_store_ps(dv + base, buf); /* the overflow of the last block */
+    const size_t m = base + cnt;
+    for (size_t j = 0; j < m; j += 8) /* d = x - max in double, rounded once (as shift) */
+        _mm256_store_ps(dv + j, _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_load_ps(dv + j)), xb)));
+    const double tau = m <= SG_SPARSE_SUMS_INLINE ? newton15_small(m, dv) : tau15_g16(m, dv);
+    if (tau == 0.0) return 0;
+    const __m512d vt = _mm512_set1_pd(tau), h = _mm512_set1_pd(0.5), z = _mm512_setzero_pd();
+    for (size_t j = 0; j < m; j += 8) {
+        const __mmask8 live = m - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (m - j)) - 1);
+        const __m512d dd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, dv + j));
+        const __m512d w = _mm512_max_pd(_mm512_sub_pd(_mm512_mul_pd(h, dd), vt), z);
+        _mm256_storeu_ps(o + j, _mm512_cvtpd_ps(_mm512_mul_pd(w, w)));
+    }
+    size_t pos = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const size_t i = 16 * b;
+        const __m512 e = _mm512_maskz_expand_ps(km[b], _mm512_loadu_ps(o + pos));
+        if (n - i >= 16) _mm512_storeu_ps(y + i, e);
+        else _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), e);
+        pos += (size_t)__builtin_popcount(km[b]);
+    }
+    return 1;
 }
 
 /* The short-row path (contract in sparse_kernels.h): a row of up to 32 in

@@ -10,8 +10,11 @@
 #ifndef SG_SPARSE_KERNELS_H
 #define SG_SPARSE_KERNELS_H
 
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "softgate.h"
 
@@ -39,6 +42,12 @@ typedef struct sg_sparse_sums {
 } sg_sparse_sums;
 typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t, sg_sparse_sums *out);
 
+/* Up to this many entries the sums pass is done inline (scalar): the
+ * kernel's call and four horizontal reductions cost more than the loop;
+ * beyond, the scalar loop's data-dependent branches (about half the
+ * candidates are in the support) cost more than the branch-free kernel. */
+#define SG_SPARSE_SUMS_INLINE 4
+
 /*
  * The exact 1.5-entmax threshold of u = d / 2 over m candidates d (max
  * exactly 0; -inf allowed; no NaN): Newton's method on
@@ -65,6 +74,21 @@ typedef void sg_sparse_shift_fn(size_t m, float *v, double xb);
  * increasing, < n); the same bits at every level. */
 typedef void sg_sparse_out15_fn(size_t n, float *y, size_t m, const float *d, const uint32_t *idx,
                                 double tau);
+
+/*
+ * A whole unmasked 1.5-entmax row (T = 1) of n <= SG_SPARSE_ROW15_MAX
+ * floats x into y (may be x itself: every x is read before y is written),
+ * fused: the max, the candidates x > sg_sparse_filter_threshold(max, 2, 1)
+ * and their d (as select and shift), tau (as the op's candidate path: the
+ * inline scalar Newton for m <= SG_SPARSE_SUMS_INLINE, else tau15) and y
+ * (as out15), so the same bits as the general path at the same ISA level
+ * for the rows it takes. Returns 1 with y written; 0 with y untouched when
+ * n is too large, the row has a NaN or +inf or nothing above -inf, or the
+ * solver gave up (the caller takes the general path). The op takes this
+ * slot only from a SIMD kernel, for rows longer than the short-row kernels'.
+ */
+#define SG_SPARSE_ROW15_MAX 1024
+typedef int sg_sparse_row15_fn(size_t n, const float *x, float *y);
 
 /*
  * The short-row path (n <= SG_SPARSE_SHORT_MAX, no mask, T = 1): the whole
@@ -98,6 +122,43 @@ typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size
  */
 #define SG_SPARSE_MID_MAX 64
 typedef sg_sparse_short_rows_fn sg_sparse_mid_rows_fn;
+
+/*
+ * The float threshold of the unmasked filter: the largest float at or
+ * below xb - R T exactly (with a relative margin of 1e-6 on R T), so that
+ * every x_i > xb - R T (every entry with d > -R once d is rounded: the
+ * margin covers the double error of sg_z_diff) passes x_i > thr, and the
+ * max itself always does.
+ */
+/* The next double / float toward -inf of a finite value, without a libm
+ * call (this runs once per row). */
+static inline double sg_sparse_down_d(double a) {
+    uint64_t b;
+    memcpy(&b, &a, sizeof b);
+    if (a == 0.0) return -DBL_MIN * DBL_EPSILON; /* -denorm_min */
+    b = a > 0.0 ? b - 1 : b + 1;
+    memcpy(&a, &b, sizeof b);
+    return a;
+}
+
+static inline float sg_sparse_down_f(float a) {
+    uint32_t b;
+    memcpy(&b, &a, sizeof b);
+    if (a == 0.0f) return -FLT_MIN * FLT_EPSILON;
+    b = a > 0.0f ? b - 1 : b + 1;
+    memcpy(&a, &b, sizeof b);
+    return a;
+}
+
+static inline float sg_sparse_filter_threshold(float xb, double radius, double t) {
+    double r = radius * t * (1.0 + 2e-6);
+    double thr = (double)xb - r;
+    if (!(thr > -(double)FLT_MAX)) return -INFINITY;
+    thr = sg_sparse_down_d(thr); /* below the rounding of xb - r */
+    float f = (float)thr;
+    if ((double)f > thr) f = f == -FLT_MAX ? -INFINITY : sg_sparse_down_f(f);
+    return f;
+}
 
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,

@@ -80,6 +80,24 @@ void sg_sparse_out15_f32__ref(size_t n, float *y, size_t m, const float *d, cons
     }
 }
 
+/* row15 (sparse_kernels.h): the reference kernels in sequence (for
+ * m <= SG_SPARSE_SUMS_INLINE the op's inline sums are the reference sums'
+ * loop, so tau15's reference is the op's solver at every m). */
+int sg_sparse_row15_f32__ref(size_t n, const float *x, float *y) {
+    float v[SG_SPARSE_ROW15_MAX + 16];
+    uint32_t idx[SG_SPARSE_ROW15_MAX + 16];
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
+    int bad = 0;
+    const float mx = sg_sparse_max_f32__ref(n, x, &bad);
+    if (bad || mx == -INFINITY) return 0;
+    const size_t m = sg_sparse_select_f32__ref(n, x, sg_sparse_filter_threshold(mx, 2.0, 1.0), idx, v, n);
+    sg_sparse_shift_f32__ref(m, v, (double)mx);
+    const double tau = sg_sparse_tau15_f32__ref(m, v);
+    if (tau == 0.0) return 0;
+    sg_sparse_out15_f32__ref(n, y, m, v, idx, tau);
+    return 1;
+}
+
 /* The short-row path (sparse_kernels.h), in double: f_j for every j, the
  * support {f_j < 1}, tau from its sums, the exact check, then y. */
 int sg_sparse_short_row_f32__ref(size_t n, const float *x, int entmax, float *y) {
