@@ -265,8 +265,13 @@ static void entmax15_rows(const sg_sparse_job *j, size_t r0, size_t r1) {
  * general path for the rows it does not take. */
 static void entmax15_rows15(const sg_sparse_job *j, size_t r0, size_t r1) {
     sg_sparse_row15_fn *f = sg_sparse_kernels_get()->row15;
-    for (size_t r = r0; r < r1; r++)
-        if (!f(j->n, j->x + r * j->ldx, j->out + r * j->ldo)) entmax15_row(j, r);
+    uint8_t taken[64];
+    for (size_t r = r0; r < r1; r += 64) {
+        const size_t nb = r1 - r < 64 ? r1 - r : 64;
+        f(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, taken);
+        for (size_t q = 0; q < nb; q++)
+            if (!taken[q]) entmax15_row(j, r + q);
+    }
 }
 
 /* y = w^p / sum w^p with w = (u - tau)_+: tau is exact to 2^-52, and the

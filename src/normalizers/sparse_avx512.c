@@ -184,29 +184,42 @@ static inline __attribute__((always_inline)) __m512 grid_g(size_t m, const float
     return _mm512_add_ps(_mm512_add_ps(g0, g1), _mm512_add_ps(g2, g3));
 }
 
-static inline __attribute__((always_inline)) double tau15_g16(size_t m, const float *d) {
-    float v[SG_SPARSE_TAU15_MAX + 16];
+#define AI static inline __attribute__((always_inline))
+
+/* Grid 1: the last T = -2 + l/8 with G >= 4 (lane 0 always qualifies). */
+AI float grid1(size_t m, const float *d) {
     const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512 four = _mm512_set1_ps(4.0f);
-    double t = -1.0;
-    if (m <= SG_SPARSE_TAU15_MAX) {
-        __m512 G = grid_g(m, d, _mm512_fmadd_ps(lane, _mm512_set1_ps(0.125f), _mm512_set1_ps(-2.0f)));
-        unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, four, _CMP_GE_OQ));
-        const float t1 = -2.0f + 0.125f * (float)(c ? c - 1 : 0);
-        const __m512 vt1 = _mm512_set1_ps(t1);
-        size_t m2 = 0;
-        for (size_t i = 0; i < m; i += 16) {
-            const __mmask16 live = m - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (m - i)) - 1);
-            const __m512 x = _mm512_maskz_loadu_ps(live, d + i);
-            const __mmask16 k = _mm512_mask_cmp_ps_mask(live, x, vt1, _CMP_GT_OQ);
-            /* compress in a register (the memory form is slow on Zen 4) */
-            _mm512_storeu_ps(v + m2, _mm512_maskz_compress_ps(k, x));
-            m2 += (size_t)__builtin_popcount(k);
-        }
-        G = grid_g(m2, v, _mm512_fmadd_ps(lane, _mm512_set1_ps(1.0f / 128.0f), vt1));
-        c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, four, _CMP_GE_OQ));
-        t = 0.5 * ((double)t1 + (double)(c ? c - 1 : 0) / 128.0);
+    const __m512 G = grid_g(m, d, _mm512_fmadd_ps(lane, _mm512_set1_ps(0.125f), _mm512_set1_ps(-2.0f)));
+    const unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, _mm512_set1_ps(4.0f), _CMP_GE_OQ));
+    return -2.0f + 0.125f * (float)(c ? c - 1 : 0);
+}
+
+/* The entries above t1 into v (the others add 0 to G from t1 on). */
+AI size_t above(size_t m, const float *d, float t1, float *v) {
+    const __m512 vt1 = _mm512_set1_ps(t1);
+    size_t m2 = 0;
+    for (size_t i = 0; i < m; i += 16) {
+        const __mmask16 live = m - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (m - i)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(live, d + i);
+        const __mmask16 k = _mm512_mask_cmp_ps_mask(live, x, vt1, _CMP_GT_OQ);
+        /* compress in a register (the memory form is slow on Zen 4) */
+        _mm512_storeu_ps(v + m2, _mm512_maskz_compress_ps(k, x));
+        m2 += (size_t)__builtin_popcount(k);
     }
+    return m2;
+}
+
+/* Grid 2 over v: the start t (u units) = the last T1 + l/128 with G >= 4, halved. */
+AI double grid2(size_t m2, const float *v, float t1) {
+    const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 G = grid_g(m2, v, _mm512_fmadd_ps(lane, _mm512_set1_ps(1.0f / 128.0f), _mm512_set1_ps(t1)));
+    const unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, _mm512_set1_ps(4.0f), _CMP_GE_OQ));
+    return 0.5 * ((double)t1 + (double)(c ? c - 1 : 0) / 128.0);
+}
+
+/* Newton in double from t with the exact closed-form check; a start above
+ * tau (a step that does not increase) restarts once from -1. */
+AI double newton15_from(size_t m, const float *d, double t) {
     int restarted = t == -1.0;
     for (int it = 0; it < 40; it++) {
         sg_sparse_sums a;
@@ -225,6 +238,16 @@ static inline __attribute__((always_inline)) double tau15_g16(size_t m, const fl
         t = next;
     }
     return 0.0;
+}
+
+AI double tau15_g16(size_t m, const float *d) {
+    float v[SG_SPARSE_TAU15_MAX + 16];
+    double t = -1.0;
+    if (m <= SG_SPARSE_TAU15_MAX) {
+        const float t1 = grid1(m, d);
+        t = grid2(above(m, d, t1, v), v, t1);
+    }
+    return newton15_from(m, d, t);
 }
 
 double sg_sparse_tau15_f32__avx512_g16(size_t m, const float *d) { return tau15_g16(m, d); }
@@ -258,57 +281,35 @@ static double newton15_small(size_t m, const float *d) {
     return 0.0;
 }
 
-/*
- * row15 (sparse_kernels.h), fused: one read of x for the max, one for the
- * candidates (compressed in registers, d formed there in double and
- * stored densely; the 16-bit mask of each block kept), tau on the stored
- * d, the candidates' outputs computed densely in double, and y written
- * block by block by expanding them under the kept masks (no index array,
- * no scalar scatter, no separate zeroing pass).
- */
-int sg_sparse_row15_f32__avx512_u16(size_t n, const float *x, float *y) {
-    /* aligned: the packing below stores whole 64-byte vectors, so that the
-     * later loads of dv each lie within one earlier store (loads across
-     * two overlapping unaligned stores miss store forwarding and wait) */
-    _Alignas(64) float dv[SG_SPARSE_ROW15_MAX + 16];
-    _Alignas(64) float o[SG_SPARSE_ROW15_MAX + 16];
-    __mmask16 km[SG_SPARSE_ROW15_MAX / 16];
-    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
+/* row15 phase 1: the max, the candidates' d (converted to double and
+ * back before the compress: converting compressed lanes waits on the
+ * compress) stored densely, and each block's mask. 0: not taken. */
+AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
     int bad = 0;
     const float mx = sg_sparse_max_f32__avx512_u64(n, x, &bad);
     if (bad || mx == -INFINITY) return 0;
     const __m512 thr = _mm512_set1_ps(sg_sparse_filter_threshold(mx, 2.0, 1.0));
     const __m512d xb = _mm512_set1_pd((double)mx);
-    const size_t nb = (n + 15) / 16;
-    /* the candidates' x packed into buf (cnt lanes used), flushed to dv
-     * + base whole: each block's compressed lanes fill buf's free lanes
-     * (expand), the overflow starts the next buf (compress) */
-    __m512 buf = _mm512_setzero_ps();
-    size_t base = 0;
-    unsigned cnt = 0;
-    for (size_t b = 0; b < nb; b++) {
-        const size_t i = 16 * b;
+    size_t m = 0;
+    for (size_t b = 0, i = 0; i < n; b++, i += 16) {
         const __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
         const __mmask16 k = _mm512_mask_cmp_ps_mask(live, v, thr, _CMP_GT_OQ);
         km[b] = k;
         if (!k) continue;
-        const __m512 c = _mm512_maskz_compress_ps(k, v);
-        const unsigned used = cnt, kc = (unsigned)__builtin_popcount(k);
-        buf = _mm512_mask_expand_ps(buf, (__mmask16)(0xffffu << used), c);
-        _mm512_store_ps(dv + base, buf);
-        cnt = used + kc;
-        if (cnt >= 16) { /* c's lanes from 16 - used on start the next vector */
-            buf = _mm512_maskz_compress_ps((__mmask16)(0xffffu << (16 - used)), c);
-            cnt -= 16, base += 16;
-        }
+        const __m256 lo = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), xb));
+        const __m256 hi = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), xb));
+        const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+        _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, d));
+        m += (size_t)__builtin_popcount(k);
     }
-    _mm512_store_ps(dv + base, buf); /* the overflow of the last block */
-    const size_t m = base + cnt;
-    for (size_t j = 0; j < m; j += 8) /* d = x - max in double, rounded once (as shift) */
-        _mm256_store_ps(dv + j, _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_load_ps(dv + j)), xb)));
-    const double tau = m <= SG_SPARSE_SUMS_INLINE ? newton15_small(m, dv) : tau15_g16(m, dv);
-    if (tau == 0.0) return 0;
+    *mo = m;
+    return 1;
+}
+
+/* row15 last phase: the candidates' outputs densely in double (as out15),
+ * then y block by block, expanded under the kept masks. */
+AI void out15r(size_t n, float *y, size_t m, const float *dv, const __mmask16 *km, float *o, double tau) {
     const __m512d vt = _mm512_set1_pd(tau), h = _mm512_set1_pd(0.5), z = _mm512_setzero_pd();
     for (size_t j = 0; j < m; j += 8) {
         const __mmask8 live = m - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (m - j)) - 1);
@@ -317,14 +318,54 @@ int sg_sparse_row15_f32__avx512_u16(size_t n, const float *x, float *y) {
         _mm256_storeu_ps(o + j, _mm512_cvtpd_ps(_mm512_mul_pd(w, w)));
     }
     size_t pos = 0;
-    for (size_t b = 0; b < nb; b++) {
-        const size_t i = 16 * b;
+    for (size_t b = 0, i = 0; i < n; b++, i += 16) {
         const __m512 e = _mm512_maskz_expand_ps(km[b], _mm512_loadu_ps(o + pos));
         if (n - i >= 16) _mm512_storeu_ps(y + i, e);
         else _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), e);
         pos += (size_t)__builtin_popcount(km[b]);
     }
-    return 1;
+}
+
+/*
+ * row15 (sparse_kernels.h), fused, two rows at a time: each phase (the max
+ * and the candidates, grid 1, the entries above its threshold, grid 2,
+ * the exact Newton, the outputs) runs for both rows back to back, so
+ * that the dependency chains of one row (reductions, the division and
+ * square root of each pass) overlap the other's work.
+ */
+void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                     size_t ldy, uint8_t *taken) {
+    float dv[2][SG_SPARSE_ROW15_MAX + 16], v[2][SG_SPARSE_TAU15_MAX + 16], o[SG_SPARSE_ROW15_MAX + 16];
+    __mmask16 km[2][SG_SPARSE_ROW15_MAX / 16];
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) {
+        for (size_t r = 0; r < rows; r++) taken[r] = 0;
+        return;
+    }
+    for (size_t r = 0; r < rows; r += 2) {
+        const size_t nr = rows - r >= 2 ? 2 : 1;
+        size_t m[2] = {0, 0}, m2[2] = {0, 0};
+        int ok[2] = {0, 0}, grid[2] = {0, 0};
+        float t1[2] = {0.0f, 0.0f};
+        double t[2] = {-1.0, -1.0}, tau[2] = {0.0, 0.0};
+        for (size_t q = 0; q < nr; q++) {
+            ok[q] = sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
+            grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
+        }
+        for (size_t q = 0; q < nr; q++)
+            if (grid[q]) t1[q] = grid1(m[q], dv[q]);
+        for (size_t q = 0; q < nr; q++)
+            if (grid[q]) m2[q] = above(m[q], dv[q], t1[q], v[q]);
+        for (size_t q = 0; q < nr; q++)
+            if (grid[q]) t[q] = grid2(m2[q], v[q], t1[q]);
+        for (size_t q = 0; q < nr; q++)
+            if (ok[q])
+                tau[q] = m[q] <= SG_SPARSE_SUMS_INLINE ? newton15_small(m[q], dv[q])
+                                                       : newton15_from(m[q], dv[q], t[q]);
+        for (size_t q = 0; q < nr; q++) {
+            taken[r + q] = ok[q] && tau[q] != 0.0;
+            if (taken[r + q]) out15r(n, y + (r + q) * ldy, m[q], dv[q], km[q], o, tau[q]);
+        }
+    }
 }
 
 /* The short-row path (contract in sparse_kernels.h): a row of up to 32 in

@@ -76,19 +76,22 @@ typedef void sg_sparse_out15_fn(size_t n, float *y, size_t m, const float *d, co
                                 double tau);
 
 /*
- * A whole unmasked 1.5-entmax row (T = 1) of n <= SG_SPARSE_ROW15_MAX
- * floats x into y (may be x itself: every x is read before y is written),
- * fused: the max, the candidates x > sg_sparse_filter_threshold(max, 2, 1)
- * and their d (as select and shift), tau (as the op's candidate path: the
- * inline scalar Newton for m <= SG_SPARSE_SUMS_INLINE, else tau15) and y
- * (as out15), so the same bits as the general path at the same ISA level
- * for the rows it takes. Returns 1 with y written; 0 with y untouched when
- * n is too large, the row has a NaN or +inf or nothing above -inf, or the
- * solver gave up (the caller takes the general path). The op takes this
- * slot only from a SIMD kernel, for rows longer than the short-row kernels'.
+ * Whole unmasked 1.5-entmax rows (T = 1) of n <= SG_SPARSE_ROW15_MAX
+ * floats, x + r ldx into y + r ldy (y == x with ldy == ldx allowed: a
+ * row's x is read before its y is written), fused: the max, the
+ * candidates x > sg_sparse_filter_threshold(max, 2, 1) and their d (as
+ * select and shift), tau (as the op's candidate path: the inline scalar
+ * Newton for m <= SG_SPARSE_SUMS_INLINE, else tau15) and y (as out15), so
+ * the same bits as the general path at the same ISA level for the rows it
+ * takes, whatever their position. taken[r] = 1 with y written; 0 with the
+ * row's y untouched when n is too large, the row has a NaN or +inf or
+ * nothing above -inf, or the solver gave up (the caller then takes the
+ * general path). The op takes this slot only from a SIMD kernel, for rows
+ * longer than the short-row kernels'.
  */
 #define SG_SPARSE_ROW15_MAX 1024
-typedef int sg_sparse_row15_fn(size_t n, const float *x, float *y);
+typedef void sg_sparse_row15_fn(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                size_t ldy, uint8_t *taken);
 
 /*
  * The short-row path (n <= SG_SPARSE_SHORT_MAX, no mask, T = 1): the whole

@@ -83,7 +83,7 @@ void sg_sparse_out15_f32__ref(size_t n, float *y, size_t m, const float *d, cons
 /* row15 (sparse_kernels.h): the reference kernels in sequence (for
  * m <= SG_SPARSE_SUMS_INLINE the op's inline sums are the reference sums'
  * loop, so tau15's reference is the op's solver at every m). */
-int sg_sparse_row15_f32__ref(size_t n, const float *x, float *y) {
+static int row15(size_t n, const float *x, float *y) {
     float v[SG_SPARSE_ROW15_MAX + 16];
     uint32_t idx[SG_SPARSE_ROW15_MAX + 16];
     if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
@@ -96,6 +96,11 @@ int sg_sparse_row15_f32__ref(size_t n, const float *x, float *y) {
     if (tau == 0.0) return 0;
     sg_sparse_out15_f32__ref(n, y, m, v, idx, tau);
     return 1;
+}
+
+void sg_sparse_row15_f32__ref(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,
+                              uint8_t *taken) {
+    for (size_t r = 0; r < rows; r++) taken[r] = (uint8_t)row15(n, x + r * ldx, y + r * ldy);
 }
 
 /* The short-row path (sparse_kernels.h), in double: f_j for every j, the
