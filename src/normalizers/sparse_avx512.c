@@ -281,6 +281,18 @@ static double newton15_small(size_t m, const float *d) {
     return 0.0;
 }
 
+/* The candidates of one block of 16 (mask k): d = x - max in double,
+ * rounded once (as shift), converted before the compress (converting
+ * compressed lanes waits on the compress), stored at dv + m. */
+AI size_t take15(__mmask16 k, __m512 v, __m512d xb, float *dv, size_t m) {
+    if (!k) return m;
+    const __m256 lo = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), xb));
+    const __m256 hi = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), xb));
+    const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, d));
+    return m + (size_t)__builtin_popcount(k);
+}
+
 /* row15 phase 1: the max, the candidates' d (converted to double and
  * back before the compress: converting compressed lanes waits on the
  * compress) stored densely, and each block's mask. 0: not taken. */
@@ -290,18 +302,27 @@ AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
     if (bad || mx == -INFINITY) return 0;
     const __m512 thr = _mm512_set1_ps(sg_sparse_filter_threshold(mx, 2.0, 1.0));
     const __m512d xb = _mm512_set1_pd((double)mx);
-    size_t m = 0;
-    for (size_t b = 0, i = 0; i < n; b++, i += 16) {
+    size_t m = 0, i = 0;
+    /* 64 floats per step: most blocks of rows with spread-out logits have
+     * no candidate (one test for four compares) */
+    for (; i + 64 <= n; i += 64) { /* (no arrays here: GCC keeps them in memory) */
+        const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        const __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+        const __mmask16 k0 = _mm512_cmp_ps_mask(v0, thr, _CMP_GT_OQ), k1 = _mm512_cmp_ps_mask(v1, thr, _CMP_GT_OQ);
+        const __mmask16 k2 = _mm512_cmp_ps_mask(v2, thr, _CMP_GT_OQ), k3 = _mm512_cmp_ps_mask(v3, thr, _CMP_GT_OQ);
+        km[i / 16] = k0, km[i / 16 + 1] = k1, km[i / 16 + 2] = k2, km[i / 16 + 3] = k3;
+        if (!(k0 | k1 | k2 | k3)) continue;
+        m = take15(k0, v0, xb, dv, m);
+        m = take15(k1, v1, xb, dv, m);
+        m = take15(k2, v2, xb, dv, m);
+        m = take15(k3, v3, xb, dv, m);
+    }
+    for (; i < n; i += 16) {
         const __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
         const __mmask16 k = _mm512_mask_cmp_ps_mask(live, v, thr, _CMP_GT_OQ);
-        km[b] = k;
-        if (!k) continue;
-        const __m256 lo = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), xb));
-        const __m256 hi = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), xb));
-        const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-        _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, d));
-        m += (size_t)__builtin_popcount(k);
+        km[i / 16] = k;
+        m = take15(k, v, xb, dv, m);
     }
     *mo = m;
     return 1;
@@ -319,7 +340,9 @@ AI void out15r(size_t n, float *y, size_t m, const float *dv, const __mmask16 *k
     }
     size_t pos = 0;
     for (size_t b = 0, i = 0; i < n; b++, i += 16) {
-        const __m512 e = _mm512_maskz_expand_ps(km[b], _mm512_loadu_ps(o + pos));
+        /* blocks without candidates (most, when the logits are spread) do
+         * not wait on the loads of o */
+        const __m512 e = km[b] ? _mm512_maskz_expand_ps(km[b], _mm512_loadu_ps(o + pos)) : _mm512_setzero_ps();
         if (n - i >= 16) _mm512_storeu_ps(y + i, e);
         else _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), e);
         pos += (size_t)__builtin_popcount(km[b]);

@@ -89,7 +89,7 @@ typedef void sg_sparse_out15_fn(size_t n, float *y, size_t m, const float *d, co
  * general path). The op takes this slot only from a SIMD kernel, for rows
  * longer than the short-row kernels'.
  */
-#define SG_SPARSE_ROW15_MAX 1024
+#define SG_SPARSE_ROW15_MAX 512
 typedef void sg_sparse_row15_fn(size_t rows, size_t n, const float *x, size_t ldx, float *y,
                                 size_t ldy, uint8_t *taken);
 
