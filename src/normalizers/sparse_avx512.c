@@ -186,12 +186,32 @@ static inline __attribute__((always_inline)) __m512 grid_g(size_t m, const float
 
 #define AI static inline __attribute__((always_inline))
 
-/* Grid 1: the last T = -2 + l/8 with G >= 4 (lane 0 always qualifies). */
+AI __m256 grid_g8(size_t m, const float *v, __m256 T) {
+    const __m256 z = _mm256_setzero_ps();
+    __m256 g0 = z, g1 = z, g2 = z, g3 = z;
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        const __m256 w0 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i]), T), z);
+        const __m256 w1 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + 1]), T), z);
+        const __m256 w2 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + 2]), T), z);
+        const __m256 w3 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + 3]), T), z);
+        g0 = _mm256_fmadd_ps(w0, w0, g0), g1 = _mm256_fmadd_ps(w1, w1, g1);
+        g2 = _mm256_fmadd_ps(w2, w2, g2), g3 = _mm256_fmadd_ps(w3, w3, g3);
+    }
+    for (; i < m; i++) {
+        const __m256 w = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i]), T), z);
+        g0 = _mm256_fmadd_ps(w, w, g0);
+    }
+    return _mm256_add_ps(_mm256_add_ps(g0, g1), _mm256_add_ps(g2, g3));
+}
+
+/* Grid 1: the last T = -2 + l/4 (8 lanes: 256-bit operations cost half
+ * of 512-bit ones here) with G >= 4 (lane 0 always qualifies). */
 AI float grid1(size_t m, const float *d) {
-    const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512 G = grid_g(m, d, _mm512_fmadd_ps(lane, _mm512_set1_ps(0.125f), _mm512_set1_ps(-2.0f)));
-    const unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, _mm512_set1_ps(4.0f), _CMP_GE_OQ));
-    return -2.0f + 0.125f * (float)(c ? c - 1 : 0);
+    const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 G = grid_g8(m, d, _mm256_fmadd_ps(lane, _mm256_set1_ps(0.25f), _mm256_set1_ps(-2.0f)));
+    const unsigned c = (unsigned)__builtin_popcount(_mm256_cmp_ps_mask(G, _mm256_set1_ps(4.0f), _CMP_GE_OQ));
+    return -2.0f + 0.25f * (float)(c ? c - 1 : 0);
 }
 
 /* The entries above t1 into v (the others add 0 to G from t1 on). */
@@ -212,9 +232,9 @@ AI size_t above(size_t m, const float *d, float t1, float *v) {
 /* Grid 2 over v: the start t (u units) = the last T1 + l/128 with G >= 4, halved. */
 AI double grid2(size_t m2, const float *v, float t1) {
     const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512 G = grid_g(m2, v, _mm512_fmadd_ps(lane, _mm512_set1_ps(1.0f / 128.0f), _mm512_set1_ps(t1)));
+    const __m512 G = grid_g(m2, v, _mm512_fmadd_ps(lane, _mm512_set1_ps(1.0f / 64.0f), _mm512_set1_ps(t1)));
     const unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, _mm512_set1_ps(4.0f), _CMP_GE_OQ));
-    return 0.5 * ((double)t1 + (double)(c ? c - 1 : 0) / 128.0);
+    return 0.5 * ((double)t1 + (double)(c ? c - 1 : 0) / 64.0);
 }
 
 /* Newton in double from t with the exact closed-form check; a start above
