@@ -16,9 +16,11 @@
  * d > -1 / (alpha - 1) (d > -2 for 1.5-entmax), can be in the support:
  * sg_sparse_gather filters those candidates with the vectorized kernels,
  * and the threshold is solved on them alone. Short unmasked 1.5-entmax rows
- * (n <= 32, T = 1; n <= 128 with AVX-512) take the sort-free short_rows /
- * mid_rows kernels first
- * (sparse_kernels.h, docs/SPARSE.md "Short rows").
+ * (n <= 32, T = 1; n <= 64 with AVX-512) take the sort-free short_rows /
+ * mid_rows kernels first (sparse_kernels.h, docs/SPARSE.md "Short rows"),
+ * and with AVX-512 unmasked rows of 65..512 (T = 1) the fused row15
+ * kernel; candidate thresholds go to the tau15 kernel (docs/SPARSE.md
+ * "1.5-entmax rows of 65 to 512").
  */
 #include <stdlib.h>
 #include <string.h>
