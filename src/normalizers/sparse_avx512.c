@@ -362,7 +362,13 @@ AI void out15r(size_t n, float *y, size_t m, const float *dv, const __mmask16 *k
     for (size_t b = 0, i = 0; i < n; b++, i += 16) {
         /* blocks without candidates (most, when the logits are spread) do
          * not wait on the loads of o */
-        const __m512 e = km[b] ? _mm512_maskz_expand_ps(km[b], _mm512_loadu_ps(o + pos)) : _mm512_setzero_ps();
+        __m512 e = _mm512_setzero_ps();
+        if (km[b]) {
+            __m512 ob = _mm512_loadu_ps(o + pos);
+            __asm__("" : "+v"(ob)); /* keep the load apart: GCC folds it into
+                                      * the expand's memory form, slow on Zen 4 */
+            e = _mm512_maskz_expand_ps(km[b], ob);
+        }
         if (n - i >= 16) _mm512_storeu_ps(y + i, e);
         else _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), e);
         pos += (size_t)__builtin_popcount(km[b]);
