@@ -108,8 +108,10 @@ TEST(sparse_fused_tau15) {
                 for (int rep = 0; rep < (test_quick ? 2 : 6); rep++) {
                     const size_t m = fill_cands(&g, MS[a], kind, d);
                     const double t = f(m, d), tr = ref_tau(m, d);
-                    /* never gives up on these rows; the reference's tau */
-                    int ok = t != 0.0 && fabs(t - tr) <= 1e-12;
+                    /* the reference's tau; giving up (0) only on rows with ties on a
+                     * grid, where an entry can sit exactly at tau and Newton from
+                     * below stalls on it (the op then sorts) */
+                    int ok = fabs(t - tr) <= 1e-12 || (t == 0.0 && (kind == 3 || kind == 4));
                     /* the bits of Newton from -1 with the same level's sums */
                     if (ok && m > SG_SPARSE_SUMS_INLINE && e[q].isa == kr->isa[SG_SPARSE_SLOT_sums]) {
                         const double tn = sg_entmax15_tau_f32(d, m, NULL, 2);
