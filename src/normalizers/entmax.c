@@ -17,8 +17,10 @@
  * sg_sparse_gather filters those candidates with the vectorized kernels,
  * and the threshold is solved on them alone. Short unmasked 1.5-entmax rows
  * (n <= 32, T = 1; n <= 64 with AVX-512) take the sort-free short_rows /
- * mid_rows kernels first
- * (sparse_kernels.h, docs/SPARSE.md "Short rows").
+ * mid_rows kernels first (sparse_kernels.h, docs/SPARSE.md "Short rows"),
+ * and with AVX-512 unmasked rows of 65..512 (T = 1) the fused row15
+ * kernel; candidate thresholds go to the tau15 kernel (docs/SPARSE.md
+ * "1.5-entmax rows of 65 to 512").
  */
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +140,20 @@ static double tau15_newton(const float *d, size_t n) {
     return 0.0;
 }
 
+/* The candidates' threshold: the tau15 kernel (a grid start, then the
+ * same Newton) where a SIMD one is installed, else Newton from -1; 0.0
+ * when either gave up. */
+static double tau15_cands(const float *d, size_t m) {
+    const sg_sparse_kernels *kr = sg_sparse_kernels_get();
+    if (m > SG_SPARSE_SUMS_INLINE && m <= SG_SPARSE_TAU15_MAX &&
+        kr->isa[SG_SPARSE_SLOT_tau15] > SG_ISA_REF)
+        return kr->tau15(m, d);
+    return tau15_newton(d, m);
+}
+
 double sg_entmax15_tau_f32(const float *d, size_t n, double *scratch, int method) {
+    if (method == 3) return tau15_cands(d, n);
+
     if (method == 0) return tau15_sort(d, n, scratch);
     if (method == 1) return tau15_bisect(d, n);
     return tau15_newton(d, n);
@@ -223,13 +238,12 @@ static void entmax15_row(const sg_sparse_job *j, size_t r) {
         return;
     }
     case SG_SPARSE_CANDS: {
-        double tau = tau15_newton(c.d, c.m);
+        double tau = tau15_cands(c.d, c.m);
         if (tau == 0.0) {
             double u[SG_SPARSE_CAND_MAX];
             tau = tau15_sort(c.d, c.m, u);
         }
-        memset(y, 0, j->n * sizeof *y);
-        for (size_t q = 0; q < c.m; q++) y[c.idx[q]] = y15(c.d[q], tau);
+        sg_sparse_kernels_get()->out15(j->n, y, c.m, c.d, c.idx, tau);
         return;
     }
     }
@@ -243,6 +257,20 @@ static void entmax15_rows(const sg_sparse_job *j, size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r += 64) {
         const size_t nb = r1 - r < 64 ? r1 - r : 64;
         j->short_rows(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, 1, taken);
+        for (size_t q = 0; q < nb; q++)
+            if (!taken[q]) entmax15_row(j, r + q);
+    }
+}
+
+/* Unmasked rows of SG_SPARSE_MID_MAX < n <= SG_SPARSE_ROW15_MAX (T = 1)
+ * where a SIMD row15 kernel is installed: the fused row kernel, the
+ * general path for the rows it does not take. */
+static void entmax15_rows15(const sg_sparse_job *j, size_t r0, size_t r1) {
+    sg_sparse_row15_fn *f = sg_sparse_kernels_get()->row15;
+    uint8_t taken[64];
+    for (size_t r = r0; r < r1; r += 64) {
+        const size_t nb = r1 - r < 64 ? r1 - r : 64;
+        f(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, taken);
         for (size_t q = 0; q < nb; q++)
             if (!taken[q]) entmax15_row(j, r + q);
     }
@@ -349,6 +377,10 @@ static sg_status forward(sg_context *ctx, const char *name, double alpha, size_t
     if (row == entmax15_row && sg_sparse_rows_kernel(n) && !o.keep_mask && !o.add_mask &&
         o.temperature == 1.0f)
         j.rows_fn = entmax15_rows;
+    else if (row == entmax15_row && n > SG_SPARSE_MID_MAX && n <= SG_SPARSE_ROW15_MAX &&
+             sg_sparse_kernels_get()->isa[SG_SPARSE_SLOT_row15] > SG_ISA_REF && !o.keep_mask &&
+             !o.add_mask && o.temperature == 1.0f)
+        j.rows_fn = entmax15_rows15;
     sg_sparse_run(ctx, &j, rows, n, &o);
     return SG_OK;
 }

@@ -76,8 +76,8 @@ size_t sg_sparse_select_f32__avx512_u64(size_t n, const float *x, float thr, uin
 
 /* Two vectors of 8 doubles per step (16 floats converted), masked adds,
  * min and max: no branches on the data (the scalar loop mispredicts). */
-void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, double t,
-                                    sg_sparse_sums *out) {
+static inline __attribute__((always_inline)) void sums16(size_t n, const float *d, double scale,
+                                                          double t, sg_sparse_sums *out) {
     const __m512d vs = _mm512_set1_pd(scale), vt = _mm512_set1_pd(t);
     const __m512d pinf = _mm512_set1_pd(INFINITY), ninf = _mm512_set1_pd(-INFINITY);
     __m512d s1a = _mm512_setzero_pd(), s1b = s1a, s2a = s1a, s2b = s1a;
@@ -108,6 +108,313 @@ void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, doub
     out->s2 = _mm512_reduce_add_pd(_mm512_add_pd(s2a, s2b));
     out->min_in = _mm512_reduce_min_pd(_mm512_min_pd(mna, mnb));
     out->max_out = _mm512_reduce_max_pd(_mm512_max_pd(mxa, mxb));
+}
+
+void sg_sparse_sums_f32__avx512_u16(size_t n, const float *d, double scale, double t,
+                                    sg_sparse_sums *out) {
+    sums16(n, d, scale, t, out);
+}
+
+/* shift (sparse_kernels.h): 8 per step in double, as the scalar code. */
+void sg_sparse_shift_f32__avx512_u16(size_t m, float *v, double xb) {
+    const __m512d b = _mm512_set1_pd(xb);
+    for (size_t j = 0; j < m; j += 8) {
+        const __mmask8 live = m - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (m - j)) - 1);
+        const __m512d x = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, v + j));
+        _mm256_mask_storeu_ps(v + j, live, _mm512_cvtpd_ps(_mm512_sub_pd(x, b)));
+    }
+}
+
+/* out15 (sparse_kernels.h): the zeros in 16-float stores, the outputs
+ * 8 per step in double into a buffer (max(w, 0) is the scalar w + |w|
+ * halved: +0 or w exactly), then stored one by one (scatter instructions
+ * are slow here). */
+void sg_sparse_out15_f32__avx512_u16(size_t n, float *y, size_t m, const float *d, const uint32_t *idx,
+                                     double tau) {
+    const __m512d t = _mm512_set1_pd(tau), h = _mm512_set1_pd(0.5), z = _mm512_setzero_pd();
+    float o[64];
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_setzero_ps());
+    if (i < n) _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), _mm512_setzero_ps());
+    for (size_t q0 = 0; q0 < m; q0 += 64) {
+        const size_t mq = m - q0 < 64 ? m - q0 : 64;
+        for (size_t j = 0; j < mq; j += 8) {
+            const __mmask8 live = mq - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (mq - j)) - 1);
+            const __m512d dd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, d + q0 + j));
+            const __m512d w = _mm512_max_pd(_mm512_sub_pd(_mm512_mul_pd(h, dd), t), z);
+            _mm256_storeu_ps(o + j, _mm512_cvtpd_ps(_mm512_mul_pd(w, w)));
+        }
+        for (size_t j = 0; j < mq; j++) y[idx[q0 + j]] = o[j];
+    }
+}
+
+/*
+ * tau15 (contract in sparse_kernels.h). The start is proposed in float on
+ * two grids of 16 thresholds held in the lanes, each candidate broadcast
+ * against the grid (no horizontal sums, no dependency between candidates
+ * beyond the accumulators): G_l = sum_i (d_i - T_l)_+^2 in d units
+ * (T = 2 t, G = 4 g(t) + 4: exact scalings by powers of 2). G is
+ * nonincreasing across the lanes (every operation rounds monotonically),
+ * so the lanes with G >= 4 are a prefix; lane 0 always is one of them
+ * (T = -2: the max alone gives 4). Grid 1: T = -2 + l/8; grid 2, over
+ * the entries above the last such T1 only: T1 + l/128. The start t0 is
+ * the last lane of grid 2 with G >= 4, halved: usually within 1/256 of
+ * tau from below, so that the first exact pass often settles. The float
+ * never decides the result: Newton in double from t0 with the closed-form
+ * check (sums16, the order of the sums kernel, hence the bits of Newton
+ * from -1 with it); a start above tau (rounding) shows as a Newton step
+ * that does not increase, and the iteration restarts from -1.
+ */
+static inline __attribute__((always_inline)) __m512 grid_g(size_t m, const float *v, __m512 T) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 g0 = z, g1 = z, g2 = z, g3 = z;
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i]), T), z);
+        const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + 1]), T), z);
+        const __m512 w2 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + 2]), T), z);
+        const __m512 w3 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + 3]), T), z);
+        g0 = _mm512_fmadd_ps(w0, w0, g0), g1 = _mm512_fmadd_ps(w1, w1, g1);
+        g2 = _mm512_fmadd_ps(w2, w2, g2), g3 = _mm512_fmadd_ps(w3, w3, g3);
+    }
+    for (; i < m; i++) {
+        const __m512 w = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i]), T), z);
+        g0 = _mm512_fmadd_ps(w, w, g0);
+    }
+    return _mm512_add_ps(_mm512_add_ps(g0, g1), _mm512_add_ps(g2, g3));
+}
+
+#define AI static inline __attribute__((always_inline))
+
+AI __m256 grid_g8(size_t m, const float *v, __m256 T) {
+    const __m256 z = _mm256_setzero_ps();
+    __m256 g0 = z, g1 = z, g2 = z, g3 = z;
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        const __m256 w0 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i]), T), z);
+        const __m256 w1 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + 1]), T), z);
+        const __m256 w2 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + 2]), T), z);
+        const __m256 w3 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + 3]), T), z);
+        g0 = _mm256_fmadd_ps(w0, w0, g0), g1 = _mm256_fmadd_ps(w1, w1, g1);
+        g2 = _mm256_fmadd_ps(w2, w2, g2), g3 = _mm256_fmadd_ps(w3, w3, g3);
+    }
+    for (; i < m; i++) {
+        const __m256 w = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i]), T), z);
+        g0 = _mm256_fmadd_ps(w, w, g0);
+    }
+    return _mm256_add_ps(_mm256_add_ps(g0, g1), _mm256_add_ps(g2, g3));
+}
+
+/* Grid 1: the last T = -2 + l/4 (8 lanes: 256-bit operations cost half
+ * of 512-bit ones here) with G >= 4 (lane 0 always qualifies). */
+AI float grid1(size_t m, const float *d) {
+    const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 G = grid_g8(m, d, _mm256_fmadd_ps(lane, _mm256_set1_ps(0.25f), _mm256_set1_ps(-2.0f)));
+    const unsigned c = (unsigned)__builtin_popcount(_mm256_cmp_ps_mask(G, _mm256_set1_ps(4.0f), _CMP_GE_OQ));
+    return -2.0f + 0.25f * (float)(c ? c - 1 : 0);
+}
+
+/* The entries above t1 into v (the others add 0 to G from t1 on). */
+AI size_t above(size_t m, const float *d, float t1, float *v) {
+    const __m512 vt1 = _mm512_set1_ps(t1);
+    size_t m2 = 0;
+    for (size_t i = 0; i < m; i += 16) {
+        const __mmask16 live = m - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (m - i)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(live, d + i);
+        const __mmask16 k = _mm512_mask_cmp_ps_mask(live, x, vt1, _CMP_GT_OQ);
+        /* compress in a register (the memory form is slow on Zen 4) */
+        _mm512_storeu_ps(v + m2, _mm512_maskz_compress_ps(k, x));
+        m2 += (size_t)__builtin_popcount(k);
+    }
+    return m2;
+}
+
+/* Grid 2 over v: the start t (u units) = the last T1 + l/128 with G >= 4, halved. */
+AI double grid2(size_t m2, const float *v, float t1) {
+    const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 G = grid_g(m2, v, _mm512_fmadd_ps(lane, _mm512_set1_ps(1.0f / 64.0f), _mm512_set1_ps(t1)));
+    const unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, _mm512_set1_ps(4.0f), _CMP_GE_OQ));
+    return 0.5 * ((double)t1 + (double)(c ? c - 1 : 0) / 64.0);
+}
+
+/* Newton in double from t with the exact closed-form check; a start above
+ * tau (a step that does not increase) restarts once from -1. */
+AI double newton15_from(size_t m, const float *d, double t) {
+    int restarted = t == -1.0;
+    for (int it = 0; it < 40; it++) {
+        sg_sparse_sums a;
+        sums16(m, d, 0.5, t, &a);
+        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
+        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) {
+            if (restarted) return 0.0;
+            t = -1.0, restarted = 1; /* the start was above tau */
+            continue;
+        }
+        t = next;
+    }
+    return 0.0;
+}
+
+AI double tau15_g16(size_t m, const float *d) {
+    float v[SG_SPARSE_TAU15_MAX + 16];
+    double t = -1.0;
+    if (m <= SG_SPARSE_TAU15_MAX) {
+        const float t1 = grid1(m, d);
+        t = grid2(above(m, d, t1, v), v, t1);
+    }
+    return newton15_from(m, d, t);
+}
+
+double sg_sparse_tau15_f32__avx512_g16(size_t m, const float *d) { return tau15_g16(m, d); }
+
+/* The op's Newton for m <= SG_SPARSE_SUMS_INLINE (tau15_newton in
+ * entmax.c with sg_sparse_sums_run's scalar loop): the same code, so the
+ * same bits. */
+static double newton15_small(size_t m, const float *d) {
+    double t = -1.0;
+    for (int it = 0; it < 40; it++) {
+        size_t kk = 0;
+        double s1 = 0.0, s2 = 0.0, min_in = INFINITY, max_out = -INFINITY;
+        for (size_t i = 0; i < m; i++) {
+            const double u = 0.5 * (double)d[i];
+            if (u > t) {
+                kk++, s1 += u, s2 += u * u;
+                if (u < min_in) min_in = u;
+            } else if (u > max_out) {
+                max_out = u;
+            }
+        }
+        const double k = (double)kk, inv_k = 1.0 / k, mean = s1 * inv_k, ss = s2 - s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && min_in > ts && max_out <= ts) return ts;
+        const double w1 = s1 - k * t, g = s2 - 2.0 * t * s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) break;
+        t = next;
+    }
+    return 0.0;
+}
+
+/* The candidates of one block of 16 (mask k): d = x - max in double,
+ * rounded once (as shift), converted before the compress (converting
+ * compressed lanes waits on the compress), stored at dv + m. */
+AI size_t take15(__mmask16 k, __m512 v, __m512d xb, float *dv, size_t m) {
+    if (!k) return m;
+    const __m256 lo = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), xb));
+    const __m256 hi = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), xb));
+    const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, d));
+    return m + (size_t)__builtin_popcount(k);
+}
+
+/* row15 phase 1: the max, the candidates' d (converted to double and
+ * back before the compress: converting compressed lanes waits on the
+ * compress) stored densely, and each block's mask. 0: not taken. */
+AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
+    int bad = 0;
+    const float mx = sg_sparse_max_f32__avx512_u64(n, x, &bad);
+    if (bad || mx == -INFINITY) return 0;
+    const __m512 thr = _mm512_set1_ps(sg_sparse_filter_threshold(mx, 2.0, 1.0));
+    const __m512d xb = _mm512_set1_pd((double)mx);
+    size_t m = 0, i = 0;
+    /* 64 floats per step: most blocks of rows with spread-out logits have
+     * no candidate (one test for four compares) */
+    for (; i + 64 <= n; i += 64) { /* (no arrays here: GCC keeps them in memory) */
+        const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        const __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+        const __mmask16 k0 = _mm512_cmp_ps_mask(v0, thr, _CMP_GT_OQ), k1 = _mm512_cmp_ps_mask(v1, thr, _CMP_GT_OQ);
+        const __mmask16 k2 = _mm512_cmp_ps_mask(v2, thr, _CMP_GT_OQ), k3 = _mm512_cmp_ps_mask(v3, thr, _CMP_GT_OQ);
+        km[i / 16] = k0, km[i / 16 + 1] = k1, km[i / 16 + 2] = k2, km[i / 16 + 3] = k3;
+        if (!(k0 | k1 | k2 | k3)) continue;
+        m = take15(k0, v0, xb, dv, m);
+        m = take15(k1, v1, xb, dv, m);
+        m = take15(k2, v2, xb, dv, m);
+        m = take15(k3, v3, xb, dv, m);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+        const __mmask16 k = _mm512_mask_cmp_ps_mask(live, v, thr, _CMP_GT_OQ);
+        km[i / 16] = k;
+        m = take15(k, v, xb, dv, m);
+    }
+    *mo = m;
+    return 1;
+}
+
+/* row15 last phase: the candidates' outputs densely in double (as out15),
+ * then y block by block, expanded under the kept masks. */
+AI void out15r(size_t n, float *y, size_t m, const float *dv, const __mmask16 *km, float *o, double tau) {
+    const __m512d vt = _mm512_set1_pd(tau), h = _mm512_set1_pd(0.5), z = _mm512_setzero_pd();
+    for (size_t j = 0; j < m; j += 8) {
+        const __mmask8 live = m - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (m - j)) - 1);
+        const __m512d dd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, dv + j));
+        const __m512d w = _mm512_max_pd(_mm512_sub_pd(_mm512_mul_pd(h, dd), vt), z);
+        _mm256_storeu_ps(o + j, _mm512_cvtpd_ps(_mm512_mul_pd(w, w)));
+    }
+    size_t pos = 0;
+    for (size_t b = 0, i = 0; i < n; b++, i += 16) {
+        /* blocks without candidates (most, when the logits are spread) do
+         * not wait on the loads of o */
+        __m512 e = _mm512_setzero_ps();
+        if (km[b]) {
+            __m512 ob = _mm512_loadu_ps(o + pos);
+            __asm__("" : "+v"(ob)); /* keep the load apart: GCC folds it into
+                                      * the expand's memory form, slow on Zen 4 */
+            e = _mm512_maskz_expand_ps(km[b], ob);
+        }
+        if (n - i >= 16) _mm512_storeu_ps(y + i, e);
+        else _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), e);
+        pos += (size_t)__builtin_popcount(km[b]);
+    }
+}
+
+/*
+ * row15 (sparse_kernels.h), fused, two rows at a time: each phase (the max
+ * and the candidates, grid 1, the entries above its threshold, grid 2,
+ * the exact Newton, the outputs) runs for both rows back to back, so
+ * that the dependency chains of one row (reductions, the division and
+ * square root of each pass) overlap the other's work.
+ */
+void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                     size_t ldy, uint8_t *taken) {
+    float dv[2][SG_SPARSE_ROW15_MAX + 16], v[2][SG_SPARSE_TAU15_MAX + 16], o[SG_SPARSE_ROW15_MAX + 16];
+    __mmask16 km[2][SG_SPARSE_ROW15_MAX / 16];
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) {
+        for (size_t r = 0; r < rows; r++) taken[r] = 0;
+        return;
+    }
+    for (size_t r = 0; r < rows; r += 2) {
+        const size_t nr = rows - r >= 2 ? 2 : 1;
+        size_t m[2] = {0, 0}, m2[2] = {0, 0};
+        int ok[2] = {0, 0}, grid[2] = {0, 0};
+        float t1[2] = {0.0f, 0.0f};
+        double t[2] = {-1.0, -1.0}, tau[2] = {0.0, 0.0};
+        for (size_t q = 0; q < nr; q++) {
+            ok[q] = sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
+            grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
+        }
+        for (size_t q = 0; q < nr; q++)
+            if (grid[q]) t1[q] = grid1(m[q], dv[q]);
+        for (size_t q = 0; q < nr; q++)
+            if (grid[q]) m2[q] = above(m[q], dv[q], t1[q], v[q]);
+        for (size_t q = 0; q < nr; q++)
+            if (grid[q]) t[q] = grid2(m2[q], v[q], t1[q]);
+        for (size_t q = 0; q < nr; q++)
+            if (ok[q])
+                tau[q] = m[q] <= SG_SPARSE_SUMS_INLINE ? newton15_small(m[q], dv[q])
+                                                       : newton15_from(m[q], dv[q], t[q]);
+        for (size_t q = 0; q < nr; q++) {
+            taken[r + q] = ok[q] && tau[q] != 0.0;
+            if (taken[r + q]) out15r(n, y + (r + q) * ldy, m[q], dv[q], km[q], o, tau[q]);
+        }
+    }
 }
 
 /* The short-row path (contract in sparse_kernels.h): a row of up to 32 in

@@ -71,11 +71,8 @@ sg_sparse_kind sg_sparse_gather(const sg_row_view *v, size_t n, double radius, s
  * which mispredicts on candidates): w + |w| is +0 or 2w exactly. */
 static inline double sg_relu(double w) { return 0.5 * (w + fabs(w)); }
 
-/* Up to this many entries the sums pass is done inline (scalar): the
- * kernel's call and four horizontal reductions cost more than the loop;
- * beyond, the scalar loop's data-dependent branches (about half the
- * candidates are in the support) cost more than the branch-free kernel. */
-#define SG_SPARSE_SUMS_INLINE 4
+/* SG_SPARSE_SUMS_INLINE (sparse_kernels.h): up to this many entries the
+ * sums pass below is done inline. */
 
 /* The sums kernel's pass (sparse_kernels.h), inline for short arrays. */
 static inline void sg_sparse_sums_run(const sg_sparse_kernels *k, size_t n, const float *d,

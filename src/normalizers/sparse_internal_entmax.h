@@ -11,7 +11,9 @@
  * The 1.5-entmax threshold of u = d / 2 for a row d with max exactly 0
  * (-inf for removed entries) by one method: 0 the paper's sort (scratch:
  * n doubles), 1 the sort-free bisection, 2 Newton with the exact closed
- * form (returns 0.0 if it gave up; the ops then fall back to 0 or 1).
+ * form (returns 0.0 if it gave up; the ops then fall back to 0 or 1), 3
+ * what the ops use on candidates (the tau15 kernel where a SIMD one is
+ * installed and 4 < n <= SG_SPARSE_TAU15_MAX, else 2; 0.0 if it gave up).
  */
 double sg_entmax15_tau_f32(const float *d, size_t n, double *scratch, int method);
 

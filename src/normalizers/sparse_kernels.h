@@ -10,8 +10,11 @@
 #ifndef SG_SPARSE_KERNELS_H
 #define SG_SPARSE_KERNELS_H
 
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "softgate.h"
 
@@ -38,6 +41,57 @@ typedef struct sg_sparse_sums {
     double s1, s2, min_in, max_out;
 } sg_sparse_sums;
 typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t, sg_sparse_sums *out);
+
+/* Up to this many entries the sums pass is done inline (scalar): the
+ * kernel's call and four horizontal reductions cost more than the loop;
+ * beyond, the scalar loop's data-dependent branches (about half the
+ * candidates are in the support) cost more than the branch-free kernel. */
+#define SG_SPARSE_SUMS_INLINE 4
+
+/*
+ * The exact 1.5-entmax threshold of u = d / 2 over m candidates d (max
+ * exactly 0; -inf allowed; no NaN): Newton's method on
+ * g(t) = sum (u - t)_+^2 - 1 in double, from a start of the kernel's own
+ * choosing, until the closed form t_S on S = {u > t} passes the exact check
+ * min_S u > t_S >= max of the rest (then t_S is tau, whatever the start).
+ * Returns t_S, or 0.0 (tau < 0 always) when it gave up (40 passes, or a
+ * stall by rounding); the caller then takes another solver. The sums are
+ * in the order of the same ISA level's sums kernel, so the result has the
+ * bits of Newton from -1 with that kernel (the reference: that loop with
+ * the reference sums). SIMD kernels propose the start on a float grid up
+ * to m = SG_SPARSE_TAU15_MAX (above, they start from -1); the op takes
+ * this slot only from a SIMD kernel, for 4 < m <= SG_SPARSE_TAU15_MAX.
+ */
+#define SG_SPARSE_TAU15_MAX 256
+typedef double sg_sparse_tau15_fn(size_t m, const float *d);
+
+/* v_j = (float)((double)v_j - xb) for j < m: the candidates' d from their
+ * x (T = 1, no add mask), rounded once; the same bits at every level. */
+typedef void sg_sparse_shift_fn(size_t m, float *v, double xb);
+
+/* The 1.5-entmax output of a candidate row: y[0..n) = 0, then
+ * y[idx_q] = (float)(max(d_q / 2 - tau, 0)^2) in double for q < m (idx
+ * increasing, < n); the same bits at every level. */
+typedef void sg_sparse_out15_fn(size_t n, float *y, size_t m, const float *d, const uint32_t *idx,
+                                double tau);
+
+/*
+ * Whole unmasked 1.5-entmax rows (T = 1) of n <= SG_SPARSE_ROW15_MAX
+ * floats, x + r ldx into y + r ldy (y == x with ldy == ldx allowed: a
+ * row's x is read before its y is written), fused: the max, the
+ * candidates x > sg_sparse_filter_threshold(max, 2, 1) and their d (as
+ * select and shift), tau (as the op's candidate path: the inline scalar
+ * Newton for m <= SG_SPARSE_SUMS_INLINE, else tau15) and y (as out15), so
+ * the same bits as the general path at the same ISA level for the rows it
+ * takes, whatever their position. taken[r] = 1 with y written; 0 with the
+ * row's y untouched when n is too large, the row has a NaN or +inf or
+ * nothing above -inf, or the solver gave up (the caller then takes the
+ * general path). The op takes this slot only from a SIMD kernel, for rows
+ * longer than the short-row kernels'.
+ */
+#define SG_SPARSE_ROW15_MAX 512
+typedef void sg_sparse_row15_fn(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                size_t ldy, uint8_t *taken);
 
 /*
  * The short-row path (n <= SG_SPARSE_SHORT_MAX, no mask, T = 1): the whole
@@ -75,6 +129,43 @@ typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size
  */
 #define SG_SPARSE_MID_MAX 64
 typedef sg_sparse_short_rows_fn sg_sparse_mid_rows_fn;
+
+/*
+ * The float threshold of the unmasked filter: the largest float at or
+ * below xb - R T exactly (with a relative margin of 1e-6 on R T), so that
+ * every x_i > xb - R T (every entry with d > -R once d is rounded: the
+ * margin covers the double error of sg_z_diff) passes x_i > thr, and the
+ * max itself always does.
+ */
+/* The next double / float toward -inf of a finite value, without a libm
+ * call (this runs once per row). */
+static inline double sg_sparse_down_d(double a) {
+    uint64_t b;
+    memcpy(&b, &a, sizeof b);
+    if (a == 0.0) return -DBL_MIN * DBL_EPSILON; /* -denorm_min */
+    b = a > 0.0 ? b - 1 : b + 1;
+    memcpy(&a, &b, sizeof b);
+    return a;
+}
+
+static inline float sg_sparse_down_f(float a) {
+    uint32_t b;
+    memcpy(&b, &a, sizeof b);
+    if (a == 0.0f) return -FLT_MIN * FLT_EPSILON;
+    b = a > 0.0f ? b - 1 : b + 1;
+    memcpy(&a, &b, sizeof b);
+    return a;
+}
+
+static inline float sg_sparse_filter_threshold(float xb, double radius, double t) {
+    double r = radius * t * (1.0 + 2e-6);
+    double thr = (double)xb - r;
+    if (!(thr > -(double)FLT_MAX)) return -INFINITY;
+    thr = sg_sparse_down_d(thr); /* below the rounding of xb - r */
+    float f = (float)thr;
+    if ((double)f > thr) f = f == -FLT_MAX ? -INFINITY : sg_sparse_down_f(f);
+    return f;
+}
 
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,

@@ -47,6 +47,62 @@ void sg_sparse_sums_f32__ref(size_t n, const float *d, double scale, double t, s
     *out = a;
 }
 
+/* tau15 (sparse_kernels.h): Newton from -1 with the reference sums. */
+double sg_sparse_tau15_f32__ref(size_t m, const float *d) {
+    double t = -1.0;
+    for (int it = 0; it < 40; it++) {
+        sg_sparse_sums a;
+        sg_sparse_sums_f32__ref(m, d, 0.5, t, &a);
+        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
+        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
+        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
+        const double next = t + g / (2.0 * w1);
+        if (!(next > t)) return 0.0;
+        t = next;
+    }
+    return 0.0;
+}
+
+/* shift (sparse_kernels.h). */
+void sg_sparse_shift_f32__ref(size_t m, float *v, double xb) {
+    for (size_t j = 0; j < m; j++) v[j] = (float)((double)v[j] - xb);
+}
+
+/* out15 (sparse_kernels.h); w + |w| is +0 or 2w exactly (no branch). */
+void sg_sparse_out15_f32__ref(size_t n, float *y, size_t m, const float *d, const uint32_t *idx,
+                              double tau) {
+    for (size_t i = 0; i < n; i++) y[i] = 0.0f;
+    for (size_t q = 0; q < m; q++) {
+        const double w0 = 0.5 * (double)d[q] - tau, w = 0.5 * (w0 + fabs(w0));
+        y[idx[q]] = (float)(w * w);
+    }
+}
+
+/* row15 (sparse_kernels.h): the reference kernels in sequence (for
+ * m <= SG_SPARSE_SUMS_INLINE the op's inline sums are the reference sums'
+ * loop, so tau15's reference is the op's solver at every m). */
+static int row15(size_t n, const float *x, float *y) {
+    float v[SG_SPARSE_ROW15_MAX + 16];
+    uint32_t idx[SG_SPARSE_ROW15_MAX + 16];
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
+    int bad = 0;
+    const float mx = sg_sparse_max_f32__ref(n, x, &bad);
+    if (bad || mx == -INFINITY) return 0;
+    const size_t m = sg_sparse_select_f32__ref(n, x, sg_sparse_filter_threshold(mx, 2.0, 1.0), idx, v, n);
+    sg_sparse_shift_f32__ref(m, v, (double)mx);
+    const double tau = sg_sparse_tau15_f32__ref(m, v);
+    if (tau == 0.0) return 0;
+    sg_sparse_out15_f32__ref(n, y, m, v, idx, tau);
+    return 1;
+}
+
+void sg_sparse_row15_f32__ref(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,
+                              uint8_t *taken) {
+    for (size_t r = 0; r < rows; r++) taken[r] = (uint8_t)row15(n, x + r * ldx, y + r * ldy);
+}
+
 /* The short-row path (sparse_kernels.h), in double: f_j for every j, the
  * support {f_j < 1}, tau from its sums, the exact check, then y. */
 int sg_sparse_short_row_f32__ref(size_t n, const float *x, int entmax, float *y) {

@@ -8,43 +8,6 @@
 #include "normalizers/sparse_internal.h"
 #include "normalizers/sparse_kernels.h"
 
-/*
- * The float threshold of the unmasked filter: the largest float at or
- * below xb - R T exactly (with a relative margin of 1e-6 on R T), so that
- * every x_i > xb - R T (every entry with d > -R once d is rounded: the
- * margin covers the double error of sg_z_diff) passes x_i > thr, and the
- * max itself always does.
- */
-/* The next double / float toward -inf of a finite value, without a libm
- * call (this runs once per row). */
-static inline double down_d(double a) {
-    uint64_t b;
-    memcpy(&b, &a, sizeof b);
-    if (a == 0.0) return -DBL_MIN * DBL_EPSILON; /* -denorm_min */
-    b = a > 0.0 ? b - 1 : b + 1;
-    memcpy(&a, &b, sizeof b);
-    return a;
-}
-
-static inline float down_f(float a) {
-    uint32_t b;
-    memcpy(&b, &a, sizeof b);
-    if (a == 0.0f) return -FLT_MIN * FLT_EPSILON;
-    b = a > 0.0f ? b - 1 : b + 1;
-    memcpy(&a, &b, sizeof b);
-    return a;
-}
-
-static float filter_threshold(float xb, double radius, double t) {
-    double r = radius * t * (1.0 + 2e-6);
-    double thr = (double)xb - r;
-    if (!(thr > -(double)FLT_MAX)) return -INFINITY;
-    thr = down_d(thr); /* below the rounding of xb - r */
-    float f = (float)thr;
-    if ((double)f > thr) f = f == -FLT_MAX ? -INFINITY : down_f(f);
-    return f;
-}
-
 static sg_sparse_kind full_row(const sg_row_view *v, size_t n, const sg_row_scan *s, float *out) {
     if (!v->keep && !v->add && v->t == 1.0) { /* as in the candidate loop below */
         for (size_t i = 0; i < n; i++) {
@@ -72,13 +35,13 @@ sg_sparse_kind sg_sparse_gather(const sg_row_view *v, size_t n, double radius, s
         s->finite = 1; /* at least; the count is not used */
         s->xb = m, s->ab = 0.0;
         /* the kernel writes the candidates' x into c->d; d replaces it */
-        c->m = k->select(n, v->x, filter_threshold(m, radius, v->t), c->idx, c->d, cap);
+        c->m = k->select(n, v->x, sg_sparse_filter_threshold(m, radius, v->t), c->idx, c->d, cap);
         if (c->m > cap) return full_row(v, n, s, out);
         if (v->t == 1.0) {
             /* sg_z_diff with T = 1 and no add mask is the double
              * difference rounded once (hi + lo rounds back to hi): the same
              * bits without the error-free sums. */
-            for (size_t j = 0; j < c->m; j++) c->d[j] = (float)((double)c->d[j] - s->xb);
+            k->shift(c->m, c->d, s->xb);
         } else {
             for (size_t j = 0; j < c->m; j++) c->d[j] = sg_sparse_d(v, s, c->idx[j]);
         }
