@@ -267,6 +267,8 @@ static inline int use_select(size_t t, size_t c) { return c >= EC_SELECT_MIN_C &
  * across experts, a token tested against each expert's C-th key). */
 #define EC_NET_MAX 16
 static inline int use_net(size_t c) { return c <= EC_NET_MAX; }
+/* Sampled tokens of the bucket path's filter (route.ec_kth takes up to 32). */
+#define EC_SAMPLE 32
 
 /* Experts per task rounded up to 8 (the kernel's lists' stride). */
 static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks + 7) & ~(size_t)7; }
@@ -274,11 +276,17 @@ static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks 
 /* Doubles of scratch per task. */
 static size_t collect_doubles(size_t c, size_t e, size_t tasks);
 static inline int collect_shape(size_t t, size_t c);
+static inline int bucket_shape(size_t t, size_t c);
+static size_t bucket_doubles(size_t t, size_t c);
 static size_t task_doubles(size_t t, size_t c, size_t e, size_t tasks) {
     size_t d;
     /* keys; tokens, float keys (64-aligned) */
     if (use_net(c)) d = 2 * c * net_ldb(e, tasks) + 24;
     else d = use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
+    if (bucket_shape(t, c)) { /* the bucket path, with the select path */
+        const size_t db = bucket_doubles(t, c), ds = 2 * t + 3 * c;
+        return (EC_SAMPLE + 1) * net_ldb(e, tasks) + (db > ds ? db : ds);
+    }
     if (collect_shape(t, c)) { /* the collect path, tried first */
         const size_t dc = collect_doubles(c, e, tasks);
         d = dc > d ? dc : d;
@@ -436,10 +444,167 @@ static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
     return 1;
 }
 
+/* ---- buckets (no infinite lse, C > 16, C > T / 16) ---------------------- */
+
+/* Largest tokens per bucket the insertion sorts take (more: the select
+ * path for that expert). */
+#define EC_BUCKET_MAX 64
+
+static inline int bucket_shape(size_t t, size_t c) { return c > EC_NET_MAX && 16 * c > t; }
+static inline int use_bucket(const ec_job *j) { return !j->special && bucket_shape(j->t, j->c); }
+
+/* Buckets: a power of two >= n, 64 to 8192. */
+static size_t bucket_count(size_t n) {
+    size_t nb = 64;
+    while (nb < n && nb < 8192) nb *= 2;
+    return nb;
+}
+
+
+static size_t bucket_doubles(size_t t, size_t c) {
+    const size_t nb = bucket_count(t), m = c + EC_BUCKET_MAX + 1;
+    /* keys, candidates (i32), their buckets (u16), counts (u32), the
+     * sorted candidates' keys and tokens, kf */
+    return t + t / 2 + 1 + t / 4 + 1 + nb / 2 + 1 + m + m / 2 + 1 + c / 2 + 1 + 16;
+}
+
+/* One expert: its keys kd_r in double; a filter L = (float)lk, lk the
+ * key of rank about 2C (+ 4) in a strided sample of 32 tokens (the
+ * caller's, route.ec_kth), keeps the tokens with (float)kd_r >= L (about
+ * 2C; when fewer than C, or lk = -inf, every token, L the least float
+ * key): (float) is non-decreasing in kd, so every token above a kept one
+ * is kept. Each kept
+ * token gets a bucket b_r = min(NB - 1, floor(((float)kd_r - L) * s)),
+ * s = NB / (max - L), again non-decreasing in kd: a higher bucket holds
+ * only larger keys. The counts from the top bucket down give the bucket B
+ * of the C-th key; the tokens of buckets >= B go out by a stable counting
+ * sort (token order within a bucket), each bucket is sorted by descending
+ * kd by a stable insertion sort (equal keys keep token order), and the
+ * first C are the expert's. Returns 0 (nothing written) when a key is
+ * infinite, fewer than C tokens pass the filter, the kept keys' floats are
+ * all equal, or a bucket >= B holds more than EC_BUCKET_MAX tokens (ties,
+ * a clustered column): the caller takes the select path. */
+static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
+    const size_t t = j->t, c = j->c, m = c + EC_BUCKET_MAX;
+    double *kd = work;
+    int32_t *ci = (int32_t *)(void *)(kd + t);
+    uint16_t *bk = (uint16_t *)(void *)(kd + t + t / 2 + 1);
+    uint32_t *cnt = (uint32_t *)(void *)(kd + t + t / 2 + 1 + t / 4 + 1);
+    double *ok = kd + t + t / 2 + 1 + t / 4 + 1 + bucket_count(t) / 2 + 1;
+    int32_t *ot = (int32_t *)(void *)(ok + m + 1);
+    float *kf = (float *)(void *)(ok + m + 1 + m / 2 + 1);
+    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16;
+    const float *x = j->x + ex;
+    const double inv = j->inv_temp;
+    const size_t ldx = j->ldx;
+    double h0 = -INFINITY, h1 = -INFINITY, h2 = -INFINITY, h3 = -INFINITY; /* four chains of max */
+    size_t r = 0;
+    for (; r + 4 <= t; r += 4) {
+        const double v0 = (double)x[r * ldx] * inv - j->lse[r];
+        const double v1 = (double)x[(r + 1) * ldx] * inv - j->lse[r + 1];
+        const double v2 = (double)x[(r + 2) * ldx] * inv - j->lse[r + 2];
+        const double v3 = (double)x[(r + 3) * ldx] * inv - j->lse[r + 3];
+        kd[r] = v0, kd[r + 1] = v1, kd[r + 2] = v2, kd[r + 3] = v3;
+        h0 = v0 > h0 ? v0 : h0, h1 = v1 > h1 ? v1 : h1;
+        h2 = v2 > h2 ? v2 : h2, h3 = v3 > h3 ? v3 : h3;
+    }
+    for (; r < t; r++) {
+        const double v = (double)x[r * ldx] * inv - j->lse[r];
+        kd[r] = v;
+        h0 = v > h0 ? v : h0;
+    }
+    h0 = h1 > h0 ? h1 : h0, h2 = h3 > h2 ? h3 : h2;
+    const double hi = h2 > h0 ? h2 : h0;
+    float lf = (float)lk;
+    const float hf = (float)hi;
+    size_t n = 0;
+    if (lf > -INFINITY)
+        for (r = 0; r < t; r++) {
+            ci[n] = (int32_t)r;
+            n += (float)kd[r] >= lf;
+        }
+    if (n < c) { /* every token */
+        lf = INFINITY;
+        for (r = 0; r < t; r++) {
+            const float f = (float)kd[r];
+            lf = f < lf ? f : lf;
+            ci[r] = (int32_t)r;
+        }
+        n = t;
+    }
+    if (!(lf > -INFINITY) || !(hf < INFINITY) || !(hf > lf)) return 0;
+    const size_t nb = bucket_count(n);
+    const float s = (float)nb / (hf - lf), top = (float)(nb - 1);
+    if (!(s < INFINITY)) return 0;
+    for (size_t b = 0; b < nb; b++) cnt[b] = 0;
+    for (size_t q = 0; q < n; q++) {
+        float y = ((float)kd[ci[q]] - lf) * s; /* >= 0, finite */
+        y = y < top ? y : top;
+        bk[q] = (uint16_t)y;
+    }
+    for (size_t q = 0; q < n; q++) cnt[bk[q]]++;
+    size_t bs = nb, acc = 0;
+    while (acc < c) {
+        bs--;
+        if (cnt[bs] > EC_BUCKET_MAX) return 0;
+        acc += cnt[bs];
+    }
+    /* starts, top bucket first; the buckets below B write to slot m, and
+     * do not move on */
+    size_t o = 0;
+    for (size_t b = nb; b-- > bs;) {
+        const size_t k = cnt[b];
+        cnt[b] = (uint32_t)o, o += k;
+    }
+    for (size_t b = 0; b < bs; b++) cnt[b] = (uint32_t)m;
+    for (size_t q = 0; q < n; q++) {
+        const uint16_t b = bk[q];
+        const uint32_t d = cnt[b];
+        const int32_t rq = ci[q];
+        ok[d] = kd[rq], ot[d] = rq;
+        cnt[b] = d + (b >= bs);
+    }
+    /* cnt[b] is now the end of bucket b, the start of bucket b - 1 */
+    size_t s0 = 0;
+    for (size_t b = nb; b-- > bs && s0 < c;) {
+        const size_t e1 = cnt[b];
+        for (size_t q = s0 + 1; q < e1; q++) {
+            const double v = ok[q];
+            const int32_t tv = ot[q];
+            size_t p = q;
+            while (p > s0 && ok[p - 1] < v) ok[p] = ok[p - 1], ot[p] = ot[p - 1], p--;
+            ok[p] = v, ot[p] = tv;
+        }
+        s0 = e1;
+    }
+    int32_t *tok = j->tok + ex * j->ldt;
+    for (size_t q = 0; q < c; q++) tok[q] = ot[q], kf[q] = (float)ok[q];
+    net_weights(j, ex, 1, kf);
+    return 1;
+}
+
 static void expert_task(void *arg, size_t task) {
     const ec_job *j = arg;
     size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
     double *work = j->heap + task * task_doubles(j->t, j->c, j->e, j->tasks);
+    if (use_bucket(j)) {
+        /* the filters: the key of rank 2C ns / T + 4 among ns strided
+         * tokens, for 8 experts at a time */
+        const size_t t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
+        const size_t ns = t < EC_SAMPLE ? t : EC_SAMPLE, step = t / ns;
+        size_t ks = 2 * j->c * ns / t + 4;
+        ks = ks < ns ? ks : ns;
+        double *bm = work, *lk = bm + EC_SAMPLE * ldb;
+        for (size_t q = 0; q < ns; q++) {
+            const float *xr = j->x + q * step * j->ldx + e0;
+            const double l = j->lse[q * step];
+            for (size_t i = 0; i < n; i++) bm[q * ldb + i] = (double)xr[i] * j->inv_temp - l;
+        }
+        sg_route_kernels_get()->ec_kth(ns, n, ldb, bm, ks, lk);
+        for (size_t ex = e0; ex < e1; ex++)
+            if (!bucket_expert(j, ex, lk[ex - e0], lk + ldb)) expert_select(j, ex, lk + ldb);
+        return;
+    }
     if (use_collect(j) && collect_range(j, e0, e1, work)) return;
     if (use_net(j->c)) {
         net_task_range(j, e0, e1, work);
