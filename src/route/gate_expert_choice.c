@@ -478,57 +478,58 @@ static size_t bucket_doubles(size_t t, size_t c) {
  * s = NB / (max - L), again non-decreasing in kd: a higher bucket holds
  * only larger keys. The counts from the top bucket down give the bucket B
  * of the C-th key; the tokens of buckets >= B go out by a stable counting
- * sort (token order within a bucket), each bucket is sorted by descending
- * kd by a stable insertion sort (equal keys keep token order), and the
- * first C are the expert's. Returns 0 (nothing written) when a key is
+ * sort (token order within a bucket), then a stable insertion sort by
+ * descending kd (equal keys keep token order) that moves keys only within
+ * their bucket, and the first C are the expert's. Returns 0 (nothing written) when a key is
  * infinite, fewer than C tokens pass the filter, the kept keys' floats are
  * all equal, or a bucket >= B holds more than EC_BUCKET_MAX tokens (ties,
  * a clustered column): the caller takes the select path. */
 static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
     const size_t t = j->t, c = j->c, m = c + EC_BUCKET_MAX;
-    double *kd = work;
-    int32_t *ci = (int32_t *)(void *)(kd + t);
-    uint16_t *bk = (uint16_t *)(void *)(kd + t + t / 2 + 1);
-    uint32_t *cnt = (uint32_t *)(void *)(kd + t + t / 2 + 1 + t / 4 + 1);
-    double *ok = kd + t + t / 2 + 1 + t / 4 + 1 + bucket_count(t) / 2 + 1;
+    double *ck = work; /* the kept tokens' keys and tokens */
+    int32_t *ci = (int32_t *)(void *)(ck + t);
+    uint16_t *bk = (uint16_t *)(void *)(ck + t + t / 2 + 1);
+    uint32_t *cnt = (uint32_t *)(void *)(ck + t + t / 2 + 1 + t / 4 + 1);
+    double *ok = ck + t + t / 2 + 1 + t / 4 + 1 + bucket_count(t) / 2 + 1;
     int32_t *ot = (int32_t *)(void *)(ok + m + 1);
     float *kf = (float *)(void *)(ok + m + 1 + m / 2 + 1);
     kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16;
     const float *x = j->x + ex;
-    const double inv = j->inv_temp;
+    const double inv = j->inv_temp, *lse = j->lse;
     const size_t ldx = j->ldx;
-    double h0 = -INFINITY, h1 = -INFINITY, h2 = -INFINITY, h3 = -INFINITY; /* four chains of max */
-    size_t r = 0;
-    for (; r + 4 <= t; r += 4) {
-        const double v0 = (double)x[r * ldx] * inv - j->lse[r];
-        const double v1 = (double)x[(r + 1) * ldx] * inv - j->lse[r + 1];
-        const double v2 = (double)x[(r + 2) * ldx] * inv - j->lse[r + 2];
-        const double v3 = (double)x[(r + 3) * ldx] * inv - j->lse[r + 3];
-        kd[r] = v0, kd[r + 1] = v1, kd[r + 2] = v2, kd[r + 3] = v3;
-        h0 = v0 > h0 ? v0 : h0, h1 = v1 > h1 ? v1 : h1;
-        h2 = v2 > h2 ? v2 : h2, h3 = v3 > h3 ? v3 : h3;
-    }
-    for (; r < t; r++) {
-        const double v = (double)x[r * ldx] * inv - j->lse[r];
-        kd[r] = v;
-        h0 = v > h0 ? v : h0;
+    /* the keys >= lk kept in token order (branch-free), four chains of max */
+    double h0 = -INFINITY, h1 = -INFINITY, h2 = -INFINITY, h3 = -INFINITY;
+    size_t n = 0, r = 0;
+    if (lk > -INFINITY) {
+        for (; r + 4 <= t; r += 4) {
+            const double v0 = (double)x[r * ldx] * inv - lse[r];
+            const double v1 = (double)x[(r + 1) * ldx] * inv - lse[r + 1];
+            const double v2 = (double)x[(r + 2) * ldx] * inv - lse[r + 2];
+            const double v3 = (double)x[(r + 3) * ldx] * inv - lse[r + 3];
+            ck[n] = v0, ci[n] = (int32_t)r, n += v0 >= lk;
+            ck[n] = v1, ci[n] = (int32_t)r + 1, n += v1 >= lk;
+            ck[n] = v2, ci[n] = (int32_t)r + 2, n += v2 >= lk;
+            ck[n] = v3, ci[n] = (int32_t)r + 3, n += v3 >= lk;
+            h0 = v0 > h0 ? v0 : h0, h1 = v1 > h1 ? v1 : h1;
+            h2 = v2 > h2 ? v2 : h2, h3 = v3 > h3 ? v3 : h3;
+        }
+        for (; r < t; r++) {
+            const double v = (double)x[r * ldx] * inv - lse[r];
+            ck[n] = v, ci[n] = (int32_t)r, n += v >= lk;
+            h0 = v > h0 ? v : h0;
+        }
     }
     h0 = h1 > h0 ? h1 : h0, h2 = h3 > h2 ? h3 : h2;
-    const double hi = h2 > h0 ? h2 : h0;
-    float lf = (float)lk;
-    const float hf = (float)hi;
-    size_t n = 0;
-    if (lf > -INFINITY)
+    /* (float) is non-decreasing: every kept key's float is >= lf */
+    float lf = (float)lk, hf = (float)(h2 > h0 ? h2 : h0);
+    if (n < c) { /* every token; lf the least float key */
+        lf = INFINITY, hf = -INFINITY;
         for (r = 0; r < t; r++) {
-            ci[n] = (int32_t)r;
-            n += (float)kd[r] >= lf;
-        }
-    if (n < c) { /* every token */
-        lf = INFINITY;
-        for (r = 0; r < t; r++) {
-            const float f = (float)kd[r];
+            const double v = (double)x[r * ldx] * inv - lse[r];
+            const float f = (float)v;
+            ck[r] = v, ci[r] = (int32_t)r;
             lf = f < lf ? f : lf;
-            ci[r] = (int32_t)r;
+            hf = f > hf ? f : hf;
         }
         n = t;
     }
@@ -538,7 +539,7 @@ static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
     if (!(s < INFINITY)) return 0;
     for (size_t b = 0; b < nb; b++) cnt[b] = 0;
     for (size_t q = 0; q < n; q++) {
-        float y = ((float)kd[ci[q]] - lf) * s; /* >= 0, finite */
+        float y = ((float)ck[q] - lf) * s; /* >= 0, finite */
         y = y < top ? y : top;
         bk[q] = (uint16_t)y;
     }
@@ -560,22 +561,18 @@ static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
     for (size_t q = 0; q < n; q++) {
         const uint16_t b = bk[q];
         const uint32_t d = cnt[b];
-        const int32_t rq = ci[q];
-        ok[d] = kd[rq], ot[d] = rq;
+        ok[d] = ck[q], ot[d] = ci[q];
         cnt[b] = d + (b >= bs);
     }
-    /* cnt[b] is now the end of bucket b, the start of bucket b - 1 */
-    size_t s0 = 0;
-    for (size_t b = nb; b-- > bs && s0 < c;) {
-        const size_t e1 = cnt[b];
-        for (size_t q = s0 + 1; q < e1; q++) {
-            const double v = ok[q];
-            const int32_t tv = ot[q];
-            size_t p = q;
-            while (p > s0 && ok[p - 1] < v) ok[p] = ok[p - 1], ot[p] = ot[p - 1], p--;
-            ok[p] = v, ot[p] = tv;
-        }
-        s0 = e1;
+    /* one stable insertion sort over the acc tokens out: a key never
+     * passes one of a higher bucket (it is larger), so each bucket is
+     * sorted in place */
+    for (size_t q = 1; q < acc; q++) {
+        const double v = ok[q];
+        const int32_t tv = ot[q];
+        size_t p = q;
+        while (p > 0 && ok[p - 1] < v) ok[p] = ok[p - 1], ot[p] = ot[p - 1], p--;
+        ok[p] = v, ot[p] = tv;
     }
     int32_t *tok = j->tok + ex * j->ldt;
     for (size_t q = 0; q < c; q++) tok[q] = ot[q], kf[q] = (float)ok[q];
