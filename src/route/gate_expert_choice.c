@@ -7,7 +7,9 @@
  * Pass 1 (tokens): lse_t = log sum_e exp(x_te / T) in double from the
  * softmax kernels' sum, and the probs row if asked; a NaN shows in lse.
  * Pass 2 (experts, split across threads), on the keys x_te / T - lse_t in
- * double, ties to the lower token, best first: C <= 16 per-expert lists
+ * double, ties to the lower token, best first: C > 16 and C > T / 16:
+ * a sampled filter, buckets of the float keys, a counting sort and an
+ * exact insertion sort (bucket_expert); C <= 16 per-expert lists
  * (route.ec_insert); C >= 2 and a small share of T: block bounds, a
  * threshold, the tokens above it collected and ranked (route.ec_blockmax,
  * ec_kth, ec_collect, ec_rank); otherwise a quickselect + stable radix
