@@ -455,16 +455,16 @@ static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
 static inline int bucket_shape(size_t t, size_t c) { return c > EC_NET_MAX && 16 * c > t; }
 static inline int use_bucket(const ec_job *j) { return !j->special && bucket_shape(j->t, j->c); }
 
-/* Buckets: a power of two >= n, 64 to 8192. */
+/* Buckets: a power of two >= n, 64 to 65536 (uint16_t). */
 static size_t bucket_count(size_t n) {
     size_t nb = 64;
-    while (nb < n && nb < 8192) nb *= 2;
+    while (nb < n && nb < 65536) nb *= 2;
     return nb;
 }
 
 
 static size_t bucket_doubles(size_t t, size_t c) {
-    const size_t nb = bucket_count(t), m = c + EC_BUCKET_MAX + 1;
+    const size_t nb = bucket_count(t), m = t + 1;
     /* keys, candidates (i32), their buckets (u16), counts (u32), the
      * sorted candidates' keys and tokens, kf */
     return t + t / 2 + 1 + t / 4 + 1 + nb / 2 + 1 + m + m / 2 + 1 + c / 2 + 1 + 16;
@@ -480,14 +480,15 @@ static size_t bucket_doubles(size_t t, size_t c) {
  * s = NB / (max - L), again non-decreasing in kd: a higher bucket holds
  * only larger keys. The counts from the top bucket down give the bucket B
  * of the C-th key; the tokens of buckets >= B go out by a stable counting
- * sort (token order within a bucket), then a stable insertion sort by
- * descending kd (equal keys keep token order) that moves keys only within
- * their bucket, and the first C are the expert's. Returns 0 (nothing written) when a key is
- * infinite, fewer than C tokens pass the filter, the kept keys' floats are
- * all equal, or a bucket >= B holds more than EC_BUCKET_MAX tokens (ties,
- * a clustered column): the caller takes the select path. */
+ * sort (token order within a bucket); buckets of more than EC_BUCKET_MAX
+ * tokens (ties, a clustered or heavy-tailed column; equal floats share one
+ * bucket) are sorted by the stable merge sort, then one stable insertion
+ * sort by descending kd (equal keys keep token order) that moves keys only
+ * within their bucket, and the first C are the expert's. Returns 0
+ * (nothing written) when the kept keys include -inf (the caller takes the
+ * select path). */
 static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
-    const size_t t = j->t, c = j->c, m = c + EC_BUCKET_MAX;
+    const size_t t = j->t, c = j->c, m = t; /* the dump slot */
     double *ck = work; /* the kept tokens' keys and tokens */
     int32_t *ci = (int32_t *)(void *)(ck + t);
     uint16_t *bk = (uint16_t *)(void *)(ck + t + t / 2 + 1);
@@ -535,10 +536,11 @@ static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
         }
         n = t;
     }
-    if (!(lf > -INFINITY) || !(hf < INFINITY) || !(hf > lf)) return 0;
+    if (!(lf > -INFINITY) || !(hf < INFINITY)) return 0;
     const size_t nb = bucket_count(n);
-    const float s = (float)nb / (hf - lf), top = (float)(nb - 1);
-    if (!(s < INFINITY)) return 0;
+    float s = hf > lf ? (float)nb / (hf - lf) : 0.0f; /* 0: one bucket */
+    if (!(s < INFINITY)) s = 0.0f;
+    const float top = (float)(nb - 1);
     for (size_t b = 0; b < nb; b++) cnt[b] = 0;
     for (size_t q = 0; q < n; q++) {
         float y = ((float)ck[q] - lf) * s; /* >= 0, finite */
@@ -547,9 +549,10 @@ static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
     }
     for (size_t q = 0; q < n; q++) cnt[bk[q]]++;
     size_t bs = nb, acc = 0;
+    int big = 0; /* a bucket of more than EC_BUCKET_MAX tokens */
     while (acc < c) {
         bs--;
-        if (cnt[bs] > EC_BUCKET_MAX) return 0;
+        big |= cnt[bs] > EC_BUCKET_MAX;
         acc += cnt[bs];
     }
     /* starts, top bucket first; the buckets below B write to slot m, and
@@ -566,6 +569,12 @@ static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
         ok[d] = ck[q], ot[d] = ci[q];
         cnt[b] = d + (b >= bs);
     }
+    if (big) /* those buckets first by the stable merge sort (ck, ci: scratch now) */
+        for (size_t b = nb, s0 = 0; b-- > bs;) {
+            const size_t e1 = cnt[b];
+            if (e1 - s0 > EC_BUCKET_MAX) sg_route_ec_rank__ref(e1 - s0, ok + s0, ot + s0, 0, NULL, NULL, ck, ci);
+            s0 = e1;
+        }
     /* one stable insertion sort over the acc tokens out: a key never
      * passes one of a higher bucket (it is larger), so each bucket is
      * sorted in place */
