@@ -448,8 +448,8 @@ static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
 
 /* ---- buckets (no infinite lse, C > 16, C > T / 16) ---------------------- */
 
-/* Largest tokens per bucket the insertion sorts take (more: the select
- * path for that expert). */
+/* Largest tokens per bucket left to the insertion sort alone (more: the
+ * merge sort first). */
 #define EC_BUCKET_MAX 64
 
 static inline int bucket_shape(size_t t, size_t c) { return c > EC_NET_MAX && 16 * c > t; }
@@ -462,7 +462,6 @@ static size_t bucket_count(size_t n) {
     return nb;
 }
 
-
 static size_t bucket_doubles(size_t t, size_t c) {
     const size_t nb = bucket_count(t), m = t + 1;
     /* keys, candidates (i32), their buckets (u16), counts (u32), the
@@ -470,13 +469,13 @@ static size_t bucket_doubles(size_t t, size_t c) {
     return t + t / 2 + 1 + t / 4 + 1 + nb / 2 + 1 + m + m / 2 + 1 + c / 2 + 1 + 16;
 }
 
-/* One expert: its keys kd_r in double; a filter L = (float)lk, lk the
- * key of rank about 2C (+ 4) in a strided sample of 32 tokens (the
- * caller's, route.ec_kth), keeps the tokens with (float)kd_r >= L (about
- * 2C; when fewer than C, or lk = -inf, every token, L the least float
- * key): (float) is non-decreasing in kd, so every token above a kept one
- * is kept. Each kept
- * token gets a bucket b_r = min(NB - 1, floor(((float)kd_r - L) * s)),
+/* One expert: its keys kd_r in double; a filter lk, the key of rank
+ * about 2C (+ 4) in a strided sample of 32 tokens (the caller's,
+ * route.ec_kth), keeps the tokens with kd_r >= lk, in token order (about
+ * 2C; when fewer than C, or lk = -inf, every token), so every token above
+ * a kept one is kept; L = (float)lk (or the least float key when every
+ * token is kept) is <= each kept key's float, (float) being
+ * non-decreasing. Each kept token gets a bucket b_r = min(NB - 1, floor(((float)kd_r - L) * s)),
  * s = NB / (max - L), again non-decreasing in kd: a higher bucket holds
  * only larger keys. The counts from the top bucket down give the bucket B
  * of the C-th key; the tokens of buckets >= B go out by a stable counting
