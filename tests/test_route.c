@@ -810,7 +810,15 @@ TEST(route_expert_choice_special_rows_paths) {
         {700, 8, 80, 1.0f, 0},  {700, 8, 80, 1.0f, 1}, {300, 4, 40, 1.0f, 0},  {600, 64, 12, 1.0f, 2},
         {512, 8, 64, 1.0f, 2},  {2048, 8, 256, 1.0f, 0}, {96, 16, 1, 2.0f, 0}, {1024, 64, 16, 1.0f, 2},
         {1, 256, 1, 1.0f, 0},   {1, 8, 1, 0.7f, 3},    {1, 8, 1, 1.0f, 4},
-        {60, 4, 20, 1.0f, 0},   {100, 4, 30, 1.0f, 1}, {100, 4, 30, 1.0f, 2}, /* the heap */
+        {60, 4, 20, 1.0f, 0},   {100, 4, 30, 1.0f, 1}, {100, 4, 30, 1.0f, 2},
+        /* the bucket path (C > 16, C > T / 16): exact ties, a clustered
+         * column, a sample that overshoots (every token kept), -inf keys,
+         * heavy tails */
+        {700, 8, 90, 1.0f, 5},  {640, 8, 80, 0.7f, 6}, {640, 8, 80, 1.0f, 7}, {700, 8, 90, 1.0f, 8},
+        {4096, 8, 512, 1.0f, 0}, {4096, 8, 512, 1.0f, 5}, {900, 8, 120, 0.7f, 9}, {2000, 4, 500, 1.0f, 9},
+        /* the heap: C > 128 past a sixteenth of T; identical rows overflow
+         * the collect path */
+        {2100, 4, 130, 1.0f, 0}, {1040, 4, 65, 1.0f, 2},
     };
     for (int th = 1; th <= 2; th++) {
         sg_context *ctx = test_context(th);
@@ -833,6 +841,20 @@ TEST(route_expert_choice_special_rows_paths) {
                 for (size_t i = 0; i < e; i++) x[i] = -INFINITY;
             if (kind == 2) /* every token alike: tokens 0..C-1 in order */
                 for (size_t r = 1; r < t; r++) memcpy(x + r * e, x, e * sizeof *x);
+            if (kind == 5) /* exact ties: token r copies token r - 2 */
+                for (size_t r = 4; r < t; r += 5) memcpy(x + r * e, x + (r - 2) * e, e * sizeof *x);
+            if (kind == 6) /* a clustered column: half the tokens copy the best row of expert 0 */
+                for (size_t r = 1; r < t; r += 2) {
+                    memcpy(x + r * e, x, e * sizeof *x);
+                    x[r * e] = 3.0f;
+                }
+            if (kind == 7) /* the sampled tokens (every T / 32-th) far ahead for expert 0 */
+                for (size_t r = 0; r < t; r += t / 32) x[r * e] = 6.0f;
+            if (kind == 9) /* heavy tails (signed squares): buckets past 64 tokens, merge-sorted */
+                for (size_t i = 0; i < t * e; i++) x[i] = 1.5f * x[i] * fabsf(x[i]);
+            if (kind == 8) /* expert 1: most keys -inf */
+                for (size_t r = 0; r < t; r++)
+                    if (r % 10 != 3) x[r * e + 1] = -INFINITY;
             int32_t *tok = xalloc(e * c * sizeof *tok);
             float *w = xalloc(e * c * sizeof *w);
             CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, temp, c, tok, c, w, c, NULL, 0) == SG_OK, "status %s",
@@ -856,6 +878,30 @@ TEST(route_expert_choice_special_rows_paths) {
                 int32_t ref[512];
                 for (size_t r = 0; r < t; r++) col[r] = key[r * e + ex];
                 ref_select(col, NULL, t, c, ref);
+                if (kind == 9) { /* dense near-ties: right up to 1e-6 of the key, in order */
+                    const int32_t *tk = tok + ex * c;
+                    unsigned char *in = xalloc(t);
+                    memset(in, 0, t);
+                    double kmin = INFINITY;
+                    for (size_t s = 0; s < c; s++) {
+                        CHECK(tk[s] >= 0 && (size_t)tk[s] < t && !in[tk[s]], "case %zu: token %d repeated or out of range",
+                              ci, tk[s]);
+                        if (tk[s] < 0 || (size_t)tk[s] >= t) break;
+                        in[tk[s]] = 1;
+                        kmin = fmin(kmin, col[tk[s]]);
+                        CHECK(s == 0 || w[ex * c + s] <= w[ex * c + s - 1], "case %zu: weights not descending", ci);
+                        CHECK(s == 0 || col[tk[s]] <= col[tk[s - 1]] + 1e-6, "case %zu: slot %zu out of order", ci, s);
+                        const double want = exp(col[tk[s]]);
+                        CHECK(fabs(w[ex * c + s] - want) <= 2e-6 * want, "case %zu weight %g want %g", ci,
+                              (double)w[ex * c + s], want);
+                    }
+                    for (size_t r = 0; r < t; r++)
+                        CHECK(in[r] || col[r] <= kmin + 1e-6, "case %zu: token %zu (key %g) left out above %g", ci, r,
+                              col[r], kmin);
+                    free(in);
+                    clear++;
+                    continue;
+                }
                 int ok = 1; /* decided by more than rounding (equal keys are exact ties) */
                 for (size_t s = 0; s < c; s++)
                     for (size_t r = 0; r < t; r++)

@@ -7,7 +7,9 @@
  * Pass 1 (tokens): lse_t = log sum_e exp(x_te / T) in double from the
  * softmax kernels' sum, and the probs row if asked; a NaN shows in lse.
  * Pass 2 (experts, split across threads), on the keys x_te / T - lse_t in
- * double, ties to the lower token, best first: C <= 16 per-expert lists
+ * double, ties to the lower token, best first: C > 16 and C > T / 16:
+ * a sampled filter, buckets of the float keys, a counting sort and an
+ * exact insertion sort (bucket_expert); C <= 16 per-expert lists
  * (route.ec_insert); C >= 2 and a small share of T: block bounds, a
  * threshold, the tokens above it collected and ranked (route.ec_blockmax,
  * ec_kth, ec_collect, ec_rank); otherwise a quickselect + stable radix
@@ -268,6 +270,8 @@ static inline int use_select(size_t t, size_t c) { return c >= EC_SELECT_MIN_C &
  * across experts, a token tested against each expert's C-th key). */
 #define EC_NET_MAX 16
 static inline int use_net(size_t c) { return c <= EC_NET_MAX; }
+/* Sampled tokens of the bucket path's filter (route.ec_kth takes up to 32). */
+#define EC_SAMPLE 32
 
 /* Experts per task rounded up to 8 (the kernel's lists' stride). */
 static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks + 7) & ~(size_t)7; }
@@ -275,11 +279,17 @@ static size_t net_ldb(size_t e, size_t tasks) { return ((e + tasks - 1) / tasks 
 /* Doubles of scratch per task. */
 static size_t collect_doubles(size_t c, size_t e, size_t tasks);
 static inline int collect_shape(size_t t, size_t c);
+static inline int bucket_shape(size_t t, size_t c);
+static size_t bucket_doubles(size_t t, size_t c);
 static size_t task_doubles(size_t t, size_t c, size_t e, size_t tasks) {
     size_t d;
     /* keys; tokens, float keys (64-aligned) */
     if (use_net(c)) d = 2 * c * net_ldb(e, tasks) + 24;
     else d = use_select(t, c) ? 2 * t + 3 * c : EC_BLOCK * c;
+    if (bucket_shape(t, c)) { /* the bucket path, with the select path */
+        const size_t db = bucket_doubles(t, c), ds = 2 * t + 3 * c;
+        return (EC_SAMPLE + 1) * net_ldb(e, tasks) + (db > ds ? db : ds);
+    }
     if (collect_shape(t, c)) { /* the collect path, tried first */
         const size_t dc = collect_doubles(c, e, tasks);
         d = dc > d ? dc : d;
@@ -437,10 +447,172 @@ static int collect_range(const ec_job *j, size_t e0, size_t e1, double *work) {
     return 1;
 }
 
+/* ---- buckets (no infinite lse, C > 16, C > T / 16) ---------------------- */
+
+/* Largest tokens per bucket left to the insertion sort alone (more: the
+ * merge sort first). */
+#define EC_BUCKET_MAX 64
+
+static inline int bucket_shape(size_t t, size_t c) { return c > EC_NET_MAX && 16 * c > t; }
+static inline int use_bucket(const ec_job *j) { return !j->special && bucket_shape(j->t, j->c); }
+
+/* Buckets: a power of two >= n, 64 to 65536 (uint16_t). */
+static size_t bucket_count(size_t n) {
+    size_t nb = 64;
+    while (nb < n && nb < 65536) nb *= 2;
+    return nb;
+}
+
+static size_t bucket_doubles(size_t t, size_t c) {
+    const size_t nb = bucket_count(t), m = t + 1;
+    /* keys, candidates (i32), their buckets (u16), counts (u32), the
+     * sorted candidates' keys and tokens, kf */
+    return t + t / 2 + 1 + t / 4 + 1 + nb / 2 + 1 + m + m / 2 + 1 + c / 2 + 1 + 16;
+}
+
+/* One expert: its keys kd_r in double; a filter lk, the key of rank
+ * about 2C (+ 4) in a strided sample of 32 tokens (the caller's,
+ * route.ec_kth), keeps the tokens with kd_r >= lk, in token order (about
+ * 2C; when fewer than C, or lk = -inf, every token), so every token above
+ * a kept one is kept; L = (float)lk (or the least float key when every
+ * token is kept) is <= each kept key's float, (float) being
+ * non-decreasing. Each kept token gets a bucket b_r = min(NB - 1, floor(((float)kd_r - L) * s)),
+ * s = NB / (max - L), again non-decreasing in kd: a higher bucket holds
+ * only larger keys. The counts from the top bucket down give the bucket B
+ * of the C-th key; the tokens of buckets >= B go out by a stable counting
+ * sort (token order within a bucket); buckets of more than EC_BUCKET_MAX
+ * tokens (ties, a clustered or heavy-tailed column; equal floats share one
+ * bucket) are sorted by the stable merge sort, then one stable insertion
+ * sort by descending kd (equal keys keep token order) that moves keys only
+ * within their bucket, and the first C are the expert's. Returns 0
+ * (nothing written) when the kept keys include -inf (the caller takes the
+ * select path). */
+static int bucket_expert(const ec_job *j, size_t ex, double lk, double *work) {
+    const size_t t = j->t, c = j->c, m = t; /* the dump slot */
+    double *ck = work; /* the kept tokens' keys and tokens */
+    int32_t *ci = (int32_t *)(void *)(ck + t);
+    uint16_t *bk = (uint16_t *)(void *)(ck + t + t / 2 + 1);
+    uint32_t *cnt = (uint32_t *)(void *)(ck + t + t / 2 + 1 + t / 4 + 1);
+    double *ok = ck + t + t / 2 + 1 + t / 4 + 1 + bucket_count(t) / 2 + 1;
+    int32_t *ot = (int32_t *)(void *)(ok + m + 1);
+    float *kf = (float *)(void *)(ok + m + 1 + m / 2 + 1);
+    kf += (16 - ((uintptr_t)(void *)kf / sizeof *kf) % 16) % 16;
+    const float *x = j->x + ex;
+    const double inv = j->inv_temp, *lse = j->lse;
+    const size_t ldx = j->ldx;
+    /* the keys >= lk kept in token order (branch-free), four chains of max */
+    double h0 = -INFINITY, h1 = -INFINITY, h2 = -INFINITY, h3 = -INFINITY;
+    size_t n = 0, r = 0;
+    if (lk > -INFINITY) {
+        for (; r + 4 <= t; r += 4) {
+            const double v0 = (double)x[r * ldx] * inv - lse[r];
+            const double v1 = (double)x[(r + 1) * ldx] * inv - lse[r + 1];
+            const double v2 = (double)x[(r + 2) * ldx] * inv - lse[r + 2];
+            const double v3 = (double)x[(r + 3) * ldx] * inv - lse[r + 3];
+            ck[n] = v0, ci[n] = (int32_t)r, n += v0 >= lk;
+            ck[n] = v1, ci[n] = (int32_t)r + 1, n += v1 >= lk;
+            ck[n] = v2, ci[n] = (int32_t)r + 2, n += v2 >= lk;
+            ck[n] = v3, ci[n] = (int32_t)r + 3, n += v3 >= lk;
+            h0 = v0 > h0 ? v0 : h0, h1 = v1 > h1 ? v1 : h1;
+            h2 = v2 > h2 ? v2 : h2, h3 = v3 > h3 ? v3 : h3;
+        }
+        for (; r < t; r++) {
+            const double v = (double)x[r * ldx] * inv - lse[r];
+            ck[n] = v, ci[n] = (int32_t)r, n += v >= lk;
+            h0 = v > h0 ? v : h0;
+        }
+    }
+    h0 = h1 > h0 ? h1 : h0, h2 = h3 > h2 ? h3 : h2;
+    /* (float) is non-decreasing: every kept key's float is >= lf */
+    float lf = (float)lk, hf = (float)(h2 > h0 ? h2 : h0);
+    if (n < c) { /* every token; lf the least float key */
+        lf = INFINITY, hf = -INFINITY;
+        for (r = 0; r < t; r++) {
+            const double v = (double)x[r * ldx] * inv - lse[r];
+            const float f = (float)v;
+            ck[r] = v, ci[r] = (int32_t)r;
+            lf = f < lf ? f : lf;
+            hf = f > hf ? f : hf;
+        }
+        n = t;
+    }
+    if (!(lf > -INFINITY) || !(hf < INFINITY)) return 0;
+    const size_t nb = bucket_count(n);
+    float s = hf > lf ? (float)nb / (hf - lf) : 0.0f; /* 0: one bucket */
+    if (!(s < INFINITY)) s = 0.0f;
+    const float top = (float)(nb - 1);
+    for (size_t b = 0; b < nb; b++) cnt[b] = 0;
+    for (size_t q = 0; q < n; q++) {
+        float y = ((float)ck[q] - lf) * s; /* >= 0, finite */
+        y = y < top ? y : top;
+        bk[q] = (uint16_t)y;
+    }
+    for (size_t q = 0; q < n; q++) cnt[bk[q]]++;
+    size_t bs = nb, acc = 0;
+    int big = 0; /* a bucket of more than EC_BUCKET_MAX tokens */
+    while (acc < c) {
+        bs--;
+        big |= cnt[bs] > EC_BUCKET_MAX;
+        acc += cnt[bs];
+    }
+    /* starts, top bucket first; the buckets below B write to slot m, and
+     * do not move on */
+    size_t o = 0;
+    for (size_t b = nb; b-- > bs;) {
+        const size_t k = cnt[b];
+        cnt[b] = (uint32_t)o, o += k;
+    }
+    for (size_t b = 0; b < bs; b++) cnt[b] = (uint32_t)m;
+    for (size_t q = 0; q < n; q++) {
+        const uint16_t b = bk[q];
+        const uint32_t d = cnt[b];
+        ok[d] = ck[q], ot[d] = ci[q];
+        cnt[b] = d + (b >= bs);
+    }
+    if (big) /* those buckets first by the stable merge sort (ck, ci: scratch now) */
+        for (size_t b = nb, s0 = 0; b-- > bs;) {
+            const size_t e1 = cnt[b];
+            if (e1 - s0 > EC_BUCKET_MAX) sg_route_ec_rank__ref(e1 - s0, ok + s0, ot + s0, 0, NULL, NULL, ck, ci);
+            s0 = e1;
+        }
+    /* one stable insertion sort over the acc tokens out: a key never
+     * passes one of a higher bucket (it is larger), so each bucket is
+     * sorted in place */
+    for (size_t q = 1; q < acc; q++) {
+        const double v = ok[q];
+        const int32_t tv = ot[q];
+        size_t p = q;
+        while (p > 0 && ok[p - 1] < v) ok[p] = ok[p - 1], ot[p] = ot[p - 1], p--;
+        ok[p] = v, ot[p] = tv;
+    }
+    int32_t *tok = j->tok + ex * j->ldt;
+    for (size_t q = 0; q < c; q++) tok[q] = ot[q], kf[q] = (float)ok[q];
+    net_weights(j, ex, 1, kf);
+    return 1;
+}
+
 static void expert_task(void *arg, size_t task) {
     const ec_job *j = arg;
     size_t e0 = j->e * task / j->tasks, e1 = j->e * (task + 1) / j->tasks;
     double *work = j->heap + task * task_doubles(j->t, j->c, j->e, j->tasks);
+    if (use_bucket(j)) {
+        /* the filters: the key of rank 2C ns / T + 4 among ns strided
+         * tokens, for 8 experts at a time */
+        const size_t t = j->t, n = e1 - e0, ldb = net_ldb(j->e, j->tasks);
+        const size_t ns = t < EC_SAMPLE ? t : EC_SAMPLE, step = t / ns;
+        size_t ks = 2 * j->c * ns / t + 4;
+        ks = ks < ns ? ks : ns;
+        double *bm = work, *lk = bm + EC_SAMPLE * ldb;
+        for (size_t q = 0; q < ns; q++) {
+            const float *xr = j->x + q * step * j->ldx + e0;
+            const double l = j->lse[q * step];
+            for (size_t i = 0; i < n; i++) bm[q * ldb + i] = (double)xr[i] * j->inv_temp - l;
+        }
+        sg_route_kernels_get()->ec_kth(ns, n, ldb, bm, ks, lk);
+        for (size_t ex = e0; ex < e1; ex++)
+            if (!bucket_expert(j, ex, lk[ex - e0], lk + ldb)) expert_select(j, ex, lk + ldb);
+        return;
+    }
     if (use_collect(j) && collect_range(j, e0, e1, work)) return;
     if (use_net(j->c)) {
         net_task_range(j, e0, e1, work);
