@@ -242,7 +242,7 @@ TEST(sparse_entmax15_mixed_chunks) {
     sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
 }
 
-/* short_rows (n <= 32) and mid_rows (33..64): every compiled kernel
+/* short_rows (n <= 32) and mid_rows (33..96): every compiled kernel
  * against the reference on blocks of 1 to 40 rows (partial blocks of
  * lanes, and 17 to 40: the AVX-512 kernels' two groups of 16), strides n
  * and n + 3, rows with NaN / inf (not taken, untouched): the same taken
