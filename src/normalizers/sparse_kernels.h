@@ -125,10 +125,10 @@ typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size
  * SG_SPARSE_MID_MAX (its reference is short_row's, O(n^2) in double per
  * row). The ops take this path only when a SIMD kernel is installed
  * (sg_sparse_rows_kernel below): the reference is slower than the
- * candidate path there. Every row of n <= SG_SPARSE_MID_OPS takes it; for
- * SG_SPARSE_MID_OPS < n <= SG_SPARSE_MID_MAX only 1.5-entmax blocks of
- * flat rows do (entmax.c: its passes do not shrink with the candidate
- * count, the fused row15 kernel's do).
+ * candidate path there. Every row of n <= SG_SPARSE_MID_OPS takes it;
+ * above, only 1.5-entmax chunks of flat rows of n <= 88 do (entmax.c,
+ * entmax15_rows_mix: its passes do not shrink with the candidate count,
+ * the fused row15 kernel's do).
  */
 #define SG_SPARSE_MID_MAX 96
 #define SG_SPARSE_MID_OPS 64
