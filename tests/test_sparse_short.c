@@ -189,7 +189,60 @@ TEST(sparse_short_ops) {
     sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
 }
 
-/* short_rows (n <= 32) and mid_rows (33..64): every compiled kernel
+/* 1.5-entmax rows of 65..88 (AVX-512: mid_rows or row15 per chunk of 64
+ * rows, chosen by the chunk's first row): chunks of flat rows (lanes) and
+ * of spread rows (row15) alternate, the flat chunks mixed with every
+ * class, NaN and inf; against the general path (6e-7), identical bits for
+ * 1, 2 and 3 threads and in place, sums 1. Under every ISA level. */
+TEST(sparse_entmax15_mixed_chunks) {
+    const size_t ns[] = {65, 77, 88, 89};
+    const size_t rows = test_quick ? 2 * 64 + 5 : 6 * 64 + 13;
+    const size_t cap = rows * 89;
+    sg_context *c1 = test_context(1), *c2 = test_context(2), *c3 = test_context(3);
+    float *x = malloc(cap * sizeof *x), *y1 = malloc(cap * sizeof *x), *y2 = malloc(cap * sizeof *x);
+    float *yg = malloc(cap * sizeof *x);
+    uint8_t keep[89];
+    memset(keep, 1, sizeof keep);
+    sg_softmax_options mo = sg_softmax_options_default();
+    mo.keep_mask = keep, mo.keep_mask_ld = 0;
+    test_rng g = test_rng_seed(17);
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        const size_t n = ns[t], m = rows * n;
+        for (size_t r = 0; r < rows; r++)
+            fill_row(&g, n, r % 64 == 0 || (r / 64) % 2 ? (int)((r / 64) % 2) : (int)(r % N_CLASSES),
+                     x + r * n);
+        x[3 * n + 1] = NAN, x[70 * n + 5] = INFINITY, x[9 * n] = -INFINITY;
+        CHECK(sg_entmax15_f32(c1, rows, n, x, n, y1, n, NULL) == SG_OK, "n=%zu run", n);
+        CHECK(sg_entmax15_f32(c1, rows, n, x, n, yg, n, &mo) == SG_OK, "n=%zu masked", n);
+        size_t bad = 0;
+        for (size_t i = 0; i < m; i++) {
+            const int same = isnan(y1[i]) ? isnan(yg[i]) : fabsf(y1[i] - yg[i]) <= 6e-7f;
+            if (!same && bad++ < 3)
+                CHECK(0, "n=%zu row %zu i=%zu: %.9g general %.9g", n, i / n, i % n, y1[i], yg[i]);
+        }
+        CHECK(isnan(y1[3 * n]) && y1[70 * n + 5] == 1.0f && y1[9 * n] == 0.0f, "n=%zu special", n);
+        for (size_t r = 0; r < rows; r++) {
+            if (r == 3) continue;
+            double s = 0.0;
+            for (size_t i = 0; i < n; i++) s += y1[r * n + i];
+            if (!(fabs(s - 1.0) <= 2e-6)) {
+                CHECK(0, "n=%zu row %zu sum %.9g", n, r, s);
+                break;
+            }
+        }
+        CHECK(sg_entmax15_f32(c2, rows, n, x, n, y2, n, NULL) == SG_OK, "2 threads");
+        CHECK(memcmp(y1, y2, m * sizeof *y1) == 0, "n=%zu: 2 threads differ", n);
+        CHECK(sg_entmax15_f32(c3, rows, n, x, n, y2, n, NULL) == SG_OK, "3 threads");
+        CHECK(memcmp(y1, y2, m * sizeof *y1) == 0, "n=%zu: 3 threads differ", n);
+        memcpy(y2, x, m * sizeof *x);
+        CHECK(sg_entmax15_f32(c2, rows, n, y2, n, y2, n, NULL) == SG_OK, "in place");
+        CHECK(memcmp(y1, y2, m * sizeof *y1) == 0, "n=%zu: in place differs", n);
+    }
+    free(x), free(y1), free(y2), free(yg);
+    sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
+}
+
+/* short_rows (n <= 32) and mid_rows (33..96): every compiled kernel
  * against the reference on blocks of 1 to 40 rows (partial blocks of
  * lanes, and 17 to 40: the AVX-512 kernels' two groups of 16), strides n
  * and n + 3, rows with NaN / inf (not taken, untouched): the same taken

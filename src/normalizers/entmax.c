@@ -19,7 +19,8 @@
  * (n <= 32, T = 1; n <= 64 with AVX-512) take the sort-free short_rows /
  * mid_rows kernels first (sparse_kernels.h, docs/SPARSE.md "Short rows"),
  * and with AVX-512 unmasked rows of 65..512 (T = 1) the fused row15
- * kernel; candidate thresholds go to the tau15 kernel (docs/SPARSE.md
+ * kernel (65..88: row15 or mid_rows per chunk of 64 rows, by the first
+ * row's candidate count); candidate thresholds go to the tau15 kernel (docs/SPARSE.md
  * "1.5-entmax rows of 65 to 512").
  */
 #include <stdlib.h>
@@ -262,7 +263,7 @@ static void entmax15_rows(const sg_sparse_job *j, size_t r0, size_t r1) {
     }
 }
 
-/* Unmasked rows of SG_SPARSE_MID_MAX < n <= SG_SPARSE_ROW15_MAX (T = 1)
+/* Unmasked rows of SG_SPARSE_MID_OPS < n <= SG_SPARSE_ROW15_MAX (T = 1)
  * where a SIMD row15 kernel is installed: the fused row kernel, the
  * general path for the rows it does not take. */
 static void entmax15_rows15(const sg_sparse_job *j, size_t r0, size_t r1) {
@@ -271,6 +272,48 @@ static void entmax15_rows15(const sg_sparse_job *j, size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r += 64) {
         const size_t nb = r1 - r < 64 ? r1 - r : 64;
         f(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, taken);
+        for (size_t q = 0; q < nb; q++)
+            if (!taken[q]) entmax15_row(j, r + q);
+    }
+}
+
+/*
+ * Unmasked rows of SG_SPARSE_MID_OPS < n <= SG_ENTMAX15_MIX_MAX (T = 1)
+ * where SIMD mid_rows and row15 kernels are installed: per chunk of 64
+ * rows (at multiples of 64: tasks start there, job.task_align), the
+ * candidate count of the chunk's first row (x > the filter threshold of
+ * radius 2, read before any y of the chunk is written) picks the kernel.
+ * The lanes kernel's cost does not depend on the candidates (n vertical
+ * steps per float Newton pass), row15's grows with them: flat rows (N(0,1):
+ * about 0.3 n candidates) go to the lanes, spread ones (1 to 3) to row15.
+ * Each row's path depends only on x, never on the thread count; both
+ * kernels' rows are exact (the support checked in double), and agree
+ * with the candidate path within its rounding (6e-7 in the tests). Above
+ * 88 row15 is as fast on flat rows too (0.26x softmax at n = 92 and 96).
+ */
+#define SG_ENTMAX15_MIX_MAX 88
+#define SG_ENTMAX15_MID_CANDS 16 /* mid_rows from this many candidates on */
+static size_t probe_cands(size_t n, const float *x) {
+    int bad = 0;
+    const float m = sg_sparse_kernels_get()->max(n, x, &bad);
+    if (bad || m == -INFINITY) return n;
+    const float thr = sg_sparse_filter_threshold(m, 2.0, 1.0);
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += x[i] > thr;
+    return c;
+}
+
+static void entmax15_rows_mix(const sg_sparse_job *j, size_t r0, size_t r1) {
+    const sg_sparse_kernels *k = sg_sparse_kernels_get();
+    uint8_t taken[64];
+    for (size_t r = r0; r < r1; r += 64) {
+        const size_t nb = r1 - r < 64 ? r1 - r : 64;
+        const float *x = j->x + r * j->ldx;
+        float *y = j->out + r * j->ldo;
+        if (probe_cands(j->n, x) >= SG_ENTMAX15_MID_CANDS)
+            k->mid_rows(nb, j->n, x, j->ldx, y, j->ldo, 1, taken);
+        else
+            k->row15(nb, j->n, x, j->ldx, y, j->ldo, taken);
         for (size_t q = 0; q < nb; q++)
             if (!taken[q]) entmax15_row(j, r + q);
     }
@@ -377,7 +420,12 @@ static sg_status forward(sg_context *ctx, const char *name, double alpha, size_t
     if (row == entmax15_row && sg_sparse_rows_kernel(n) && !o.keep_mask && !o.add_mask &&
         o.temperature == 1.0f)
         j.rows_fn = entmax15_rows;
-    else if (row == entmax15_row && n > SG_SPARSE_MID_MAX && n <= SG_SPARSE_ROW15_MAX &&
+    else if (row == entmax15_row && n > SG_SPARSE_MID_OPS && n <= SG_ENTMAX15_MIX_MAX &&
+             sg_sparse_kernels_get()->isa[SG_SPARSE_SLOT_mid_rows] > SG_ISA_REF &&
+             sg_sparse_kernels_get()->isa[SG_SPARSE_SLOT_row15] > SG_ISA_REF && !o.keep_mask &&
+             !o.add_mask && o.temperature == 1.0f)
+        j.rows_fn = entmax15_rows_mix, j.task_align = 64;
+    else if (row == entmax15_row && n > SG_SPARSE_MID_OPS && n <= SG_SPARSE_ROW15_MAX &&
              sg_sparse_kernels_get()->isa[SG_SPARSE_SLOT_row15] > SG_ISA_REF && !o.keep_mask &&
              !o.add_mask && o.temperature == 1.0f)
         j.rows_fn = entmax15_rows15;

@@ -115,6 +115,9 @@ struct sg_sparse_job {
     /* optional: computes rows [r0, r1) (else row() is called per row) */
     void (*rows_fn)(const sg_sparse_job *j, size_t r0, size_t r1);
     sg_sparse_short_rows_fn *short_rows; /* sg_sparse_rows_kernel(n) (maybe NULL), once per call */
+    /* optional: every task starts at a multiple of this many rows (0: any),
+     * for rows_fn that decide per aligned chunk of rows */
+    size_t task_align;
 };
 
 static inline sg_row_view sg_sparse_view(const sg_sparse_job *j, size_t r) {

@@ -125,9 +125,13 @@ typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size
  * SG_SPARSE_MID_MAX (its reference is short_row's, O(n^2) in double per
  * row). The ops take this path only when a SIMD kernel is installed
  * (sg_sparse_rows_kernel below): the reference is slower than the
- * candidate path there.
+ * candidate path there. Every row of n <= SG_SPARSE_MID_OPS takes it;
+ * above, only 1.5-entmax chunks of flat rows of n <= 88 do (entmax.c,
+ * entmax15_rows_mix: its passes do not shrink with the candidate count,
+ * the fused row15 kernel's do).
  */
-#define SG_SPARSE_MID_MAX 64
+#define SG_SPARSE_MID_MAX 96
+#define SG_SPARSE_MID_OPS 64
 typedef sg_sparse_short_rows_fn sg_sparse_mid_rows_fn;
 
 /*
@@ -187,12 +191,12 @@ const sg_sparse_kernels *sg_sparse_kernels_get(void);
 
 /* The kernel that takes whole unmasked rows of n (T = 1) for sparsemax
  * and 1.5-entmax: short_rows for n <= SG_SPARSE_SHORT_MAX, mid_rows up to
- * SG_SPARSE_MID_MAX when it is a SIMD kernel; NULL otherwise (the
+ * SG_SPARSE_MID_OPS when it is a SIMD kernel; NULL otherwise (the
  * candidate path). */
 static inline sg_sparse_short_rows_fn *sg_sparse_rows_kernel(size_t n) {
     const sg_sparse_kernels *k = sg_sparse_kernels_get();
     if (n <= SG_SPARSE_SHORT_MAX) return k->short_rows;
-    if (n <= SG_SPARSE_MID_MAX && k->isa[SG_SPARSE_SLOT_mid_rows] > SG_ISA_REF) return k->mid_rows;
+    if (n <= SG_SPARSE_MID_OPS && k->isa[SG_SPARSE_SLOT_mid_rows] > SG_ISA_REF) return k->mid_rows;
     return NULL;
 }
 

@@ -79,6 +79,8 @@ void sg_sparse_run(sg_context *ctx, sg_sparse_job *j, size_t rows, size_t n,
     j->add = o->add_mask;
     j->add_ld = o->add_mask_ld;
     j->rows_per_task = sg_rows_per_task(n);
+    if (j->task_align && j->rows_per_task % j->task_align)
+        j->rows_per_task += j->task_align - j->rows_per_task % j->task_align;
     j->short_rows = sg_sparse_rows_kernel(n);
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) {
         if (j->rows_fn) j->rows_fn(j, 0, rows);
