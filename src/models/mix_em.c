@@ -411,7 +411,9 @@ static void params_io(sg_mix_model *m, double *v, int dir) {
 /* EM from m's parameters to convergence (or max_iter), its trace appended
  * to st->trace after `base` entries. A screened run (screen_iters > 0)
  * gives up, with res.screened = 1, when its objective is still <=
- * screen_obj after screen_iters iterations. */
+ * screen_obj after screen_iters iterations, unless its mean gain over the
+ * last two iterations, kept up to iteration screen_cap, would take it above
+ * screen_obj (it gives up after screen_cap iterations in any case). */
 static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter,
                              size_t base, int screen_iters, int screen_cap, double screen_obj) {
     em_result res;
@@ -437,7 +439,8 @@ static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_
          * the last two, kept up for the rest of the screen (screen_cap
          * iterations in all), would take it above screen_obj */
         if (screen_iters > 0 && it > screen_iters && obj <= screen_obj &&
-            (it > screen_cap || obj + 0.5 * (obj - obj_2) * (double)(screen_cap + 1 - it) <= screen_obj)) {
+            (it > screen_cap ||
+             obj + 0.5 * (obj - obj_2) * (double)(screen_cap + 1 - it) <= screen_obj)) {
             res.screened = 1;
             it--;
             break;
@@ -748,27 +751,38 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
  * EM from a start ends at a local maximum, and from an uninformative start
  * (a uniformly random partition sits next to the point where every expert
  * is the same regression) which maximum it reaches is decided by small
- * differences in its first steps. At convergence a fit therefore tries a
- * few split-and-merge candidates (after Ueda, Nakano, Ghahramani and
- * Hinton, "SMEM algorithm for mixture models", Neural Computation 12,
- * 2000): the two experts whose responsibilities overlap most (largest
- * normalized inner product of their responsibility columns) are merged,
- * which frees a slot, and one expert (the merged one included) is split in
- * two, softly, at the 1-D two-means cut of a score: the projection of its
- * standardized covariates on their principal axis (a split that the gate
- * can express), or its residual under its own weighted least-squares line.
- * With two experts the merged expert is the whole data set. A candidate's
- * parameters come from an M-step on these weights (the gate fitted to
- * them); EM runs from the candidates in decreasing order of their starting
- * objective, and a candidate whose objective is not above the fit's after
- * ESCAPE_SCREEN iterations is dropped (the screen bounds the cost; the
- * screens of a round stop when they have spent as many EM iterations as
- * the fit from the start took); the first that gets above it runs to
- * convergence and replaces the fit,
- * and the step starts again from the new fit (at most ESCAPE_ROUNDS
- * rounds). The objective never decreases, and the result is an ordinary
- * EM fixed point under the same convergence tests. Applies to Gaussian
- * experts with one dense linear gate level and no Lasso penalty.
+ * differences in its first steps. At convergence a fit therefore tries
+ * split-and-merge candidates (after Ueda, Nakano, Ghahramani and Hinton,
+ * "SMEM algorithm for mixture models", Neural Computation 12, 2000), in
+ * groups:
+ *   - merge-and-split, one group per pair (a, b) of experts, the pairs in
+ *     decreasing order of the overlap of their responsibility columns
+ *     (normalized inner product): a and b merged into a's slot, then one
+ *     expert k (the merged one included) split in two into b's slot,
+ *     softly, at the 1-D two-means cut of a score: the projection of its
+ *     standardized covariates on their principal axis (a split that the
+ *     gate can express), or its residual under its own weighted
+ *     least-squares line. With two experts the merged expert is the whole
+ *     data set, so these candidates do not depend on the fit;
+ *   - moves: the high or the low residual side of expert k (the same soft
+ *     split) moved to the expert j != k with the largest weighted log
+ *     density over it. A fit that pairs one branch of a curve with a line
+ *     pooling the rest (NPreg) gets out this way: the part of the pooled
+ *     expert above its line joins the branch.
+ * Order: the moves first for E = 2 (the only candidates that depend on the
+ * fit), the pairs' groups first otherwise. A group's candidates get their
+ * parameters from an M-step on their weights (the gate by a few Newton
+ * steps), then EM runs from them in decreasing order of their starting
+ * objective, each screened: after ESCAPE_SCREEN iterations one still not
+ * above the fit goes on only while its last gains, kept up, would take it
+ * above the fit within ESCAPE_SCREEN_CAP iterations. The first that gets
+ * above runs to convergence and replaces the fit, and the step starts again
+ * from the new fit (at most ESCAPE_ROUNDS rounds). The initializations (one
+ * EM iteration each) and screens of a round are bounded by the fit's own
+ * iteration count, and at least 2E (ESCAPE_SCREEN + 1). The objective
+ * never decreases, and the result is an ordinary EM fixed point under the
+ * same convergence tests. Applies to Gaussian experts with one dense linear
+ * gate level and no Lasso penalty.
  */
 #define ESCAPE_SCREEN 5
 #define ESCAPE_SCREEN_CAP 10
@@ -931,8 +945,9 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
     }
     /* the initializations (one EM iteration each) and screens of a round
      * spend at most as many EM iterations as the fit from the start took,
-     * and at least enough for one screen of each of 2E candidates */
-    int budget = 2 * (int)E * (ESCAPE_SCREEN + 1);
+     * and at least enough for one screen of each of 4 candidates (a fit
+     * that converged in a few accelerated iterations) */
+    int budget = 4 * (ESCAPE_SCREEN + 1);
     if (res->iterations > budget) budget = res->iterations;
     for (int round = 0; round < ESCAPE_ROUNDS && res->ok; round++) {
         /* responsibilities at the current fit */
