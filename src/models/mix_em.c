@@ -779,7 +779,7 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
  * above runs to convergence and replaces the fit, and the step starts again
  * from the new fit (at most ESCAPE_ROUNDS rounds). The initializations (one
  * EM iteration each) and screens of a round are bounded by the fit's own
- * iteration count, and at least 2E (ESCAPE_SCREEN + 1). The objective
+ * iteration count, and at least 4 (ESCAPE_SCREEN + 1). The objective
  * never decreases, and the result is an ordinary EM fixed point under the
  * same convergence tests. Applies to Gaussian experts with one dense linear
  * gate level and no Lasso penalty.
