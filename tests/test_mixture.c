@@ -26,6 +26,8 @@
  *   mixture_init_strategies        every initialization reaches the optimum
  *   mixture_escape_step            the escape step: never lower than plain EM,
  *                                  monotone, converged, every start at the best
+ *   mixture_escape_moves           the escape step's moves: a branch-and-pooled-line
+ *                                  fit (NPreg-like, E = 2) gets out from every start
  *   mixture_small_gemm             the small-shape products against a reference
  *   mixture_accelerated_same_fit   SQUAREM: the same maximum as plain EM, monotone,
  *                                  in no more iterations
@@ -918,6 +920,70 @@ TEST(mixture_escape_step) {
         CHECK(on[s] >= best - 1e-7 * fabs(best), "start %d: %.10g below the best %.10g", s, on[s],
               best);
     fprintf(stderr, "  escape: better than plain EM on %d of %d starts\n", improved, starts);
+    free(x), free(y), free(lab), free(on);
+    sg_context_destroy(ctx);
+}
+
+/* The escape step's candidates from a fit that pairs one branch of a
+ * curve with a pooled line (flexmix's NPreg design: y = 5x or a parabola,
+ * x uniform on [0, 10]): with two experts the merge-and-split candidates
+ * are the whole data set split in two, independent of the fit; the moves
+ * (one residual side of an expert to the other) get out. From random
+ * partitions and from the trap's own partitions every start must reach the
+ * best maximum found, monotone and converged. */
+TEST(mixture_escape_moves) {
+    sg_context *ctx = test_context(1);
+    size_t n = 200;
+    int starts = test_quick ? 4 : 16;
+    double *x = xalloc(n * sizeof *x), *y = xalloc(n * sizeof *y);
+    int32_t *lab = xalloc(n * sizeof *lab);
+    /* seed 3: a data set where the merge-and-split candidates alone left
+     * every trap start below the best (MIXTURE.md, the escape step) */
+    test_rng r = test_rng_seed(3);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = 10 * test_uniform(&r);
+        y[i] = (i % 2 ? 5 * x[i] : 15 + 10 * x[i] - x[i] * x[i]) + 3 * test_normal(&r);
+    }
+    double *on = xalloc((size_t)starts * sizeof *on), best = -INFINITY;
+    int below_plain = 0;
+    for (int s = 0; s < starts; s++) {
+        /* even starts: random partitions; odd ones: the trap itself, the
+         * parabola's descending branch beyond a cut against the rest */
+        double cut = 7.0 + 2.0 * (double)s / (double)starts;
+        for (size_t i = 0; i < n; i++)
+            lab[i] = s % 2 ? (i % 2 == 0 && x[i] > cut) : test_uniform(&r) < 0.5;
+        double ll[2];
+        for (int e = 0; e < 2; e++) {
+            sg_mix_spec sp = sg_mix_spec_default();
+            sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
+            sp.max_iter = 5000, sp.escape = e;
+            sg_mix_model *m = NULL;
+            sg_status st = sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m);
+            CHECK(st == SG_OK, "start %d escape %d: %s", s, e, sg_context_error(ctx));
+            if (st != SG_OK) {
+                ll[e] = -INFINITY;
+                continue;
+            }
+            sg_mix_info in;
+            sg_mix_model_info(m, &in);
+            double worst;
+            CHECK(in.converged && in.grad_norm <= 1e-6, "start %d escape %d: converged %d grad %g",
+                  s, e, in.converged, in.grad_norm);
+            CHECK(trace_monotone(m, &worst), "start %d escape %d: decrease %g", s, e, worst);
+            ll[e] = in.objective;
+            if (in.objective > best) best = in.objective;
+            sg_mix_model_free(m);
+        }
+        CHECK(ll[1] >= ll[0] - 1e-9 * fabs(ll[0]), "start %d: escape %.10g < plain EM %.10g", s,
+              ll[1], ll[0]);
+        below_plain += ll[0] < ll[1] - 1e-6 * fabs(ll[1]);
+        on[s] = ll[1];
+    }
+    for (int s = 0; s < starts; s++)
+        CHECK(on[s] >= best - 1e-7 * fabs(best), "start %d: %.10g below the best %.10g", s, on[s],
+              best);
+    fprintf(stderr, "  escape moves: plain EM below on %d of %d starts\n", below_plain, starts);
+    CHECK(below_plain > 0, "no start ended below the best without the escape step");
     free(x), free(y), free(lab), free(on);
     sg_context_destroy(ctx);
 }

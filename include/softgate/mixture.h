@@ -138,7 +138,7 @@ typedef void (*sg_mix_progress_fn)(void *user, int restart, int iteration, doubl
  *                   y: s_k^2 >= var_floor * var(y) (default 1e-6; > 0).
  * progress, progress_user  optional callback (NULL: none).
  * escape            nonzero (default 1): at convergence from each start,
- *                   try split-and-merge candidates and keep one only if it
+ *                   try split-and-merge and move candidates, keep one if it
  *                   converges higher (docs/MIXTURE.md, "The escape step");
  *                   Gaussian experts, one dense linear gate level, no
  *                   Lasso; elsewhere ignored. 0: plain EM from each start.

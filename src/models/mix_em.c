@@ -411,9 +411,11 @@ static void params_io(sg_mix_model *m, double *v, int dir) {
 /* EM from m's parameters to convergence (or max_iter), its trace appended
  * to st->trace after `base` entries. A screened run (screen_iters > 0)
  * gives up, with res.screened = 1, when its objective is still <=
- * screen_obj after screen_iters iterations. */
+ * screen_obj after screen_iters iterations, unless its mean gain over the
+ * last two iterations, kept up to iteration screen_cap, would take it above
+ * screen_obj (it gives up after screen_cap iterations in any case). */
 static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter,
-                             size_t base, int screen_iters, double screen_obj) {
+                             size_t base, int screen_iters, int screen_cap, double screen_obj) {
     em_result res;
     memset(&res, 0, sizeof res);
     res.trace_len = base;
@@ -430,13 +432,20 @@ static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_
     double *th0 = th, *th1 = th ? th + len : NULL, *th2 = th ? th + 2 * len : NULL;
     double *thx = th ? th + 3 * len : NULL;
     int phase = 0, it;
-    double step_max = 1;
+    double step_max = 1, obj_1 = obj, obj_2 = obj;
     for (it = 1; it <= max_iter; it++) {
-        if (screen_iters > 0 && it > screen_iters && obj <= screen_obj) {
+        /* the screen: after screen_iters iterations a run still at or
+         * below screen_obj goes on only while its gain per iteration over
+         * the last two, kept up for the rest of the screen (screen_cap
+         * iterations in all), would take it above screen_obj */
+        if (screen_iters > 0 && it > screen_iters && obj <= screen_obj &&
+            (it > screen_cap ||
+             obj + 0.5 * (obj - obj_2) * (double)(screen_cap + 1 - it) <= screen_obj)) {
             res.screened = 1;
             it--;
             break;
         }
+        obj_2 = obj_1, obj_1 = obj;
         if (accel && phase == 0) params_io(m, th0, 0);
         mstep_experts(st, m, st->tau, (size_t)m->E, lam);
         gate_all(st, m, st->tau, lam, 0, 0, 1);
@@ -511,7 +520,7 @@ out:
 }
 
 static em_result em_run(em_state *st, sg_mix_model *m, double lam, int run_id, int max_iter) {
-    return em_run_from(st, m, lam, run_id, max_iter, 0, 0, 0);
+    return em_run_from(st, m, lam, run_id, max_iter, 0, 0, 0, 0);
 }
 
 /* ---- initializations --------------------------------------------------- */
@@ -742,29 +751,41 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
  * EM from a start ends at a local maximum, and from an uninformative start
  * (a uniformly random partition sits next to the point where every expert
  * is the same regression) which maximum it reaches is decided by small
- * differences in its first steps. At convergence a fit therefore tries a
- * few split-and-merge candidates (after Ueda, Nakano, Ghahramani and
- * Hinton, "SMEM algorithm for mixture models", Neural Computation 12,
- * 2000): the two experts whose responsibilities overlap most (largest
- * normalized inner product of their responsibility columns) are merged,
- * which frees a slot, and one expert (the merged one included) is split in
- * two, softly, at the 1-D two-means cut of a score: the projection of its
- * standardized covariates on their principal axis (a split that the gate
- * can express), or its residual under its own weighted least-squares line.
- * With two experts the merged expert is the whole data set. A candidate's
- * parameters come from an M-step on these weights (the gate fitted to
- * them); EM runs from the candidates in decreasing order of their starting
- * objective, and a candidate whose objective is not above the fit's after
- * ESCAPE_SCREEN iterations is dropped (the screen bounds the cost; the
- * screens of a round stop when they have spent as many EM iterations as
- * the fit from the start took); the first that gets above it runs to
- * convergence and replaces the fit,
- * and the step starts again from the new fit (at most ESCAPE_ROUNDS
- * rounds). The objective never decreases, and the result is an ordinary
- * EM fixed point under the same convergence tests. Applies to Gaussian
- * experts with one dense linear gate level and no Lasso penalty.
+ * differences in its first steps. At convergence a fit therefore tries
+ * split-and-merge candidates (after Ueda, Nakano, Ghahramani and Hinton,
+ * "SMEM algorithm for mixture models", Neural Computation 12, 2000), in
+ * groups:
+ *   - merge-and-split, one group per pair (a, b) of experts, the pairs in
+ *     decreasing order of the overlap of their responsibility columns
+ *     (normalized inner product): a and b merged into a's slot, then one
+ *     expert k (the merged one included) split in two into b's slot,
+ *     softly, at the 1-D two-means cut of a score: the projection of its
+ *     standardized covariates on their principal axis (a split that the
+ *     gate can express), or its residual under its own weighted
+ *     least-squares line. With two experts the merged expert is the whole
+ *     data set, so these candidates do not depend on the fit;
+ *   - moves: the high or the low residual side of expert k (the same soft
+ *     split) moved to the expert j != k with the largest weighted log
+ *     density over it. A fit that pairs one branch of a curve with a line
+ *     pooling the rest (NPreg) gets out this way: the part of the pooled
+ *     expert above its line joins the branch.
+ * Order: the moves first for E = 2 (the only candidates that depend on the
+ * fit), the pairs' groups first otherwise. A group's candidates get their
+ * parameters from an M-step on their weights (the gate by a few Newton
+ * steps), then EM runs from them in decreasing order of their starting
+ * objective, each screened: after ESCAPE_SCREEN iterations one still not
+ * above the fit goes on only while its last gains, kept up, would take it
+ * above the fit within ESCAPE_SCREEN_CAP iterations. The first that gets
+ * above runs to convergence and replaces the fit, and the step starts again
+ * from the new fit (at most ESCAPE_ROUNDS rounds). The initializations (one
+ * EM iteration each) and screens of a round are bounded by the fit's own
+ * iteration count, and at least 4 (ESCAPE_SCREEN + 1). The objective
+ * never decreases, and the result is an ordinary EM fixed point under the
+ * same convergence tests. Applies to Gaussian experts with one dense linear
+ * gate level and no Lasso penalty.
  */
 #define ESCAPE_SCREEN 5
+#define ESCAPE_SCREEN_CAP 10
 #define ESCAPE_ROUNDS 3
 #define ESCAPE_NEWTON 3
 #define ESCAPE_GAIN 1e-8
@@ -873,113 +894,174 @@ static int split_scores(em_state *st, const sg_mix_model *m, const double *w, in
     return ok;
 }
 
+/* Soft split of the points weighted by w along score kind (split_scores):
+ * u [n] <- the share of each point's weight that goes to the high side,
+ * 1 / (1 + exp(-(s - cut) / sd)), cut the 1-D two-means split point, sd the
+ * pooled within-group standard deviation of the score (a hard split along
+ * the covariates is separable, and a gate fitted to it saturates where EM
+ * cannot move it). Returns 0 when the kind does not apply or one side is
+ * empty. srt: scratch of 2n. */
+static int soft_split(em_state *st, const sg_mix_model *m, const double *w, int kind, double *u,
+                      double *srt) {
+    size_t n = st->n;
+    if (!split_scores(st, m, w, kind, u)) return 0;
+    double cut = split_point(n, u, w, srt), lo = 0, hi = 0, slo = 0, shi = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (u[i] > cut) hi += w[i], shi += w[i] * u[i];
+        else lo += w[i], slo += w[i] * u[i];
+    }
+    if (!(lo > 0 && hi > 0)) return 0;
+    double mlo = slo / lo, mhi = shi / hi, ss = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = u[i] - (u[i] > cut ? mhi : mlo);
+        ss += w[i] * d * d;
+    }
+    double sd = sqrt(ss / (lo + hi));
+    if (!(sd > 0)) sd = 1e-3 * (fabs(mhi - mlo) + 1e-300);
+    for (size_t i = 0; i < n; i++) u[i] = 1.0 / (1.0 + exp(-(u[i] - cut) / sd));
+    return 1;
+}
+
 /* Tries the candidates from the fit m (result *res, its trace in
  * st->trace[0, res->trace_len)); replaces both when one is better. */
 static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_result *res) {
     size_t n = st->n, E = (size_t)m->E;
-    /* at most 2 (E - 1) candidates: E - 1 experts to split, two scores */
+    /* at most 2 E candidates in a group: 2 (E - 1) merge-and-splits (E - 1
+     * experts to split, two scores) or 2 E moves */
     int maxc = 2 * (int)E;
+    size_t np = E * (E - 1) / 2;
+    size_t *pi_ = malloc(2 * np * sizeof *pi_), *pj_ = pi_ ? pi_ + np : NULL;
+    double *pov = malloc(np * sizeof *pov);
     sg_mix_model **cands = calloc((size_t)maxc, sizeof *cands);
     double *c0 = malloc((size_t)maxc * sizeof *c0);
     double *tau0 = malloc(n * E * sizeof *tau0), *t = malloc(n * E * sizeof *t);
     double *wk = malloc(n * sizeof *wk), *sc = malloc(n * sizeof *sc);
-    double *srt = malloc(2 * n * sizeof *srt);
+    double *srt = malloc(2 * n * sizeof *srt), *lf = malloc(n * E * sizeof *lf);
     int okc = cands != NULL;
     for (int c = 0; okc && c < maxc; c++) okc = (cands[c] = mix_model_clone(m)) != NULL;
-    if (!okc || !c0 || !tau0 || !t || !wk || !sc || !srt) {
+    if (!okc || !c0 || !tau0 || !t || !wk || !sc || !srt || !lf || !pi_ || !pov) {
         st->nomem = 1;
         goto done;
     }
-    /* the screens of a round spend at most as many EM iterations as the
-     * fit from the start took (at least one screen) */
-    int budget = res->iterations > ESCAPE_SCREEN ? res->iterations : ESCAPE_SCREEN;
+    /* the initializations (one EM iteration each) and screens of a round
+     * spend at most as many EM iterations as the fit from the start took,
+     * and at least enough for one screen of each of 4 candidates (a fit
+     * that converged in a few accelerated iterations) */
+    int budget = 4 * (ESCAPE_SCREEN + 1);
+    if (res->iterations > budget) budget = res->iterations;
     for (int round = 0; round < ESCAPE_ROUNDS && res->ok; round++) {
         /* responsibilities at the current fit */
         estep(st, m);
         if (st->nomem) goto done;
         memcpy(tau0, st->tau, n * E * sizeof *tau0);
-        /* the merge: the pair with the most overlapping responsibilities */
-        size_t mi = 0, mj = 1;
-        double best = -1;
+        /* the pairs in decreasing order of the overlap of their
+         * responsibility columns, tau_a' tau_b / (||tau_a|| ||tau_b||) */
+        size_t npair = 0;
         for (size_t a = 0; a < E; a++)
-            for (size_t b = a + 1; b < E; b++) {
+            for (size_t b2 = a + 1; b2 < E; b2++) {
                 double ab = 0, aa = 0, bb = 0;
                 for (size_t i = 0; i < n; i++) {
-                    double ta = tau0[i * E + a], tv = tau0[i * E + b];
+                    double ta = tau0[i * E + a], tv = tau0[i * E + b2];
                     ab += ta * tv, aa += ta * ta, bb += tv * tv;
                 }
                 double jm = ab / sqrt(fmax(aa * bb, 1e-300));
-                if (jm > best) best = jm, mi = a, mj = b;
+                size_t at = npair++;
+                while (at > 0 && pov[at - 1] < jm) {
+                    pi_[at] = pi_[at - 1], pj_[at] = pj_[at - 1], pov[at] = pov[at - 1];
+                    at--;
+                }
+                pi_[at] = a, pj_[at] = b2, pov[at] = jm;
             }
-        /* the candidates and their starting objectives */
-        int nc = 0;
-        for (size_t k = 0; k < E; k++) {
-            if (k == mj) continue;
-            for (int kind = 0; kind < 2; kind++) {
-                memcpy(t, tau0, n * E * sizeof *t);
-                for (size_t i = 0; i < n; i++) {
-                    t[i * E + mi] += t[i * E + mj];
-                    t[i * E + mj] = 0;
-                    wk[i] = t[i * E + k];
-                }
-                if (!split_scores(st, m, wk, kind, sc)) {
-                    if (st->nomem) goto done;
-                    continue;
-                }
-                double cut = split_point(n, sc, wk, srt), lo = 0, hi = 0, slo = 0, shi = 0;
-                for (size_t i = 0; i < n; i++) {
-                    if (sc[i] > cut) hi += wk[i], shi += wk[i] * sc[i];
-                    else lo += wk[i], slo += wk[i] * sc[i];
-                }
-                if (!(lo > 0 && hi > 0)) continue;
-                /* a soft split: membership logistic in (score - cut) / sd,
-                 * sd the pooled within-group standard deviation (a hard
-                 * split along the covariates is separable, and a gate
-                 * fitted to it saturates where EM cannot move it) */
-                double mlo = slo / lo, mhi = shi / hi, ss = 0;
-                for (size_t i = 0; i < n; i++) {
-                    double d = sc[i] - (sc[i] > cut ? mhi : mlo);
-                    ss += wk[i] * d * d;
-                }
-                double sd = sqrt(ss / (lo + hi));
-                if (!(sd > 0)) sd = 1e-3 * (fabs(mhi - mlo) + 1e-300);
-                for (size_t i = 0; i < n; i++) {
-                    double u = 1.0 / (1.0 + exp(-(sc[i] - cut) / sd));
-                    t[i * E + k] = wk[i] * (1 - u);
-                    t[i * E + mj] = wk[i] * u;
-                }
-                /* a starting point: the gate by at most ESCAPE_NEWTON
-                 * Newton steps from zero (EM's first gate M-step finishes
-                 * the fit) */
-                sg_mix_model *c = cands[nc];
-                st->newton_cap = ESCAPE_NEWTON;
-                init_from_weights(st, c, t, 1);
-                st->newton_cap = 0;
-                double o0 = estep(st, c) - penalty(st, c, lam);
-                if (st->nomem) goto done;
-                if (isfinite(o0)) c0[nc++] = o0;
-            }
-        }
-        /* screened EM from each, the highest starting objective first,
-         * until one ends above the fit */
-        int won = -1;
+        mix_expert_logdens(m, n, st->sc, st->y, st->labels, lf);
+        /* groups of candidates: group g < npair merges pair g (the most
+         * overlapping first) and splits one expert; group npair moves a
+         * residual side of one expert to another. Order: the first pair,
+         * the moves, the other pairs. Each initialization counts as one
+         * EM iteration against the round's budget. */
+        int won = -1, spent = 0;
         em_result r;
         memset(&r, 0, sizeof r);
-        for (int tried = 0, spent = 0; tried < nc && won < 0 && spent < budget; tried++) {
-            int bi = -1;
-            for (int c = 0; c < nc; c++)
-                if (c0[c] > -INFINITY && (bi < 0 || c0[c] > c0[bi])) bi = c;
-            if (bi < 0) break;
-            c0[bi] = -INFINITY;
-            r = em_run_from(st, cands[bi], lam, run_id, st->spec->max_iter, res->trace_len,
-                            ESCAPE_SCREEN, res->objective);
-            res->iterations += r.iterations;
-            spent += r.screened ? r.iterations : 0;
-            if (st->nomem) goto done;
-            /* a gain below ESCAPE_GAIN (relative) is the same maximum */
-            if (!r.screened && r.ok &&
-                r.objective - res->objective > ESCAPE_GAIN * fmax(1.0, fabs(res->objective)))
-                won = bi;
+        for (size_t gi = 0; gi <= npair && won < 0 && spent < budget; gi++) {
+            size_t g = E == 2 ? (gi == 0 ? npair : 0) : gi;
+            size_t mi = g < npair ? pi_[g] : 0, mj = g < npair ? pj_[g] : 0;
+            int nc = 0;
+            for (size_t k = 0; k < E; k++) {
+                int kind = g < npair ? 0 : 2;
+                for (; kind < (g < npair ? 2 : 3); kind++) {
+                    if (kind < 2 && k == mj) continue;
+                    memcpy(t, tau0, n * E * sizeof *t);
+                    if (kind < 2)
+                        for (size_t i = 0; i < n; i++) {
+                            t[i * E + mi] += t[i * E + mj];
+                            t[i * E + mj] = 0;
+                        }
+                    for (size_t i = 0; i < n; i++) wk[i] = t[i * E + k];
+                    if (!soft_split(st, m, wk, kind < 2 ? kind : 1, sc, srt)) {
+                        if (st->nomem) goto done;
+                        continue;
+                    }
+                    for (int side = 0; side < (kind < 2 ? 1 : 2); side++) {
+                        if (kind < 2) {
+                            for (size_t i = 0; i < n; i++) {
+                                t[i * E + k] = wk[i] * (1 - sc[i]);
+                                t[i * E + mj] = wk[i] * sc[i];
+                            }
+                        } else {
+                            /* the part: wk u (side 0) or wk (1 - u); its
+                             * target j != k: the largest tau-weighted log
+                             * density over it */
+                            size_t bj = k;
+                            double bl = -INFINITY, pw = 0;
+                            for (size_t i = 0; i < n; i++) pw += wk[i] * (side ? 1 - sc[i] : sc[i]);
+                            if (!(pw > 0)) continue;
+                            for (size_t j = 0; j < E; j++) {
+                                if (j == k) continue;
+                                double l = 0;
+                                for (size_t i = 0; i < n; i++)
+                                    l += wk[i] * (side ? 1 - sc[i] : sc[i]) * lf[i * E + j];
+                                if (l > bl) bl = l, bj = j;
+                            }
+                            if (bj == k) continue;
+                            memcpy(t, tau0, n * E * sizeof *t);
+                            for (size_t i = 0; i < n; i++) {
+                                double part = wk[i] * (side ? 1 - sc[i] : sc[i]);
+                                t[i * E + k] -= part;
+                                t[i * E + bj] += part;
+                            }
+                        }
+                        /* a starting point: the gate by at most
+                         * ESCAPE_NEWTON Newton steps from zero (EM's first
+                         * gate M-step finishes the fit) */
+                        sg_mix_model *c = cands[nc];
+                        st->newton_cap = ESCAPE_NEWTON;
+                        init_from_weights(st, c, t, 1);
+                        st->newton_cap = 0;
+                        double o0 = estep(st, c) - penalty(st, c, lam);
+                        if (st->nomem) goto done;
+                        spent++;
+                        if (isfinite(o0)) c0[nc++] = o0;
+                    }
+                }
+            }
+            /* screened EM from each, the highest starting objective
+             * first, until one ends above the fit */
+            for (int tried = 0; tried < nc && won < 0 && spent < budget; tried++) {
+                int bi = -1;
+                for (int c = 0; c < nc; c++)
+                    if (c0[c] > -INFINITY && (bi < 0 || c0[c] > c0[bi])) bi = c;
+                if (bi < 0) break;
+                c0[bi] = -INFINITY;
+                int cap = budget - spent < ESCAPE_SCREEN_CAP ? budget - spent : ESCAPE_SCREEN_CAP;
+                r = em_run_from(st, cands[bi], lam, run_id, st->spec->max_iter, res->trace_len,
+                                ESCAPE_SCREEN, cap, res->objective);
+                res->iterations += r.iterations;
+                spent += r.screened ? r.iterations : 0;
+                if (st->nomem) goto done;
+                /* a gain below ESCAPE_GAIN (relative) is the same maximum */
+                if (!r.screened && r.ok &&
+                    r.objective - res->objective > ESCAPE_GAIN * fmax(1.0, fabs(res->objective)))
+                    won = bi;
+            }
         }
         if (won < 0) break;
         sg_mix_model *cand = cands[won];
@@ -999,7 +1081,7 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
 done:
     for (int c = 0; cands && c < maxc; c++) sg_mix_model_free(cands[c]);
     free(cands), free(c0);
-    free(tau0), free(t), free(wk), free(sc), free(srt);
+    free(tau0), free(t), free(wk), free(sc), free(srt), free(lf), free(pi_), free(pov);
 }
 
 static sg_mix_init strategy(const sg_mix_spec *s, int r) {
