@@ -913,6 +913,30 @@ TEST(mixture_escape_step) {
         }
         CHECK(ll[1] >= ll[0] - 1e-9 * fabs(ll[0]), "start %d: escape %.10g < plain EM %.10g", s,
               ll[1], ll[0]);
+        /* max_iter caps the candidates' iterations too, and a fit that
+         * max_iter stopped is not escaped from: the same fit as plain EM */
+        for (int cap = 6; cap <= 60; cap += 54) {
+            double obj[2];
+            int its[2], conv[2];
+            for (int e = 0; e < 2; e++) {
+                sg_mix_spec sp = sg_mix_spec_default();
+                sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
+                sp.max_iter = cap, sp.escape = e;
+                sg_mix_model *m = NULL;
+                CHECK(sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m) == SG_OK, "cap %d: %s", cap,
+                      sg_context_error(ctx));
+                sg_mix_info in;
+                sg_mix_model_info(m, &in);
+                obj[e] = in.objective, its[e] = in.iterations, conv[e] = in.converged;
+                sg_mix_model_free(m);
+            }
+            CHECK(its[1] <= cap, "start %d: %d iterations with the escape step, max_iter %d", s, its[1],
+                  cap);
+            if (!conv[0])
+                CHECK(obj[1] == obj[0] && its[1] == its[0],
+                      "start %d max_iter %d: unconverged fit escaped (%.10g, %d its vs %.10g, %d)", s,
+                      cap, obj[1], its[1], obj[0], its[0]);
+        }
         improved += ll[1] > ll[0] + 1e-6 * fabs(ll[0]);
         on[s] = ll[1];
     }
@@ -976,6 +1000,30 @@ TEST(mixture_escape_moves) {
         }
         CHECK(ll[1] >= ll[0] - 1e-9 * fabs(ll[0]), "start %d: escape %.10g < plain EM %.10g", s,
               ll[1], ll[0]);
+        /* max_iter caps the candidates' iterations too, and a fit that
+         * max_iter stopped is not escaped from: the same fit as plain EM */
+        for (int cap = 6; cap <= 60; cap += 54) {
+            double obj[2];
+            int its[2], conv[2];
+            for (int e = 0; e < 2; e++) {
+                sg_mix_spec sp = sg_mix_spec_default();
+                sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
+                sp.max_iter = cap, sp.escape = e;
+                sg_mix_model *m = NULL;
+                CHECK(sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m) == SG_OK, "cap %d: %s", cap,
+                      sg_context_error(ctx));
+                sg_mix_info in;
+                sg_mix_model_info(m, &in);
+                obj[e] = in.objective, its[e] = in.iterations, conv[e] = in.converged;
+                sg_mix_model_free(m);
+            }
+            CHECK(its[1] <= cap, "start %d: %d iterations with the escape step, max_iter %d", s, its[1],
+                  cap);
+            if (!conv[0])
+                CHECK(obj[1] == obj[0] && its[1] == its[0],
+                      "start %d max_iter %d: unconverged fit escaped (%.10g, %d its vs %.10g, %d)", s,
+                      cap, obj[1], its[1], obj[0], its[0]);
+        }
         below_plain += ll[0] < ll[1] - 1e-6 * fabs(ll[1]);
         on[s] = ll[1];
     }

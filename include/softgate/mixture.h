@@ -123,7 +123,8 @@ typedef void (*sg_mix_progress_fn)(void *user, int restart, int iteration, doubl
  * seed              all randomness derives from it (default 1).
  * init              strategy (default AUTO). init_labels: [n] values in
  *                   [0, E), required for SG_MIX_INIT_LABELS, else ignored.
- * max_iter          EM iteration cap per restart (default 2000).
+ * max_iter          EM iteration cap per restart (default 2000), the
+ *                   escape step's candidate iterations included.
  * tol               relative change of the penalized log-likelihood between
  *                   iterations under which EM may stop (default 1e-10) ...
  * grad_tol          ... once the gradient norm (info.grad_norm) is also
@@ -137,7 +138,8 @@ typedef void (*sg_mix_progress_fn)(void *user, int restart, int iteration, doubl
  * var_floor         the variance floor, relative to the sample variance of
  *                   y: s_k^2 >= var_floor * var(y) (default 1e-6; > 0).
  * progress, progress_user  optional callback (NULL: none).
- * escape            nonzero (default 1): at convergence from each start,
+ * escape            nonzero (default 1): once a start's fit has converged
+ *                   (not when max_iter stopped it),
  *                   try split-and-merge and move candidates, keep one if it
  *                   converges higher (docs/MIXTURE.md, "The escape step");
  *                   Gaussian experts, one dense linear gate level, no
@@ -250,9 +252,12 @@ SG_API const double *sg_mix_param(const sg_mix_model *model, sg_mix_param_kind w
                                   size_t *rows, size_t *cols);
 
 /*
- * The penalized log-likelihood after each EM iteration of the returned fit
- * (the iteration-0 value is the start). *count receives the length.
- * Loaded models have no trace (NULL, 0).
+ * The penalized log-likelihood along the returned fit, nondecreasing: the
+ * start first, then each point EM kept (a plain EM iteration, or an
+ * accepted SQUAREM extrapolation, so the count can exceed
+ * info.iterations); when the escape step replaced the fit, the candidate's
+ * values from its first one above the fit it replaced. *count receives
+ * the length. Loaded models have no trace (NULL, 0).
  */
 SG_API const double *sg_mix_trace(const sg_mix_model *model, size_t *count);
 

@@ -1052,8 +1052,12 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                 if (bi < 0) break;
                 c0[bi] = -INFINITY;
                 int cap = budget - spent < ESCAPE_SCREEN_CAP ? budget - spent : ESCAPE_SCREEN_CAP;
-                r = em_run_from(st, cands[bi], lam, run_id, st->spec->max_iter, res->trace_len,
-                                ESCAPE_SCREEN, cap, res->objective);
+                /* max_iter caps the restart's EM iterations, the fit's and
+                 * its candidates' together */
+                const int left = st->spec->max_iter - res->iterations;
+                if (left < 1) break;
+                r = em_run_from(st, cands[bi], lam, run_id, left, res->trace_len, ESCAPE_SCREEN,
+                                cap < left ? cap : left, res->objective);
                 res->iterations += r.iterations;
                 spent += r.screened ? r.iterations : 0;
                 if (st->nomem) goto done;
@@ -1252,7 +1256,9 @@ static int fit_restarts(em_state *st, sg_mix_model *work, sg_mix_model *best, do
         initialize(st, work, strategy(s, r), &rng);
         if (st->nomem) break;
         em_result res = em_run(st, work, lam, r, s->max_iter);
-        if (res.ok && isfinite(res.objective) && escape_applies(st, work, lam))
+        /* the escape starts from a converged fit only: a fit stopped by
+         * max_iter has no iterations left to spend */
+        if (res.ok && res.converged && isfinite(res.objective) && escape_applies(st, work, lam))
             escape(st, work, lam, r, &res);
         if (!res.ok || !isfinite(res.objective)) continue;
         if (!have || res.objective > bres->objective) {
