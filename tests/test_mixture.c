@@ -870,6 +870,58 @@ TEST(mixture_init_strategies) {
     sg_context_destroy(ctx);
 }
 
+/* One start (labels lab) fitted with and without the escape step: both
+ * converged (gradient <= 1e-6) and monotone, the escape step not below
+ * plain EM; ll[e] = each objective (-inf on failure), *best the highest
+ * seen. Then max_iter caps the candidates' iterations too, and a fit that
+ * max_iter stopped is not escaped from (the same fit as plain EM). */
+static void escape_start(sg_context *ctx, size_t n, const double *x, const double *y,
+                         const int32_t *lab, int s, double ll[2], double *best) {
+    for (int e = 0; e < 2; e++) {
+        sg_mix_spec sp = sg_mix_spec_default();
+        sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
+        sp.max_iter = 5000, sp.escape = e;
+        sg_mix_model *m = NULL;
+        ll[e] = -INFINITY;
+        sg_status st = sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m);
+        CHECK(st == SG_OK, "start %d escape %d: %s", s, e, sg_context_error(ctx));
+        if (st != SG_OK) continue;
+        sg_mix_info in;
+        sg_mix_model_info(m, &in);
+        double worst;
+        CHECK(in.converged && in.grad_norm <= 1e-6, "start %d escape %d: converged %d grad %g", s, e,
+              in.converged, in.grad_norm);
+        CHECK(trace_monotone(m, &worst), "start %d escape %d: decrease %g", s, e, worst);
+        ll[e] = in.objective;
+        if (in.objective > *best) *best = in.objective;
+        sg_mix_model_free(m);
+    }
+    CHECK(ll[1] >= ll[0] - 1e-9 * fabs(ll[0]), "start %d: escape %.10g < plain EM %.10g", s, ll[1],
+          ll[0]);
+    for (int cap = 6; cap <= 60; cap += 54) {
+        double obj[2] = {0, 0};
+        int its[2] = {0, 0}, conv[2] = {0, 0};
+        for (int e = 0; e < 2; e++) {
+            sg_mix_spec sp = sg_mix_spec_default();
+            sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
+            sp.max_iter = cap, sp.escape = e;
+            sg_mix_model *m = NULL;
+            sg_status st = sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m);
+            CHECK(st == SG_OK, "cap %d: %s", cap, sg_context_error(ctx));
+            if (st != SG_OK) return;
+            sg_mix_info in;
+            sg_mix_model_info(m, &in);
+            obj[e] = in.objective, its[e] = in.iterations, conv[e] = in.converged;
+            sg_mix_model_free(m);
+        }
+        CHECK(its[1] <= cap, "start %d: %d iterations with the escape step, max_iter %d", s, its[1], cap);
+        if (!conv[0])
+            CHECK(obj[1] == obj[0] && its[1] == its[0],
+                  "start %d max_iter %d: unconverged fit escaped (%.10g, %d its vs %.10g, %d)", s, cap,
+                  obj[1], its[1], obj[0], its[0]);
+    }
+}
+
 /* The escape step (spec.escape): two clusters in x, each with its own flat
  * line (like Old Faithful's eruptions against waiting), fitted from
  * uniformly random partitions with and without it. With it the
@@ -893,50 +945,7 @@ TEST(mixture_escape_step) {
     for (int s = 0; s < starts; s++) {
         for (size_t i = 0; i < n; i++) lab[i] = test_uniform(&r) < 0.5;
         double ll[2];
-        for (int e = 0; e < 2; e++) {
-            sg_mix_spec sp = sg_mix_spec_default();
-            sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
-            sp.max_iter = 5000, sp.escape = e;
-            sg_mix_model *m = NULL;
-            sg_status st = sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m);
-            CHECK(st == SG_OK, "start %d escape %d: %s", s, e, sg_context_error(ctx));
-            if (st != SG_OK) continue;
-            sg_mix_info in;
-            sg_mix_model_info(m, &in);
-            double worst;
-            CHECK(in.converged && in.grad_norm <= 1e-6, "start %d escape %d: converged %d grad %g",
-                  s, e, in.converged, in.grad_norm);
-            CHECK(trace_monotone(m, &worst), "start %d escape %d: decrease %g", s, e, worst);
-            ll[e] = in.objective;
-            if (in.objective > best) best = in.objective;
-            sg_mix_model_free(m);
-        }
-        CHECK(ll[1] >= ll[0] - 1e-9 * fabs(ll[0]), "start %d: escape %.10g < plain EM %.10g", s,
-              ll[1], ll[0]);
-        /* max_iter caps the candidates' iterations too, and a fit that
-         * max_iter stopped is not escaped from: the same fit as plain EM */
-        for (int cap = 6; cap <= 60; cap += 54) {
-            double obj[2];
-            int its[2], conv[2];
-            for (int e = 0; e < 2; e++) {
-                sg_mix_spec sp = sg_mix_spec_default();
-                sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
-                sp.max_iter = cap, sp.escape = e;
-                sg_mix_model *m = NULL;
-                CHECK(sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m) == SG_OK, "cap %d: %s", cap,
-                      sg_context_error(ctx));
-                sg_mix_info in;
-                sg_mix_model_info(m, &in);
-                obj[e] = in.objective, its[e] = in.iterations, conv[e] = in.converged;
-                sg_mix_model_free(m);
-            }
-            CHECK(its[1] <= cap, "start %d: %d iterations with the escape step, max_iter %d", s, its[1],
-                  cap);
-            if (!conv[0])
-                CHECK(obj[1] == obj[0] && its[1] == its[0],
-                      "start %d max_iter %d: unconverged fit escaped (%.10g, %d its vs %.10g, %d)", s,
-                      cap, obj[1], its[1], obj[0], its[0]);
-        }
+        escape_start(ctx, n, x, y, lab, s, ll, &best);
         improved += ll[1] > ll[0] + 1e-6 * fabs(ll[0]);
         on[s] = ll[1];
     }
@@ -977,53 +986,7 @@ TEST(mixture_escape_moves) {
         for (size_t i = 0; i < n; i++)
             lab[i] = s % 2 ? (i % 2 == 0 && x[i] > cut) : test_uniform(&r) < 0.5;
         double ll[2];
-        for (int e = 0; e < 2; e++) {
-            sg_mix_spec sp = sg_mix_spec_default();
-            sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
-            sp.max_iter = 5000, sp.escape = e;
-            sg_mix_model *m = NULL;
-            sg_status st = sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m);
-            CHECK(st == SG_OK, "start %d escape %d: %s", s, e, sg_context_error(ctx));
-            if (st != SG_OK) {
-                ll[e] = -INFINITY;
-                continue;
-            }
-            sg_mix_info in;
-            sg_mix_model_info(m, &in);
-            double worst;
-            CHECK(in.converged && in.grad_norm <= 1e-6, "start %d escape %d: converged %d grad %g",
-                  s, e, in.converged, in.grad_norm);
-            CHECK(trace_monotone(m, &worst), "start %d escape %d: decrease %g", s, e, worst);
-            ll[e] = in.objective;
-            if (in.objective > best) best = in.objective;
-            sg_mix_model_free(m);
-        }
-        CHECK(ll[1] >= ll[0] - 1e-9 * fabs(ll[0]), "start %d: escape %.10g < plain EM %.10g", s,
-              ll[1], ll[0]);
-        /* max_iter caps the candidates' iterations too, and a fit that
-         * max_iter stopped is not escaped from: the same fit as plain EM */
-        for (int cap = 6; cap <= 60; cap += 54) {
-            double obj[2];
-            int its[2], conv[2];
-            for (int e = 0; e < 2; e++) {
-                sg_mix_spec sp = sg_mix_spec_default();
-                sp.init = SG_MIX_INIT_LABELS, sp.init_labels = lab, sp.restarts = 1;
-                sp.max_iter = cap, sp.escape = e;
-                sg_mix_model *m = NULL;
-                CHECK(sg_mix_fit(ctx, &sp, n, 1, x, 1, y, NULL, &m) == SG_OK, "cap %d: %s", cap,
-                      sg_context_error(ctx));
-                sg_mix_info in;
-                sg_mix_model_info(m, &in);
-                obj[e] = in.objective, its[e] = in.iterations, conv[e] = in.converged;
-                sg_mix_model_free(m);
-            }
-            CHECK(its[1] <= cap, "start %d: %d iterations with the escape step, max_iter %d", s, its[1],
-                  cap);
-            if (!conv[0])
-                CHECK(obj[1] == obj[0] && its[1] == its[0],
-                      "start %d max_iter %d: unconverged fit escaped (%.10g, %d its vs %.10g, %d)", s,
-                      cap, obj[1], its[1], obj[0], its[0]);
-        }
+        escape_start(ctx, n, x, y, lab, s, ll, &best);
         below_plain += ll[0] < ll[1] - 1e-6 * fabs(ll[1]);
         on[s] = ll[1];
     }
