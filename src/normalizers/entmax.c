@@ -128,13 +128,8 @@ static double tau15_newton(const float *d, size_t n) {
     for (int it = 0; it < NEWTON15_MAX_ITER; it++) {
         sg_sparse_sums a;
         sg_sparse_sums_run(kr, n, d, 0.5, t, &a);
-        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
-        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
-        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
-        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
-        /* Newton: g = sum (u - t)^2 - 1, g' = -2 sum (u - t) over S */
-        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
-        const double next = t + g / (2.0 * w1);
+        double ts, next;
+        if (sg_entmax15_step(&a, t, &ts, &next)) return ts;
         if (!(next > t)) break; /* no progress: rounding; fall back */
         t = next;
     }

@@ -244,12 +244,8 @@ AI double newton15_from(size_t m, const float *d, double t) {
     for (int it = 0; it < 40; it++) {
         sg_sparse_sums a;
         sums16(m, d, 0.5, t, &a);
-        const double k = (double)a.k, inv_k = 1.0 / k, mean = a.s1 * inv_k, ss = a.s2 - a.s1 * mean;
-        const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
-        const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
-        if (delta >= 0.0 && a.min_in > ts && a.max_out <= ts) return ts;
-        const double w1 = a.s1 - k * t, g = a.s2 - 2.0 * t * a.s1 + k * t * t - 1.0;
-        const double next = t + g / (2.0 * w1);
+        double ts, next;
+        if (sg_entmax15_step(&a, t, &ts, &next)) return ts;
         if (!(next > t)) {
             if (restarted) return 0.0;
             t = -1.0, restarted = 1; /* the start was above tau */

@@ -40,6 +40,28 @@ typedef struct sg_sparse_sums {
     size_t k;
     double s1, s2, min_in, max_out;
 } sg_sparse_sums;
+
+/*
+ * One step of exact 1.5-entmax's threshold solve from the sums `a` at t
+ * (scale 1/2, S = {u > t}): the closed form on S, tau = mean_S -
+ * sqrt((1 - sum_S (u - mean_S)^2) / |S|), returned in *tau with 1 when
+ * it passes the exact check (min_S u > tau >= max of the rest); else 0 and
+ * Newton's next t on g(t) = sum_S (u - t)^2 - 1 in *next (the caller stops
+ * when it does not increase: rounding). Shared so that every kernel gets
+ * the same bits.
+ */
+static inline int sg_entmax15_step(const sg_sparse_sums *a, double t, double *tau, double *next) {
+    const double k = (double)a->k, inv_k = 1.0 / k, mean = a->s1 * inv_k, ss = a->s2 - a->s1 * mean;
+    const double delta = (1.0 - (ss > 0.0 ? ss : 0.0)) * inv_k;
+    const double ts = mean - sqrt(delta > 0.0 ? delta : 0.0);
+    if (delta >= 0.0 && a->min_in > ts && a->max_out <= ts) {
+        *tau = ts;
+        return 1;
+    }
+    const double w1 = a->s1 - k * t, g = a->s2 - 2.0 * t * a->s1 + k * t * t - 1.0;
+    *next = t + g / (2.0 * w1);
+    return 0;
+}
 typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t, sg_sparse_sums *out);
 
 /* Up to this many entries the sums pass is done inline (scalar): the
