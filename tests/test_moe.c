@@ -259,6 +259,23 @@ static double act_ref(sg_moe_activation act, double a, double b) {
     return NAN;
 }
 
+/* rowdot's out[i][j] = x_i . w_j against the double sum, within 1e-6 of
+ * the sum of |terms|. */
+static void check_rowdot(const char *name, size_t n, size_t m, size_t len, const float *x, size_t ldx,
+                         const float *w, size_t ldw, const float *out, size_t ldo) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < m; j++) {
+            double s = 0.0, sa = 0.0;
+            for (size_t c = 0; c < len; c++) {
+                s += (double)x[i * ldx + c] * w[j * ldw + c];
+                sa += fabs((double)x[i * ldx + c] * w[j * ldw + c]);
+            }
+            CHECK(fabs(out[i * ldo + j] - s) <= 1e-6 * sa + 1e-30,
+                  "%s rowdot n=%zu m=%zu len=%zu (%zu,%zu): %g vs %g", name, n, m, len, i, j,
+                  out[i * ldo + j], s);
+        }
+}
+
 TEST(moe_kernels_reference) {
     struct {
         const char *name;
@@ -283,17 +300,7 @@ TEST(moe_kernels_reference) {
                 float *x = randn(n * ldx, 1.0, &r), *w = randn(m * ldw, 1.0, &r);
                 float *out = xalloc(n * ldo * 4);
                 ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, NULL, 0);
-                for (size_t i = 0; i < n; i++)
-                    for (size_t j = 0; j < m; j++) {
-                        double s = 0.0, sa = 0.0;
-                        for (size_t c = 0; c < len; c++) {
-                            s += (double)x[i * ldx + c] * w[j * ldw + c];
-                            sa += fabs((double)x[i * ldx + c] * w[j * ldw + c]);
-                        }
-                        CHECK(fabs(out[i * ldo + j] - s) <= 1e-6 * sa + 1e-30,
-                              "%s rowdot n=%zu m=%zu len=%zu (%zu,%zu): %g vs %g", ks[q].name, n, m,
-                              len, i, j, out[i * ldo + j], s);
-                    }
+                check_rowdot(ks[q].name, n, m, len, x, ldx, w, ldw, out, ldo);
                 free(x), free(w), free(out);
             }
         /* Activations: ordinary values, the far tails, NaN. */
@@ -356,17 +363,7 @@ TEST(moe_kernels_long_rows) {
                 float *out = xalloc(n * ldo * 4);
                 ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, ni % 2 ? w + m * ldw : NULL,
                              ni % 2 ? 9 : 0);
-                for (size_t i = 0; i < n; i++)
-                    for (size_t j = 0; j < m; j++) {
-                        double s = 0.0, sa = 0.0;
-                        for (size_t c = 0; c < len; c++) {
-                            s += (double)x[i * ldx + c] * w[j * ldw + c];
-                            sa += fabs((double)x[i * ldx + c] * w[j * ldw + c]);
-                        }
-                        CHECK(fabs(out[i * ldo + j] - s) <= 1e-6 * sa + 1e-30,
-                              "%s rowdot n=%zu m=%zu len=%zu (%zu,%zu): %g vs %g", ks[q].name, n, m,
-                              len, i, j, out[i * ldo + j], s);
-                    }
+                check_rowdot(ks[q].name, n, m, len, x, ldx, w, ldw, out, ldo);
                 free(x), free(w), free(out);
             }
     }
