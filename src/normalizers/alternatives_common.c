@@ -59,6 +59,25 @@ sg_status sg_alt_check_backward(sg_context *ctx, const char *name, size_t rows, 
     return st;
 }
 
+sg_status sg_alt_forward_x(sg_context *ctx, const char *name, alt_row_fn *row, alt_runner *run,
+                           size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,
+                           const sg_softmax_options *options) {
+    if (!ctx) return SG_ERR_ARGUMENT;
+    sg_ok(ctx);
+    sg_softmax_options o;
+    float c;
+    sg_status st = sg_alt_check_forward(ctx, name, rows, n, x, ldx, y, ldy, &o, options, &c);
+    if (st != SG_OK || rows == 0 || n == 0) return st;
+    alt_job j = {0};
+    j.row = row;
+    j.x = x;
+    j.ldx = ldx;
+    j.out = y;
+    j.ldo = ldy;
+    (run ? run : sg_alt_run)(ctx, &j, rows, n, &o, c);
+    return SG_OK;
+}
+
 sg_status sg_alt_backward_xy(sg_context *ctx, const char *name, alt_row_fn *row, size_t rows,
                              size_t n, const float *x, size_t ldx, const float *y, size_t ldy,
                              const float *dy, size_t lddy, float *dx, size_t lddx,
@@ -99,9 +118,10 @@ void sg_alt_masked_bwd_row(const alt_job *j, size_t r, double (*g)(double z)) {
     double dot = 0.0;
     for (size_t i = 0; i < j->n; i++)
         if (!sg_row_removed(&v, i)) dot += (double)y[i] * dy[i];
-    for (size_t i = 0; i < j->n; i++)
-        dx[i] = sg_row_removed(&v, i) ? 0.0f
-                                      : (float)((double)y[i] * g(alt_z(&v, i)) * (dy[i] - dot) / j->t);
+    for (size_t i = 0; i < j->n; i++) {
+        if (sg_row_removed(&v, i)) dx[i] = 0.0f;
+        else dx[i] = (float)((double)y[i] * g(alt_z(&v, i)) * (dy[i] - dot) / j->t);
+    }
 }
 
 float sg_alt_zblock(const alt_job *j, const sg_row_view *v, size_t i0, size_t len, float gone,

@@ -77,6 +77,18 @@ sg_status sg_alt_check_backward(sg_context *ctx, const char *name, size_t rows, 
                                 sg_softmax_options *o, const sg_softmax_options *options,
                                 float *c);
 
+/* How an op runs its job over the rows once checked (sg_alt_run, or a
+ * flattening runner for elementwise ops). */
+typedef void alt_runner(sg_context *ctx, alt_job *j, size_t rows, size_t n,
+                        const sg_softmax_options *o, float c);
+
+/* A whole forward op that reads x (sigmoid, normalized sigmoid, stablemax,
+ * log-stablemax): the checks, then `row` over the rows through `run`
+ * (NULL: sg_alt_run). */
+sg_status sg_alt_forward_x(sg_context *ctx, const char *name, alt_row_fn *row, alt_runner *run,
+                           size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,
+                           const sg_softmax_options *options);
+
 /* A whole backward op that reads x, y and dy (normalized sigmoid,
  * stablemax): the NULL and shape checks, then `row` over the rows. */
 sg_status sg_alt_backward_xy(sg_context *ctx, const char *name, alt_row_fn *row, size_t rows,

@@ -180,35 +180,23 @@ static void run_elementwise(sg_context *ctx, alt_job *j, size_t rows, size_t n,
 }
 
 
-static sg_status forward(sg_context *ctx, const char *name, alt_row_fn *row, size_t rows, size_t n,
-                         const float *x, size_t ldx, float *y, size_t ldy,
-                         const sg_softmax_options *options) {
-    if (!ctx) return SG_ERR_ARGUMENT;
-    sg_ok(ctx);
-    sg_softmax_options o;
-    float c;
-    sg_status st = sg_alt_check_forward(ctx, name, rows, n, x, ldx, y, ldy, &o, options, &c);
-    if (st != SG_OK || rows == 0 || n == 0) return st;
-    alt_job j = {0};
-    j.row = row;
-    j.x = x;
-    j.ldx = ldx;
-    j.out = y;
-    j.ldo = ldy;
-    if (row == sigmoid_row) run_elementwise(ctx, &j, rows, n, &o, c, ldx == n && ldy == n);
-    else sg_alt_run(ctx, &j, rows, n, &o, c);
-    return SG_OK;
+/* run_elementwise for a forward job (x into out). */
+static void run_forward_flat(sg_context *ctx, alt_job *j, size_t rows, size_t n,
+                             const sg_softmax_options *o, float c) {
+    run_elementwise(ctx, j, rows, n, o, c, j->ldx == n && j->ldo == n);
 }
 
 sg_status sg_sigmoid_f32(sg_context *ctx, size_t rows, size_t n, const float *x, size_t ldx,
                          float *y, size_t ldy, const sg_softmax_options *options) {
-    return forward(ctx, "sg_sigmoid_f32", sigmoid_row, rows, n, x, ldx, y, ldy, options);
+    return sg_alt_forward_x(ctx, "sg_sigmoid_f32", sigmoid_row, run_forward_flat,
+                            rows, n, x, ldx, y, ldy, options);
 }
 
 sg_status sg_normalized_sigmoid_f32(sg_context *ctx, size_t rows, size_t n, const float *x,
                                     size_t ldx, float *y, size_t ldy,
                                     const sg_softmax_options *options) {
-    return forward(ctx, "sg_normalized_sigmoid_f32", nsigmoid_row, rows, n, x, ldx, y, ldy, options);
+    return sg_alt_forward_x(ctx, "sg_normalized_sigmoid_f32", nsigmoid_row, NULL,
+                            rows, n, x, ldx, y, ldy, options);
 }
 
 sg_status sg_sigmoid_backward_f32(sg_context *ctx, size_t rows, size_t n, const float *y,

@@ -255,33 +255,17 @@ static void loss_row(const alt_job *j, size_t r) {
 
 /* ---- public ops --------------------------------------------------------- */
 
-static sg_status forward(sg_context *ctx, const char *name, alt_row_fn *row, size_t rows, size_t n,
-                         const float *x, size_t ldx, float *y, size_t ldy,
-                         const sg_softmax_options *options) {
-    if (!ctx) return SG_ERR_ARGUMENT;
-    sg_ok(ctx);
-    sg_softmax_options o;
-    float c;
-    sg_status st = sg_alt_check_forward(ctx, name, rows, n, x, ldx, y, ldy, &o, options, &c);
-    if (st != SG_OK || rows == 0 || n == 0) return st;
-    alt_job j = {0};
-    j.row = row;
-    j.x = x;
-    j.ldx = ldx;
-    j.out = y;
-    j.ldo = ldy;
-    sg_alt_run(ctx, &j, rows, n, &o, c);
-    return SG_OK;
-}
 
 sg_status sg_stablemax_f32(sg_context *ctx, size_t rows, size_t n, const float *x, size_t ldx,
                            float *y, size_t ldy, const sg_softmax_options *options) {
-    return forward(ctx, "sg_stablemax_f32", forward_row, rows, n, x, ldx, y, ldy, options);
+    return sg_alt_forward_x(ctx, "sg_stablemax_f32", forward_row, NULL,
+                            rows, n, x, ldx, y, ldy, options);
 }
 
 sg_status sg_log_stablemax_f32(sg_context *ctx, size_t rows, size_t n, const float *x, size_t ldx,
                                float *y, size_t ldy, const sg_softmax_options *options) {
-    return forward(ctx, "sg_log_stablemax_f32", log_forward_row, rows, n, x, ldx, y, ldy, options);
+    return sg_alt_forward_x(ctx, "sg_log_stablemax_f32", log_forward_row, NULL,
+                            rows, n, x, ldx, y, ldy, options);
 }
 
 sg_status sg_stablemax_backward_f32(sg_context *ctx, size_t rows, size_t n, const float *x,
