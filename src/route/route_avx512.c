@@ -43,15 +43,16 @@ static void place32(const float *c, const int32_t *d, size_t nc, size_t k, int32
             r1 = _mm512_mask_add_epi32(r1, g1, r1, one);
         }
     }
-    /* the selected lanes scattered to their ranks (distinct): reading the
-     * ranks back from memory stalled on the vector store */
-    const __m512i kk = _mm512_set1_epi32((int32_t)k);
-    const __mmask16 s0 = _mm512_cmplt_epi32_mask(r0, kk) & m0, s1 = _mm512_cmplt_epi32_mask(r1, kk) & m1;
-    _mm512_mask_i32scatter_epi32(ids, s0, r0, _mm512_maskz_loadu_epi32(m0, d), 4);
-    _mm512_mask_i32scatter_ps(top, s0, r0, v0, 4);
-    if (s1) {
-        _mm512_mask_i32scatter_epi32(ids, s1, r1, _mm512_maskz_loadu_epi32(m1, d + 16), 4);
-        _mm512_mask_i32scatter_ps(top, s1, r1, v1, 4);
+    /* rank s's lane (ranks are distinct) found by a compare on the ranks
+     * in registers: reading them back from memory stalled on the vector
+     * store, and scatters are slow on some cores (microcoded on Zen 4) */
+    for (size_t s = 0; s < k && s < nc; s++) {
+        const __m512i rs = _mm512_set1_epi32((int32_t)s);
+        const unsigned e0 = _mm512_cmpeq_epi32_mask(r0, rs) & m0;
+        const unsigned e1 = (_mm512_cmpeq_epi32_mask(r1, rs) & m1) | 0x10000u; /* never 0 */
+        const size_t lane = e0 ? (size_t)__builtin_ctz(e0) : 16 + (size_t)__builtin_ctz(e1);
+        ids[s] = d[lane];
+        top[s] = c[lane];
     }
 }
 
