@@ -44,4 +44,13 @@ double test_normal(test_rng *r);   /* N(0, 1) */
 /* Relative difference |a - b| / |b| (0 when both are 0). */
 double test_rel(double a, double b);
 
+/* Zeroed memory (at least 1 byte); exits the test run when out of memory. */
+void *test_alloc(size_t bytes);
+
+/* count floats scale * N(0, 1) from test_rng_seed(seed), in test_alloc memory. */
+float *test_random_f32(size_t count, double scale, uint64_t seed);
+
+/* The default softmax options with temperature t. */
+sg_softmax_options test_temperature(float t);
+
 #endif

@@ -44,21 +44,6 @@
 
 #define SENTINEL (-12345.5f)
 
-static void *xalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_alternatives: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static sg_softmax_options topt(float t) {
-    sg_softmax_options o = sg_softmax_options_default();
-    o.temperature = t;
-    return o;
-}
-
 static void fill_normal(float *x, size_t count, double scale, uint64_t seed) {
     test_rng rng = test_rng_seed(seed);
     for (size_t i = 0; i < count; i++) x[i] = (float)(scale * test_normal(&rng));
@@ -101,7 +86,7 @@ static void ref_softmax(size_t n, const double *z, const int *kept, double b, do
 }
 
 static double ref_beta(size_t n, const double *z, const int *kept) {
-    double *p = xalloc(n * sizeof *p), h = 0.0;
+    double *p = test_alloc(n * sizeof *p), h = 0.0;
     ref_softmax(n, z, kept, 1.0, p);
     for (size_t i = 0; i < n; i++)
         if (p[i] > 0.0) h -= p[i] * log(p[i]);
@@ -176,8 +161,8 @@ typedef struct err_acc {
 static void check_rows(fwd_op op, size_t rows, size_t n, const float *x, size_t ldx,
                        const float *y, size_t ldy, const uint8_t *keep, size_t keep_ld,
                        const float *add, size_t add_ld, double t, const char *what, err_acc *e) {
-    double *z = xalloc(n * sizeof *z), *ref = xalloc(n * sizeof *ref);
-    int *kept = xalloc(n * sizeof *kept);
+    double *z = test_alloc(n * sizeof *z), *ref = test_alloc(n * sizeof *ref);
+    int *kept = test_alloc(n * sizeof *kept);
     for (size_t r = 0; r < rows; r++) {
         z_row(n, x + r * ldx, keep ? keep + r * keep_ld : NULL, add ? add + r * add_ld : NULL, t, z,
               kept);
@@ -258,8 +243,8 @@ TEST(alt_kernels_tails) {
     size_t count;
     const sg_alt_kernel_entry *ents = sg_alt_kernel_entries(&count);
     const size_t maxn = 3000 + 8;
-    float *x = xalloc(maxn * sizeof *x), *y = xalloc(maxn * sizeof *y), *dy = xalloc(maxn * sizeof *dy);
-    float *o1 = xalloc(maxn * sizeof *o1), *o2 = xalloc(maxn * sizeof *o2);
+    float *x = test_alloc(maxn * sizeof *x), *y = test_alloc(maxn * sizeof *y), *dy = test_alloc(maxn * sizeof *dy);
+    float *o1 = test_alloc(maxn * sizeof *o1), *o2 = test_alloc(maxn * sizeof *o2);
     int tested = 0;
     for (size_t ki = 0; ki < count; ki++) {
         const sg_alt_kernel_entry *k = &ents[ki], *ref = find_ref(k->slot);
@@ -362,8 +347,8 @@ TEST(alt_kernels_philox) {
     const size_t maxn = 300, col0 = 68, row = 5;
     const uint64_t seed = 0xDEADBEEF12345ULL, offset = 0x1234567890ULL;
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-    float *u = xalloc((row + 1) * (col0 + maxn) * sizeof *u), *x = xalloc(maxn * sizeof *x);
-    float *t = xalloc(maxn * sizeof *t);
+    float *u = test_alloc((row + 1) * (col0 + maxn) * sizeof *u), *x = test_alloc(maxn * sizeof *x);
+    float *t = test_alloc(maxn * sizeof *t);
     sg_random_uniform_f32(ctx, seed, offset, row + 1, col0 + maxn, u, col0 + maxn);
     const float *ur = u + row * (col0 + maxn) + col0;
     fill_normal(x, maxn, 2.0, 4);
@@ -407,12 +392,12 @@ TEST(alt_forward_reference) {
                 for (size_t ti = 0; ti < 3; ti++) {
                     if (test_quick && (ni % 3 != 0 || si == 0 || ti == 1)) continue; /* emulators */
                     size_t n = ns[ni], rows = 3, ld = n + 3;
-                    float *x = xalloc(rows * ld * sizeof *x), *y = xalloc(rows * ld * sizeof *y);
+                    float *x = test_alloc(rows * ld * sizeof *x), *y = test_alloc(rows * ld * sizeof *y);
                     fill_normal(x, rows * ld, scales[si], n * 17 + si * 5 + ti + 100 * (size_t)op);
                     if (op == OP_NSIGMOID && si == 3) /* a row deep in the negative tail */
                         for (size_t i = 0; i < n; i++) x[i] = x[i] - 200.0f;
                     for (size_t i = 0; i < rows * ld; i++) y[i] = SENTINEL;
-                    sg_softmax_options o = topt(temps[ti]);
+                    sg_softmax_options o = test_temperature(temps[ti]);
                     sg_status st = run_fwd(ctx, (fwd_op)op, rows, n, x, ld, y, ld, &o);
                     CHECK(st == SG_OK, "%s: status %d", fwd_names[op], (int)st);
                     char what[64];
@@ -422,7 +407,7 @@ TEST(alt_forward_reference) {
                         for (size_t i = n; i < ld; i++)
                             CHECK(y[r * ld + i] == SENTINEL, "%s wrote the stride gap", fwd_names[op]);
                     /* in place gives the same bits */
-                    float *xi = xalloc(rows * ld * sizeof *xi);
+                    float *xi = test_alloc(rows * ld * sizeof *xi);
                     memcpy(xi, x, rows * ld * sizeof *x);
                     run_fwd(ctx, (fwd_op)op, rows, n, xi, ld, xi, ld, &o);
                     for (size_t r = 0; r < rows; r++)
@@ -447,9 +432,9 @@ TEST(alt_masks) {
 }
 
 static void masks_case(sg_context *ctx, size_t rows, size_t n, size_t ld) {
-    float *x = xalloc(rows * ld * sizeof *x), *y = xalloc(rows * ld * sizeof *y);
-    float *add = xalloc(rows * ld * sizeof *add);
-    uint8_t *keep = xalloc(rows * ld);
+    float *x = test_alloc(rows * ld * sizeof *x), *y = test_alloc(rows * ld * sizeof *y);
+    float *add = test_alloc(rows * ld * sizeof *add);
+    uint8_t *keep = test_alloc(rows * ld);
     test_rng rng = test_rng_seed(9);
     fill_normal(x, rows * ld, 2.0, 3);
     for (size_t i = 0; i < rows * ld; i++) {
@@ -460,7 +445,7 @@ static void masks_case(sg_context *ctx, size_t rows, size_t n, size_t ld) {
     for (int op = 0; op < N_FWD; op++)
         for (int variant = 0; variant < 4; variant++) {
             err_acc e = {0, 0};
-            sg_softmax_options o = topt(variant == 3 ? 2.0f : 1.0f);
+            sg_softmax_options o = test_temperature(variant == 3 ? 2.0f : 1.0f);
             if (variant == 0 || variant == 2) o.keep_mask = keep, o.keep_mask_ld = variant == 2 ? 0 : ld;
             if (variant == 1 || variant == 3) o.add_mask = add, o.add_mask_ld = variant == 3 ? 0 : ld;
             for (size_t i = 0; i < rows * ld; i++) y[i] = SENTINEL;
@@ -468,7 +453,7 @@ static void masks_case(sg_context *ctx, size_t rows, size_t n, size_t ld) {
             CHECK(st == SG_OK, "%s masks: status %d", fwd_names[op], (int)st);
             check_rows((fwd_op)op, rows, n, x, ld, y, ld, o.keep_mask, o.keep_mask_ld, o.add_mask,
                        o.add_mask_ld, o.temperature, "masked", &e);
-            float *xi = xalloc(rows * ld * sizeof *xi);
+            float *xi = test_alloc(rows * ld * sizeof *xi);
             memcpy(xi, x, rows * ld * sizeof *x);
             run_fwd(ctx, (fwd_op)op, rows, n, xi, ld, xi, ld, &o);
             for (size_t r = 0; r < rows; r++)
@@ -547,14 +532,14 @@ TEST(alt_properties) {
 TEST(alt_sigmoid_flat) {
     sg_context *ctx = test_context(2);
     const size_t rows = 100, n = 77, ld = 78, count = rows * n;
-    float *x = xalloc(count * sizeof *x), *xs = xalloc(rows * ld * sizeof *xs);
-    float *y = xalloc(count * sizeof *y), *ys = xalloc(rows * ld * sizeof *ys);
-    float *dy = xalloc(count * sizeof *dy), *dys = xalloc(rows * ld * sizeof *dys);
+    float *x = test_alloc(count * sizeof *x), *xs = test_alloc(rows * ld * sizeof *xs);
+    float *y = test_alloc(count * sizeof *y), *ys = test_alloc(rows * ld * sizeof *ys);
+    float *dy = test_alloc(count * sizeof *dy), *dys = test_alloc(rows * ld * sizeof *dys);
     fill_normal(x, count, 4.0, 61);
     fill_normal(dy, count, 1.0, 62);
     for (size_t r = 0; r < rows; r++)
         for (size_t i = 0; i < n; i++) xs[r * ld + i] = x[r * n + i], dys[r * ld + i] = dy[r * n + i];
-    sg_softmax_options o = topt(0.5f);
+    sg_softmax_options o = test_temperature(0.5f);
     sg_sigmoid_f32(ctx, rows, n, x, n, y, n, &o);
     sg_sigmoid_f32(ctx, rows, n, xs, ld, ys, ld, &o);
     for (size_t r = 0; r < rows; r++)
@@ -602,11 +587,11 @@ static double ref_l(fwd_op op, size_t n, const double *xd, const uint8_t *keep, 
 TEST(alt_backward_fd) {
     sg_context *ctx = test_context(2);
     static const size_t ns[] = {1, 5, 16, 17, 40, 133};
-    double *xd = xalloc(200 * sizeof *xd), *z = xalloc(200 * sizeof *z), *yy = xalloc(200 * sizeof *yy);
-    int *kept = xalloc(200 * sizeof *kept);
-    float *x = xalloc(200 * sizeof *x), *y = xalloc(200 * sizeof *y), *dy = xalloc(200 * sizeof *dy);
-    float *dx = xalloc(200 * sizeof *dx), *add = xalloc(200 * sizeof *add);
-    uint8_t *keep = xalloc(200);
+    double *xd = test_alloc(200 * sizeof *xd), *z = test_alloc(200 * sizeof *z), *yy = test_alloc(200 * sizeof *yy);
+    int *kept = test_alloc(200 * sizeof *kept);
+    float *x = test_alloc(200 * sizeof *x), *y = test_alloc(200 * sizeof *y), *dy = test_alloc(200 * sizeof *dy);
+    float *dx = test_alloc(200 * sizeof *dx), *add = test_alloc(200 * sizeof *add);
+    uint8_t *keep = test_alloc(200);
     for (int op = 0; op < N_BWD; op++)
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
             for (int variant = 0; variant < 3; variant++) { /* plain, T = 2 + keep, T = 0.5 + add */
@@ -621,14 +606,14 @@ TEST(alt_backward_fd) {
                     keep[i] = i % 4 != 1;
                     add[i] = i % 5 == 2 ? -INFINITY : (float)(0.25 * test_normal(&rng));
                 }
-                sg_softmax_options o = topt(variant == 1 ? 2.0f : variant == 2 ? 0.5f : 1.0f);
+                sg_softmax_options o = test_temperature(variant == 1 ? 2.0f : variant == 2 ? 0.5f : 1.0f);
                 if (variant == 1) o.keep_mask = keep;
                 if (variant == 2) o.add_mask = add;
                 CHECK(run_fwd(ctx, bwd_fwd[op], 1, n, x, n, y, n, &o) == SG_OK, "forward failed");
                 CHECK(run_bwd(ctx, (bwd_op)op, 1, n, x, y, dy, dx, n, &o) == SG_OK, "%d: %s", op,
                       sg_context_error(ctx));
                 double worst = 0.0, scale = 1e-12;
-                double *fd = xalloc(n * sizeof *fd);
+                double *fd = test_alloc(n * sizeof *fd);
                 for (size_t i = 0; i < n; i++) {
                     double h = 1e-5 * fmax(1.0, fabs(xd[i])), keepv = xd[i];
                     xd[i] = keepv + h;
@@ -660,13 +645,13 @@ static double ref_ce(size_t n, const double *xd, double t, size_t k) {
 TEST(alt_stablemax_loss) {
     sg_context *ctx = test_context(2);
     const size_t rows = 6, n = 37;
-    float *x = xalloc(rows * n * sizeof *x), *dx = xalloc(rows * n * sizeof *dx), loss[6], loss2[6];
+    float *x = test_alloc(rows * n * sizeof *x), *dx = test_alloc(rows * n * sizeof *dx), loss[6], loss2[6];
     double xd[37];
     int32_t target[6];
     fill_normal(x, rows * n, 3.0, 5);
     for (size_t r = 0; r < rows; r++) target[r] = (int32_t)((r * 11) % n);
     for (int ti = 0; ti < 2; ti++) {
-        sg_softmax_options o = topt(ti ? 2.0f : 1.0f);
+        sg_softmax_options o = test_temperature(ti ? 2.0f : 1.0f);
         CHECK(sg_stablemax_cross_entropy_f32(ctx, rows, n, x, n, target, loss, dx, n, &o) == SG_OK, "ce");
         CHECK(sg_stablemax_cross_entropy_f32(ctx, rows, n, x, n, target, loss2, NULL, 0, &o) == SG_OK,
               "ce without dx");
@@ -689,14 +674,14 @@ TEST(alt_stablemax_loss) {
         }
     }
     /* log-stablemax agrees with -loss at the target */
-    float *ly = xalloc(rows * n * sizeof *ly);
+    float *ly = test_alloc(rows * n * sizeof *ly);
     sg_log_stablemax_f32(ctx, rows, n, x, n, ly, n, NULL);
     sg_stablemax_cross_entropy_f32(ctx, rows, n, x, n, target, loss, NULL, 0, NULL);
     for (size_t r = 0; r < rows; r++)
         CHECK(fabs(-ly[r * n + (size_t)target[r]] - loss[r]) <= 1e-6 * fmax(1.0, loss[r]),
               "log-stablemax %.9g vs loss %.9g", ly[r * n + (size_t)target[r]], loss[r]);
     /* in place dx == x */
-    float *xi = xalloc(rows * n * sizeof *xi);
+    float *xi = test_alloc(rows * n * sizeof *xi);
     memcpy(xi, x, rows * n * sizeof *x);
     sg_stablemax_cross_entropy_f32(ctx, rows, n, x, n, target, loss, dx, n, NULL);
     sg_stablemax_cross_entropy_f32(ctx, rows, n, xi, n, target, loss2, xi, n, NULL);
@@ -719,7 +704,7 @@ TEST(alt_special_values) {
         uint8_t keep[4] = {1, 1, 1, 1};
         double d = 1.0 + expm1(1.0) + expm1(2.0) + fabs(expm1(-3.0)) + EPS;
         for (int masked = 0; masked < 2; masked++) {
-            sg_softmax_options o = topt(1.0f);
+            sg_softmax_options o = test_temperature(1.0f);
             if (masked) o.keep_mask = keep;
             sg_softpick_f32(ctx, 1, 4, x, 4, y, 4, EPS, &o);
             CHECK(y[0] == 0.0f && near(y[1], expm1(1.0) / d) && near(y[2], expm1(2.0) / d) && y[3] == 0.0f,
@@ -727,7 +712,7 @@ TEST(alt_special_values) {
         }
         float xn[4] = {nan, 1.0f, 2.0f, 0.5f};
         keep[0] = 0;
-        sg_softmax_options o = topt(1.0f);
+        sg_softmax_options o = test_temperature(1.0f);
         o.keep_mask = keep;
         sg_softpick_f32(ctx, 1, 4, xn, 4, y, 4, EPS, &o); /* removed NaN: ignored */
         CHECK(y[0] == 0.0f && y[1] > 0.0f && !isnan(y[3]), "softpick removed NaN");
@@ -751,7 +736,7 @@ TEST(alt_special_values) {
         sg_softpick_f32(ctx, 1, 4, xneg, 4, y, 4, EPS, &o);
         CHECK(y[0] == 0.0f && y[3] == 0.0f, "softpick all removed");
         float xh[3] = {3e38f, 3e38f, -3e38f};
-        o = topt(0.5f);
+        o = test_temperature(0.5f);
         sg_softpick_f32(ctx, 1, 3, xh, 3, y, 3, EPS, &o);
         CHECK(near(y[0], 0.5) && near(y[1], 0.5) && y[2] == 0.0f, "softpick huge: %g %g %g", y[0], y[1], y[2]);
     }
@@ -769,7 +754,7 @@ TEST(alt_special_values) {
         sg_log_stablemax_f32(ctx, 1, 2, xm, 2, y, 2, NULL);
         CHECK(y[0] == -inf && y[1] == -inf, "log-stablemax all -inf");
         float xh[2] = {3e38f, 3e38f}, xb[2] = {3e38f, 1.0f};
-        sg_softmax_options o = topt(0.5f);
+        sg_softmax_options o = test_temperature(0.5f);
         sg_stablemax_f32(ctx, 1, 2, xh, 2, y, 2, &o);
         CHECK(near(y[0], 0.5) && near(y[1], 0.5), "stablemax huge with T: %g %g", y[0], y[1]);
         sg_stablemax_f32(ctx, 1, 2, xb, 2, y, 2, NULL);
@@ -828,7 +813,7 @@ TEST(alt_special_values) {
         sg_gumbel_softmax_f32(ctx, 1, 3, xn, 3, 1, 2, 1, y, 3, ys, 3, NULL);
         CHECK(isnan(y[0]) && isnan(ys[1]), "gumbel NaN");
         uint8_t none[3] = {0, 0, 0};
-        sg_softmax_options o = topt(1.0f);
+        sg_softmax_options o = test_temperature(1.0f);
         o.keep_mask = none;
         sg_gumbel_softmax_f32(ctx, 1, 3, xn, 3, 1, 2, 1, y, 3, ys, 3, &o);
         CHECK(y[0] == 0.0f && y[1] == 0.0f && y[2] == 0.0f && ys[1] == 0.0f, "gumbel all removed");
@@ -841,17 +826,17 @@ TEST(alt_special_values) {
 TEST(alt_gumbel) {
     sg_context *ctx = test_context(2);
     const size_t rows = 9, n = 37, ld = 40;
-    float *x = xalloc(rows * ld * sizeof *x), *u = xalloc(rows * n * sizeof *u);
-    float *y = xalloc(rows * ld * sizeof *y), *ys = xalloc(rows * ld * sizeof *ys);
-    float *y2 = xalloc(rows * ld * sizeof *y2), *dy = xalloc(rows * ld * sizeof *dy);
-    float *dx = xalloc(rows * ld * sizeof *dx), *dx2 = xalloc(rows * ld * sizeof *dx2);
+    float *x = test_alloc(rows * ld * sizeof *x), *u = test_alloc(rows * n * sizeof *u);
+    float *y = test_alloc(rows * ld * sizeof *y), *ys = test_alloc(rows * ld * sizeof *ys);
+    float *y2 = test_alloc(rows * ld * sizeof *y2), *dy = test_alloc(rows * ld * sizeof *dy);
+    float *dx = test_alloc(rows * ld * sizeof *dx), *dx2 = test_alloc(rows * ld * sizeof *dx2);
     double zz[37];
     fill_normal(x, rows * ld, 1.5, 11);
     fill_normal(dy, rows * ld, 1.0, 12);
     static const float taus[] = {0.3f, 1.0f, 4.0f};
     for (int ti = 0; ti < 3; ti++) {
         const uint64_t seed = 0x123456789ULL, off = 5 + (uint64_t)ti;
-        sg_softmax_options o = topt(taus[ti]);
+        sg_softmax_options o = test_temperature(taus[ti]);
         CHECK(sg_gumbel_softmax_f32(ctx, rows, n, x, ld, seed, off, 0, y, ld, NULL, 0, &o) == SG_OK,
               "gumbel: %s", sg_context_error(ctx));
         sg_random_uniform_f32(ctx, seed, off, rows, n, u, n);
@@ -897,9 +882,9 @@ TEST(alt_gumbel) {
     CHECK(max_diff(n, y, y2) == 0.0, "the same key gives different noise");
     /* tau -> 0: samples approach one-hot (at the argmax of x + g) */
     const size_t many = test_quick ? 50 : 400;
-    float *xb = xalloc(many * 10 * sizeof *xb), *yb = xalloc(many * 10 * sizeof *yb);
+    float *xb = test_alloc(many * 10 * sizeof *xb), *yb = test_alloc(many * 10 * sizeof *yb);
     fill_normal(xb, many * 10, 1.0, 13);
-    sg_softmax_options cold = topt(1e-3f);
+    sg_softmax_options cold = test_temperature(1e-3f);
     sg_gumbel_softmax_f32(ctx, many, 10, xb, 10, 9, 3, 0, yb, 10, NULL, 0, &cold);
     size_t sharp = 0;
     for (size_t r = 0; r < many; r++) {
@@ -908,7 +893,7 @@ TEST(alt_gumbel) {
         sharp += mx >= 0.99f;
     }
     CHECK(sharp >= many * 95 / 100, "tau 1e-3: only %zu of %zu rows near one-hot", sharp, many);
-    sg_softmax_options warm = topt(1e3f);
+    sg_softmax_options warm = test_temperature(1e3f);
     sg_gumbel_softmax_f32(ctx, many, 10, xb, 10, 9, 3, 0, yb, 10, NULL, 0, &warm);
     for (size_t i = 0; i < many * 10; i++) CHECK(fabsf(yb[i] - 0.1f) < 0.01f, "tau 1e3 not near uniform");
     free(x), free(u), free(y), free(ys), free(y2), free(dy), free(dx), free(dx2), free(xb), free(yb);
@@ -945,7 +930,7 @@ TEST(alt_adaptive) {
     /* a -inf entry (the fast path's fallback) acts as a removed one */
     float xi[9] = {-INFINITY, 0.1f, 0.3f, -0.2f, 0.05f, 0.0f, 0.2f, -0.1f, 0.15f}, yi[9], ym[9], b2;
     uint8_t keep[9] = {0, 1, 1, 1, 1, 1, 1, 1, 1};
-    sg_softmax_options om = topt(1.0f);
+    sg_softmax_options om = test_temperature(1.0f);
     om.keep_mask = keep;
     sg_adaptive_temperature_softmax_f32(ctx, 1, 9, xi, 9, yi, 9, &beta, NULL);
     sg_adaptive_temperature_softmax_f32(ctx, 1, 9, xi, 9, ym, 9, &b2, &om);
@@ -960,14 +945,14 @@ TEST(alt_adaptive) {
 
 TEST(alt_threads_identical) {
     const size_t rows = test_quick ? 24 : 64, n = 1000, count = rows * n;
-    float *x = xalloc(count * sizeof *x), *dy = xalloc(count * sizeof *dy), *yf = xalloc(count * sizeof *yf);
+    float *x = test_alloc(count * sizeof *x), *dy = test_alloc(count * sizeof *dy), *yf = test_alloc(count * sizeof *yf);
     float *out[3], *out2[3], loss[3][64];
     int32_t target[64];
     fill_normal(x, count, 3.0, 99);
     fill_normal(dy, count, 1.0, 98);
     for (size_t r = 0; r < rows; r++) target[r] = (int32_t)(r * 13 % n);
-    for (int t = 0; t < 3; t++) out[t] = xalloc(count * sizeof(float)), out2[t] = xalloc(count * sizeof(float));
-    sg_softmax_options o = topt(0.7f);
+    for (int t = 0; t < 3; t++) out[t] = test_alloc(count * sizeof(float)), out2[t] = test_alloc(count * sizeof(float));
+    sg_softmax_options o = test_temperature(0.7f);
     for (int kind = 0; kind < N_FWD + N_BWD + 3; kind++) {
         for (int t = 0; t < 3; t++) {
             sg_context *ctx = test_context(t + 1);
@@ -1005,7 +990,7 @@ TEST(alt_args_errors) {
     sg_context *ctx = test_context(1);
     float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[8], dy[8] = {1, 1, 1, 1, 1, 1, 1, 1}, loss[2];
     for (int i = 0; i < 8; i++) y[i] = SENTINEL;
-    sg_softmax_options bad = topt(0.0f), o = topt(1.0f);
+    sg_softmax_options bad = test_temperature(0.0f), o = test_temperature(1.0f);
     for (int op = 0; op < N_FWD; op++) {
         CHECK(run_fwd(NULL, (fwd_op)op, 2, 4, x, 4, y, 4, NULL) == SG_ERR_ARGUMENT, "%s NULL ctx", fwd_names[op]);
         CHECK(run_fwd(ctx, (fwd_op)op, 2, 4, NULL, 4, y, 4, NULL) == SG_ERR_ARGUMENT && mentions(ctx, "x"),

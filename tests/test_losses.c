@@ -39,28 +39,6 @@
 
 #define SENTINEL (-12345.5f)
 
-static void *xalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_losses: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static float *random_x(size_t count, double scale, uint64_t seed) {
-    float *x = xalloc(count * sizeof *x);
-    test_rng rng = test_rng_seed(seed);
-    for (size_t i = 0; i < count; i++) x[i] = (float)(scale * test_normal(&rng));
-    return x;
-}
-
-static sg_softmax_options topt(float t) {
-    sg_softmax_options o = sg_softmax_options_default();
-    o.temperature = t;
-    return o;
-}
-
 /* z of one row in double; -inf where removed; *kept counts the kept. */
 static void z_row(size_t n, const float *x, const uint8_t *keep, const float *add, double t,
                   double *z, int *removed) {
@@ -110,7 +88,7 @@ static const char *red_name(sg_loss_reduction r) {
 static void check_ce(sg_context *ctx, size_t rows, size_t n, const float *x, ce_case c,
                      sg_loss_reduction red, const sg_softmax_options *o, const char *what,
                      double *worst_dx) {
-    int32_t *tg = xalloc(rows * sizeof *tg);
+    int32_t *tg = test_alloc(rows * sizeof *tg);
     test_rng rng = test_rng_seed(n * 7 + rows);
     size_t count = 0;
     for (size_t r = 0; r < rows; r++) {
@@ -121,15 +99,15 @@ static void check_ce(sg_context *ctx, size_t rows, size_t n, const float *x, ce_
         for (size_t r = 0; r < rows; r++)
             while (tg[r] != -100 && !o->keep_mask[r * o->keep_mask_ld + (size_t)tg[r]])
                 tg[r] = (tg[r] + 1) % (int32_t)n;
-    float *loss = xalloc(rows * sizeof *loss), *dx = xalloc(rows * n * sizeof *dx);
+    float *loss = test_alloc(rows * sizeof *loss), *dx = test_alloc(rows * n * sizeof *dx);
     sg_cross_entropy_options co = sg_cross_entropy_options_default();
     co.reduction = red;
     co.label_smoothing = (float)c.eps;
     co.z_loss = (float)c.lambda;
     sg_status st = sg_cross_entropy_f32(ctx, rows, n, x, n, tg, loss, dx, n, &co, o);
     CHECK(st == SG_OK, "%s: status %d (%s)", what, (int)st, sg_context_error(ctx));
-    double *z = xalloc(n * sizeof *z), *gr = xalloc(n * sizeof *gr), total = 0.0;
-    int *rm = xalloc(n * sizeof *rm);
+    double *z = test_alloc(n * sizeof *z), *gr = test_alloc(n * sizeof *gr), total = 0.0;
+    int *rm = test_alloc(n * sizeof *rm);
     const double g = red == SG_REDUCTION_MEAN ? 1.0 / (double)count : 1.0;
     int reported = 0;
     for (size_t r = 0; st == SG_OK && r < rows; r++) {
@@ -169,8 +147,8 @@ TEST(losses_ce_reference) {
         for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
             for (int red = 0; red < 3; red++) {
                 size_t n = ns[ni], rows = 6;
-                float *x = random_x(rows * n, ni % 2 ? 3.0 : 10.0, n * 13 + ci);
-                sg_softmax_options o = topt((float)cases[ci].t);
+                float *x = test_random_f32(rows * n, ni % 2 ? 3.0 : 10.0, n * 13 + ci);
+                sg_softmax_options o = test_temperature((float)cases[ci].t);
                 char what[96];
                 snprintf(what, sizeof what, "eps=%g lambda=%g T=%g %s", cases[ci].eps,
                          cases[ci].lambda, cases[ci].t, red_name((sg_loss_reduction)red));
@@ -185,14 +163,14 @@ TEST(losses_ce_reference) {
 TEST(losses_ce_fd) {
     sg_context *ctx = test_context(1);
     const size_t rows = 3, n = 9;
-    float *x = random_x(rows * n, 2.0, 77);
+    float *x = test_random_f32(rows * n, 2.0, 77);
     int32_t tg[3] = {4, -100, 0};
     ce_case cs[] = {{0, 0, 1}, {0.15, 0.01, 0.8}};
     for (size_t ci = 0; ci < 2; ci++)
         for (int red = 0; red < 3; red++) {
             ce_case c = cs[ci];
             sg_cross_entropy_options co = {(sg_loss_reduction)red, -100, (float)c.eps, (float)c.lambda};
-            sg_softmax_options o = topt((float)c.t);
+            sg_softmax_options o = test_temperature((float)c.t);
             float loss[3], dx[27];
             CHECK(sg_cross_entropy_f32(ctx, rows, n, x, n, tg, loss, dx, n, &co, &o) == SG_OK, "status");
             for (size_t r = 0; r < rows; r++)
@@ -247,15 +225,15 @@ TEST(losses_ce_masks) {
     double worst = 0.0;
     for (size_t ni = 0; ni < 4; ni++) {
         size_t n = ns[ni];
-        float *x = random_x(rows * n, 4.0, 300 + n), *add = random_x(rows * n, 1.0, 400 + n);
-        uint8_t *keep = xalloc(rows * n);
+        float *x = test_random_f32(rows * n, 4.0, 300 + n), *add = test_random_f32(rows * n, 1.0, 400 + n);
+        uint8_t *keep = test_alloc(rows * n);
         test_rng rng = test_rng_seed(n);
         for (size_t i = 0; i < rows * n; i++) {
             keep[i] = test_uniform(&rng) < 0.7 || i % n == 0;
             if (test_uniform(&rng) < 0.1 && i % n) add[i] = -INFINITY;
         }
         for (int bc = 0; bc < 2; bc++) {
-            sg_softmax_options o = topt(1.3f);
+            sg_softmax_options o = test_temperature(1.3f);
             o.keep_mask = keep;
             o.keep_mask_ld = bc ? 0 : n;
             ce_case c = {0.1, 1e-3, 1.3};
@@ -270,7 +248,7 @@ TEST(losses_ce_masks) {
                 tg[r] = (int32_t)(r % n);
                 while (add[(bc ? 0 : r) * n + (size_t)tg[r]] == -INFINITY) tg[r] = (tg[r] + 1) % (int32_t)n;
             }
-            float *dx = xalloc(rows * n * sizeof *dx);
+            float *dx = test_alloc(rows * n * sizeof *dx);
             sg_cross_entropy_options co = {SG_REDUCTION_NONE, -100, 0.1f, 1e-3f};
             CHECK(sg_cross_entropy_f32(ctx, rows, n, x, n, tg, loss, dx, n, &co, &o) == SG_OK, "add");
             for (size_t r = 0; r < rows; r++) {
@@ -333,8 +311,8 @@ TEST(losses_ce_special) {
 TEST(losses_ce_in_place) {
     sg_context *ctx = test_context(1);
     const size_t rows = 4, n = 37, ld = 41;
-    float *x = random_x(rows * ld, 3.0, 9), *x2 = xalloc(rows * ld * sizeof *x2);
-    float *dx = xalloc(rows * ld * sizeof *dx), loss[4], loss2[4], loss3[4];
+    float *x = test_random_f32(rows * ld, 3.0, 9), *x2 = test_alloc(rows * ld * sizeof *x2);
+    float *dx = test_alloc(rows * ld * sizeof *dx), loss[4], loss2[4], loss3[4];
     for (size_t r = 0; r < rows; r++)
         for (size_t i = n; i < ld; i++) x[r * ld + i] = SENTINEL;
     memcpy(x2, x, rows * ld * sizeof *x);
@@ -388,22 +366,22 @@ TEST(losses_zloss_reference_fd) {
     static const size_t ns[] = {2, 3, 16, 17, 100, 1000};
     for (size_t ni = 0; ni < 6; ni++) {
         size_t n = ns[ni], rows = 4;
-        float *x = random_x(rows * n, 5.0, 500 + n);
-        uint8_t *keep = xalloc(rows * n);
+        float *x = test_random_f32(rows * n, 5.0, 500 + n);
+        uint8_t *keep = test_alloc(rows * n);
         for (size_t i = 0; i < rows * n; i++) keep[i] = (i * 7) % 5 != 0 || i % n < 2;
         int32_t tg[4] = {0, (int32_t)(n - 1), 1, -100};
         for (int masked = 0; masked < 2; masked++) {
-            sg_softmax_options o = topt(0.9f);
+            sg_softmax_options o = test_temperature(0.9f);
             if (masked) o.keep_mask = keep, o.keep_mask_ld = n;
             for (size_t r = 0; masked && r < 3; r++)
                 while (!keep[r * n + (size_t)tg[r]]) tg[r] = (tg[r] + 1) % (int32_t)n;
             sg_spherical_zloss_options zo = {SG_REDUCTION_NONE, -100, 2.0f, 1.5f};
-            float loss[4], *dx = xalloc(rows * n * sizeof *dx);
+            float loss[4], *dx = test_alloc(rows * n * sizeof *dx);
             CHECK(sg_spherical_zloss_f32(ctx, rows, n, x, n, tg, loss, dx, n, &zo, &o) == SG_OK, "%s",
                   sg_context_error(ctx));
             for (size_t r = 0; r < 3; r++) {
-                double *z = xalloc(n * sizeof *z), *gr = xalloc(n * sizeof *gr);
-                int *rm = xalloc(n * sizeof *rm);
+                double *z = test_alloc(n * sizeof *z), *gr = test_alloc(n * sizeof *gr);
+                int *rm = test_alloc(n * sizeof *rm);
                 z_row(n, x + r * n, masked ? keep + r * n : NULL, NULL, 0.9, z, rm);
                 double l = ref_zloss(n, z, rm, (size_t)tg[r], 2.0, 1.5, gr, 0.9);
                 CHECK(fabs(loss[r] - l) <= 1e-6 * fmax(1, l), "n=%zu r=%zu: %.9g vs %.9g", n, r, loss[r], l);
@@ -425,7 +403,7 @@ TEST(losses_zloss_reference_fd) {
             }
             CHECK(loss[3] == 0.0f && dx[3 * n] == 0.0f, "ignored row");
             /* shift and scale invariance (no add mask): same loss for 3x + 7 */
-            float *y = xalloc(rows * n * sizeof *y), ly[4];
+            float *y = test_alloc(rows * n * sizeof *y), ly[4];
             for (size_t i = 0; i < rows * n; i++) y[i] = 3.0f * x[i] + 7.0f;
             CHECK(sg_spherical_zloss_f32(ctx, rows, n, y, n, tg, ly, NULL, 0, &zo, &o) == SG_OK, "s");
             for (size_t r = 0; r < 3; r++)
@@ -480,11 +458,11 @@ static void ref_conf(size_t n, const double *z, double t, double out[4]) {
 static void check_conf_rows(sg_context *ctx, size_t rows, size_t n, const float *x,
                             const sg_softmax_options *o, const char *what) {
     float *out[4];
-    for (int q = 0; q < 4; q++) out[q] = xalloc(rows * sizeof(float));
+    for (int q = 0; q < 4; q++) out[q] = test_alloc(rows * sizeof(float));
     CHECK(sg_confidence_f32(ctx, rows, n, x, n, out[0], out[1], out[2], out[3], o) == SG_OK, "%s: %s",
           what, sg_context_error(ctx));
-    double *z = xalloc(n * sizeof *z);
-    int *rm = xalloc(n * sizeof *rm);
+    double *z = test_alloc(n * sizeof *z);
+    int *rm = test_alloc(n * sizeof *rm);
     for (size_t r = 0; r < rows; r++) {
         const uint8_t *keep = o->keep_mask ? o->keep_mask + r * o->keep_mask_ld : NULL;
         const float *add = o->add_mask ? (const float *)o->add_mask + r * o->add_mask_ld : NULL;
@@ -508,11 +486,11 @@ TEST(losses_confidence) {
     for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
         for (int si = 0; si < 3; si++) {
             size_t n = ns[ni], rows = 5;
-            float *x = random_x(rows * n, scales[si], 900 + n * 3 + (size_t)si);
+            float *x = test_random_f32(rows * n, scales[si], 900 + n * 3 + (size_t)si);
             if (n > 3) x[2 * n + 1] = x[2 * n + 2] = 50.0f; /* a tied maximum: margin 0 */
-            sg_softmax_options o = topt(si == 2 ? 2.5f : 1.0f);
+            sg_softmax_options o = test_temperature(si == 2 ? 2.5f : 1.0f);
             check_conf_rows(ctx, rows, n, x, &o, "plain");
-            uint8_t *keep = xalloc(rows * n);
+            uint8_t *keep = test_alloc(rows * n);
             for (size_t i = 0; i < rows * n; i++) keep[i] = i % 3 != 1 || i % n == 0;
             o.keep_mask = keep;
             o.keep_mask_ld = n;
@@ -521,7 +499,7 @@ TEST(losses_confidence) {
         }
     /* extremes: huge logits, tiny T; the subset outputs alone */
     float x[6] = {3e38f, -3e38f, 2.9e38f, 1e-30f, 0.0f, -1e-30f};
-    sg_softmax_options o = topt(1e-30f);
+    sg_softmax_options o = test_temperature(1e-30f);
     check_conf_rows(ctx, 2, 3, x, &o, "extreme");
     float e[2];
     CHECK(sg_confidence_f32(ctx, 2, 3, x, 3, NULL, NULL, e, NULL, &o) == SG_OK, "subset");
@@ -569,7 +547,7 @@ static int cmp_rank(const void *a, const void *b) {
 /* Checks one row's top-k against a stable sort of z (double). */
 static void check_topk_row(size_t n, size_t k, const double *z, const int *rm, double t,
                            const int32_t *ix, const float *pr, const char *what, int *reported) {
-    ranked *a = xalloc(n * sizeof *a);
+    ranked *a = test_alloc(n * sizeof *a);
     size_t f = 0, nan = 0, inf = 0;
     double m = -INFINITY, s = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -597,12 +575,12 @@ static void check_topk_row(size_t n, size_t k, const double *z, const int *rm, d
 
 static void check_topk(sg_context *ctx, size_t rows, size_t n, size_t k, const float *x,
                        const sg_softmax_options *o, const char *what) {
-    int32_t *ix = xalloc(rows * k * sizeof *ix);
-    float *pr = xalloc(rows * k * sizeof *pr);
+    int32_t *ix = test_alloc(rows * k * sizeof *ix);
+    float *pr = test_alloc(rows * k * sizeof *pr);
     sg_status st = sg_softmax_topk_f32(ctx, rows, n, x, n, k, ix, k, pr, k, o);
     CHECK(st == SG_OK, "%s: %s", what, sg_context_error(ctx));
-    double *z = xalloc(n * sizeof *z);
-    int *rm = xalloc(n * sizeof *rm), reported = 0;
+    double *z = test_alloc(n * sizeof *z);
+    int *rm = test_alloc(n * sizeof *rm), reported = 0;
     for (size_t r = 0; st == SG_OK && r < rows; r++) {
         const uint8_t *keep = o && o->keep_mask ? o->keep_mask + r * o->keep_mask_ld : NULL;
         const float *add = o && o->add_mask ? (const float *)o->add_mask + r * o->add_mask_ld : NULL;
@@ -620,10 +598,10 @@ TEST(losses_topk_reference) {
         for (size_t ki = 0; ki <= sizeof ks / sizeof ks[0]; ki++) {
             size_t n = ns[ni], k = ki < sizeof ks / sizeof ks[0] ? ks[ki] : n, rows = 3;
             if (k > n || (test_quick && n > 4097 && k > 64)) continue;
-            float *x = random_x(rows * n, 4.0, n * 31 + k);
+            float *x = test_random_f32(rows * n, 4.0, n * 31 + k);
             /* an ascending row: every element is inserted */
             for (size_t i = 0; i < n; i++) x[n + i] = (float)i * 0.01f - 3.0f;
-            sg_softmax_options o = topt(ki % 2 ? 0.6f : 1.0f);
+            sg_softmax_options o = test_temperature(ki % 2 ? 0.6f : 1.0f);
             char what[64];
             snprintf(what, sizeof what, "T=%g", (double)o.temperature);
             check_topk(ctx, rows, n, k, x, &o, what);
@@ -635,7 +613,7 @@ TEST(losses_topk_reference) {
 TEST(losses_topk_ties_masks) {
     sg_context *ctx = test_context(1);
     const size_t rows = 4, n = 200;
-    float *x = xalloc(rows * n * sizeof *x);
+    float *x = test_alloc(rows * n * sizeof *x);
     test_rng rng = test_rng_seed(42);
     for (size_t i = 0; i < rows * n; i++) x[i] = (float)(int)(test_uniform(&rng) * 5.0); /* many ties */
     static const size_t ks[] = {1, 2, 8, 64, 200};
@@ -647,15 +625,15 @@ TEST(losses_topk_ties_masks) {
     CHECK(sg_softmax_topk_f32(ctx, 1, n, x, n, 8, ix, 8, pr, 8, NULL) == SG_OK, "s");
     for (int q = 0; q < 8; q++) CHECK(ix[q] == q && fabs(pr[q] - 1.0 / n) < 1e-9, "equal row slot %d: %d", q, ix[q]);
     /* masks: keep (some rows keep fewer than k: index -1), add */
-    uint8_t *keep = xalloc(rows * n);
-    float *add = random_x(rows * n, 2.0, 8);
+    uint8_t *keep = test_alloc(rows * n);
+    float *add = test_random_f32(rows * n, 2.0, 8);
     for (size_t i = 0; i < rows * n; i++) {
         keep[i] = (i / n == 2) ? i % n < 5 : (i % 4 != 0);
         if (i % 7 == 3) add[i] = -INFINITY;
     }
-    float *y = random_x(rows * n, 3.0, 11);
+    float *y = test_random_f32(rows * n, 3.0, 11);
     for (size_t ki = 0; ki < 5; ki++) {
-        sg_softmax_options o = topt(0.8f);
+        sg_softmax_options o = test_temperature(0.8f);
         o.keep_mask = keep, o.keep_mask_ld = n;
         check_topk(ctx, rows, n, ks[ki], y, &o, "keep");
         o.keep_mask = NULL;
@@ -675,7 +653,7 @@ TEST(losses_topk_special) {
                      {1, -I, 2, -I, 0, 5}, {3e38f, -3e38f, 3e38f, 1, 2, 3}};
     for (size_t k = 1; k <= 6; k++) {
         check_topk(ctx, 5, 6, k, &x[0][0], NULL, "special");
-        sg_softmax_options o = topt(1e-38f); /* T tiny: the exact path for every row */
+        sg_softmax_options o = test_temperature(1e-38f); /* T tiny: the exact path for every row */
         check_topk(ctx, 5, 6, k, &x[0][0], &o, "tiny T");
     }
     sg_context_destroy(ctx);
@@ -691,7 +669,7 @@ TEST(losses_topk_scan_kernels) {
             for (size_t kq = 0; kq < sizeof ks / sizeof ks[0]; kq++)
                 for (int pre = 0; pre < 3; pre++) {
                     size_t k = ks[kq];
-                    float *x = random_x(n + 1, 1.0, n * 3 + k);
+                    float *x = test_random_f32(n + 1, 1.0, n * 3 + k);
                     for (size_t i = 0; i < n; i += 5) x[i + 1] = x[i / 2 + 1]; /* ties */
                     if (n > 9) x[n / 2] = -INFINITY, x[n / 3] = 2.5f, x[n - 1] = 2.5f;
                     double v0[128], v1[128];
@@ -723,13 +701,13 @@ TEST(losses_topk_scan_kernels) {
 
 TEST(losses_threads_identical) {
     const size_t rows = 301, n = 333, k = 5;
-    float *x = random_x(rows * n, 5.0, 1234);
-    int32_t *tg = xalloc(rows * sizeof *tg);
+    float *x = test_random_f32(rows * n, 5.0, 1234);
+    int32_t *tg = test_alloc(rows * sizeof *tg);
     for (size_t r = 0; r < rows; r++) tg[r] = r % 9 == 0 ? -100 : (int32_t)((r * 37) % n);
     float *res[3][8];
     for (int tc = 0; tc < 3; tc++) {
         sg_context *ctx = test_context(tc + 1);
-        for (int q = 0; q < 8; q++) res[tc][q] = xalloc(rows * n * sizeof(float));
+        for (int q = 0; q < 8; q++) res[tc][q] = test_alloc(rows * n * sizeof(float));
         sg_cross_entropy_options co = {SG_REDUCTION_MEAN, -100, 0.1f, 1e-4f};
         CHECK(sg_cross_entropy_f32(ctx, rows, n, x, n, tg, res[tc][0], res[tc][1], n, &co, NULL) == SG_OK, "ce");
         co.reduction = SG_REDUCTION_SUM;
@@ -795,7 +773,7 @@ TEST(losses_args_errors) {
     co.reduction = (sg_loss_reduction)7;
     EXPECT(sg_cross_entropy_f32(ctx, 2, 4, x, 4, tg, loss, dx, 4, &co, NULL), SG_ERR_ARGUMENT, "reduction");
     co.reduction = SG_REDUCTION_MEAN;
-    o = topt(0.0f);
+    o = test_temperature(0.0f);
     EXPECT(sg_cross_entropy_f32(ctx, 2, 4, x, 4, tg, loss, dx, 4, &co, &o), SG_ERR_ARGUMENT, "temperature");
     EXPECT(sg_cross_entropy_f32(ctx, 2, 0, x, 4, tg, loss, dx, 4, &co, NULL), SG_ERR_ARGUMENT, "target[0]");
     CHECK(loss[0] == SENTINEL && loss[1] == SENTINEL && dx[0] == SENTINEL, "written on error");

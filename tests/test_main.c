@@ -65,6 +65,28 @@ double test_rel(double a, double b) {
     return fabs(a - b) / fabs(b);
 }
 
+void *test_alloc(size_t bytes) {
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "softgate_tests: out of memory (%zu bytes)\n", bytes);
+        exit(2);
+    }
+    return p;
+}
+
+float *test_random_f32(size_t count, double scale, uint64_t seed) {
+    float *x = test_alloc(count * sizeof *x);
+    test_rng rng = test_rng_seed(seed);
+    for (size_t i = 0; i < count; i++) x[i] = (float)(scale * test_normal(&rng));
+    return x;
+}
+
+sg_softmax_options test_temperature(float t) {
+    sg_softmax_options o = sg_softmax_options_default();
+    o.temperature = t;
+    return o;
+}
+
 static int cmp_tests(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }

@@ -39,15 +39,6 @@
 
 #include "test.h"
 
-static void *xalloc(size_t bytes) {
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_mixture: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
 /* ---- the reference model ------------------------------------------------ */
 
 typedef struct truth {
@@ -190,7 +181,7 @@ static double *dup_param(const sg_mix_model *m, sg_mix_param_kind k, size_t *col
     const double *v = sg_mix_param(m, k, &r, &c);
     if (cols) *cols = c;
     if (!v) return NULL;
-    double *d = xalloc(r * c * sizeof *d);
+    double *d = test_alloc(r * c * sizeof *d);
     memcpy(d, v, r * c * sizeof *d);
     return d;
 }
@@ -313,7 +304,7 @@ TEST(mixture_gaussian_recovery) {
     double err[2] = {0, 0};
     for (int a = 0; a < 2; a++) {
         size_t n = ns[a];
-        double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
+        double *x = test_alloc(n * 2 * sizeof *x), *y = test_alloc(n * sizeof *y);
         for (int rep = 0; rep < reps; rep++) {
             simulate(&t, n, 100 + (uint64_t)rep, x, y, NULL);
             sg_mix_spec sp = sg_mix_spec_default();
@@ -396,8 +387,8 @@ static void case_data(const case_def *c, size_t n, double *x, double *y, int32_t
 TEST(mixture_monotone_gradient) {
     sg_context *ctx = test_context(1);
     size_t n = test_quick ? 300 : 800;
-    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
-    int32_t *lab = xalloc(n * sizeof *lab);
+    double *x = test_alloc(n * 2 * sizeof *x), *y = test_alloc(n * sizeof *y);
+    int32_t *lab = test_alloc(n * sizeof *lab);
     for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++) {
         const case_def *c = &CASES[ci];
         case_data(c, n, x, y, lab);
@@ -439,8 +430,8 @@ TEST(mixture_monotone_gradient) {
 
 static sg_mix_model *fit_case(sg_context *ctx, const case_def *c, size_t n, double **xo,
                               double **yo, int32_t **lo) {
-    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
-    int32_t *lab = xalloc(n * sizeof *lab);
+    double *x = test_alloc(n * 2 * sizeof *x), *y = test_alloc(n * sizeof *y);
+    int32_t *lab = test_alloc(n * sizeof *lab);
     case_data(c, n, x, y, lab);
     sg_mix_spec sp = case_spec(c);
     sp.restarts = 1;
@@ -475,7 +466,7 @@ TEST(mixture_criteria) {
             CHECK(fabs(in.aic - (-2 * in.loglik + 2 * df)) < 1e-9 * fabs(in.aic), "%s: AIC", c->name);
             CHECK(fabs(in.bic - (-2 * in.loglik + df * log((double)n))) < 1e-9 * fabs(in.bic),
                   "%s: BIC", c->name);
-            double *post = xalloc(n * (size_t)c->E * sizeof *post), ll, en = 0;
+            double *post = test_alloc(n * (size_t)c->E * sizeof *post), ll, en = 0;
             sg_mix_evaluate(ctx, m, n, x, 2, y, lab, &ll, post, (size_t)c->E);
             for (size_t i = 0; i < n * (size_t)c->E; i++)
                 if (post[i] > 0) en -= post[i] * log(post[i]);
@@ -518,8 +509,8 @@ TEST(mixture_json_roundtrip) {
             CHECK(st == SG_OK, "%s: load: %s", c->name, sg_context_error(ctx));
             if (m2) {
                 size_t C = c->fam == SG_MIX_MULTINOMIAL ? (size_t)c->C : 1, E = (size_t)c->E;
-                double *o1 = xalloc(n * C * 8), *o2 = xalloc(n * C * 8), *g1 = xalloc(n * E * 8),
-                       *g2 = xalloc(n * E * 8);
+                double *o1 = test_alloc(n * C * 8), *o2 = test_alloc(n * C * 8), *g1 = test_alloc(n * E * 8),
+                       *g2 = test_alloc(n * E * 8);
                 sg_mix_predict(ctx, m, n, x, 2, o1, C, g1, E);
                 sg_mix_predict(ctx, m2, n, x, 2, o2, C, g2, E);
                 CHECK(memcmp(o1, o2, n * C * 8) == 0 && memcmp(g1, g2, n * E * 8) == 0,
@@ -550,7 +541,7 @@ static char *replace1(const char *s, const char *from, const char *to) {
     const char *at = strstr(s, from);
     if (!at) return NULL;
     size_t a = (size_t)(at - s), lf = strlen(from), lt = strlen(to), ls = strlen(s);
-    char *r = xalloc(ls - lf + lt + 1);
+    char *r = test_alloc(ls - lf + lt + 1);
     memcpy(r, s, a);
     memcpy(r + a, to, lt);
     memcpy(r + a + lt, at + lf, ls - a - lf + 1);
@@ -601,7 +592,7 @@ TEST(mixture_json_corrupt) {
         /* truncation at many points: always an error, never a crash */
         size_t len = strlen(js);
         for (size_t cut = 0; cut < len - 2; cut += 1 + len / 97) {
-            char *t = xalloc(cut + 1);
+            char *t = test_alloc(cut + 1);
             memcpy(t, js, cut);
             sg_status st = sg_mix_load_json_string(ctx, t, &m2);
             CHECK(st == SG_ERR_ARGUMENT && !m2, "truncated at %zu: status %d", cut, (int)st);
@@ -625,8 +616,8 @@ TEST(mixture_json_corrupt) {
 TEST(mixture_args_errors) {
     sg_context *ctx = test_context(1);
     size_t n = 100;
-    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
-    int32_t *lab = xalloc(n * sizeof *lab), *il = xalloc(n * sizeof *il);
+    double *x = test_alloc(n * 2 * sizeof *x), *y = test_alloc(n * sizeof *y);
+    int32_t *lab = test_alloc(n * sizeof *lab), *il = test_alloc(n * sizeof *il);
     case_data(&CASES[0], n, x, y, lab);
     sg_mix_model *m = (sg_mix_model *)1;
     struct {
@@ -693,8 +684,8 @@ TEST(mixture_args_errors) {
 TEST(mixture_threads_identical) {
     size_t n = test_quick ? 300 : 600;
     const case_def *c = &CASES[5]; /* hierarchical softmax */
-    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
-    int32_t *lab = xalloc(n * sizeof *lab);
+    double *x = test_alloc(n * 2 * sizeof *x), *y = test_alloc(n * sizeof *y);
+    int32_t *lab = test_alloc(n * sizeof *lab);
     case_data(c, n, x, y, lab);
     double ll[2] = {0, 0};
     double *pr[2];
@@ -707,7 +698,7 @@ TEST(mixture_threads_identical) {
         sg_mix_info in;
         sg_mix_model_info(m, &in);
         ll[t] = in.loglik;
-        pr[t] = xalloc(n * sizeof(double));
+        pr[t] = test_alloc(n * sizeof(double));
         sg_mix_predict(ctx, m, n, x, 2, pr[t], 1, NULL, 0);
         sg_mix_model_free(m);
         sg_context_destroy(ctx);
@@ -729,7 +720,7 @@ TEST(mixture_lasso_path) {
     memset(&t, 0, sizeof t);
     t.fam = SG_MIX_GAUSSIAN, t.gate = SG_MIX_GATE_SOFTMAX, t.E = 2, t.K = 2, t.G = 1, t.T = 1;
     t.p = p, t.beta = beta, t.sigma = sig, t.g0 = gate, t.g0_cols = q;
-    double *x = xalloc(n * p * sizeof *x), *y = xalloc(n * sizeof *y);
+    double *x = test_alloc(n * p * sizeof *x), *y = test_alloc(n * sizeof *y);
     simulate(&t, n, 5, x, y, NULL);
     sg_mix_spec sp = sg_mix_spec_default();
     sp.lasso = -1, sp.path_length = 12, sp.path_min_ratio = 1e-3, sp.restarts = test_quick ? 1 : 3;
@@ -798,8 +789,8 @@ TEST(mixture_multinomial_recovery) {
     memset(&t, 0, sizeof t);
     t.fam = SG_MIX_MULTINOMIAL, t.gate = SG_MIX_GATE_SOFTMAX, t.E = 2, t.C = 3, t.K = 2, t.G = 1;
     t.T = 1, t.p = p, t.beta = beta, t.g0 = gate, t.g0_cols = 3;
-    double *x = xalloc(n * p * sizeof *x);
-    int32_t *lab = xalloc(n * sizeof *lab);
+    double *x = test_alloc(n * p * sizeof *x);
+    int32_t *lab = test_alloc(n * sizeof *lab);
     simulate(&t, n, 11, x, NULL, lab);
     sg_mix_spec sp = sg_mix_spec_default();
     sp.family = SG_MIX_MULTINOMIAL, sp.classes = 3, sp.restarts = test_quick ? 1 : 2;
@@ -844,8 +835,8 @@ TEST(mixture_init_strategies) {
     sg_context *ctx = test_context(1);
     size_t n = test_quick ? 600 : 1500;
     truth t = gauss_truth();
-    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
-    int32_t *il = xalloc(n * sizeof *il);
+    double *x = test_alloc(n * 2 * sizeof *x), *y = test_alloc(n * sizeof *y);
+    int32_t *il = test_alloc(n * sizeof *il);
     simulate(&t, n, 3, x, y, NULL);
     for (size_t i = 0; i < n; i++) il[i] = y[i] > 0; /* a rough partition */
     sg_mix_init inits[] = {SG_MIX_INIT_PARTITION, SG_MIX_INIT_KMEANS, SG_MIX_INIT_LINES,
@@ -932,15 +923,15 @@ TEST(mixture_escape_step) {
     sg_context *ctx = test_context(1);
     size_t n = 300;
     int starts = test_quick ? 3 : 8;
-    double *x = xalloc(n * sizeof *x), *y = xalloc(n * sizeof *y);
-    int32_t *lab = xalloc(n * sizeof *lab);
+    double *x = test_alloc(n * sizeof *x), *y = test_alloc(n * sizeof *y);
+    int32_t *lab = test_alloc(n * sizeof *lab);
     test_rng r = test_rng_seed(77);
     for (size_t i = 0; i < n; i++) {
         int c = test_uniform(&r) < 0.4;
         x[i] = (c ? -1.5 : 1.5) + 0.4 * test_normal(&r);
         y[i] = (c ? 2.0 : 4.3) + 0.1 * x[i] + (c ? 0.25 : 0.4) * test_normal(&r);
     }
-    double *on = xalloc((size_t)starts * sizeof *on), best = -INFINITY;
+    double *on = test_alloc((size_t)starts * sizeof *on), best = -INFINITY;
     int improved = 0;
     for (int s = 0; s < starts; s++) {
         for (size_t i = 0; i < n; i++) lab[i] = test_uniform(&r) < 0.5;
@@ -968,8 +959,8 @@ TEST(mixture_escape_moves) {
     sg_context *ctx = test_context(1);
     size_t n = 200;
     int starts = test_quick ? 4 : 16;
-    double *x = xalloc(n * sizeof *x), *y = xalloc(n * sizeof *y);
-    int32_t *lab = xalloc(n * sizeof *lab);
+    double *x = test_alloc(n * sizeof *x), *y = test_alloc(n * sizeof *y);
+    int32_t *lab = test_alloc(n * sizeof *lab);
     /* seed 3: a data set where the merge-and-split candidates alone left
      * every trap start below the best (MIXTURE.md, the escape step) */
     test_rng r = test_rng_seed(3);
@@ -977,7 +968,7 @@ TEST(mixture_escape_moves) {
         x[i] = 10 * test_uniform(&r);
         y[i] = (i % 2 ? 5 * x[i] : 15 + 10 * x[i] - x[i] * x[i]) + 3 * test_normal(&r);
     }
-    double *on = xalloc((size_t)starts * sizeof *on), best = -INFINITY;
+    double *on = test_alloc((size_t)starts * sizeof *on), best = -INFINITY;
     int below_plain = 0;
     for (int s = 0; s < starts; s++) {
         /* even starts: random partitions; odd ones: the trap itself, the
@@ -1008,10 +999,10 @@ TEST(mixture_small_gemm) {
     for (int s = 0; s < 4; s++) {
         int m = shapes[s][0], q = shapes[s][1];
         size_t n = 37, lda = (size_t)q + 1;
-        double *a = xalloc(n * lda * sizeof *a), *b = xalloc((size_t)m * q * sizeof *b);
-        double *c = xalloc(n * (size_t)m * sizeof *c), *g = xalloc((size_t)m * q * sizeof *g);
-        double *w = xalloc(n * sizeof *w), *gr = xalloc((size_t)q * q * sizeof *gr);
-        double *sc = xalloc(n * (size_t)q * sizeof *sc);
+        double *a = test_alloc(n * lda * sizeof *a), *b = test_alloc((size_t)m * q * sizeof *b);
+        double *c = test_alloc(n * (size_t)m * sizeof *c), *g = test_alloc((size_t)m * q * sizeof *g);
+        double *w = test_alloc(n * sizeof *w), *gr = test_alloc((size_t)q * q * sizeof *gr);
+        double *sc = test_alloc(n * (size_t)q * sizeof *sc);
         for (size_t i = 0; i < n * lda; i++) a[i] = test_normal(&r);
         for (size_t i = 0; i < (size_t)m * q; i++) b[i] = test_normal(&r);
         for (size_t i = 0; i < n; i++) w[i] = test_uniform(&r);
@@ -1056,7 +1047,7 @@ TEST(mixture_accelerated_same_fit) {
     sg_context *ctx = test_context(1);
     size_t n = test_quick ? 800 : 2000;
     truth t = gauss_truth();
-    double *x = xalloc(n * 2 * sizeof *x), *y = xalloc(n * sizeof *y);
+    double *x = test_alloc(n * 2 * sizeof *x), *y = test_alloc(n * sizeof *y);
     simulate(&t, n, 11, x, y, NULL);
     sg_mix_info in[2];
     double *b[2] = {NULL, NULL};
@@ -1075,7 +1066,7 @@ TEST(mixture_accelerated_same_fit) {
         CHECK(trace_monotone(m, &worst), "accelerate %d: decrease %g", a, worst);
         size_t r, c;
         const double *p = sg_mix_param(m, SG_MIX_PARAM_EXPERT_COEF, &r, &c);
-        b[a] = xalloc(r * c * sizeof *b[a]);
+        b[a] = test_alloc(r * c * sizeof *b[a]);
         memcpy(b[a], p, r * c * sizeof *b[a]);
         sg_mix_model_free(m);
     }

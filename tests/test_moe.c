@@ -36,21 +36,12 @@
 #include "moe/moe_kernels.h"
 #include "test.h"
 
-static void *xalloc(size_t bytes) {
-    void *p = calloc(1, bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_moe: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
 /* max for the error loops; not fmax, whose vectorized reduction crashes
  * the arm64 cross compiler (GCC 12, vect_transform_reduction ICE). */
 static double max_d(double a, double b) { return a > b ? a : b; }
 
 static float *randn(size_t count, double scale, test_rng *r) {
-    float *v = xalloc(count * sizeof *v);
+    float *v = test_alloc(count * sizeof *v);
     for (size_t i = 0; i < count; i++) v[i] = (float)(test_normal(r) * scale);
     return v;
 }
@@ -128,8 +119,8 @@ typedef struct route_fixture {
 
 static route_fixture make_route(sg_context *ctx, size_t t, size_t e, size_t k, size_t d,
                                 double drop, test_rng *r) {
-    route_fixture f = {t, e, k, d, 0, xalloc(t * k * 4), xalloc((e + 1) * 4), xalloc(t * k * 4),
-                       xalloc(t * k * 4), xalloc(t * k * 4)};
+    route_fixture f = {t, e, k, d, 0, test_alloc(t * k * 4), test_alloc((e + 1) * 4), test_alloc(t * k * 4),
+                       test_alloc(t * k * 4), test_alloc(t * k * 4)};
     random_route(t, e, k, drop, r, f.ids, f.w);
     CHECK(sg_moe_dispatch_plan(ctx, t, e, k, f.ids, k, f.offsets, f.order, f.pos) == SG_OK, "%s",
           sg_context_error(ctx));
@@ -154,7 +145,7 @@ TEST(moe_gather_combine_naive) {
             CHECK(memcmp(xe + p * ld, x + (size_t)f.order[p] / k * ld, d * 4) == 0,
                   "gather row %zu", p);
         float *ye = randn(f.rows * ld + 1, 1.0, &r), *y = randn(t * ld, 1.0, &r);
-        float *y0 = xalloc(t * ld * 4);
+        float *y0 = test_alloc(t * ld * 4);
         memcpy(y0, y, t * ld * 4);
         for (int acc = 0; acc <= 1; acc++) {
             memcpy(y, y0, t * ld * 4);
@@ -208,8 +199,8 @@ TEST(moe_combine_backward_fd) {
     sg_context *ctx = test_context(2);
     const size_t t = 9, e = 5, k = 2, d = 6;
     route_fixture f = make_route(ctx, t, e, k, d, 0.2, &r);
-    float *ye = randn(t * k * d, 1.0, &r), *g = randn(t * d, 1.0, &r), *y = xalloc(t * d * 4);
-    float *dw = xalloc(t * k * 4), *dye = xalloc(t * k * d * 4);
+    float *ye = randn(t * k * d, 1.0, &r), *g = randn(t * d, 1.0, &r), *y = test_alloc(t * d * 4);
+    float *dw = test_alloc(t * k * 4), *dye = test_alloc(t * k * d * 4);
     for (size_t i = 0; i < t * k; i++) dw[i] = 777.0f;
     CHECK(sg_moe_combine_backward_f32(ctx, t, k, d, f.rows, f.pos, f.w, k, ye, d, g, d, dw, k, dye,
                                       d) == SG_OK,
@@ -237,7 +228,7 @@ TEST(moe_combine_backward_fd) {
         CHECK(fabs(dye[p] - fd) < 2e-3 * (1.0 + fabs(fd)), "dye[%zu] = %g, fd %g", p, dye[p], fd);
     }
     /* Only one output requested. */
-    float *dw2 = xalloc(t * k * 4);
+    float *dw2 = test_alloc(t * k * 4);
     CHECK(sg_moe_combine_backward_f32(ctx, t, k, d, f.rows, f.pos, NULL, 0, ye, d, g, d, dw2, k, NULL,
                                       0) == SG_OK,
           "%s", sg_context_error(ctx));
@@ -298,7 +289,7 @@ TEST(moe_kernels_reference) {
                 size_t len = lens[li], m = 1 + (n * 3 + li) % 11, ldx = len + 3, ldw = len + 1,
                        ldo = m + 2;
                 float *x = randn(n * ldx, 1.0, &r), *w = randn(m * ldw, 1.0, &r);
-                float *out = xalloc(n * ldo * 4);
+                float *out = test_alloc(n * ldo * 4);
                 ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, NULL, 0);
                 check_rowdot(ks[q].name, n, m, len, x, ldx, w, ldw, out, ldo);
                 free(x), free(w), free(out);
@@ -360,7 +351,7 @@ TEST(moe_kernels_long_rows) {
                 if (test_quick && ni % 3) continue;
                 /* 9 more rows after W: the `next` rows to prefetch (every other case) */
                 float *x = randn(n * ldx, 1.0, &r), *w = randn((m + 9) * ldw, 1.0, &r);
-                float *out = xalloc(n * ldo * 4);
+                float *out = test_alloc(n * ldo * 4);
                 ks[q].rowdot(n, m, len, x, ldx, w, ldw, out, ldo, ni % 2 ? w + m * ldw : NULL,
                              ni % 2 ? 9 : 0);
                 check_rowdot(ks[q].name, n, m, len, x, ldx, w, ldw, out, ldo);
@@ -404,7 +395,7 @@ static void free_layer(layer_fixture *f) {
 /* out[D] += scale * FFN(x) in double. */
 static void ffn_ref(const sg_moe_layer *l, const sg_moe_ffn *w, size_t h, const float *x, double scale,
                     double *out) {
-    double *hid = xalloc(h * sizeof *hid);
+    double *hid = test_alloc(h * sizeof *hid);
     for (size_t j = 0; j < h; j++) {
         double a = 0.0, b = 0.0;
         for (size_t c = 0; c < l->d; c++) {
@@ -447,13 +438,13 @@ TEST(moe_layer_dense) {
             for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
                 size_t t = ts[ti];
                 if (test_quick && t > 17) continue;
-                float *x = randn(t * ldx, 1.0, &r), *w = xalloc(t * k * 4), *y = xalloc(t * ldy * 4);
-                int32_t *ids = xalloc(t * k * 4);
+                float *x = randn(t * ldx, 1.0, &r), *w = test_alloc(t * k * 4), *y = test_alloc(t * ldy * 4);
+                int32_t *ids = test_alloc(t * k * 4);
                 random_route(t, e, k, 0.1, &r, ids, w);
                 for (size_t i = 0; i < t * ldy; i++) y[i] = -7.0f;
                 CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, ldx, ids, k, w, k, y, ldy) == SG_OK,
                       "%s", sg_context_error(ctx));
-                double *ref = xalloc(t * d * sizeof *ref);
+                double *ref = test_alloc(t * d * sizeof *ref);
                 dense_ref(&lf.l, t, x, ldx, ids, w, ref);
                 double worst = 0.0, norm = 0.0;
                 for (size_t i = 0; i < t; i++) {
@@ -481,14 +472,14 @@ TEST(moe_layer_threads_identical) {
     const size_t ts[] = {2, test_quick ? 30 : 90};
     for (size_t ti = 0; ti < 2; ti++) {
         size_t t = ts[ti];
-        float *x = randn(t * d, 1.0, &r), *w = xalloc(t * k * 4);
-        int32_t *ids = xalloc(t * k * 4);
+        float *x = randn(t * d, 1.0, &r), *w = test_alloc(t * k * 4);
+        int32_t *ids = test_alloc(t * k * 4);
         random_route(t, e, k, 0.05, &r, ids, w);
         x[d + 3] = NAN; /* token 1: its row goes NaN, the others must not */
         float *y[4];
         for (int th = 1; th <= 3; th++) {
             sg_context *ctx = test_context(th);
-            y[th] = xalloc(t * d * 4);
+            y[th] = test_alloc(t * d * 4);
             CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y[th], d) == SG_OK, "%s",
                   sg_context_error(ctx));
             sg_context_destroy(ctx);
@@ -506,9 +497,9 @@ TEST(moe_layer_threads_identical) {
         sg_context *ctx = test_context(2);
         size_t bytes = sg_moe_workspace_bytes(&lf.l, t);
         CHECK(bytes > 0, "workspace size 0");
-        char *buf = xalloc(bytes);
+        char *buf = test_alloc(bytes);
         sg_context_set_workspace(ctx, buf, bytes);
-        float *y2 = xalloc(t * d * 4);
+        float *y2 = test_alloc(t * d * 4);
         CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y2, d) == SG_OK, "%s",
               sg_context_error(ctx));
         CHECK(memcmp(y[1], y2, t * d * 4) == 0, "T %zu: caller workspace changes the result", t);
@@ -536,20 +527,20 @@ TEST(moe_layer_blocks) {
     const size_t ts[] = {1, 5, test_quick ? 20 : 60};
     for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
         size_t t = ts[ti];
-        float *x = randn(t * d, 1.0, &r), *w = xalloc(t * k * 4);
-        int32_t *ids = xalloc(t * k * 4);
+        float *x = randn(t * d, 1.0, &r), *w = test_alloc(t * k * 4);
+        int32_t *ids = test_alloc(t * k * 4);
         random_route(t, e, k, 0.0, &r, ids, w);
         float *y[4];
         for (int th = 1; th <= 3; th++) {
             sg_context *ctx = test_context(th);
-            y[th] = xalloc(t * d * 4);
+            y[th] = test_alloc(t * d * 4);
             CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y[th], d) == SG_OK, "%s",
                   sg_context_error(ctx));
             sg_context_destroy(ctx);
         }
         for (int th = 2; th <= 3; th++)
             CHECK(memcmp(y[1], y[th], t * d * 4) == 0, "T %zu: %d threads differ from 1", t, th);
-        double *ref = xalloc(t * d * sizeof *ref), worst = 0.0, norm = 0.0;
+        double *ref = test_alloc(t * d * sizeof *ref), worst = 0.0, norm = 0.0;
         dense_ref(&lf.l, t, x, d, ids, w, ref);
         for (size_t i = 0; i < t * d; i++) {
             worst = max_d(worst, fabs(y[1][i] - ref[i]));
@@ -574,7 +565,7 @@ TEST(moe_layer_all_dropped) {
         for (size_t i = 0; i < t * k; i++) ids[i] = -1, w[i] = NAN; /* never read */
         CHECK(sg_moe_forward_routed_f32(ctx, &lf.l, t, x, d, ids, k, w, k, y, d) == SG_OK, "%s",
               sg_context_error(ctx));
-        double *ref = xalloc(t * d * sizeof *ref), err = 0.0;
+        double *ref = test_alloc(t * d * sizeof *ref), err = 0.0;
         dense_ref(&lf.l, t, x, d, ids, w, ref);
         for (size_t i = 0; i < t * d; i++) {
             if (!shared) CHECK(y[i] == 0.0f, "no shared expert, all dropped: y[%zu] = %g", i, y[i]);
@@ -600,12 +591,12 @@ TEST(moe_layer_gated) {
         if (gi) g.n_group = 4, g.topk_group = 2;
         for (size_t ti = 0; ti < 3; ti++) {
             size_t t = ts[ti];
-            float *x = randn(t * d, 1.0, &r), *logits = xalloc(t * e * 4), *w = xalloc(t * k * 4);
-            float *y[4], *w2 = xalloc(t * k * 4), *y2 = xalloc(t * d * 4);
-            int32_t *ids = xalloc(t * k * 4), *ids2 = xalloc(t * k * 4);
+            float *x = randn(t * d, 1.0, &r), *logits = test_alloc(t * e * 4), *w = test_alloc(t * k * 4);
+            float *y[4], *w2 = test_alloc(t * k * 4), *y2 = test_alloc(t * d * 4);
+            int32_t *ids = test_alloc(t * k * 4), *ids2 = test_alloc(t * k * 4);
             for (int th = 1; th <= 3; th += 2) {
                 sg_context *ctx = test_context(th);
-                y[th] = xalloc(t * d * 4);
+                y[th] = test_alloc(t * d * 4);
                 CHECK(sg_moe_forward_f32(ctx, &lf.l, &g, t, x, d, y[th], d, logits, e, ids, k, w, k) ==
                           SG_OK,
                       "%s", sg_context_error(ctx));
@@ -632,7 +623,7 @@ TEST(moe_layer_gated) {
                   sg_context_error(ctx));
             CHECK(memcmp(y[1], y2, t * d * 4) == 0, "gate %zu T %zu: y differs from the routed call", gi,
                   t);
-            double *ref = xalloc(t * d * sizeof *ref), err = 0.0, norm = 0.0;
+            double *ref = test_alloc(t * d * sizeof *ref), err = 0.0, norm = 0.0;
             dense_ref(&lf.l, t, x, d, ids, w, ref);
             for (size_t i = 0; i < t * d; i++) {
                 err = max_d(err, fabs(y[1][i] - ref[i]));

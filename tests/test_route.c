@@ -17,17 +17,8 @@
 
 #include "test.h"
 
-static void *xalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_route: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
 static float *rand_matrix(size_t rows, size_t n, double scale, uint64_t seed) {
-    float *x = xalloc(rows * n * sizeof *x);
+    float *x = test_alloc(rows * n * sizeof *x);
     test_rng rng = test_rng_seed(seed);
     for (size_t i = 0; i < rows * n; i++) x[i] = (float)(scale * test_normal(&rng));
     return x;
@@ -68,7 +59,7 @@ static void ref_source(const sg_gate_config *cfg, size_t t, size_t e, size_t r, 
                        float *z) {
     if (cfg->kind == SG_GATE_NOISY_TOPK || cfg->kind == SG_GATE_GUMBEL_TOPK) {
         size_t n = cfg->kind == SG_GATE_NOISY_TOPK ? 2 * e : e;
-        float *u = xalloc(t * n * sizeof *u);
+        float *u = test_alloc(t * n * sizeof *u);
         sg_context *ctx = test_context(1);
         sg_random_uniform_f32(ctx, cfg->seed, cfg->offset, t, n, u, n);
         sg_context_destroy(ctx);
@@ -106,7 +97,7 @@ static void ref_gate(const sg_gate_config *cfg, size_t t, size_t e, size_t r, co
     if (!sig)
         for (size_t i = 0; i < e; i++) o->p[i] /= sum;
     if (cfg->kind == SG_GATE_RANDOM) {
-        float *u = xalloc(t * e * sizeof *u);
+        float *u = test_alloc(t * e * sizeof *u);
         sg_context *ctx = test_context(1);
         sg_random_uniform_f32(ctx, cfg->seed, cfg->offset, t, e, u, e);
         sg_context_destroy(ctx);
@@ -160,14 +151,14 @@ static void ref_gate(const sg_gate_config *cfg, size_t t, size_t e, size_t r, co
 static size_t check_gate(sg_context *ctx, const sg_gate_config *cfg, size_t t, size_t e,
                          const float *x, const char *what) {
     const size_t k = cfg->k, ldx = e + 3, ldi = k + 1, ldp = e + 2;
-    float *xs = x ? xalloc(t * ldx * sizeof *xs) : NULL;
+    float *xs = x ? test_alloc(t * ldx * sizeof *xs) : NULL;
     for (size_t r = 0; x && r < t; r++) memcpy(xs + r * ldx, x + r * e, e * sizeof *x);
-    int32_t *ids = xalloc(t * ldi * sizeof *ids);
-    float *w = xalloc(t * ldi * sizeof *w), *p = xalloc(t * ldp * sizeof *p);
+    int32_t *ids = test_alloc(t * ldi * sizeof *ids);
+    float *w = test_alloc(t * ldi * sizeof *w), *p = test_alloc(t * ldp * sizeof *p);
     /* first without probs (the gates may batch their normalizers then),
      * then with: the same ids, weights within 2e-6 of the reference */
-    int32_t *ids0 = xalloc(t * ldi * sizeof *ids0);
-    float *w0 = xalloc(t * ldi * sizeof *w0);
+    int32_t *ids0 = test_alloc(t * ldi * sizeof *ids0);
+    float *w0 = test_alloc(t * ldi * sizeof *w0);
     sg_status st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids0, ldi, w0, ldi, NULL, 0);
     CHECK(st == SG_OK, "%s: status %d (%s)", what, (int)st, sg_context_error(ctx));
     st = sg_gate_f32(ctx, cfg, t, e, xs, ldx, ids, ldi, w, ldi, p, ldp);
@@ -513,8 +504,8 @@ TEST(route_random_gates_reference) {
     /* random routing: every expert about equally often, and another offset
      * gives other routes */
     const size_t t = 8000, e = 8;
-    int32_t *ids = xalloc(t * sizeof *ids), *ids2 = xalloc(t * sizeof *ids2);
-    float *w = xalloc(t * sizeof *w);
+    int32_t *ids = test_alloc(t * sizeof *ids), *ids2 = test_alloc(t * sizeof *ids2);
+    float *w = test_alloc(t * sizeof *w);
     sg_gate_config cfg = sg_gate_config_default(SG_GATE_RANDOM);
     cfg.k = 1;
     CHECK(sg_gate_f32(ctx, &cfg, t, e, NULL, e, ids, 1, w, 1, NULL, 0) == SG_OK, "random status");
@@ -546,10 +537,10 @@ TEST(route_gate_threads_identical) {
         float *w[3], *p[3], *dx[3];
         for (int th = 1; th <= 3; th++) {
             sg_context *ctx = test_context(th);
-            ids[th - 1] = xalloc(t * 6 * sizeof(int32_t));
-            w[th - 1] = xalloc(t * 6 * sizeof(float));
-            p[th - 1] = xalloc(t * e * sizeof(float));
-            dx[th - 1] = xalloc(t * e * sizeof(float));
+            ids[th - 1] = test_alloc(t * 6 * sizeof(int32_t));
+            w[th - 1] = test_alloc(t * 6 * sizeof(float));
+            p[th - 1] = test_alloc(t * e * sizeof(float));
+            dx[th - 1] = test_alloc(t * e * sizeof(float));
             CHECK(sg_gate_f32(ctx, &cfg, t, e, x, e, ids[th - 1], 6, w[th - 1], 6, p[th - 1], e) == SG_OK,
                   "status");
             if (kind != SG_GATE_RANDOM)
@@ -659,12 +650,12 @@ TEST(route_expert_choice_reference) {
                 CHECK(c == want_c, "C = %zu, want %zu", c, want_c);
                 float *x = rand_matrix(t, e, 1.0, 900 + t + e);
                 if (t >= 5) memcpy(x + 3 * e, x + 1 * e, e * sizeof *x); /* tokens 1 and 3 tie */
-                int32_t *tok = xalloc(e * c * sizeof *tok);
-                float *w = xalloc(e * c * sizeof *w), *p = xalloc(t * e * sizeof *p);
+                int32_t *tok = test_alloc(e * c * sizeof *tok);
+                float *w = test_alloc(e * c * sizeof *w), *p = test_alloc(t * e * sizeof *p);
                 CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, temp, c, tok, c, w, c, p, e) == SG_OK,
                       "status %s", sg_context_error(ctx));
                 /* reference: log-probabilities in double, selection sort per expert */
-                double *lp = xalloc(t * e * sizeof *lp), *col = xalloc(t * sizeof *col);
+                double *lp = test_alloc(t * e * sizeof *lp), *col = test_alloc(t * sizeof *col);
                 for (size_t r = 0; r < t; r++) {
                     double mx = -INFINITY, s = 0.0;
                     for (size_t i = 0; i < e; i++) mx = fmax(mx, x[r * e + i] / (double)temp);
@@ -720,9 +711,9 @@ TEST(route_expert_choice_ties_errors_backward) {
     /* the same with C >= 64 (the select-and-sort path): 200 identical
      * tokens but for token 150, best for expert 1 */
     {
-        float *xs = xalloc(200 * 2 * sizeof *xs);
-        int32_t *tk = xalloc(2 * 100 * sizeof *tk);
-        float *wk = xalloc(2 * 100 * sizeof *wk);
+        float *xs = test_alloc(200 * 2 * sizeof *xs);
+        int32_t *tk = test_alloc(2 * 100 * sizeof *tk);
+        float *wk = test_alloc(2 * 100 * sizeof *wk);
         for (int r = 0; r < 200; r++) xs[2 * r] = 1.0f, xs[2 * r + 1] = 0.0f;
         xs[2 * 150 + 1] = 2.0f;
         CHECK(sg_gate_expert_choice_f32(ctx, 200, 2, xs, 2, 1.0f, 100, tk, 100, wk, 100, NULL, 0) == SG_OK,
@@ -855,12 +846,12 @@ TEST(route_expert_choice_special_rows_paths) {
             if (kind == 8) /* expert 1: most keys -inf */
                 for (size_t r = 0; r < t; r++)
                     if (r % 10 != 3) x[r * e + 1] = -INFINITY;
-            int32_t *tok = xalloc(e * c * sizeof *tok);
-            float *w = xalloc(e * c * sizeof *w);
+            int32_t *tok = test_alloc(e * c * sizeof *tok);
+            float *w = test_alloc(e * c * sizeof *w);
             CHECK(sg_gate_expert_choice_f32(ctx, t, e, x, e, temp, c, tok, c, w, c, NULL, 0) == SG_OK, "status %s",
                   sg_context_error(ctx));
-            double *key = xalloc(t * e * sizeof *key), *col = xalloc(t * sizeof *col);
-            int *infrow = xalloc(t * sizeof *infrow);
+            double *key = test_alloc(t * e * sizeof *key), *col = test_alloc(t * sizeof *col);
+            int *infrow = test_alloc(t * sizeof *infrow);
             for (size_t r = 0; r < t; r++) {
                 const float *xr = x + r * e;
                 size_t ninf = 0, nminf = 0;
@@ -880,7 +871,7 @@ TEST(route_expert_choice_special_rows_paths) {
                 ref_select(col, NULL, t, c, ref);
                 if (kind == 9) { /* dense near-ties: right up to 1e-6 of the key, in order */
                     const int32_t *tk = tok + ex * c;
-                    unsigned char *in = xalloc(t);
+                    unsigned char *in = test_alloc(t);
                     memset(in, 0, t);
                     double kmin = INFINITY;
                     for (size_t s = 0; s < c; s++) {
@@ -1027,8 +1018,8 @@ TEST(route_balance_and_z_loss) {
     for (size_t ei = 0; ei < 4; ei++) {
         const size_t e = es[ei], t = 13, k = e >= 64 ? 6 : 2;
         float *x = rand_matrix(t, e, 1.5, 70 + e);
-        int32_t *ids = xalloc(t * k * sizeof *ids);
-        float *w = xalloc(t * k * sizeof *w), *dx = xalloc(t * e * sizeof *dx);
+        int32_t *ids = test_alloc(t * k * sizeof *ids);
+        float *w = test_alloc(t * k * sizeof *w), *dx = test_alloc(t * e * sizeof *dx);
         sg_gate_config cfg = sg_gate_config_default(SG_GATE_SOFTMAX_TOPK);
         cfg.k = k;
         sg_gate_f32(ctx, &cfg, t, e, x, e, ids, k, w, k, NULL, 0);
@@ -1136,8 +1127,8 @@ TEST(route_bias_update) {
     const size_t t = 512, e = 16, k = 2;
     float *x = rand_matrix(t, e, 1.0, 55), b[16] = {0};
     for (size_t r = 0; r < t; r++) x[r * e + 3] += 2.0f; /* expert 3 is favoured */
-    int32_t *ids = xalloc(t * k * sizeof *ids);
-    float *w = xalloc(t * k * sizeof *w);
+    int32_t *ids = test_alloc(t * k * sizeof *ids);
+    float *w = test_alloc(t * k * sizeof *w);
     sg_gate_config cfg = sg_gate_config_default(SG_GATE_SIGMOID_TOPK);
     cfg.bias = b;
     int64_t c0[16], c1[16];

@@ -36,15 +36,6 @@ static const sg_softmax_algorithm ALGS[N_ALGS] = {SG_SOFTMAX_AUTO, SG_SOFTMAX_TH
 /* A row this long takes the chunked (split) path of every algorithm. */
 #define LONG_N (((size_t)1 << 20) + 3)
 
-static void *xalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_softmax_special: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
 static double ordinary(test_rng *r) { return 3.0 * test_normal(r); }
 
 static void destroy2(sg_context *c1, sg_context *c2) {
@@ -156,25 +147,25 @@ static prob prob_new(int f64, size_t rows, size_t n, size_t ldx, size_t ldy, int
     prob p = {f64, rows, n, ldx, ldy, NULL, NULL, keep_ld, NULL, add_ld, 1.0f, NULL,
               NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     const size_t esz = f64 ? sizeof(double) : sizeof(float), nx = rows * ldx;
-    p.x = xalloc(nx * sizeof(double));
+    p.x = test_alloc(nx * sizeof(double));
     for (size_t k = 0; k < nx; k++) p.x[k] = k % 2 ? NAN : INFINITY; /* garbage */
     if (keep) {
-        p.keep = xalloc(mask_len(rows, n, keep_ld));
+        p.keep = test_alloc(mask_len(rows, n, keep_ld));
         memset(p.keep, 0, mask_len(rows, n, keep_ld)); /* gaps: "remove" */
     }
     if (add) {
         size_t na = mask_len(rows, n, add_ld);
-        p.add = xalloc(na * sizeof(double));
+        p.add = test_alloc(na * sizeof(double));
         for (size_t k = 0; k < na; k++) p.add[k] = NAN;
-        if (!f64) p.addf = xalloc(na * sizeof(float));
+        if (!f64) p.addf = test_alloc(na * sizeof(float));
     }
-    if (!f64) p.xf = xalloc(nx * sizeof(float));
-    p.sm = xalloc(rows * n * sizeof(double));
-    p.lsm = xalloc(rows * n * sizeof(double));
-    p.lse = xalloc(rows * sizeof(double));
-    p.y = xalloc((rows * ldy + 1) * esz);
-    p.y2 = xalloc((rows * ldy + 1) * esz);
-    p.z = xalloc(nx * esz);
+    if (!f64) p.xf = test_alloc(nx * sizeof(float));
+    p.sm = test_alloc(rows * n * sizeof(double));
+    p.lsm = test_alloc(rows * n * sizeof(double));
+    p.lse = test_alloc(rows * sizeof(double));
+    p.y = test_alloc((rows * ldy + 1) * esz);
+    p.y2 = test_alloc((rows * ldy + 1) * esz);
+    p.z = test_alloc(nx * esz);
     return p;
 }
 
@@ -647,11 +638,11 @@ static void backward_case(sg_context *c1, sg_context *c2, int kind, int mode, si
     const int bcast = mode % 2;
     const size_t rows = n >= LONG_N ? 1 : n >= 1000 && !test_quick ? 70 : 5;
     const size_t lddx = n + 2, mrows = bcast ? 1 : rows, nx = rows * n, ndx = rows * lddx + 1;
-    float *x = xalloc(nx * sizeof(float)), *y = xalloc(nx * sizeof(float));
-    float *dy = xalloc(nx * sizeof(float)), *dxi = xalloc(nx * sizeof(float));
-    float *dx = xalloc(ndx * sizeof(float)), *dx2 = xalloc(ndx * sizeof(float));
-    uint8_t *keep = mode < 2 ? xalloc(mrows * n) : NULL;
-    float *add = mode >= 2 ? xalloc(mrows * n * sizeof(float)) : NULL;
+    float *x = test_alloc(nx * sizeof(float)), *y = test_alloc(nx * sizeof(float));
+    float *dy = test_alloc(nx * sizeof(float)), *dxi = test_alloc(nx * sizeof(float));
+    float *dx = test_alloc(ndx * sizeof(float)), *dx2 = test_alloc(ndx * sizeof(float));
+    uint8_t *keep = mode < 2 ? test_alloc(mrows * n) : NULL;
+    float *add = mode >= 2 ? test_alloc(mrows * n * sizeof(float)) : NULL;
     for (size_t k = 0; k < mrows * n; k++) {
         int rm = k / n == 1 || (k % n != k / n % n && test_uniform(rng) < 1.0 / 3.0);
         if (keep) keep[k] = (uint8_t)!rm;

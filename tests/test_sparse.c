@@ -48,28 +48,6 @@ sg_sparse_sums_fn sg_sparse_sums_f32__ref;
 #define TOL_ALPHA 1e-6  /* documented alpha-entmax accuracy (absolute) */
 #define TOL_TOPK 3e-7   /* relative, on selected entries, plus 2^-24 |d| */
 
-static void *xalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_sparse: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static sg_softmax_options topt(float t) {
-    sg_softmax_options o = sg_softmax_options_default();
-    o.temperature = t;
-    return o;
-}
-
-static float *random_x(size_t count, double scale, uint64_t seed) {
-    float *x = xalloc(count * sizeof *x);
-    test_rng rng = test_rng_seed(seed);
-    for (size_t i = 0; i < count; i++) x[i] = (float)(scale * test_normal(&rng));
-    return x;
-}
-
 /* ---- the ops under test, behind one switch ------------------------------ */
 
 typedef enum { E15, EALPHA, TOPK, N_KINDS } kind;
@@ -121,7 +99,7 @@ static double zmax_of(size_t n, const double *z) {
  * Algorithm: sort u = (z - max)/2 descending, tau_k from cumulative sums,
  * support = the largest k with tau_k <= u_(k). Returns tau. */
 static double ref_entmax15(size_t n, const double *z, double *y) {
-    double m = zmax_of(n, z), *u = xalloc(n * sizeof *u), c1 = 0.0, c2 = 0.0, tau = -1.0;
+    double m = zmax_of(n, z), *u = test_alloc(n * sizeof *u), c1 = 0.0, c2 = 0.0, tau = -1.0;
     size_t f = 0;
     for (size_t i = 0; i < n; i++)
         if (z[i] > -INFINITY) u[f++] = 0.5 * (z[i] - m);
@@ -177,7 +155,7 @@ static int cmp_rank(const void *a, const void *b) {
 }
 
 static void ref_topk(size_t n, const double *z, size_t k, double *y) {
-    size_t *ord = xalloc(n * sizeof *ord);
+    size_t *ord = test_alloc(n * sizeof *ord);
     for (size_t i = 0; i < n; i++) ord[i] = i;
     g_z = z;
     qsort(ord, n, sizeof *ord, cmp_rank);
@@ -217,7 +195,7 @@ static double tol_of(op p) {
 
 /* The reference threshold in u units (u = (alpha - 1)(z - max)). */
 static double ref_tau(op p, size_t n, const double *z) {
-    double *y = xalloc(n * sizeof *y), m = zmax_of(n, z), am1 = p.k == E15 ? 0.5 : p.alpha - 1.0;
+    double *y = test_alloc(n * sizeof *y), m = zmax_of(n, z), am1 = p.k == E15 ? 0.5 : p.alpha - 1.0;
     double lo = -1.0, hi = 0.0;
     for (int it = 0; it < 200; it++) {
         double mid = 0.5 * (lo + hi), f = -1.0;
@@ -238,7 +216,7 @@ static double ref_tau(op p, size_t n, const double *z) {
  * above it positive; top-k zeros exactly where the reference has them.
  * Returns the number of problems reported. */
 static int check_row(op p, size_t n, const double *z, const float *y, const char *what) {
-    double *r = xalloc(n * sizeof *r), m = zmax_of(n, z);
+    double *r = test_alloc(n * sizeof *r), m = zmax_of(n, z);
     ref_row(p, n, z, r);
     const double am1 = p.k == E15 ? 0.5 : p.alpha - 1.0;
     const double tau = p.k == TOPK ? 0.0 : ref_tau(p, n, z);
@@ -272,9 +250,9 @@ static int check_row(op p, size_t n, const double *z, const float *y, const char
 
 static int check_forward(sg_context *ctx, op p, size_t rows, size_t n, const float *x, float t,
                          const char *what) {
-    float *y = xalloc(rows * n * sizeof *y);
-    double *z = xalloc(n * sizeof *z);
-    sg_softmax_options o = topt(t);
+    float *y = test_alloc(rows * n * sizeof *y);
+    double *z = test_alloc(n * sizeof *z);
+    sg_softmax_options o = test_temperature(t);
     sg_status st = fwd(ctx, p, rows, n, x, n, y, n, &o);
     int bad = st != SG_OK;
     CHECK(st == SG_OK, "%s %s: status %d (%s)", what, kind_names[p.k], (int)st, sg_context_error(ctx));
@@ -308,9 +286,9 @@ TEST(sparse_kernels_tails) {
     size_t count;
     const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
     const size_t big = 4099 + 3;
-    float *buf = random_x(big, 3.0, 11);
-    uint32_t *ia = xalloc((big + 16) * sizeof *ia), *ib = xalloc((big + 16) * sizeof *ib);
-    float *va = xalloc((big + 16) * sizeof *va), *vb = xalloc((big + 16) * sizeof *vb);
+    float *buf = test_random_f32(big, 3.0, 11);
+    uint32_t *ia = test_alloc((big + 16) * sizeof *ia), *ib = test_alloc((big + 16) * sizeof *ib);
+    float *va = test_alloc((big + 16) * sizeof *va), *vb = test_alloc((big + 16) * sizeof *vb);
     for (size_t q = 0; q < count; q++) {
         if (!sg_cpu_supports(e[q].isa)) continue;
         for (size_t t = 0; t < N_TAILS; t++) {
@@ -389,7 +367,7 @@ TEST(sparse_entmax15_reference) {
         for (size_t s = 0; s < 4 && !bad; s++)
             for (size_t q = 0; q < 3 && !bad; q++) {
                 const size_t n = TAILS[t], rows = n > 1000 ? 2 : 5;
-                float *x = random_x(rows * n, scales[s], 100 + t * 7 + s);
+                float *x = test_random_f32(rows * n, scales[s], 100 + t * 7 + s);
                 op p = {E15, 1.5, 0};
                 bad += check_forward(ctx, p, rows, n, x, temps[q], "e15");
                 free(x);
@@ -404,10 +382,10 @@ TEST(sparse_entmax15_paths) {
     for (size_t a = 0; a < 5; a++) {
         const size_t n = ns[a];
         for (int sc = 0; sc < 3; sc++) {
-            float *x = random_x(n, sc == 0 ? 0.05 : sc == 1 ? 0.7 : 5.0, 40 + a);
+            float *x = test_random_f32(n, sc == 0 ? 0.05 : sc == 1 ? 0.7 : 5.0, 40 + a);
             float m = -INFINITY;
             for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-            double *z = xalloc(n * sizeof *z), *y = xalloc(n * sizeof *y), *scr = xalloc(n * sizeof *scr);
+            double *z = test_alloc(n * sizeof *z), *y = test_alloc(n * sizeof *y), *scr = test_alloc(n * sizeof *scr);
             for (size_t i = 0; i < n; i++) x[i] -= m, z[i] = x[i]; /* max exactly 0 */
             if (n > 3) x[3] = -INFINITY, z[3] = -INFINITY;
             double tr = ref_entmax15(n, z, y);
@@ -424,7 +402,7 @@ TEST(sparse_entmax15_paths) {
     /* Full-row path: 5000 entries within 2 of the max (all candidates). */
     sg_context *ctx = test_context(1);
     const size_t n = 5000, rows = 3;
-    float *x = xalloc(rows * n * sizeof *x);
+    float *x = test_alloc(rows * n * sizeof *x);
     test_rng rng = test_rng_seed(9);
     for (size_t i = 0; i < rows * n; i++) x[i] = (float)(1.9 * test_uniform(&rng));
     op p = {E15, 1.5, 0};
@@ -432,7 +410,7 @@ TEST(sparse_entmax15_paths) {
     op pa = {EALPHA, 1.5, 0};
     check_forward(ctx, pa, rows, n, x, 1.0f, "alpha full-row");
     /* the same rows in place */
-    float *y = xalloc(rows * n * sizeof *y);
+    float *y = test_alloc(rows * n * sizeof *y);
     CHECK(sg_entmax15_f32(ctx, rows, n, x, n, y, n, NULL) == SG_OK, "e15");
     CHECK(sg_entmax15_f32(ctx, rows, n, x, n, x, n, NULL) == SG_OK, "e15 in place");
     CHECK(memcmp(x, y, rows * n * sizeof *x) == 0, "full-row path: in place differs");
@@ -447,14 +425,14 @@ TEST(sparse_entmax_alpha) {
     for (size_t a = 0; a < 6; a++)
         for (size_t q = 0; q < 5; q++) {
             const size_t n = test_quick && ns[q] > 200 ? 200 : ns[q];
-            float *x = random_x(3 * n, 1.5, 70 + q);
+            float *x = test_random_f32(3 * n, 1.5, 70 + q);
             op p = {EALPHA, alphas[a], 0};
             check_forward(ctx, p, 3, n, x, q == 2 ? 0.7f : 1.0f, "alpha");
             free(x);
         }
     /* alpha = 2 is sparsemax, alpha = 1.5 is entmax15 (both exact). */
     const size_t n = 500, rows = 8;
-    float *x = random_x(rows * n, 1.0, 5), *y1 = xalloc(rows * n * 4), *y2 = xalloc(rows * n * 4);
+    float *x = test_random_f32(rows * n, 1.0, 5), *y1 = test_alloc(rows * n * 4), *y2 = test_alloc(rows * n * 4);
     double worst2 = 0.0, worst15 = 0.0;
     CHECK(sg_entmax_f32(ctx, 2.0, rows, n, x, n, y1, n, NULL) == SG_OK, "alpha 2");
     CHECK(sg_sparsemax_f32(ctx, rows, n, x, n, y2, n, NULL) == SG_OK, "sparsemax");
@@ -468,7 +446,7 @@ TEST(sparse_entmax_alpha) {
     double prev = INFINITY;
     const double near1[] = {1.1, 1.01, 1.001};
     for (size_t a = 0; a < 3; a++) {
-        double worst = 0.0, *z = xalloc(n * sizeof *z), *r = xalloc(n * sizeof *r);
+        double worst = 0.0, *z = test_alloc(n * sizeof *z), *r = test_alloc(n * sizeof *r);
         CHECK(sg_entmax_f32(ctx, near1[a], 2, n, x, n, y1, n, NULL) == SG_OK, "alpha near 1");
         for (size_t row = 0; row < 2; row++) {
             z_row(n, x + row * n, NULL, NULL, 1.0, z);
@@ -493,7 +471,7 @@ TEST(sparse_topk_reference) {
     for (size_t t = 0; t < N_TAILS; t++)
         for (size_t q = 0; q < 4; q++) {
             const size_t n = TAILS[t];
-            float *x = random_x(3 * n, 3.0, 300 + t);
+            float *x = test_random_f32(3 * n, 3.0, 300 + t);
             op p = {TOPK, 0.0, ks[q]};
             check_forward(ctx, p, 3, n, x, q == 1 ? 2.0f : 1.0f, "topk");
             free(x);
@@ -501,15 +479,15 @@ TEST(sparse_topk_reference) {
     /* k > 4096: the radix-select path (and its ties), unmasked and masked. */
     {
         const size_t n = 6000, ks2[] = {4500, 5999};
-        float *x = random_x(2 * n, 2.0, 77);
+        float *x = test_random_f32(2 * n, 2.0, 77);
         for (size_t i = 0; i < 2 * n; i += 7) x[i] = 1.0f; /* many equal values */
-        uint8_t *keep = xalloc(n);
+        uint8_t *keep = test_alloc(n);
         for (size_t i = 0; i < n; i++) keep[i] = i % 3 != 0;
-        float *y = xalloc(2 * n * sizeof *y);
-        double *z = xalloc(n * sizeof *z);
+        float *y = test_alloc(2 * n * sizeof *y);
+        double *z = test_alloc(n * sizeof *z);
         for (size_t q = 0; q < 2; q++)
             for (int mk = 0; mk < 2; mk++) {
-                sg_softmax_options o = topt(1.0f);
+                sg_softmax_options o = test_temperature(1.0f);
                 if (mk) o.keep_mask = keep, o.keep_mask_ld = 0;
                 op p = {TOPK, 0.0, ks2[q]};
                 CHECK(fwd(ctx, p, 2, n, x, n, y, n, &o) == SG_OK, "radix path");
@@ -534,8 +512,8 @@ TEST(sparse_topk_reference) {
     for (int i = 0; i < 12; i++) CHECK(y[i] == (i == 1 ? 1.0f : 0.0f), "k=1: y[%d] = %g", i, y[i]);
     /* k >= N is exactly the softmax core. */
     const size_t n = 77;
-    float *x = random_x(4 * n, 2.0, 8), *a = xalloc(4 * n * 4), *b = xalloc(4 * n * 4);
-    sg_softmax_options o = topt(1.3f);
+    float *x = test_random_f32(4 * n, 2.0, 8), *a = test_alloc(4 * n * 4), *b = test_alloc(4 * n * 4);
+    sg_softmax_options o = test_temperature(1.3f);
     CHECK(sg_sparse_softmax_f32(ctx, n, 4, n, x, n, a, n, &o) == SG_OK, "k = n");
     CHECK(sg_softmax_f32(ctx, 4, n, x, n, b, n, &o) == SG_OK, "softmax");
     CHECK(memcmp(a, b, 4 * n * 4) == 0, "k = n differs from sg_softmax_f32");
@@ -553,8 +531,8 @@ TEST(sparse_topk_reference) {
 TEST(sparse_shift_invariance) {
     sg_context *ctx = test_context(1);
     const size_t n = 300, rows = 4;
-    float *x = random_x(rows * n, 1.0, 21), *xs = xalloc(rows * n * 4);
-    float *y = xalloc(rows * n * 4), *ys = xalloc(rows * n * 4);
+    float *x = test_random_f32(rows * n, 1.0, 21), *xs = test_alloc(rows * n * 4);
+    float *y = test_alloc(rows * n * 4), *ys = test_alloc(rows * n * 4);
     for (size_t i = 0; i < rows * n; i++) x[i] = roundf(x[i] * 1024.0f) / 1024.0f;
     const float shifts[] = {7.0f, -100.0f, 1000.0f};
     const op ops[] = {{E15, 1.5, 0}, {EALPHA, 1.3, 0}, {EALPHA, 4.0, 0}, {TOPK, 0, 10}};
@@ -589,11 +567,11 @@ TEST(sparse_backward_fd) {
         for (size_t tt = 0; tt < 2; tt++) {
             const double t = temps[tt];
             /* support of a few entries for every alpha (u = (alpha - 1) d) */
-            float *x = random_x(n, ops[q].k == EALPHA && ops[q].alpha >= 2.0 ? 0.4 : 1.2, 900 + q);
-            float *dy = random_x(n, 1.0, 950 + q);
+            float *x = test_random_f32(n, ops[q].k == EALPHA && ops[q].alpha >= 2.0 ? 0.4 : 1.2, 900 + q);
+            float *dy = test_random_f32(n, 1.0, 950 + q);
             float y[24], dx[24];
             double z[24], zp[24], r[24], rp[24], rm[24];
-            sg_softmax_options o = topt(temps[tt]);
+            sg_softmax_options o = test_temperature(temps[tt]);
             CHECK(fwd(ctx, ops[q], 1, n, x, n, y, n, &o) == SG_OK, "fwd");
             CHECK(bwd(ctx, ops[q], 1, n, y, n, dy, n, dx, n, &o) == SG_OK, "bwd");
             z_row(n, x, NULL, NULL, t, z);
@@ -632,9 +610,9 @@ TEST(sparse_backward_fd) {
 TEST(sparse_masks) {
     sg_context *ctx = test_context(2);
     const size_t n = 150, rows = 6;
-    float *x = random_x(rows * n, 1.5, 31), *add = random_x(rows * n, 0.5, 32);
-    float *y = xalloc(rows * n * 4);
-    uint8_t *keep = xalloc(rows * n);
+    float *x = test_random_f32(rows * n, 1.5, 31), *add = test_random_f32(rows * n, 0.5, 32);
+    float *y = test_alloc(rows * n * 4);
+    uint8_t *keep = test_alloc(rows * n);
     test_rng rng = test_rng_seed(33);
     for (size_t i = 0; i < rows * n; i++) {
         keep[i] = test_uniform(&rng) < 0.7;
@@ -644,10 +622,10 @@ TEST(sparse_masks) {
     x[3 * n + 7] = NAN, keep[3 * n + 7] = keep[7] = 0; /* a removed NaN is ignored */
     for (size_t i = 0; i < n; i++) keep[5 * n + i] = i < 3; /* fewer than k kept */
     const op ops[] = {{E15, 1.5, 0}, {EALPHA, 1.7, 0}, {TOPK, 0, 8}};
-    double *z = xalloc(n * sizeof *z);
+    double *z = test_alloc(n * sizeof *z);
     for (int bc = 0; bc < 2; bc++)
         for (size_t q = 0; q < 3; q++) {
-            sg_softmax_options o = topt(0.8f);
+            sg_softmax_options o = test_temperature(0.8f);
             o.keep_mask = keep, o.keep_mask_ld = bc ? 0 : n;
             o.add_mask = add, o.add_mask_ld = bc ? 0 : n;
             CHECK(fwd(ctx, ops[q], rows, n, x, n, y, n, &o) == SG_OK, "masked fwd: %s", sg_context_error(ctx));
@@ -724,9 +702,9 @@ TEST(sparse_strides_in_place) {
     const op ops[] = {{E15, 1.5, 0}, {EALPHA, 2.5, 0}, {TOPK, 0, 7}};
     for (size_t t = 0; t < N_TAILS; t++) {
         const size_t n = TAILS[t] > 200 ? 200 : TAILS[t];
-        float *x = random_x(rows * ld, 2.0, 60 + t), *y = xalloc(rows * ld * 4), *yc = xalloc(rows * n * 4);
-        float *io = xalloc(rows * ld * 4), *dy = random_x(rows * ld, 1.0, 61), *dx = xalloc(rows * ld * 4);
-        float *dxc = xalloc(rows * n * 4), *xc = xalloc(rows * n * 4), *dyc = xalloc(rows * n * 4);
+        float *x = test_random_f32(rows * ld, 2.0, 60 + t), *y = test_alloc(rows * ld * 4), *yc = test_alloc(rows * n * 4);
+        float *io = test_alloc(rows * ld * 4), *dy = test_random_f32(rows * ld, 1.0, 61), *dx = test_alloc(rows * ld * 4);
+        float *dxc = test_alloc(rows * n * 4), *xc = test_alloc(rows * n * 4), *dyc = test_alloc(rows * n * 4);
         for (size_t r = 0; r < rows; r++) {
             memcpy(xc + r * n, x + r * ld, n * 4);
             memcpy(dyc + r * n, dy + r * ld, n * 4);
@@ -764,15 +742,15 @@ TEST(sparse_threads_identical) {
     const op ops[] = {{E15, 1.5, 0}, {EALPHA, 1.4, 0}, {TOPK, 0, 5}};
     for (size_t s = 0; s < 4; s++) {
         const size_t rows = shapes[s][0], n = shapes[s][1];
-        float *x = random_x(rows * n, 2.0, 500 + s), *dy = random_x(rows * n, 1.0, 600 + s);
-        uint8_t *keep = xalloc(n);
+        float *x = test_random_f32(rows * n, 2.0, 500 + s), *dy = test_random_f32(rows * n, 1.0, 600 + s);
+        uint8_t *keep = test_alloc(n);
         for (size_t i = 0; i < n; i++) keep[i] = i % 5 != 3;
-        sg_softmax_options o = topt(0.7f);
+        sg_softmax_options o = test_temperature(0.7f);
         o.keep_mask = s == 1 ? keep : NULL;
         for (size_t q = 0; q < 3; q++) {
             float *y[3], *dx[3];
             for (int c = 0; c < 3; c++) {
-                y[c] = xalloc(rows * n * 4), dx[c] = xalloc(rows * n * 4);
+                y[c] = test_alloc(rows * n * 4), dx[c] = test_alloc(rows * n * 4);
                 CHECK(fwd(ctxs[c], ops[q], rows, n, x, n, y[c], n, &o) == SG_OK, "fwd");
                 CHECK(bwd(ctxs[c], ops[q], rows, n, y[c], n, dy, n, dx[c], n, &o) == SG_OK, "bwd");
             }
@@ -817,7 +795,7 @@ TEST(sparse_args_errors) {
     const op ops[] = {{E15, 1.5, 0}, {EALPHA, 1.5, 0}, {TOPK, 0, 2}};
     for (size_t q = 0; q < 3; q++) {
         for (int b = 0; b < 5; b++) {
-            sg_softmax_options o = topt(bad_t[b]);
+            sg_softmax_options o = test_temperature(bad_t[b]);
             expect_error(ctx, fwd(ctx, ops[q], 2, 4, x, 4, out, 4, &o), SG_ERR_ARGUMENT, "temperature", out,
                          before, sizeof out, "bad T");
             expect_error(ctx, bwd(ctx, ops[q], 2, 4, x, 4, x, 4, out, 4, &o), SG_ERR_ARGUMENT, "temperature",

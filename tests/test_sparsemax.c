@@ -40,28 +40,6 @@
 
 /* ---- helpers and the double-precision reference ------------------------ */
 
-static void *xalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_sparsemax: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static sg_softmax_options topt(float t) {
-    sg_softmax_options o = sg_softmax_options_default();
-    o.temperature = t;
-    return o;
-}
-
-static float *random_x(size_t count, double scale, uint64_t seed) {
-    float *x = xalloc(count * sizeof *x);
-    test_rng rng = test_rng_seed(seed);
-    for (size_t i = 0; i < count; i++) x[i] = (float)(scale * test_normal(&rng));
-    return x;
-}
-
 /* z of one row in double, -inf where removed (keep 0 or add -inf). */
 static void z_row(size_t n, const float *x, const uint8_t *keep, const float *add, double t,
                   double *z) {
@@ -125,7 +103,7 @@ typedef struct row_err {
 /* Checks one output row y against the reference of z: values within
  * TOL_P, on the simplex, exact zeros below tau and positives above it. */
 static void check_row(size_t n, const double *z, const float *y, const char *what, row_err *e) {
-    double *p = xalloc(n * sizeof *p), *u = xalloc(n * sizeof *u), m, sum = 0.0;
+    double *p = test_alloc(n * sizeof *p), *u = test_alloc(n * sizeof *u), m, sum = 0.0;
     const double tau = ref_sparsemax(n, z, p, u, &m);
     for (size_t i = 0; i < n; i++) {
         double err = fabs(y[i] - p[i]), d = z[i] - m;
@@ -146,9 +124,9 @@ static void check_row(size_t n, const double *z, const float *y, const char *wha
 /* Runs the forward op on rows of x [rows x n] and checks every row. */
 static void check_forward(sg_context *ctx, size_t rows, size_t n, const float *x, float t,
                           const char *what, row_err *e) {
-    float *y = xalloc(rows * n * sizeof *y);
-    double *z = xalloc(n * sizeof *z);
-    sg_softmax_options o = topt(t);
+    float *y = test_alloc(rows * n * sizeof *y);
+    double *z = test_alloc(n * sizeof *z);
+    sg_softmax_options o = test_temperature(t);
     sg_status st = sg_sparsemax_f32(ctx, rows, n, x, n, y, n, &o);
     CHECK(st == SG_OK, "%s: status %d (%s)", what, (int)st, sg_context_error(ctx));
     for (size_t r = 0; st == SG_OK && r < rows; r++) {
@@ -170,7 +148,7 @@ TEST(sparsemax_forward_reference) {
         for (size_t si = 0; si < 5; si++)
             for (size_t ti = 0; ti < 3; ti++) {
                 size_t n = ns[ni], rows = 4;
-                float *x = random_x(rows * n, scales[si], n * 131 + si * 7 + ti);
+                float *x = test_random_f32(rows * n, scales[si], n * 131 + si * 7 + ti);
                 char what[80];
                 snprintf(what, sizeof what, "scale=%g T=%g", scales[si], (double)temps[ti]);
                 check_forward(ctx, rows, n, x, temps[ti], what, &e);
@@ -179,7 +157,7 @@ TEST(sparsemax_forward_reference) {
     if (!test_quick) /* one long row: a large support at small scales */
         for (size_t si = 0; si < 5; si++) {
             size_t n = 100000;
-            float *x = random_x(n, scales[si], 977 + si);
+            float *x = test_random_f32(n, scales[si], 977 + si);
             check_forward(ctx, 1, n, x, si % 2 ? 1.0f : 3.0f, "long row", &e);
             free(x);
         }
@@ -204,7 +182,7 @@ TEST(sparsemax_properties) {
             x[i] = (float)(floor(test_normal(&rng) * 64.0) / 64.0);
             xs[i] = (float)(x[i] + shift);
         }
-        sg_softmax_options o = topt(t);
+        sg_softmax_options o = test_temperature(t);
         CHECK(sg_sparsemax_f32(ctx, 1, n, x, n, y, n, &o) == SG_OK, "shift: forward");
         CHECK(sg_sparsemax_f32(ctx, 1, n, xs, n, ys, n, &o) == SG_OK, "shift: forward shifted");
         for (size_t i = 0; i < n; i++)
@@ -216,13 +194,13 @@ TEST(sparsemax_properties) {
         for (size_t i = 0; i < n; i++) top = i != b && x[i] > top ? x[i] : top;
         x[b] = top + 1e-3f;
         static const float tiny[] = {1e-4f, 1e-12f, 1e-30f};
-        o = topt(tiny[trial % 3]);
+        o = test_temperature(tiny[trial % 3]);
         CHECK(sg_sparsemax_f32(ctx, 1, n, x, n, y, n, &o) == SG_OK, "T -> 0: forward");
         for (size_t i = 0; i < n; i++)
             CHECK(y[i] == (i == b ? 1.0f : 0.0f), "T=%g i=%zu (max at %zu): %.9g", (double)o.temperature,
                   i, b, y[i]);
         /* T -> inf: z differences vanish, the uniform distribution. */
-        o = topt(trial % 2 ? 1e8f : 1e36f);
+        o = test_temperature(trial % 2 ? 1e8f : 1e36f);
         CHECK(sg_sparsemax_f32(ctx, 1, n, x, n, y, n, &o) == SG_OK, "T -> inf: forward");
         for (size_t i = 0; i < n; i++)
             CHECK(fabs(y[i] - 1.0 / n) <= 1e-6, "T=%g i=%zu: %.9g", (double)o.temperature, i, y[i]);
@@ -264,8 +242,8 @@ TEST(sparsemax_threshold_paths) {
     static const int caps[] = {0, 1, 2, 32};
     test_rng rng = test_rng_seed(3);
     const size_t nmax = 20000;
-    float *d = xalloc(nmax * sizeof *d);
-    double *z = xalloc(nmax * sizeof *z), *p = xalloc(nmax * sizeof *p), *u = xalloc(nmax * sizeof *u);
+    float *d = test_alloc(nmax * sizeof *d);
+    double *z = test_alloc(nmax * sizeof *z), *p = test_alloc(nmax * sizeof *p), *u = test_alloc(nmax * sizeof *u);
     for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
         for (int f = 0; f < 7; f++)
             for (int rep = 0; rep < 3; rep++) {
@@ -366,7 +344,7 @@ TEST(sparsemax_backward_fd) {
         if (support_gap(n, z, m, tau) < 1e-3) continue; /* too close to a kink */
         for (size_t i = 0; i < n; i++)
             if (kp && !kp[i]) dy[i] = NAN; /* removed: dx must be 0 whatever dy holds */
-        sg_softmax_options o = topt(t);
+        sg_softmax_options o = test_temperature(t);
         o.keep_mask = kp;
         CHECK(sg_sparsemax_f32(ctx, 1, n, x, n, y, n, &o) == SG_OK, "forward");
         CHECK(sg_sparsemax_backward_f32(ctx, 1, n, y, n, dy, n, dx, n, &o) == SG_OK, "backward: %s",
@@ -401,7 +379,7 @@ TEST(sparsemax_loss_reference_fd) {
         double z[64], p[64], u[64];
         for (size_t i = 0; i < n; i++) x[i] = (float)(scale * test_normal(&rng));
         int32_t k = (int32_t)(test_uniform(&rng) * (double)n);
-        sg_softmax_options o = topt(t);
+        sg_softmax_options o = test_temperature(t);
         CHECK(sg_sparsemax_loss_f32(ctx, 1, n, x, n, &k, &loss, dx, n, &o) == SG_OK, "loss: %s",
               sg_context_error(ctx));
         CHECK(sg_sparsemax_loss_f32(ctx, 1, n, x, n, &k, &loss2, NULL, 0, &o) == SG_OK, "loss, dx NULL");
@@ -441,11 +419,11 @@ TEST(sparsemax_loss_reference_fd) {
 /* One mask configuration: forward, backward and loss against the reference. */
 static void check_masked(sg_context *ctx, size_t rows, size_t n, const float *x, const uint8_t *keep,
                          size_t keep_ld, const float *add, size_t add_ld, float t, const char *what) {
-    float *y = xalloc(rows * n * sizeof *y), *dy = xalloc(rows * n * sizeof *dy);
-    float *dx = xalloc(rows * n * sizeof *dx), *loss = xalloc(rows * sizeof *loss);
-    double *z = xalloc(n * sizeof *z), *p = xalloc(n * sizeof *p), *u = xalloc(n * sizeof *u);
-    int32_t *target = xalloc(rows * sizeof *target);
-    sg_softmax_options o = topt(t);
+    float *y = test_alloc(rows * n * sizeof *y), *dy = test_alloc(rows * n * sizeof *dy);
+    float *dx = test_alloc(rows * n * sizeof *dx), *loss = test_alloc(rows * sizeof *loss);
+    double *z = test_alloc(n * sizeof *z), *p = test_alloc(n * sizeof *p), *u = test_alloc(n * sizeof *u);
+    int32_t *target = test_alloc(rows * sizeof *target);
+    sg_softmax_options o = test_temperature(t);
     o.keep_mask = keep, o.keep_mask_ld = keep_ld, o.add_mask = add, o.add_mask_ld = add_ld;
     row_err e = {0, 0, 0};
     CHECK(sg_sparsemax_f32(ctx, rows, n, x, n, y, n, &o) == SG_OK, "%s: forward", what);
@@ -506,9 +484,9 @@ TEST(sparsemax_masks) {
     for (size_t ni = 0; ni < 4; ni++) {
         const size_t n = ns[ni];
         test_rng rng = test_rng_seed(100 + ni);
-        float *x = random_x(rows * n, 2.0, 200 + ni), *add = xalloc(rows * n * sizeof *add);
-        float *xf = random_x(rows * n, 2.0, 300 + ni);
-        uint8_t *keep = xalloc(rows * n);
+        float *x = test_random_f32(rows * n, 2.0, 200 + ni), *add = test_alloc(rows * n * sizeof *add);
+        float *xf = test_random_f32(rows * n, 2.0, 300 + ni);
+        uint8_t *keep = test_alloc(rows * n);
         for (size_t i = 0; i < rows * n; i++) {
             keep[i] = test_uniform(&rng) < 0.7;
             add[i] = test_uniform(&rng) < 0.15 ? -INFINITY : (float)test_normal(&rng);
@@ -567,7 +545,7 @@ TEST(sparsemax_special_values) {
     sg_context *ctx = test_context(1);
     for (size_t c = 0; c < sizeof SPECIAL / sizeof SPECIAL[0]; c++) {
         const special_case *sc = &SPECIAL[c];
-        sg_softmax_options o = topt(1.0f);
+        sg_softmax_options o = test_temperature(1.0f);
         o.keep_mask = sc->masked ? sc->keep : NULL;
         float y[5], dy[5] = {1, -2, 3, NAN, 5}, dx[5];
         CHECK(sg_sparsemax_f32(ctx, 1, 5, sc->x, 5, y, 5, &o) == SG_OK, "%s: forward", sc->what);
@@ -590,7 +568,7 @@ TEST(sparsemax_special_values) {
           dx[1], dx[2], dx[3]);
     /* x = -inf with add = +inf is NaN; add = +inf alone is +inf. */
     const float xa[4] = {-INFINITY, 0, 1, 2}, aa[4] = {INFINITY, 0, 0, 0}, ab[4] = {0, INFINITY, 0, 0};
-    sg_softmax_options o = topt(1.0f);
+    sg_softmax_options o = test_temperature(1.0f);
     o.add_mask = aa;
     float out[4];
     CHECK(sg_sparsemax_f32(ctx, 1, 4, xa, 4, out, 4, &o) == SG_OK, "-inf + inf");
@@ -619,7 +597,7 @@ TEST(sparsemax_special_loss_and_huge) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float loss, dx[4];
-        sg_softmax_options o = topt(2.0f);
+        sg_softmax_options o = test_temperature(2.0f);
         CHECK(sg_sparsemax_loss_f32(ctx, 1, 4, cases[c].x, 4, &cases[c].k, &loss, dx, 4, &o) == SG_OK,
               "%s: loss", cases[c].what);
         CHECK(same_value(loss, cases[c].loss), "%s: loss %.9g, want %.9g", cases[c].what, loss,
@@ -640,7 +618,7 @@ TEST(sparsemax_special_loss_and_huge) {
         check_forward(ctx, 1, 64, x, 1.0f, "near FLT_MAX, T=1", &e);
         int32_t k = 5;
         float loss;
-        sg_softmax_options o = topt(1e32f);
+        sg_softmax_options o = test_temperature(1e32f);
         CHECK(sg_sparsemax_loss_f32(ctx, 1, 64, x, 64, &k, &loss, NULL, 0, &o) == SG_OK, "huge loss");
         double z[64], p[64], u[64];
         z_row(64, x, NULL, NULL, 1e32, z);
@@ -673,7 +651,7 @@ TEST(sparsemax_args_errors) {
     CHECK(sg_sparsemax_backward_f32(NULL, 2, 4, x, 4, x, 4, out, 4, NULL) == SG_ERR_ARGUMENT,
           "NULL ctx backward");
     for (size_t b = 0; b < N_BAD_T; b++) {
-        sg_softmax_options o = topt(BAD_T[b]);
+        sg_softmax_options o = test_temperature(BAD_T[b]);
         expect_error(ctx, sg_sparsemax_f32(ctx, 2, 4, x, 4, out, 4, &o), SG_ERR_ARGUMENT, "temperature",
                      out, before, sizeof out, "forward bad T");
         expect_error(ctx, sg_sparsemax_backward_f32(ctx, 2, 4, x, 4, x, 4, out, 4, &o), SG_ERR_ARGUMENT,
@@ -720,7 +698,7 @@ TEST(sparsemax_args_errors_loss) {
     CHECK(sg_sparsemax_loss_f32(NULL, 2, 4, x, 4, target, loss, out, 4, NULL) == SG_ERR_ARGUMENT,
           "NULL ctx loss");
     for (size_t b = 0; b < N_BAD_T; b++) {
-        sg_softmax_options o = topt(BAD_T[b]);
+        sg_softmax_options o = test_temperature(BAD_T[b]);
         expect_error(ctx, sg_sparsemax_loss_f32(ctx, 2, 4, x, 4, target, loss, out, 4, &o),
                      SG_ERR_ARGUMENT, "temperature", out, before, sizeof out, "loss bad T");
     }
@@ -731,12 +709,12 @@ TEST(sparsemax_args_errors_loss) {
         expect_error(ctx, sg_sparsemax_loss_f32(ctx, 2, 4, x, 4, bad_targets[b], loss, out, 4, NULL),
                      SG_ERR_ARGUMENT, "target[1]", out, before, sizeof out, "target out of range");
     const uint8_t keep[4] = {1, 1, 0, 1};
-    sg_softmax_options o = topt(1.0f);
+    sg_softmax_options o = test_temperature(1.0f);
     o.keep_mask = keep; /* broadcast: removes entry 2, target[1] */
     expect_error(ctx, sg_sparsemax_loss_f32(ctx, 2, 4, x, 4, target, loss, out, 4, &o), SG_ERR_ARGUMENT,
                  "target[1]", out, before, sizeof out, "target removed by keep_mask");
     const float add[4] = {0, 0, -INFINITY, 0};
-    o = topt(1.0f);
+    o = test_temperature(1.0f);
     o.add_mask = add;
     expect_error(ctx, sg_sparsemax_loss_f32(ctx, 2, 4, x, 4, target, loss, out, 4, &o), SG_ERR_ARGUMENT,
                  "removed", out, before, sizeof out, "target removed by add_mask");
@@ -769,9 +747,9 @@ TEST(sparsemax_args_errors_loss) {
 TEST(sparsemax_strides_in_place) {
     sg_context *ctx = test_context(2);
     const size_t rows = 5, n = 37, ld = 41;
-    float *x = random_x(rows * ld, 3.0, 77), *xc = xalloc(rows * n * sizeof *xc);
-    float *y = xalloc(rows * ld * sizeof *y), *yc = xalloc(rows * n * sizeof *yc);
-    float *dx = xalloc(rows * ld * sizeof *dx), *dxc = xalloc(rows * n * sizeof *dxc);
+    float *x = test_random_f32(rows * ld, 3.0, 77), *xc = test_alloc(rows * n * sizeof *xc);
+    float *y = test_alloc(rows * ld * sizeof *y), *yc = test_alloc(rows * n * sizeof *yc);
+    float *dx = test_alloc(rows * ld * sizeof *dx), *dxc = test_alloc(rows * n * sizeof *dxc);
     float loss[5], lossc[5];
     int32_t target[5] = {0, 3, 36, 10, 20};
     for (size_t r = 0; r < rows; r++) {
@@ -779,7 +757,7 @@ TEST(sparsemax_strides_in_place) {
         for (size_t i = n; i < ld; i++) x[r * ld + i] = NAN; /* gaps are never read */
     }
     for (size_t i = 0; i < rows * ld; i++) y[i] = dx[i] = SENTINEL;
-    sg_softmax_options o = topt(0.5f);
+    sg_softmax_options o = test_temperature(0.5f);
     CHECK(sg_sparsemax_f32(ctx, rows, n, x, ld, y, ld, &o) == SG_OK, "strided forward");
     CHECK(sg_sparsemax_f32(ctx, rows, n, xc, n, yc, n, &o) == SG_OK, "contiguous forward");
     CHECK(sg_sparsemax_backward_f32(ctx, rows, n, y, ld, x, ld, dx, ld, &o) == SG_OK, "strided backward");
@@ -801,7 +779,7 @@ TEST(sparsemax_strides_in_place) {
     }
     /* In place: y == x (forward), dx == dy (backward), dx == x (loss). */
     CHECK(sg_sparsemax_f32(ctx, rows, n, xc, n, yc, n, &o) == SG_OK, "forward");
-    float *io = xalloc(rows * ld * sizeof *io);
+    float *io = test_alloc(rows * ld * sizeof *io);
     memcpy(io, x, rows * ld * sizeof *io);
     CHECK(sg_sparsemax_f32(ctx, rows, n, io, ld, io, ld, &o) == SG_OK, "in place forward");
     for (size_t r = 0; r < rows; r++)
@@ -828,17 +806,17 @@ TEST(sparsemax_threads_identical) {
     sg_context *ctxs[3] = {test_context(1), test_context(2), test_context(3)};
     for (size_t s = 0; s < 3; s++) {
         const size_t rows = shapes[s][0], n = shapes[s][1];
-        float *x = random_x(rows * n, 2.0, 500 + s), *dy = random_x(rows * n, 1.0, 600 + s);
+        float *x = test_random_f32(rows * n, 2.0, 500 + s), *dy = test_random_f32(rows * n, 1.0, 600 + s);
         float *out[3][3], *loss[3];
-        int32_t *target = xalloc(rows * sizeof *target);
-        uint8_t *keep = xalloc(n);
+        int32_t *target = test_alloc(rows * sizeof *target);
+        uint8_t *keep = test_alloc(n);
         for (size_t i = 0; i < n; i++) keep[i] = i % 5 != 3;
         for (size_t r = 0; r < rows; r++) target[r] = (int32_t)((r * 7) % n / 5 * 5);
-        sg_softmax_options o = topt(0.7f);
+        sg_softmax_options o = test_temperature(0.7f);
         o.keep_mask = s == 1 ? keep : NULL; /* broadcast mask on one shape */
         for (int c = 0; c < 3; c++) {
-            for (int k = 0; k < 3; k++) out[c][k] = xalloc(rows * n * sizeof(float));
-            loss[c] = xalloc(rows * sizeof(float));
+            for (int k = 0; k < 3; k++) out[c][k] = test_alloc(rows * n * sizeof(float));
+            loss[c] = test_alloc(rows * sizeof(float));
             CHECK(sg_sparsemax_f32(ctxs[c], rows, n, x, n, out[c][0], n, &o) == SG_OK, "forward");
             CHECK(sg_sparsemax_backward_f32(ctxs[c], rows, n, out[c][0], n, dy, n, out[c][1], n, &o) == SG_OK,
                   "backward");
