@@ -55,76 +55,42 @@ typedef struct cfg {
 static const long default_ns[] = {8, 64, 256, 1000, 4096, 32768};
 static const long quick_ns[] = {64, 1000, 32768};
 
-static void usage(void) {
-    fprintf(stderr, "usage: softgate bench alternatives [--json] [--quick] [--threads 1,2]\n"
-                    "         [--n 8,64,...] [--op NAME[,NAME...]] [--reps R] [--clock wall|cpu]\n"
-                    "         [--mask none|causal]\n"
-                    "  --clock cpu: thread CPU time (one thread only), for a shared machine\n"
-                    "  --mask causal: a keep mask keeping a growing prefix of each row (row r of\n"
-                    "  R keeps columns <= r n / R), passed to softmax and the op alike\n"
-                    "  ops:");
-    for (int k = 0; k < N_OPS; k++) fprintf(stderr, " %s", op_names[k]);
-    fprintf(stderr, "\n");
+static void quick(void *arg) {
+    cfg *c = arg;
+    memcpy(c->ns, quick_ns, sizeof quick_ns);
+    c->n_ns = sizeof quick_ns / sizeof quick_ns[0];
+    c->reps = 3;
 }
 
-static int parse_ops(const char *s, cfg *c) {
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s", s);
-    memset(c->ops, 0, sizeof c->ops);
-    int any = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        int found = -1;
-        for (int k = 0; k < N_OPS; k++)
-            if (strcmp(tok, op_names[k]) == 0) found = k;
-        if (found < 0) return 0;
-        c->ops[found] = any = 1;
-    }
-    return any;
-}
-
+/* Returns SG_BENCH_RUN, or the exit status after --help or bad usage. */
 static int parse_args(int argc, char **argv, cfg *c) {
+    static const char *const clocks[] = {"wall", "cpu"}, *const masks[] = {"none", "causal"};
     memset(c, 0, sizeof *c);
     c->reps = 7;
     c->threads[0] = 1, c->n_threads = 1;
     memcpy(c->ns, default_ns, sizeof default_ns);
     c->n_ns = sizeof default_ns / sizeof default_ns[0];
     for (int k = 0; k < N_OPS; k++) c->ops[k] = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) c->json = 1;
-        else if (strcmp(a, "--quick") == 0) {
-            memcpy(c->ns, quick_ns, sizeof quick_ns);
-            c->n_ns = sizeof quick_ns / sizeof quick_ns[0];
-            c->reps = 3;
-        } else if (strcmp(a, "--threads") == 0 && v) {
-            if (!(c->n_threads = sg_bench_parse_list(v, c->threads, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--n") == 0 && v) {
-            if (!(c->n_ns = sg_bench_parse_list(v, c->ns, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--op") == 0 && v) {
-            if (!parse_ops(v, c)) return 0;
-            i++;
-        } else if (strcmp(a, "--mask") == 0 && v) {
-            if (strcmp(v, "causal") != 0 && strcmp(v, "none") != 0) return 0;
-            c->masked = strcmp(v, "causal") == 0;
-            i++;
-        } else if (strcmp(a, "--clock") == 0 && v) {
-            if (strcmp(v, "cpu") != 0 && strcmp(v, "wall") != 0) return 0;
-            c->cpu_clock = strcmp(v, "cpu") == 0;
-            i++;
-        } else if (strcmp(a, "--reps") == 0 && v) {
-            c->reps = atoi(v);
-            i++;
-        } else return 0;
-    }
-    for (size_t i = 0; i < c->n_threads; i++)
-        if (c->threads[i] < 1) return 0;
-    for (size_t i = 0; i < c->n_ns; i++)
-        if (c->ns[i] < 1 || (size_t)c->ns[i] > ELEMS) return 0;
-    for (size_t i = 0; c->cpu_clock && i < c->n_threads; i++)
-        if (c->threads[i] != 1) return 0; /* the thread CPU clock sees one thread */
-    return c->reps >= 1 && c->reps <= 64;
+    const sg_bench_opt opts[] = {
+        SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
+        SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "row lengths 64,1000,32768 and 3 repetitions", .action = quick),
+        SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
+                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--n", SG_OPT_LIST, c->ns, "row lengths", .count = &c->n_ns, .max = MAX_LIST, .lo = 1,
+                     .hi = (double)ELEMS),
+        SG_BENCH_OPT("--op", SG_OPT_SET, c->ops, "ops to time", .names = op_names, .n_names = N_OPS),
+        SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved", .arg = "R", .lo = 1, .hi = 64),
+        SG_BENCH_OPT("--clock", SG_OPT_CHOICE, &c->cpu_clock, "cpu: thread CPU time (one thread only), for "
+                     "a shared machine", .names = clocks, .n_names = 2),
+        SG_BENCH_OPT("--mask", SG_OPT_CHOICE, &c->masked, "causal: a keep mask keeping a growing prefix of "
+                     "each row (row r of R keeps columns <= r n / R), passed to softmax and the op alike",
+                     .names = masks, .n_names = 2),
+    };
+    int rc = sg_bench_options("alternatives", opts, sizeof opts / sizeof opts[0], argc, argv);
+    for (size_t i = 0; rc == SG_BENCH_RUN && c->cpu_clock && i < c->n_threads; i++)
+        if (c->threads[i] != 1) /* the thread CPU clock sees one thread */
+            return sg_bench_bad_usage("alternatives", "--clock cpu needs --threads 1");
+    return rc;
 }
 
 typedef struct shape {
@@ -278,10 +244,8 @@ static void bench_shape(sg_context *ctx, const cfg *c, const shape *s, op_id op,
 
 SG_BENCH(alternatives, "softpick, stablemax, sigmoid, normalized sigmoid, Gumbel-softmax, adaptive temperature, as ratios to sg_softmax_f32") {
     cfg c;
-    if (!parse_args(argc, argv, &c)) {
-        usage();
-        return 2;
-    }
+    int rc = parse_args(argc, argv, &c);
+    if (rc != SG_BENCH_RUN) return rc;
     use_cpu_clock = c.cpu_clock;
     float *x = sg_bench_alloc(ELEMS * sizeof(float)), *y = sg_bench_alloc(ELEMS * sizeof(float));
     float *ys = sg_bench_alloc(ELEMS * sizeof(float)), *dy = sg_bench_alloc(ELEMS * sizeof(float));

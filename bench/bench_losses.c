@@ -34,74 +34,51 @@ static const long default_ns[] = {1024, 32000, 131072};
 static const long default_rows[] = {4096, 512, 64};
 #define OTHER_ELEMS 4194304L /* rows for other N: 16 MiB of logits */
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: softgate bench losses [--op cross_entropy,spherical_zloss,confidence,topk]\n"
-            "         [--n 1024,32000,131072] [--rows R,...] [--k 1,2,8] [--threads 1,2]\n"
-            "         [--eps E] [--lambda L] [--reps R] [--json] [--quick]\n"
-            "  default shapes: 4096x1024, 512x32000, 64x131072; other N get 4M/N rows\n");
+static void quick(void *arg) {
+    cfg *c = arg;
+    c->reps = 3, c->n_ks = 2, c->ks[1] = 8;
 }
 
+/* Returns SG_BENCH_RUN, or the exit status after --help or bad usage. */
 static int parse(int argc, char **argv, cfg *c) {
     memset(c, 0, sizeof *c);
     c->reps = 7;
     c->threads[0] = 1, c->n_threads = 1;
     memcpy(c->ns, default_ns, sizeof default_ns);
-    memcpy(c->rows, default_rows, sizeof default_rows);
     c->n_ns = 3;
     c->ks[0] = 1, c->ks[1] = 2, c->ks[2] = 8, c->n_ks = 3;
     c->lambda = 1e-4;
-    int any_op = 0, custom_rows = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) c->json = 1;
-        else if (strcmp(a, "--quick") == 0) c->reps = 3, c->n_ks = 2, c->ks[1] = 8;
-        else if (strcmp(a, "--threads") == 0 && v) {
-            if (!(c->n_threads = sg_bench_parse_list(v, c->threads, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--n") == 0 && v) {
-            if (!(c->n_ns = sg_bench_parse_list(v, c->ns, MAX_LIST))) return 0;
-            if (!custom_rows)
-                for (size_t q = 0; q < c->n_ns; q++) {
-                    c->rows[q] = OTHER_ELEMS / c->ns[q] > 0 ? OTHER_ELEMS / c->ns[q] : 1;
-                    for (size_t d = 0; d < 3; d++)
-                        if (c->ns[q] == default_ns[d]) c->rows[q] = default_rows[d];
-                }
-            i++;
-        } else if (strcmp(a, "--rows") == 0 && v) {
-            custom_rows = 1;
-            size_t nr = sg_bench_parse_list(v, c->rows, MAX_LIST);
-            if (!nr) return 0;
-            for (size_t q = nr; q < MAX_LIST; q++) c->rows[q] = c->rows[nr - 1];
-            i++;
-        } else if (strcmp(a, "--k") == 0 && v) {
-            if (!(c->n_ks = sg_bench_parse_list(v, c->ks, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--eps") == 0 && v) c->eps = atof(v), i++;
-        else if (strcmp(a, "--lambda") == 0 && v) c->lambda = atof(v), i++;
-        else if (strcmp(a, "--reps") == 0 && v) c->reps = atoi(v), i++;
-        else if (strcmp(a, "--op") == 0 && v) {
-            char buf[128];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-                int f = -1;
-                for (int k = 0; k < N_OPS; k++)
-                    if (strcmp(t, op_names[k]) == 0) f = k;
-                if (f < 0) return 0;
-                c->ops[f] = any_op = 1;
-            }
-            i++;
-        } else return 0;
+    for (int k = 0; k < N_OPS; k++) c->ops[k] = 1;
+    size_t n_rows = 0;
+    const sg_bench_opt opts[] = {
+        SG_BENCH_OPT("--op", SG_OPT_SET, c->ops, "ops to time", .names = op_names, .n_names = N_OPS),
+        SG_BENCH_OPT("--n", SG_OPT_LIST, c->ns, "row lengths", .count = &c->n_ns, .max = MAX_LIST, .lo = 1,
+                     .hi = HUGE_VAL),
+        SG_BENCH_OPT("--rows", SG_OPT_LIST, c->rows, "rows per row length (the last repeats; default: the "
+                     "issue's shapes 4096x1024, 512x32000, 64x131072, other N get 4M/N rows)",
+                     .count = &n_rows, .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--k", SG_OPT_LIST, c->ks, "k of topk", .count = &c->n_ks, .max = MAX_LIST, .lo = 1,
+                     .hi = HUGE_VAL),
+        SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
+                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--eps", SG_OPT_DOUBLE, &c->eps, "label smoothing of cross_entropy", .arg = "E"),
+        SG_BENCH_OPT("--lambda", SG_OPT_DOUBLE, &c->lambda, "z-loss weight of cross_entropy", .arg = "L"),
+        SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved", .arg = "R", .lo = 1,
+                     .hi = MAX_REPS),
+        SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
+        SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "k 1,8 and 3 repetitions", .action = quick),
+    };
+    int rc = sg_bench_options("losses", opts, sizeof opts / sizeof opts[0], argc, argv);
+    for (size_t q = 0; q < c->n_ns; q++) {
+        if (n_rows) { /* --rows: the last value repeats */
+            c->rows[q] = c->rows[q < n_rows ? q : n_rows - 1];
+            continue;
+        }
+        c->rows[q] = OTHER_ELEMS / c->ns[q] > 0 ? OTHER_ELEMS / c->ns[q] : 1;
+        for (size_t d = 0; d < 3; d++)
+            if (c->ns[q] == default_ns[d]) c->rows[q] = default_rows[d];
     }
-    if (!any_op)
-        for (int k = 0; k < N_OPS; k++) c->ops[k] = 1;
-    for (size_t q = 0; q < c->n_ns; q++)
-        if (c->ns[q] < 1 || c->rows[q] < 1) return 0;
-    for (size_t q = 0; q < c->n_ks; q++)
-        if (c->ks[q] < 1) return 0;
-    for (size_t q = 0; q < c->n_threads; q++)
-        if (c->threads[q] < 1) return 0;
-    return c->reps >= 1 && c->reps <= MAX_REPS;
+    return rc;
 }
 
 /* ---- the separate top-k pass (the baseline after sg_softmax_f32) ----------- */
@@ -240,10 +217,8 @@ static void bench_one(sg_context *ctx, const cfg *c, op_id op, shape *s, int thr
 
 SG_BENCH(losses, "cross-entropy (+ z-loss), spherical Z-loss, confidence, fused softmax + top-k vs the softmax core") {
     cfg c;
-    if (!parse(argc, argv, &c)) {
-        usage();
-        return 2;
-    }
+    int rc = parse(argc, argv, &c);
+    if (rc != SG_BENCH_RUN) return rc;
     size_t max_elems = 0, max_rows = 0, max_k = 0;
     for (size_t q = 0; q < c.n_ns; q++) {
         size_t e = (size_t)c.ns[q] * (size_t)c.rows[q];

@@ -50,30 +50,33 @@ static void simulate(size_t n, size_t p, int E, double *x, double *y) {
     }
 }
 
+struct mix_quick {
+    size_t *n;
+    int *reps;
+};
+static void quick(void *arg) {
+    struct mix_quick *q = arg;
+    *q->n = 20000, *q->reps = 1;
+}
+
 SG_BENCH(mixture, "EM fit of a softmax-gated Gaussian mixture of experts (n=1e5, p=10, E=4)") {
     size_t n = 100000, p = 10;
     int E = 4, reps = 3, json = 0, restarts = 1, escape = 1, accel = 1;
-    for (int i = 0; i < argc; i++) {
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(argv[i], "--json") == 0) json = 1;
-        else if (strcmp(argv[i], "--quick") == 0) n = 20000, reps = 1;
-        else if (strcmp(argv[i], "--n") == 0 && v) n = (size_t)atol(v), i++;
-        else if (strcmp(argv[i], "--p") == 0 && v) p = (size_t)atol(v), i++;
-        else if (strcmp(argv[i], "--experts") == 0 && v) E = atoi(v), i++;
-        else if (strcmp(argv[i], "--reps") == 0 && v) reps = atoi(v), i++;
-        else if (strcmp(argv[i], "--restarts") == 0 && v) restarts = atoi(v), i++;
-        else if (strcmp(argv[i], "--no-escape") == 0) escape = 0;
-        else if (strcmp(argv[i], "--no-accel") == 0) accel = 0;
-        else {
-            fprintf(stderr, "usage: softgate bench mixture [--json] [--quick] [--n N] [--p P]\n"
-                            "         [--experts E] [--restarts R] [--reps R] [--no-escape] [--no-accel]\n");
-            return 2;
-        }
-    }
-    if (n < 100 || p < 1 || p > 200 || E < 1 || E > 64 || reps < 1 || restarts < 1) {
-        fprintf(stderr, "bench mixture: bad sizes\n");
-        return 2;
-    }
+    struct mix_quick quick_to = {&n, &reps};
+    const sg_bench_opt opts[] = {
+        SG_BENCH_OPT("--json", SG_OPT_FLAG, &json, "one JSON line instead of the table"),
+        SG_BENCH_OPT("--quick", SG_OPT_ACTION, &quick_to, "n = 20000 and 1 repetition", .action = quick),
+        SG_BENCH_OPT("--n", SG_OPT_SIZE, &n, "observations", .lo = 100, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--p", SG_OPT_SIZE, &p, "features", .arg = "P", .lo = 1, .hi = 200),
+        SG_BENCH_OPT("--experts", SG_OPT_INT, &E, "experts", .arg = "E", .lo = 1, .hi = 64),
+        SG_BENCH_OPT("--restarts", SG_OPT_INT, &restarts, "EM starts per fit", .arg = "R", .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--reps", SG_OPT_INT, &reps, "repetitions (fits and dgemm runs interleaved)", .arg = "R",
+                     .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--no-escape", SG_OPT_CLEAR, &escape, "no split-and-merge escape step"),
+        SG_BENCH_OPT("--no-accel", SG_OPT_CLEAR, &accel, "no SQUAREM acceleration of EM"),
+    };
+    int rc = sg_bench_options("mixture", opts, sizeof opts / sizeof opts[0], argc, argv);
+    if (rc != SG_BENCH_RUN) return rc;
     size_t q = p + 1;
     double *x = sg_bench_alloc(n * p * sizeof *x), *y = sg_bench_alloc(n * sizeof *y);
     double *z = sg_bench_alloc(n * q * sizeof *z), *gram = sg_bench_alloc(q * q * sizeof *gram);

@@ -40,48 +40,37 @@ typedef struct bench_cfg {
     int config_mask;
 } bench_cfg;
 
-static void usage(void) {
-    fprintf(stderr, "usage: softgate bench moe [--json] [--quick] [--threads 1,2] [--t 1,4,16,256,1024]\n"
-                    "         [--config mixtral|deepseek|both] [--reps R]\n");
+static void quick(void *arg) {
+    bench_cfg *c = arg;
+    c->ts[0] = 1, c->ts[1] = 16, c->ts[2] = 256, c->n_ts = 3;
+    c->reps = 3;
 }
 
+/* Returns SG_BENCH_RUN, or the exit status after --help or bad usage. */
 static int parse_args(int argc, char **argv, bench_cfg *c) {
     static const long default_ts[] = {1, 4, 16, 256, 1024};
+    static const char *const config_names[] = {"mixtral", "deepseek", "both"};
     memset(c, 0, sizeof *c);
     c->reps = 5;
     c->threads[0] = 1, c->threads[1] = 2, c->n_threads = 2;
     memcpy(c->ts, default_ts, sizeof default_ts);
     c->n_ts = 5;
-    c->config_mask = 3;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) c->json = 1;
-        else if (strcmp(a, "--quick") == 0) {
-            c->ts[0] = 1, c->ts[1] = 16, c->ts[2] = 256, c->n_ts = 3;
-            c->reps = 3;
-        } else if (strcmp(a, "--threads") == 0 && v) {
-            if (!(c->n_threads = sg_bench_parse_list(v, c->threads, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--t") == 0 && v) {
-            if (!(c->n_ts = sg_bench_parse_list(v, c->ts, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--reps") == 0 && v) {
-            c->reps = atoi(v);
-            i++;
-        } else if (strcmp(a, "--config") == 0 && v) {
-            c->config_mask = strcmp(v, "mixtral") == 0 ? 1 : strcmp(v, "deepseek") == 0 ? 2
-                             : strcmp(v, "both") == 0  ? 3 : 0;
-            if (!c->config_mask) return 0;
-            i++;
-        } else {
-            return 0;
-        }
-    }
-    for (size_t i = 0; i < c->n_threads; i++)
-        if (c->threads[i] < 1) return 0;
-    for (size_t i = 0; i < c->n_ts; i++)
-        if (c->ts[i] < 1 || c->ts[i] > 65536) return 0;
-    return c->reps >= 1 && c->reps <= 64;
+    int config = 2;
+    const sg_bench_opt opts[] = {
+        SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
+        SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "T = 1,16,256 and 3 repetitions", .action = quick),
+        SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
+                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--t", SG_OPT_LIST, c->ts, "tokens per call", .count = &c->n_ts, .max = MAX_LIST, .lo = 1,
+                     .hi = 65536),
+        SG_BENCH_OPT("--config", SG_OPT_CHOICE, &config, "the layer: Mixtral-like (8 experts, F = 2816, K = 2), "
+                     "DeepSeek-like (64 experts, F = 512, K = 6, 2 shared) or both", .names = config_names,
+                     .n_names = 3),
+        SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved", .arg = "R", .lo = 1, .hi = 64),
+    };
+    int rc = sg_bench_options("moe", opts, sizeof opts / sizeof opts[0], argc, argv);
+    c->config_mask = config + 1; /* mixtral 1, deepseek 2, both 3 */
+    return rc;
 }
 
 /* ---- the read-only probe ---------------------------------------------- */
@@ -331,10 +320,8 @@ static void bench_case(sg_context *ctx, const bench_cfg *bc, problem *pb, int th
 
 SG_BENCH(moe, "the MoE layer (router, gate, dispatch, SwiGLU experts, combine) against the weight-streaming floor and OpenBLAS sgemm") {
     bench_cfg bc;
-    if (!parse_args(argc, argv, &bc)) {
-        usage();
-        return 2;
-    }
+    int rc = parse_args(argc, argv, &bc);
+    if (rc != SG_BENCH_RUN) return rc;
     if (!bc.json) {
         printf("# softgate %s, isa %s, cpu: %s\n", SG_VERSION_STRING, sg_isa_name(sg_active_isa()),
                sg_cpu_features());

@@ -32,29 +32,9 @@ typedef struct route_cfg {
     int routers[N_ROUTERS];
 } route_cfg;
 
-static void usage(void) {
-    fprintf(stderr, "usage: softgate bench route [--json] [--quick] [--t 1,4,16,512,4096]\n"
-                    "         [--e 8,64,256 --k 2,6,8] [--router mixtral,deepseek,expert,switch,zloss]\n"
-                    "         [--threads N] [--reps R] [--best]\n"
-                    "  --best reports the fastest repetition instead of the median (on a machine\n"
-                    "  shared with other jobs, where medians measure the preemptions)\n");
-}
+static void quick(void *reps) { *(int *)reps = 3; }
 
-static int parse_routers(const char *s, route_cfg *c) {
-    memset(c->routers, 0, sizeof c->routers);
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", s);
-    int any = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        int found = -1;
-        for (int r = 0; r < N_ROUTERS; r++)
-            if (strcmp(tok, router_names[r]) == 0) found = r;
-        if (found < 0) return 0;
-        c->routers[found] = any = 1;
-    }
-    return any;
-}
-
+/* Returns SG_BENCH_RUN, or the exit status after --help or bad usage. */
 static int parse_args(int argc, char **argv, route_cfg *c) {
     static const long ts[] = {1, 4, 16, 512, 4096}, es[] = {8, 64, 256}, ks[] = {2, 6, 8};
     memset(c, 0, sizeof *c);
@@ -63,40 +43,29 @@ static int parse_args(int argc, char **argv, route_cfg *c) {
     memcpy(c->es, es, sizeof es), memcpy(c->ks, ks, sizeof ks), c->n_ek = 3;
     for (int r = 0; r < N_ROUTERS; r++) c->routers[r] = 1;
     size_t ne = 3, nk = 3;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) c->json = 1;
-        else if (strcmp(a, "--best") == 0) c->best = 1;
-        else if (strcmp(a, "--quick") == 0) c->reps = 3;
-        else if (strcmp(a, "--t") == 0 && v) {
-            if (!(c->n_ts = sg_bench_parse_list(v, c->ts, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--e") == 0 && v) {
-            if (!(ne = sg_bench_parse_list(v, c->es, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--k") == 0 && v) {
-            if (!(nk = sg_bench_parse_list(v, c->ks, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--router") == 0 && v) {
-            if (!parse_routers(v, c)) return 0;
-            i++;
-        } else if (strcmp(a, "--threads") == 0 && v) {
-            c->threads = atoi(v);
-            i++;
-        } else if (strcmp(a, "--reps") == 0 && v) {
-            c->reps = atoi(v);
-            i++;
-        } else {
-            return 0;
-        }
-    }
-    if (ne != nk) return 0;
+    const sg_bench_opt opts[] = {
+        SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
+        SG_BENCH_OPT("--quick", SG_OPT_ACTION, &c->reps, "3 repetitions", .action = quick),
+        SG_BENCH_OPT("--t", SG_OPT_LIST, c->ts, "tokens per call", .count = &c->n_ts, .max = MAX_LIST, .lo = 1,
+                     .hi = HUGE_VAL),
+        SG_BENCH_OPT("--e", SG_OPT_LIST, c->es, "experts, paired with --k", .count = &ne, .max = MAX_LIST,
+                     .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--k", SG_OPT_LIST, c->ks, "experts per token, one per --e value", .count = &nk,
+                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--router", SG_OPT_SET, c->routers, "routers to time", .names = router_names,
+                     .n_names = N_ROUTERS),
+        SG_BENCH_OPT("--threads", SG_OPT_INT, &c->threads, "threads", .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved", .arg = "R", .lo = 1, .hi = 64),
+        SG_BENCH_OPT("--best", SG_OPT_FLAG, &c->best, "report the fastest repetition instead of the median "
+                     "(on a machine shared with other jobs, where medians measure the preemptions)"),
+    };
+    int rc = sg_bench_options("route", opts, sizeof opts / sizeof opts[0], argc, argv);
+    if (rc == SG_BENCH_RUN && ne != nk)
+        return sg_bench_bad_usage("route", "--e and --k need as many values (%zu and %zu)", ne, nk);
     c->n_ek = ne;
-    for (size_t i = 0; i < ne; i++)
-        if (c->es[i] < 1 || c->ks[i] < 1 || c->ks[i] > c->es[i]) return 0;
-    for (size_t i = 0; i < c->n_ts; i++)
-        if (c->ts[i] < 1) return 0;
-    return c->reps >= 1 && c->reps <= 64 && c->threads >= 1;
+    for (size_t i = 0; rc == SG_BENCH_RUN && i < ne; i++)
+        if (c->ks[i] > c->es[i]) return sg_bench_bad_usage("route", "k = %ld > e = %ld", c->ks[i], c->es[i]);
+    return rc;
 }
 
 typedef struct problem {
@@ -188,10 +157,8 @@ static void check_once(sg_context *ctx, problem *pb) {
 
 SG_BENCH(route, "MoE routers (softmax-top-k, DeepSeek-V3, expert choice, Switch capacity, z-loss), time per call") {
     route_cfg c;
-    if (!parse_args(argc, argv, &c)) {
-        usage();
-        return 2;
-    }
+    int rc = parse_args(argc, argv, &c);
+    if (rc != SG_BENCH_RUN) return rc;
     sg_context *ctx;
     if (sg_context_create(&ctx, c.threads) != SG_OK) {
         fprintf(stderr, "softgate bench: cannot create a context\n");

@@ -42,75 +42,46 @@ static const long quick_ns[] = {32, 1000, 32000, 1048576};
 #define IN_CACHE_ELEMS ((size_t)65536)     /* 256 KiB of input */
 #define OUT_CACHE_ELEMS ((size_t)16777216) /* 64 MiB of input */
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: softgate bench softmax [--json] [--quick] [--threads 1,2] [--n 8,32,...]\n"
-            "         [--cache in|out|both] [--op softmax|log_softmax|logsumexp|softmax_backward|\n"
-            "         log_softmax_backward|sparsemax] [--algo auto,three_pass,two_pass,online]\n"
-            "         [--reps R]   (the algorithm applies to the softmax-core ops)\n");
+static void quick(void *arg) {
+    bench_cfg *c = arg;
+    memcpy(c->ns, quick_ns, sizeof quick_ns);
+    c->n_ns = sizeof quick_ns / sizeof quick_ns[0];
+    c->reps = 3;
 }
 
-static int parse_algo_list(const char *s, bench_cfg *c) {
-    c->n_algos = 0;
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", s);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        int found = -1;
-        for (int a = 0; a <= SG_SOFTMAX_ONLINE; a++)
-            if (strcmp(tok, sg_softmax_algorithm_name((sg_softmax_algorithm)a)) == 0) found = a;
-        if (found < 0 || c->n_algos == 4) return 0;
-        c->algos[c->n_algos++] = found;
-    }
-    return c->n_algos > 0;
-}
-
+/* Returns SG_BENCH_RUN, or the exit status after --help or bad usage. */
 static int parse_args(int argc, char **argv, bench_cfg *c) {
+    static const char *const caches[] = {"in", "out", "both"};
+    const char *algo_names[SG_SOFTMAX_ONLINE + 1];
+    for (int a = 0; a <= SG_SOFTMAX_ONLINE; a++) algo_names[a] = sg_softmax_algorithm_name((sg_softmax_algorithm)a);
+    int cache = 2, op = OP_SOFTMAX;
     memset(c, 0, sizeof *c);
     c->reps = 7;
     c->threads[0] = 1, c->threads[1] = 2, c->n_threads = 2;
     memcpy(c->ns, default_ns, sizeof default_ns);
     c->n_ns = sizeof default_ns / sizeof default_ns[0];
-    c->cache_in = c->cache_out = 1;
-    parse_algo_list("auto,three_pass,two_pass,online", c);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) c->json = 1;
-        else if (strcmp(a, "--quick") == 0) {
-            memcpy(c->ns, quick_ns, sizeof quick_ns);
-            c->n_ns = sizeof quick_ns / sizeof quick_ns[0];
-            c->reps = 3;
-        } else if (strcmp(a, "--threads") == 0 && v) {
-            if (!(c->n_threads = sg_bench_parse_list(v, c->threads, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--n") == 0 && v) {
-            if (!(c->n_ns = sg_bench_parse_list(v, c->ns, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--reps") == 0 && v) {
-            c->reps = atoi(v);
-            i++;
-        } else if (strcmp(a, "--cache") == 0 && v) {
-            c->cache_in = strcmp(v, "out") != 0;
-            c->cache_out = strcmp(v, "in") != 0;
-            i++;
-        } else if (strcmp(a, "--op") == 0 && v) {
-            int found = -1;
-            for (int k = 0; k < N_OPS; k++)
-                if (strcmp(v, op_names[k]) == 0) found = k;
-            if (found < 0) return 0;
-            c->op = (op_id)found;
-            i++;
-        } else if (strcmp(a, "--algo") == 0 && v) {
-            if (!parse_algo_list(v, c)) return 0;
-            i++;
-        } else {
-            return 0;
-        }
-    }
-    for (size_t i = 0; i < c->n_threads; i++)
-        if (c->threads[i] < 1) return 0;
-    for (size_t i = 0; i < c->n_ns; i++)
-        if (c->ns[i] < 1 || (size_t)c->ns[i] > OUT_CACHE_ELEMS) return 0;
-    return c->reps >= 1;
+    for (int a = 0; a <= SG_SOFTMAX_ONLINE; a++) c->algos[c->n_algos++] = a;
+    const sg_bench_opt opts[] = {
+        SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
+        SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "row lengths 32,1000,32000,1048576 and 3 repetitions",
+                     .action = quick),
+        SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
+                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--n", SG_OPT_LIST, c->ns, "row lengths", .count = &c->n_ns, .max = MAX_LIST, .lo = 1,
+                     .hi = (double)OUT_CACHE_ELEMS),
+        SG_BENCH_OPT("--cache", SG_OPT_CHOICE, &cache, "rows in cache (about 256 KiB of input), out of it "
+                     "(64 MiB), or both", .names = caches, .n_names = 3),
+        SG_BENCH_OPT("--op", SG_OPT_CHOICE, &op, "the op to time", .names = op_names, .n_names = N_OPS),
+        SG_BENCH_OPT("--algo", SG_OPT_PICK, c->algos, "softmax-core algorithms, in order (they apply to "
+                     "the softmax-core ops)", .count = &c->n_algos, .max = 4, .names = algo_names,
+                     .n_names = SG_SOFTMAX_ONLINE + 1),
+        SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved (medians over at most 64)",
+                     .arg = "R", .lo = 1, .hi = HUGE_VAL),
+    };
+    int rc = sg_bench_options("softmax", opts, sizeof opts / sizeof opts[0], argc, argv);
+    c->cache_in = cache != 1, c->cache_out = cache != 0;
+    c->op = (op_id)op;
+    return rc;
 }
 
 typedef struct shape {
@@ -226,10 +197,8 @@ static void bench_shape(sg_context *ctx, const bench_cfg *c, const shape *s, con
 
 SG_BENCH(softmax, "the softmax core (softmax, log-softmax, logsumexp, backward) and sparsemax against a memory probe") {
     bench_cfg c;
-    if (!parse_args(argc, argv, &c)) {
-        usage();
-        return 2;
-    }
+    int rc = parse_args(argc, argv, &c);
+    if (rc != SG_BENCH_RUN) return rc;
     float *x = sg_bench_alloc(OUT_CACHE_ELEMS * sizeof(float));
     float *y = sg_bench_alloc(OUT_CACHE_ELEMS * sizeof(float));
     float *dy = sg_bench_alloc(OUT_CACHE_ELEMS * sizeof(float));

@@ -35,27 +35,14 @@ typedef struct bench_cfg {
 static const long default_ns[] = {8, 32, 128, 512, 1024, 4096, 32768};
 static const long quick_ns[] = {32, 1024, 32768};
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: softgate bench sparse [--json] [--quick] [--threads 1,2] [--n 8,32,...]\n"
-            "         [--op sparsemax,entmax15,entmax,sparse_softmax] [--alpha A (entmax, 1.5)]\n"
-            "         [--k K (sparse_softmax, 8)] [--scale S (logits N(0,1)*S, 10)] [--reps R]\n");
+static void quick(void *arg) {
+    bench_cfg *c = arg;
+    memcpy(c->ns, quick_ns, sizeof quick_ns);
+    c->n_ns = sizeof quick_ns / sizeof quick_ns[0];
+    c->reps = 3;
 }
 
-static int parse_ops(const char *s, bench_cfg *c) {
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", s);
-    c->n_ops = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        int found = -1;
-        for (int k = 0; k < N_OPS; k++)
-            if (strcmp(tok, op_names[k]) == 0) found = k;
-        if (found < 0 || c->n_ops == N_OPS) return 0;
-        c->ops[c->n_ops++] = found;
-    }
-    return c->n_ops > 0;
-}
-
+/* Returns SG_BENCH_RUN, or the exit status after --help or bad usage. */
 static int parse_args(int argc, char **argv, bench_cfg *c) {
     memset(c, 0, sizeof *c);
     c->reps = 7;
@@ -63,42 +50,25 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
     memcpy(c->ns, default_ns, sizeof default_ns);
     c->n_ns = sizeof default_ns / sizeof default_ns[0];
     c->alpha = 1.5, c->k = 8, c->scale = 10.0;
-    parse_ops("sparsemax,entmax15,entmax,sparse_softmax", c);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--json") == 0) c->json = 1;
-        else if (strcmp(a, "--quick") == 0) {
-            memcpy(c->ns, quick_ns, sizeof quick_ns);
-            c->n_ns = sizeof quick_ns / sizeof quick_ns[0];
-            c->reps = 3;
-        } else if (!v) {
-            return 0;
-        } else if (strcmp(a, "--threads") == 0) {
-            if (!(c->n_threads = sg_bench_parse_list(v, c->threads, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--n") == 0) {
-            if (!(c->n_ns = sg_bench_parse_list(v, c->ns, MAX_LIST))) return 0;
-            i++;
-        } else if (strcmp(a, "--op") == 0) {
-            if (!parse_ops(v, c)) return 0;
-            i++;
-        } else if (strcmp(a, "--alpha") == 0) {
-            c->alpha = atof(v), i++;
-        } else if (strcmp(a, "--k") == 0) {
-            c->k = atol(v), i++;
-        } else if (strcmp(a, "--scale") == 0) {
-            c->scale = atof(v), i++;
-        } else if (strcmp(a, "--reps") == 0) {
-            c->reps = atoi(v), i++;
-        } else {
-            return 0;
-        }
-    }
-    for (size_t i = 0; i < c->n_threads; i++)
-        if (c->threads[i] < 1) return 0;
-    for (size_t i = 0; i < c->n_ns; i++)
-        if (c->ns[i] < 1 || (size_t)c->ns[i] > TOTAL_ELEMS) return 0;
-    return c->reps >= 1 && c->reps <= 64 && c->alpha > 1.0 && c->k >= 1 && c->scale > 0.0;
+    for (int k = 0; k < N_OPS; k++) c->ops[c->n_ops++] = k;
+    const sg_bench_opt opts[] = {
+        SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
+        SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "row lengths 32,1024,32768 and 3 repetitions", .action = quick),
+        SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
+                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--n", SG_OPT_LIST, c->ns, "row lengths", .count = &c->n_ns, .max = MAX_LIST, .lo = 1,
+                     .hi = (double)TOTAL_ELEMS),
+        SG_BENCH_OPT("--op", SG_OPT_PICK, c->ops, "ops to time, in order", .count = &c->n_ops, .max = N_OPS,
+                     .names = op_names, .n_names = N_OPS),
+        SG_BENCH_OPT("--alpha", SG_OPT_DOUBLE, &c->alpha, "alpha of entmax, > 1", .arg = "A"),
+        SG_BENCH_OPT("--k", SG_OPT_LONG, &c->k, "k of sparse_softmax", .arg = "K", .lo = 1, .hi = HUGE_VAL),
+        SG_BENCH_OPT("--scale", SG_OPT_DOUBLE, &c->scale, "logits are N(0,1) * S, S > 0", .arg = "S"),
+        SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved", .arg = "R", .lo = 1, .hi = 64),
+    };
+    int rc = sg_bench_options("sparse", opts, sizeof opts / sizeof opts[0], argc, argv);
+    if (rc == SG_BENCH_RUN && !(c->alpha > 1.0)) return sg_bench_bad_usage("sparse", "--alpha must be > 1");
+    if (rc == SG_BENCH_RUN && !(c->scale > 0.0)) return sg_bench_bad_usage("sparse", "--scale must be > 0");
+    return rc;
 }
 
 typedef struct shape {
@@ -226,10 +196,8 @@ static void bench_shape(sg_context *ctx, const bench_cfg *c, const shape *s, int
 
 SG_BENCH(sparse, "sparse normalizers (sparsemax, entmax, sparse-softmax) as a ratio to softmax") {
     bench_cfg c;
-    if (!parse_args(argc, argv, &c)) {
-        usage();
-        return 2;
-    }
+    int rc = parse_args(argc, argv, &c);
+    if (rc != SG_BENCH_RUN) return rc;
     float *x = sg_bench_alloc(TOTAL_ELEMS * sizeof(float));
     float *y = sg_bench_alloc(TOTAL_ELEMS * sizeof(float));
     sg_bench_fill_normal(x, TOTAL_ELEMS, (float)c.scale, 1);
