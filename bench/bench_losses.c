@@ -69,7 +69,7 @@ static int parse(int argc, char **argv, cfg *c) {
         SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "k 1,8 and 3 repetitions", .action = quick),
     };
     int rc = sg_bench_options("losses", opts, sizeof opts / sizeof opts[0], argc, argv);
-    for (size_t q = 0; q < c->n_ns; q++) {
+    for (size_t q = 0; rc == SG_BENCH_RUN && q < c->n_ns; q++) {
         if (n_rows) { /* --rows: the last value repeats */
             c->rows[q] = c->rows[q < n_rows ? q : n_rows - 1];
             continue;
