@@ -357,3 +357,62 @@ TEST(sparse_short_tau_ties) {
     free(x), free(y);
     sg_context_destroy(ctx);
 }
+
+/* 1.5-entmax rows whose float Newton start (by the candidate count, in
+ * the AVX-512 lanes kernels) lands above tau or far below it: 1 to 3
+ * entries at the max and the rest spread over d in (-2, -a) for several
+ * a (many candidates with a small tau), then the same with a few entries
+ * between; every lanes kernel (and its reference) bit for bit against
+ * the reference, rows taken alike, and the op against the sorted double
+ * reference, for n across the tiles up to SG_SPARSE_MID_MAX. */
+TEST(sparse_mid_rows_starts) {
+    size_t count;
+    const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
+    test_rng g = test_rng_seed(777);
+    const size_t rows = 40, ld = SG_SPARSE_MID_MAX;
+    float *x = malloc(rows * ld * sizeof *x), *ya = malloc(rows * ld * sizeof *x);
+    float *yb = malloc(rows * ld * sizeof *x);
+    double yr[SG_SPARSE_MID_MAX];
+    uint8_t ta[40], tb[40];
+    sg_context *ctx = test_context(1);
+    const size_t ns[] = {9, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 79, 80, 81, 88, 95, 96};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni += test_quick ? 3 : 1) {
+        const size_t n = ns[ni];
+        for (size_t r = 0; r < rows; r++) {
+            float *xr = x + r * n;
+            const float c = (float)(r % 5) - 2.0f, a = 0.2f * (float)(r % 9); /* d in (-2, -a) */
+            const size_t top = 1 + r % 3;
+            for (size_t i = 0; i < n; i++) { /* multiples of 2^-12: x = d + c exact */
+                const float d = -a - (2.0f - a) * (float)floor(4096.0 * test_uniform(&g)) / 4096.0f;
+                xr[i] = c + (d > -2.0f ? d : -1.999755859375f);
+            }
+            if (r % 4 == 3) /* a few entries between */
+                for (size_t k = 0; k < 3; k++) xr[(7 * k + r) % n] = c - (float)floor(1024.0 * test_uniform(&g)) / 1024.0f;
+            for (size_t k = 0; k < top; k++) xr[(r + 5 * k) % n] = c;
+        }
+        for (size_t q = 0; q < count; q++) {
+            const int mid = e[q].slot == SG_SPARSE_SLOT_mid_rows;
+            if ((e[q].slot != SG_SPARSE_SLOT_short_rows && !mid) || !sg_cpu_supports(e[q].isa)) continue;
+            if (mid ? n <= SG_SPARSE_SHORT_MAX : n > SG_SPARSE_SHORT_MAX) continue;
+            sg_sparse_short_rows_fn *ref = mid ? sg_sparse_mid_rows_f32__ref : sg_sparse_short_rows_f32__ref;
+            for (size_t i = 0; i < rows * n; i++) ya[i] = yb[i] = -7.0f;
+            ((sg_sparse_short_rows_fn *)e[q].fn)(rows, n, x, n, ya, n, 1, ta);
+            ref(rows, n, x, n, yb, n, 1, tb);
+            int bad = 0;
+            for (size_t r = 0; r < rows; r++) {
+                bad += ta[r] != tb[r] || !ta[r];
+                if (ta[r]) bad += memcmp(ya + r * n, yb + r * n, n * sizeof *x) != 0;
+            }
+            CHECK(!bad, "%s n=%zu: %d bad rows", e[q].name, n, bad);
+        }
+        CHECK(op_run(ctx, 1, rows, n, x, ya, NULL) == SG_OK, "op run");
+        double err = 0.0;
+        for (size_t r = 0; r < rows; r++) {
+            ref_short(1, n, x + r * n, yr);
+            for (size_t i = 0; i < n; i++) err = fmax(err, fabs((double)ya[r * n + i] - yr[i]));
+        }
+        CHECK(err < 1e-6, "op n=%zu: max error %g", n, err);
+    }
+    free(x), free(ya), free(yb);
+    sg_context_destroy(ctx);
+}

@@ -256,6 +256,13 @@ AI double newton15_from(size_t m, const float *d, double t) {
     return 0.0;
 }
 
+/* newton15_from(m, d, t) after its first pass, which did not settle and
+ * proposed next: the rest of the same loop (so the same result). */
+static double newton15_next(size_t m, const float *d, double t, double next) {
+    if (!(next > t)) return t == -1.0 ? 0.0 : newton15_from(m, d, -1.0);
+    return newton15_from(m, d, next);
+}
+
 AI double tau15_g16(size_t m, const float *d) {
     float v[SG_SPARSE_TAU15_MAX + 16];
     double t = -1.0;
@@ -402,10 +409,23 @@ void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size
             if (grid[q]) m2[q] = above(m[q], dv[q], t1[q], v[q]);
         for (size_t q = 0; q < nr; q++)
             if (grid[q]) t[q] = grid2(m2[q], v[q], t1[q]);
-        for (size_t q = 0; q < nr; q++)
-            if (ok[q])
-                tau[q] = m[q] <= SG_SPARSE_SUMS_INLINE ? newton15_small(m[q], dv[q])
-                                                       : newton15_from(m[q], dv[q], t[q]);
+        if (nr == 2 && grid[0] && grid[1]) {
+            /* the first exact passes of both rows side by side (each a
+             * chain of reductions, a division and a square root; most
+             * rows settle there), then newton15_from's loop for a row
+             * that did not */
+            sg_sparse_sums a0, a1;
+            double nx0 = 0.0, nx1 = 0.0;
+            sums16(m[0], dv[0], 0.5, t[0], &a0);
+            sums16(m[1], dv[1], 0.5, t[1], &a1);
+            if (!sg_entmax15_step(&a0, t[0], &tau[0], &nx0)) tau[0] = newton15_next(m[0], dv[0], t[0], nx0);
+            if (!sg_entmax15_step(&a1, t[1], &tau[1], &nx1)) tau[1] = newton15_next(m[1], dv[1], t[1], nx1);
+        } else {
+            for (size_t q = 0; q < nr; q++)
+                if (ok[q])
+                    tau[q] = m[q] <= SG_SPARSE_SUMS_INLINE ? newton15_small(m[q], dv[q])
+                                                           : newton15_from(m[q], dv[q], t[q]);
+        }
         for (size_t q = 0; q < nr; q++) {
             taken[r + q] = ok[q] && tau[q] != 0.0;
             if (taken[r + q]) out15r(n, y + (r + q) * ldy, m[q], dv[q], km[q], o, tau[q]);
