@@ -166,7 +166,9 @@ TEST(route_softmax_topk_rows_gate) {
                     st = sg_gate_f32(ctx, &cfg, 1, e, x + q * ldx, ldx, id1, k, w1, k, NULL, 0);
                     for (size_t l = 0; l < k && !bad; l++) {
                         const double got = w[q * ldo + l], want = w1[l];
-                        bad = ids[q * ldo + l] != id1[l] || !(fabs(got - want) <= 2e-6 * fabs(want) + 1e-37);
+                        /* every path gives the same weights bit for bit (results
+                         * may not depend on how rows fall into blocks) */
+                        bad = ids[q * ldo + l] != id1[l] || memcmp(&w[q * ldo + l], &w1[l], sizeof(float)) != 0;
                         CHECK(!bad, "e=%zu k=%zu t=%zu row %zu slot %zu: id %d w %.9g, one row at a time %d %.9g",
                               e, k, t, q, l, ids[q * ldo + l], got, id1[l], want);
                     }

@@ -424,14 +424,17 @@ static int fused_rows(const gate_job *j) {
            !j->p && j->x && j->k <= BATCH_K;
 }
 
-/* Whether topk_rows on blocks of n rows beats the row-by-row path: the
- * kernel's cost per block grows with e (k + 1) whatever n (about 1 ns
- * each, 16 lanes), the row path's per row with e (about 16 + e ns up to
- * 64 experts, a third of a ns per expert beyond, its threshold
- * filtering most keys); measured on AVX-512 (Zen 4) at E = 8, 64, 256. */
-static int fused_worth(size_t n, size_t e, size_t k) {
-    const size_t row = 16 + (e < 64 ? e : 64) + (e > 64 ? (e - 64) / 3 : 0);
-    return n * row > 20 + e * (k + 1);
+/* Whether a SIMD topk_rows on blocks of n rows beats the row-by-row path
+ * here. From 32 experts it does at every n (measured E = 32, 64, 256 at
+ * T = 1..16: its rows keep the NaN test in the max pass and the weights
+ * in registers, its blocks of many rows go through the levels); below,
+ * only when its levels (rows in lanes, about 20 + e (k + 1) ns a block
+ * whatever n) cost less than n rows of the row path (about 16 + e ns
+ * each). Measured on AVX-512 (Zen 4). The reference kernel (SOFTGATE_ISA
+ * below AVX-512) is never faster. */
+static int fused_worth(sg_route_topk_rows_fn *rows, size_t n, size_t e, size_t k) {
+    if (rows == sg_route_topk_rows__ref) return 0;
+    return e >= 32 || n * (16 + e) > 20 + e * (k + 1);
 }
 
 static size_t forward_fused(const gate_job *j, size_t r0, size_t r1, const scratch *sc) {
@@ -440,12 +443,24 @@ static size_t forward_fused(const gate_job *j, size_t r0, size_t r1, const scrat
         const size_t n = r1 - b0 < 16 ? r1 - b0 : 16;
         uint32_t left = rows(n, j->e, j->k, j->x + b0 * j->ldx, j->ldx, j->c, (float)j->a, j->ids + b0 * j->ldi,
                              j->ldi, j->w + b0 * j->ldw, j->ldw);
-        for (; left; left &= left - 1) { /* in row order: the first NaN row is reported */
+        /* the rows left, in row order (the first NaN row is reported), as
+         * the row path does them: the batched exponential unless the max
+         * is +-inf (same weights bit for bit) */
+        for (; left; left &= left - 1) {
             const size_t r = b0 + (size_t)__builtin_ctz(left);
             const float *z;
             int32_t *ids = j->ids + r * j->ldi;
+            float *w = j->w + r * j->ldw, args[BATCH_K];
             if (route_row(j, r, sc, ids, &z, NULL)) return r;
-            forward_weights(j, r, z, ids, j->w + r * j->ldw, NULL, NULL);
+            if (!batch_args(j, z, ids, args)) {
+                forward_weights(j, r, z, ids, w, NULL, NULL);
+                continue;
+            }
+            j->kern->expsum_store(j->k, args, args, 0.0f, 1.0f);
+            double s = 0.0;
+            for (size_t l = 0; l < j->k; l++) s += args[l];
+            const double scale = j->a / s;
+            for (size_t l = 0; l < j->k; l++) w[l] = (float)((double)args[l] * scale);
         }
     }
     return SIZE_MAX;
@@ -456,7 +471,7 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
     float stack[j->e > SG_ROUTE_STACK_E ? 1 : 4 * j->e];
     scratch sc;
     task_scratch(j, task, stack, &sc);
-    if (fused_rows(j) && fused_worth(r1 - r0 < 16 ? r1 - r0 : 16, j->e, j->k))
+    if (fused_rows(j) && fused_worth(sg_route_kernels_get()->topk_rows, r1 - r0 < 16 ? r1 - r0 : 16, j->e, j->k))
         return forward_fused(j, r0, r1, &sc);
     const int lseb = lse_batched(j), batch = batched(j) || lseb;
     float args[BATCH_ROWS * BATCH_K], lse[BATCH_ROWS];

@@ -161,8 +161,180 @@ static inline __attribute__((always_inline)) uint32_t rows_k(size_t n, size_t e,
     return left;
 }
 
+static inline __mmask16 lanes16(size_t m) {
+    return m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1);
+}
+
+/* The k-th largest (1 <= k <= 16) of the 16 lanes of m. */
+static inline float kth_of16(__m512 m, size_t k) {
+    /* lane j broadcast by a permute: a scalar load after the vector store
+     * waits for the store to leave the buffer */
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i gt = _mm512_setzero_si512();
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++)
+        gt = _mm512_mask_add_epi32(
+            gt, _mm512_cmp_ps_mask(_mm512_permutexvar_ps(_mm512_set1_epi32(j), m), m, _CMP_GT_OQ), gt, one);
+    return _mm512_mask_reduce_min_ps(_mm512_cmplt_epi32_mask(gt, _mm512_set1_epi32((int32_t)k)), m);
+}
+
+/* Candidates kept per row (at most 32 are ranked; 16 spare slots for
+ * the full-vector stores). */
+#define CAND 48
+
+/* ids and weights of a row from its k selected keys in order (top, tid
+ * lanes < k) and its max: t = (double)top - (double)mx, times c, rounded
+ * to float; exp in the vector exp; their sum in double in slot order (as
+ * the levels and the gate's row path sum them: the same weights bit for
+ * bit whichever path a row takes). */
+static inline void row_weights(__m512 top, __m512i tid, float mx, size_t k, float c, float a, int32_t *ids,
+                               float *w) {
+    const __mmask16 kl = lanes16(k);
+    const __m512d cd = _mm512_set1_pd((double)c), md = _mm512_set1_pd((double)mx);
+    const __m512 t = join_ps(_mm512_mul_pd(_mm512_sub_pd(lo_pd(top), md), cd),
+                             _mm512_mul_pd(_mm512_sub_pd(hi_pd(top), md), cd));
+    const __m512 ex = exp_nonpos(_mm512_maskz_mov_ps(kl, t));
+    const __m512d elo = lo_pd(ex), ehi = hi_pd(ex);
+    double sum = 0.0;
+    for (size_t l = 0; l < k; l++)
+        sum += _mm512_cvtsd_f64(_mm512_permutexvar_pd(_mm512_set1_epi64((long long)(l & 7)), l < 8 ? elo : ehi));
+    const __m512d sc = _mm512_set1_pd((double)a / sum);
+    _mm512_mask_storeu_ps(w, kl, join_ps(_mm512_mul_pd(elo, sc), _mm512_mul_pd(ehi, sc)));
+    _mm512_mask_storeu_epi32(ids, kl, tid);
+}
+
+/* Exact selection for a row of many ties at the threshold (more than 32
+ * candidates). Returns 1 when the row is left (the k-th is -inf). */
+static int row_exact(const float *xr, size_t e, size_t k, float mx, float c, float a, int32_t *ids, float *w) {
+    int32_t sid[16] = {0};
+    float top[16] = {0};
+    sg_route_topk__ref(xr, e, k, sid, top);
+    if (top[k - 1] == -INFINITY) return 1;
+    row_weights(_mm512_loadu_ps(top), _mm512_loadu_si512(sid), mx, k, c, a, ids, w);
+    return 0;
+}
+
+/* Ranks a row's nc <= 32 candidates (cv, dv), rank_i = #{j : c_j > c_i} +
+ * #{j < i : c_j == c_i}, gathers the first k by one permute and writes
+ * ids and weights. Returns 1 when the k-th is -inf (the row is left). */
+static int row_finish(const float *cv, const int32_t *dv, size_t nc, float mx, size_t k, float c, float a,
+                      int32_t *ids, float *w) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const __mmask16 l0 = lanes16(nc), l1 = lanes16(nc > 16 ? nc - 16 : 0);
+    const __m512 c0 = _mm512_maskz_loadu_ps(l0, cv), c1 = _mm512_maskz_loadu_ps(l1, cv + 16);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i r0 = _mm512_setzero_si512(), r1 = r0;
+    for (size_t j = 0; j < nc; j++) {
+        const __m512 b = _mm512_set1_ps(cv[j]);
+        /* lanes after j: ties there count j ahead of them */
+        const __mmask16 a0 = (__mmask16)((0xFFFFu << (j < 15 ? j + 1 : 16)) & 0xFFFFu);
+        const __mmask16 a1 = j < 16 ? (__mmask16)0xFFFF : (__mmask16)((0xFFFFu << (j - 15)) & 0xFFFFu);
+        const __mmask16 g0 = _mm512_cmp_ps_mask(b, c0, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(b, c0, _CMP_EQ_OQ) & a0);
+        r0 = _mm512_mask_add_epi32(r0, g0, r0, one);
+        if (nc > 16) {
+            const __mmask16 g1 = _mm512_cmp_ps_mask(b, c1, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(b, c1, _CMP_EQ_OQ) & a1);
+            r1 = _mm512_mask_add_epi32(r1, g1, r1, one);
+        }
+    }
+    /* the lane of rank s (ranks are distinct) into lane s of idx */
+    __m512i idx = _mm512_setzero_si512();
+    for (size_t s = 0; s < k; s++) {
+        const __m512i rs = _mm512_set1_epi32((int32_t)s);
+        const unsigned e0 = _mm512_cmpeq_epi32_mask(r0, rs) & l0;
+        const unsigned e1 = (_mm512_cmpeq_epi32_mask(r1, rs) & l1) | 0x10000u; /* never 0 */
+        const int lane = e0 ? __builtin_ctz(e0) : 16 + __builtin_ctz(e1);
+        idx = _mm512_mask_mov_epi32(idx, (__mmask16)(1u << s), _mm512_set1_epi32(lane));
+    }
+    const __m512 top = _mm512_permutex2var_ps(c0, idx, c1);
+    const __mmask16 kl = lanes16(k);
+    if (_mm512_mask_cmp_ps_mask(kl, top, ninf, _CMP_EQ_OQ)) return 1;
+    const __m512i tid = _mm512_permutex2var_epi32(_mm512_maskz_loadu_epi32(l0, dv), idx,
+                                                  _mm512_maskz_loadu_epi32(l1, dv + 16));
+    row_weights(top, tid, mx, k, c, a, ids, w);
+    return 0;
+}
+
+/*
+ * Rows one by one, the way of route.topk (route_avx512.c), with the NaN
+ * test in its maximum pass and the weights in registers, in phases over
+ * the block's rows (each row is a chain of dependent steps; a phase's
+ * rows are independent, so they overlap): (1) the maxima of the 16 lane
+ * columns and the NaN test; (2) thr = the k-th largest column maximum, a
+ * lower bound of the k-th largest key; (3) the keys >= thr compressed in
+ * index order; (4) ranked and weighted (row_finish). Rows of more than
+ * 32 candidates (ties at thr) take the exact insertion.
+ */
+static uint32_t rows_each(size_t n, size_t e, size_t k, const float *x, size_t ldx, float c, float a, int32_t *ids,
+                          size_t ldi, float *w, size_t ldw) {
+    static const int32_t iota16[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 mm[16];
+    float mx[16], thr[16];
+    uint32_t left = 0;
+    for (size_t r = 0; r < n; r++) {
+        const float *xr = x + r * ldx;
+        __m512 m0 = ninf, m1 = ninf;
+        __mmask16 nan = 0;
+        size_t i = 0;
+        for (; i + 32 <= e; i += 32) {
+            const __m512 v0 = _mm512_loadu_ps(xr + i), v1 = _mm512_loadu_ps(xr + i + 16);
+            nan |= _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+            m0 = _mm512_max_ps(m0, v0), m1 = _mm512_max_ps(m1, v1);
+        }
+        for (; i < e; i += 16) {
+            const __m512 v = _mm512_mask_loadu_ps(ninf, lanes16(e - i), xr + i);
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            m0 = _mm512_max_ps(m0, v);
+        }
+        mm[r] = _mm512_max_ps(m0, m1);
+        mx[r] = _mm512_reduce_max_ps(mm[r]);
+        left |= (uint32_t)(nan || mx[r] == INFINITY || mx[r] == -INFINITY) << r;
+    }
+    for (size_t r = 0; r < n; r++) thr[r] = e <= 16 ? -INFINITY : kth_of16(mm[r], k);
+    float cv[16][CAND];
+    int32_t dv[16][CAND];
+    size_t nc[16];
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    for (size_t r = 0; r < n; r++) {
+        const float *xr = x + r * ldx;
+        const __m512 vt = _mm512_set1_ps(thr[r]);
+        __m512i id = _mm512_loadu_si512(iota16);
+        size_t q = 0;
+        for (size_t i = 0; i < e; i += 16) {
+            const __mmask16 l = lanes16(e - i);
+            const __m512 v = _mm512_maskz_loadu_ps(l, xr + i);
+            const __mmask16 m = _mm512_mask_cmp_ps_mask(l, v, vt, _CMP_GE_OQ);
+            const size_t at = q < 32 ? q : 32; /* past 32: counted only */
+            _mm512_storeu_ps(cv[r] + at, _mm512_maskz_compress_ps(m, v));
+            _mm512_storeu_si512(dv[r] + at, _mm512_maskz_compress_epi32(m, id));
+            q += (size_t)__builtin_popcount(m);
+            id = _mm512_add_epi32(id, sixteen);
+        }
+        nc[r] = q;
+    }
+    for (size_t r = 0; r < n; r++) {
+        if (left >> r & 1) continue;
+        const int l = nc[r] > 32 ? row_exact(x + r * ldx, e, k, mx[r], c, a, ids + r * ldi, w + r * ldw)
+                                 : row_finish(cv[r], dv[r], nc[r], mx[r], k, c, a, ids + r * ldi, w + r * ldw);
+        left |= (uint32_t)l << r;
+    }
+    return left;
+}
+
+/* Whether a block of n rows goes through the levels (rows in lanes: about
+ * 20 + e (k + 1) ns a block whatever n) rather than row by row (about
+ * 55 + e / 3 ns a row: the threshold leaves few candidates, but each row
+ * is a chain of dependent steps); measured on Zen 4 at E = 8, 64, 256. */
+static int lanes_worth(size_t n, size_t e, size_t k) {
+    return n * (55 + e / 3) > 20 + e * (k + 1);
+}
+
 uint32_t sg_route_topk_rows__avx512(size_t n, size_t e, size_t k, const float *x, size_t ldx, float c, float a,
                                     int32_t *ids, size_t ldi, float *w, size_t ldw) {
+    if (k > 16 || e > SG_ROUTE_STACK_E) return sg_route_topk_rows__ref(n, e, k, x, ldx, c, a, ids, ldi, w, ldw);
+    if (k > 8 || !lanes_worth(n, e, k)) {
+        return rows_each(n, e, k, x, ldx, c, a, ids, ldi, w, ldw);
+    }
     switch (k) {
     case 1: return rows_k(n, e, x, ldx, c, a, ids, ldi, w, ldw, 1);
     case 2: return rows_k(n, e, x, ldx, c, a, ids, ldi, w, ldw, 2);
