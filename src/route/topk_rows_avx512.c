@@ -270,8 +270,17 @@ static uint32_t rows_each(size_t n, size_t e, size_t k, const float *x, size_t l
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     __m512 mm[16];
     float mx[16], thr[16];
+    float cv[16][CAND];
+    int32_t dv[16][CAND];
+    size_t nc[16];
+    const __m512i sixteen = _mm512_set1_epi32(16);
     uint32_t left = 0;
-    for (size_t r = 0; r < n; r++) {
+    /* groups of about 256 keys: a group's rows overlap within each phase,
+     * and stay in L1 from one phase to the next */
+    const size_t g = 256 / e; /* e < 128 */
+    for (size_t g0 = 0; g0 < n; g0 += g) {
+    const size_t g1 = n - g0 < g ? n : g0 + g;
+    for (size_t r = g0; r < g1; r++) {
         const float *xr = x + r * ldx;
         __m512 m0 = ninf, m1 = ninf;
         __mmask16 nan = 0;
@@ -290,12 +299,8 @@ static uint32_t rows_each(size_t n, size_t e, size_t k, const float *x, size_t l
         mx[r] = _mm512_reduce_max_ps(mm[r]);
         left |= (uint32_t)(nan || mx[r] == INFINITY || mx[r] == -INFINITY) << r;
     }
-    for (size_t r = 0; r < n; r++) thr[r] = e <= 16 ? -INFINITY : kth_of16(mm[r], k);
-    float cv[16][CAND];
-    int32_t dv[16][CAND];
-    size_t nc[16];
-    const __m512i sixteen = _mm512_set1_epi32(16);
-    for (size_t r = 0; r < n; r++) {
+    for (size_t r = g0; r < g1; r++) thr[r] = e <= 16 ? -INFINITY : kth_of16(mm[r], k);
+    for (size_t r = g0; r < g1; r++) {
         const float *xr = x + r * ldx;
         const __m512 vt = _mm512_set1_ps(thr[r]);
         __m512i id = _mm512_loadu_si512(iota16);
@@ -312,11 +317,63 @@ static uint32_t rows_each(size_t n, size_t e, size_t k, const float *x, size_t l
         }
         nc[r] = q;
     }
-    for (size_t r = 0; r < n; r++) {
+    for (size_t r = g0; r < g1; r++) {
         if (left >> r & 1) continue;
         const int l = nc[r] > 32 ? row_exact(x + r * ldx, e, k, mx[r], c, a, ids + r * ldi, w + r * ldw)
                                  : row_finish(cv[r], dv[r], nc[r], mx[r], k, c, a, ids + r * ldi, w + r * ldw);
         left |= (uint32_t)l << r;
+    }
+    }
+    return left;
+}
+
+/* The same one row at a time, all phases together (from 128 experts: a
+ * row's candidates in L1 between its phases; measured faster there). */
+static uint32_t rows_one(size_t n, size_t e, size_t k, const float *x, size_t ldx, float c, float a, int32_t *ids,
+                         size_t ldi, float *w, size_t ldw) {
+    static const int32_t iota16[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    uint32_t left = 0;
+    for (size_t r = 0; r < n; r++) {
+        const float *xr = x + r * ldx;
+        __m512 m0 = ninf, m1 = ninf;
+        __mmask16 nan = 0;
+        size_t i = 0;
+        for (; i + 32 <= e; i += 32) {
+            const __m512 v0 = _mm512_loadu_ps(xr + i), v1 = _mm512_loadu_ps(xr + i + 16);
+            nan |= _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+            m0 = _mm512_max_ps(m0, v0), m1 = _mm512_max_ps(m1, v1);
+        }
+        for (; i < e; i += 16) {
+            const __m512 v = _mm512_mask_loadu_ps(ninf, lanes16(e - i), xr + i);
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            m0 = _mm512_max_ps(m0, v);
+        }
+        const __m512 mm = _mm512_max_ps(m0, m1);
+        const float mx = _mm512_reduce_max_ps(mm);
+        if (nan || mx == INFINITY || mx == -INFINITY) {
+            left |= 1u << r;
+            continue;
+        }
+        const __m512 vt = _mm512_set1_ps(e <= 16 ? -INFINITY : kth_of16(mm, k));
+        float cv[CAND];
+        int32_t dv[CAND];
+        __m512i id = _mm512_loadu_si512(iota16);
+        size_t q = 0;
+        for (i = 0; i < e; i += 16) {
+            const __mmask16 l = lanes16(e - i);
+            const __m512 v = _mm512_maskz_loadu_ps(l, xr + i);
+            const __mmask16 m = _mm512_mask_cmp_ps_mask(l, v, vt, _CMP_GE_OQ);
+            const size_t at = q < 32 ? q : 32; /* past 32: counted only */
+            _mm512_storeu_ps(cv + at, _mm512_maskz_compress_ps(m, v));
+            _mm512_storeu_si512(dv + at, _mm512_maskz_compress_epi32(m, id));
+            q += (size_t)__builtin_popcount(m);
+            id = _mm512_add_epi32(id, sixteen);
+        }
+        const int lr = q > 32 ? row_exact(xr, e, k, mx, c, a, ids + r * ldi, w + r * ldw)
+                              : row_finish(cv, dv, q, mx, k, c, a, ids + r * ldi, w + r * ldw);
+        left |= (uint32_t)lr << r;
     }
     return left;
 }
@@ -333,7 +390,8 @@ uint32_t sg_route_topk_rows__avx512(size_t n, size_t e, size_t k, const float *x
                                     int32_t *ids, size_t ldi, float *w, size_t ldw) {
     if (k > 16 || e > SG_ROUTE_STACK_E) return sg_route_topk_rows__ref(n, e, k, x, ldx, c, a, ids, ldi, w, ldw);
     if (k > 8 || !lanes_worth(n, e, k)) {
-        return rows_each(n, e, k, x, ldx, c, a, ids, ldi, w, ldw);
+        return e < 128 ? rows_each(n, e, k, x, ldx, c, a, ids, ldi, w, ldw)
+                       : rows_one(n, e, k, x, ldx, c, a, ids, ldi, w, ldw);
     }
     switch (k) {
     case 1: return rows_k(n, e, x, ldx, c, a, ids, ldi, w, ldw, 1);
