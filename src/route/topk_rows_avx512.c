@@ -217,8 +217,8 @@ static int row_exact(const float *xr, size_t e, size_t k, float mx, float c, flo
 /* Ranks a row's nc <= 32 candidates (cv, dv), rank_i = #{j : c_j > c_i} +
  * #{j < i : c_j == c_i}, gathers the first k by one permute and writes
  * ids and weights. Returns 1 when the k-th is -inf (the row is left). */
-static int row_finish(const float *cv, const int32_t *dv, size_t nc, float mx, size_t k, float c, float a,
-                      int32_t *ids, float *w) {
+static inline __attribute__((always_inline)) int row_rank(const float *cv, const int32_t *dv, size_t nc, size_t k,
+                                                           __m512 *topo, __m512i *tido) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     const __mmask16 l0 = lanes16(nc), l1 = lanes16(nc > 16 ? nc - 16 : 0);
     const __m512 c0 = _mm512_maskz_loadu_ps(l0, cv), c1 = _mm512_maskz_loadu_ps(l1, cv + 16);
@@ -250,6 +250,15 @@ static int row_finish(const float *cv, const int32_t *dv, size_t nc, float mx, s
     if (_mm512_mask_cmp_ps_mask(kl, top, ninf, _CMP_EQ_OQ)) return 1;
     const __m512i tid = _mm512_permutex2var_epi32(_mm512_maskz_loadu_epi32(l0, dv), idx,
                                                   _mm512_maskz_loadu_epi32(l1, dv + 16));
+    *topo = top, *tido = tid;
+    return 0;
+}
+
+static int row_finish(const float *cv, const int32_t *dv, size_t nc, float mx, size_t k, float c, float a,
+                      int32_t *ids, float *w) {
+    __m512 top;
+    __m512i tid;
+    if (row_rank(cv, dv, nc, k, &top, &tid)) return 1;
     row_weights(top, tid, mx, k, c, a, ids, w);
     return 0;
 }
@@ -317,12 +326,21 @@ static uint32_t rows_each(size_t n, size_t e, size_t k, const float *x, size_t l
         }
         nc[r] = q;
     }
+    __m512 top[16];
+    __m512i tid[16];
+    uint32_t done = 0; /* ranked here, weighted below */
     for (size_t r = g0; r < g1; r++) {
         if (left >> r & 1) continue;
-        const int l = nc[r] > 32 ? row_exact(x + r * ldx, e, k, mx[r], c, a, ids + r * ldi, w + r * ldw)
-                                 : row_finish(cv[r], dv[r], nc[r], mx[r], k, c, a, ids + r * ldi, w + r * ldw);
+        if (nc[r] > 32) {
+            left |= (uint32_t)row_exact(x + r * ldx, e, k, mx[r], c, a, ids + r * ldi, w + r * ldw) << r;
+            continue;
+        }
+        const int l = row_rank(cv[r], dv[r], nc[r], k, &top[r], &tid[r]);
         left |= (uint32_t)l << r;
+        done |= (uint32_t)!l << r;
     }
+    for (size_t r = g0; r < g1; r++)
+        if (done >> r & 1) row_weights(top[r], tid[r], mx[r], k, c, a, ids + r * ldi, w + r * ldw);
     }
     return left;
 }
