@@ -433,7 +433,7 @@ static int fused_rows(const gate_job *j) {
  * each). Measured on AVX-512 (Zen 4). The reference kernel (SOFTGATE_ISA
  * below AVX-512) is never faster. */
 static int fused_worth(sg_route_topk_rows_fn *rows, size_t n, size_t e, size_t k) {
-    if (rows == sg_route_topk_rows__ref) return 0;
+    if (rows == sg_route_topk_rows__ref || e > SG_ROUTE_STACK_E) return 0; /* beyond: the reference */
     return e >= 32 || n * (16 + e) > 20 + e * (k + 1);
 }
 

@@ -1,17 +1,27 @@
 /*
  * topk_rows_avx512.c - route.topk_rows in AVX-512 (contract in
- * route_kernels.h, reference sg_route_topk_rows__ref): the top-k of 16
- * rows at once, one row per lane. Each block of 16 experts of the 16 rows
- * is transposed in registers (64 shuffles), so that a vector holds one
- * expert's logit for every row; the experts then pass, in index order,
- * through k sorted levels (value, id) per lane: a key moves into level j
- * where it beats level j strictly and not level j - 1, the levels below
- * shift down. Strict compares in index order keep ties in index order,
- * exactly the reference's rule; no branch depends on the data, no scalar
- * pass per row, no separate NaN scan (an unordered compare per vector
- * collects the NaN rows), and the exponent arguments of the renormalized
- * softmax are formed in the same registers. Rows whose k-th key is -inf
- * (the reference fills with -inf keys by index) or whose largest is
+ * route_kernels.h, reference sg_route_topk_rows__ref): the renormalized
+ * softmax-top-k of up to 16 rows per call, ids and weights written
+ * directly. Two ways, chosen by the block's size (lanes_worth):
+ *
+ * - levels, one row per lane (k <= 8, blocks of many rows): each block of
+ *   16 experts of the 16 rows is transposed in registers (64 shuffles),
+ *   so that a vector holds one expert's logit for every row; the experts
+ *   then pass, in index order, through k sorted levels (value, id) per
+ *   lane: a key moves into level j where it beats level j strictly and
+ *   not level j - 1, the levels below shift down. Strict compares in
+ *   index order keep ties in index order, exactly the reference's rule; no
+ *   branch depends on the data, no separate NaN scan (an unordered
+ *   compare per vector collects the NaN rows), and the weights are formed
+ *   in the same registers, then transposed back;
+ * - rows one by one (few rows, or k > 8): the way of route.topk
+ *   (route_avx512.c) with the NaN test in its maximum pass and the
+ *   weights in registers.
+ *
+ * Both form t = (float)((x_l - max) c), the softmax core's vector exp and
+ * the sum in double in slot order, as the gate's row path does: the same
+ * weights bit for bit whichever way a row goes. Rows whose k-th key is
+ * -inf (the reference fills with -inf keys by index) or whose largest is
  * +-inf, and NaN rows, are left to the caller.
  */
 #include <immintrin.h>
