@@ -414,10 +414,9 @@ static int lse_batched(const gate_job *j) {
 
 /* The renormalized softmax-top-k and top-k-then-softmax gates on the
  * logits themselves (no bias, no probs), K <= BATCH_K: route.topk_rows
- * selects 16 rows per call and forms their exponent arguments (lane-major),
- * the chunk's weights then come from one exponential call; the rows the
+ * writes the ids and weights of up to 16 rows per call; the rows the
  * kernel leaves (NaN, +-inf max, fewer than K keys above -inf) take the
- * row-by-row path. Same ids and weights as that path. */
+ * row-by-row path. Same ids and weights as that path, bit for bit. */
 static int fused_rows(const gate_job *j) {
     const sg_gate_kind k = j->cfg->kind;
     return (k == SG_GATE_TOPK_SOFTMAX || (k == SG_GATE_SOFTMAX_TOPK && j->cfg->renormalize)) && !j->cfg->bias &&
