@@ -116,6 +116,36 @@ int sg_route_ec_finish__ref(size_t c, size_t n, size_t ldb, const double *bk, co
     return hole;
 }
 
+/* Reference of topk_rows: per row, the NaN scan, topk, then the weights
+ * from expf. */
+uint32_t sg_route_topk_rows__ref(size_t n, size_t e, size_t k, const float *x, size_t ldx, float c, float a,
+                                 int32_t *ids, size_t ldi, float *w, size_t ldw) {
+    uint32_t left = 0;
+    int32_t id[16];
+    float top[16];
+    double ex[16];
+    for (size_t r = 0; r < n; r++) {
+        const float *xr = x + r * ldx;
+        if (sg_route_has_nan(xr, e)) {
+            left |= 1u << r;
+            continue;
+        }
+        sg_route_topk__ref(xr, e, k, id, top);
+        if (top[0] == INFINITY || top[k - 1] == -INFINITY) {
+            left |= 1u << r;
+            continue;
+        }
+        double s = 0.0;
+        for (size_t l = 0; l < k; l++)
+            s += ex[l] = (double)expf((float)(((double)top[l] - (double)top[0]) * (double)c));
+        for (size_t l = 0; l < k; l++) {
+            ids[r * ldi + l] = id[l];
+            w[r * ldw + l] = (float)((double)a * ex[l] / s);
+        }
+    }
+    return left;
+}
+
 static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_topk, SG_ISA_REF, "sg_route_topk__ref", (void (*)(void))sg_route_topk__ref},
     {SG_ROUTE_SLOT_ec_insert, SG_ISA_REF, "sg_route_ec_insert__ref",
@@ -128,6 +158,8 @@ static const sg_route_kernel_entry all_kernels[] = {
      (void (*)(void))sg_route_ec_collect__ref},
     {SG_ROUTE_SLOT_ec_rank, SG_ISA_REF, "sg_route_ec_rank__ref", (void (*)(void))sg_route_ec_rank__ref},
     {SG_ROUTE_SLOT_ec_kth, SG_ISA_REF, "sg_route_ec_kth__ref", (void (*)(void))sg_route_ec_kth__ref},
+    {SG_ROUTE_SLOT_topk_rows, SG_ISA_REF, "sg_route_topk_rows__ref",
+     (void (*)(void))sg_route_topk_rows__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
@@ -143,6 +175,8 @@ static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_ec_rank, SG_ISA_AVX512, "sg_route_ec_rank__avx512",
      (void (*)(void))sg_route_ec_rank__avx512},
     {SG_ROUTE_SLOT_ec_kth, SG_ISA_AVX512, "sg_route_ec_kth__avx512", (void (*)(void))sg_route_ec_kth__avx512},
+    {SG_ROUTE_SLOT_topk_rows, SG_ISA_AVX512, "sg_route_topk_rows__avx512",
+     (void (*)(void))sg_route_topk_rows__avx512},
 #endif
 };
 
@@ -162,6 +196,7 @@ static void fill_table(void) {
         if (k->slot == SG_ROUTE_SLOT_ec_collect) table.ec_collect = (sg_route_ec_collect_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_rank) table.ec_rank = (sg_route_ec_rank_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_kth) table.ec_kth = (sg_route_ec_kth_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_topk_rows) table.topk_rows = (sg_route_topk_rows_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -180,7 +215,7 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
 size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
     static const char *const names[SG_ROUTE_SLOT_COUNT] = {
         "route.topk", "route.ec_insert", "route.ec_finish", "route.ec_blockmax",
-        "route.ec_collect", "route.ec_rank", "route.ec_kth"};
+        "route.ec_collect", "route.ec_rank", "route.ec_kth", "route.topk_rows"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

@@ -22,6 +22,22 @@
 typedef void sg_route_topk_fn(const float *key, size_t n, size_t k, int32_t *ids, float *top);
 
 /*
+ * topk_rows(n, e, k, x, ldx, c, a, ids, ldi, w, ldw): the renormalized
+ * softmax-top-k gate on rows r < n of x (1 <= n <= 16 rows of e logits,
+ * ldx >= e, 1 <= k <= min(e, 16); NaN allowed) in one call: ids[r * ldi
+ * + l] as topk gives them (descending, ties to the lower index, the
+ * logits themselves compared) and w[r * ldw + l] = a exp(t_l) / sum_m
+ * exp(t_m), t_l = (float)(((double)x[r][id_l] - (double)x[r][id_0]) *
+ * (double)c), the sum in double: within 1e-6 relative of the
+ * reference's weights (which take expf). Returns the mask (bit r) of the
+ * rows left to the caller, whose outputs are not written: a NaN logit, a
+ * k-th largest of -inf, or a largest of +-inf. Every kernel gives exactly
+ * the reference's ids and mask. No allocation.
+ */
+typedef uint32_t sg_route_topk_rows_fn(size_t n, size_t e, size_t k, const float *x, size_t ldx, float c,
+                                       float a, int32_t *ids, size_t ldi, float *w, size_t ldw);
+
+/*
  * ec_insert(r0, r1, e, x, ldx, lse, inv, c, bk, bt, ldb): expert choice's
  * per-expert top-c lists, updated with the tokens r0 <= r < r1 in order.
  * Expert i (i < e) keeps c (key, token) pairs in bk[j * ldb + i],
@@ -98,6 +114,7 @@ enum sg_route_slot {
     SG_ROUTE_SLOT_ec_collect,
     SG_ROUTE_SLOT_ec_rank,
     SG_ROUTE_SLOT_ec_kth,
+    SG_ROUTE_SLOT_topk_rows,
     SG_ROUTE_SLOT_COUNT
 };
 
@@ -109,6 +126,7 @@ typedef struct sg_route_kernels {
     sg_route_ec_collect_fn *ec_collect;
     sg_route_ec_rank_fn *ec_rank;
     sg_route_ec_kth_fn *ec_kth;
+    sg_route_topk_rows_fn *topk_rows;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -132,6 +150,7 @@ sg_route_ec_blockmax_fn sg_route_ec_blockmax__ref;
 sg_route_ec_collect_fn sg_route_ec_collect__ref;
 sg_route_ec_rank_fn sg_route_ec_rank__ref;
 sg_route_ec_kth_fn sg_route_ec_kth__ref;
+sg_route_topk_rows_fn sg_route_topk_rows__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
 sg_route_ec_insert_fn sg_route_ec_insert__avx512;
@@ -140,6 +159,7 @@ sg_route_ec_blockmax_fn sg_route_ec_blockmax__avx512;
 sg_route_ec_collect_fn sg_route_ec_collect__avx512;
 sg_route_ec_rank_fn sg_route_ec_rank__avx512;
 sg_route_ec_kth_fn sg_route_ec_kth__avx512;
+sg_route_topk_rows_fn sg_route_topk_rows__avx512;
 #endif
 
 #endif
