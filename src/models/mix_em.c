@@ -789,6 +789,7 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
 #define ESCAPE_ROUNDS 3
 #define ESCAPE_NEWTON 3
 #define ESCAPE_GAIN 1e-8
+#define ESCAPE_GAP 0.25
 
 static int escape_applies(const em_state *st, const sg_mix_model *m, double lam) {
     return st->spec->escape && m->family == SG_MIX_GAUSSIAN && m->nlevels == 1 &&
@@ -1044,12 +1045,18 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                 }
             }
             /* screened EM from each, the highest starting objective
-             * first, until one ends above the fit */
+             * first, until one ends above the fit; none that starts more
+             * than ESCAPE_GAP nats per observation below the fit, and a
+             * group whose best candidate does ends the round */
+            const double floor_obj = res->objective - ESCAPE_GAP * (double)n;
+            int far = nc > 0;
+            for (int c = 0; c < nc; c++) far &= !(c0[c] >= floor_obj);
+            if (far) break;
             for (int tried = 0; tried < nc && won < 0 && spent < budget; tried++) {
                 int bi = -1;
                 for (int c = 0; c < nc; c++)
                     if (c0[c] > -INFINITY && (bi < 0 || c0[c] > c0[bi])) bi = c;
-                if (bi < 0) break;
+                if (bi < 0 || !(c0[bi] >= floor_obj)) break;
                 c0[bi] = -INFINITY;
                 int cap = budget - spent < ESCAPE_SCREEN_CAP ? budget - spent : ESCAPE_SCREEN_CAP;
                 /* max_iter caps the restart's EM iterations, the fit's and
