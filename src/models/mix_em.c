@@ -47,6 +47,7 @@ typedef struct em_state {
     size_t trace_cap;
     int nomem;
     int newton_cap; /* Newton steps of a gate fit (0: 50) */
+    double gate_dec_tol; /* the gate's Newton tolerance (mix_mlogit.dec_tol) */
 } em_state;
 
 /* The fitting result of one EM run. */
@@ -207,7 +208,7 @@ static void mstep_multi(em_state *st, sg_mix_model *m, int k, const double *t, s
         ri[st->labels[i]] = t[i * ldt];
     }
     mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                     st->d.z, m->q, st->r, C, NULL};
+                     st->d.z, m->q, st->r, C, NULL, 0};
     double f;
     if (mix_mlogit_fit(&pb, m->beta + (size_t)k * C * m->q, 50, &f) != 0) st->nomem = 1;
 }
@@ -248,7 +249,7 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
         rc = value_only ? mix_laplace_value(&pb, w, &f, NULL, &g) : mix_laplace_fit(&pb, w, LAPLACE_STEPS, &f);
     } else {
         mix_mlogit pb = {st->n, (int)m->q, lv->m, kk, m->T, st->spec->gate_ridge, lam,
-                         gate_design(st, m), m->q, r, ldr, lp0};
+                         gate_design(st, m), m->q, r, ldr, lp0, st->gate_dec_tol};
         rc = value_only ? mix_mlogit_value(&pb, w, &f, &g)
                         : mix_mlogit_fit(&pb, w, st->newton_cap ? st->newton_cap : 50, &f);
     }
@@ -336,7 +337,7 @@ static double grad_norm(em_state *st, sg_mix_model *m, double lam) {
                 ri[st->labels[i]] = st->tau[i * E + k];
             }
             mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                             st->d.z, m->q, st->r, C, NULL};
+                             st->d.z, m->q, st->r, C, NULL, 0};
             double f, g = 0;
             if (mix_mlogit_value(&pb, m->beta + k * C * m->q, &f, &g) != 0) st->nomem = 1;
             if (g > gmax) gmax = g;
@@ -381,6 +382,7 @@ static int trace_push(em_state *st, size_t *len, double v) {
  * top-K gate (kinks).
  */
 #define SQUAREM_MAX_STEP 64.0
+#define GATE_DEC_FRAC 1e-2
 
 static size_t params_len(const sg_mix_model *m) {
     size_t br = m->family == SG_MIX_MULTINOMIAL ? (size_t)m->E * m->C : (size_t)m->E;
@@ -448,7 +450,12 @@ static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_
         obj_2 = obj_1, obj_1 = obj;
         if (accel && phase == 0) params_io(m, th0, 0);
         mstep_experts(st, m, st->tau, (size_t)m->E, lam);
+        /* the gate's Newton solve stops once what it leaves is small next
+         * to EM's last gain (none at the first iteration; at convergence
+         * the gain, <= tol |obj|, makes it the full solve) */
+        st->gate_dec_tol = GATE_DEC_FRAC * (obj_1 - obj_2);
         gate_all(st, m, st->tau, lam, 0, 0, 1);
+        st->gate_dec_tol = 0;
         double lln = estep(st, m), objn = lln - penalty(st, m, lam);
         if (!isfinite(objn) || st->nomem) goto out;
         if (obj - objn > res.max_decrease) res.max_decrease = obj - objn;

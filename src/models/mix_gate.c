@@ -255,7 +255,7 @@ int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *fout
             memcpy(step, g, (size_t)kk * sizeof *step);
             if (mix_spd_solve_factored(kk, af, step) != 0) break;
             for (int j = 0; j < kk; j++) dec += g[j] * step[j];
-            if (dec <= 2e-13 * fmax(1.0, fabs(f))) break;
+            if (dec <= fmax(2e-13 * fmax(1.0, fabs(f)), pb->dec_tol)) break;
         }
         for (int j = 0; j < kk; j++)
             if (fabs(step[j]) > smax) smax = fabs(step[j]);

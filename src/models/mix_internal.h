@@ -133,6 +133,10 @@ typedef struct mix_mlogit {
      * gates (k == m) only; mix_mlogit_fit starts from it instead of
      * evaluating W */
     const double *lp0;
+    /* Newton stops once the decrement g' A^-1 g (about twice the gain
+     * left) is at most max(2e-13 max(1, |F|), dec_tol): 0 solves to
+     * convergence; EM passes a fraction of its last gain (mix_em.c) */
+    double dec_tol;
 } mix_mlogit;
 /* Newton (proximal Newton with lam > 0) with step halving, from W, to
  * convergence (at most max_newton steps). *f receives the final F.
