@@ -75,18 +75,21 @@ static double estep(em_state *st, const sg_mix_model *m) {
      * values) */
     int finite = 1;
     for (size_t i = 0; i < n * E && finite; i++) finite = isfinite(st->tau[i]);
-    if (finite) {
+    if (finite && E <= 256) {
+        /* sum_i (mx_i + log sum_i), sum_i in [1, E]: the logs by
+         * mix_logsum (one per 32 rows) */
         double ll = 0;
+        mix_logsum ls = {1.0, 0, 0};
         for (size_t i = 0; i < n; i++) {
             double *t = st->tau + i * E, mx = t[0], sum = 0;
             for (size_t k = 1; k < E; k++) mx = t[k] > mx ? t[k] : mx;
             for (size_t k = 0; k < E; k++) sum += (t[k] = exp(t[k] - mx));
             double inv = 1.0 / sum;
             for (size_t k = 0; k < E; k++) t[k] *= inv;
-            st->lse[i] = mx + log(sum);
-            ll += st->lse[i];
+            ll += mx;
+            mix_logsum_add(&ls, sum);
         }
-        return ll;
+        return ll + mix_logsum_value(&ls);
     }
     sg_logsumexp_f64(st->ctx, n, E, st->tau, E, st->lse, NULL);
     double ll = 0;
@@ -382,7 +385,7 @@ static int trace_push(em_state *st, size_t *len, double v) {
  * top-K gate (kinks).
  */
 #define SQUAREM_MAX_STEP 64.0
-#define GATE_DEC_FRAC 1e-2
+#define GATE_DEC_FRAC 1e-3
 
 static size_t params_len(const sg_mix_model *m) {
     size_t br = m->family == SG_MIX_MULTINOMIAL ? (size_t)m->E * m->C : (size_t)m->E;
