@@ -1315,10 +1315,17 @@ static sg_status lasso_path(em_state *st, sg_mix_model *work, sg_mix_model *best
     }
     double best_bic = INFINITY;
     size_t n = st->n;
+    /* the fit with every penalized coefficient zero satisfies the KKT
+     * conditions at lambda_max (its unpenalized parameters are at a
+     * stationary point, and lambda_max is its largest penalized gradient):
+     * it is the path's first entry as it is, exactly empty (EM run again
+     * from it at lambda_max could move a few coefficients off zero: the
+     * unpenalized parameters were converged to the tolerance only) */
+    const em_result res0 = *bres;
     for (int l = 0; l < L; l++) {
         double lam = lmax * pow(s->path_min_ratio, (double)l / (double)(L - 1));
         if (!(lam > 0)) lam = DBL_MIN;
-        em_result res = em_run(st, work, lam, s->restarts + l, s->max_iter);
+        em_result res = l == 0 ? res0 : em_run(st, work, lam, s->restarts + l, s->max_iter);
         if (!res.ok) {
             if (st->nomem) {
                 sg_mix_model_free(sel);
@@ -1343,7 +1350,8 @@ static sg_status lasso_path(em_state *st, sg_mix_model *work, sg_mix_model *best
                 return SG_ERR_NO_MEMORY;
             }
             *btrace = t;
-            memcpy(t, st->trace, res.trace_len * sizeof *t);
+            /* entry 0: *btrace already holds the zero fit's trace */
+            if (l > 0) memcpy(t, st->trace, res.trace_len * sizeof *t);
         }
     }
     mix_params_copy(best, sel);
