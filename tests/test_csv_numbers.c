@@ -63,4 +63,5 @@ TEST(io_csv_numbers_as_strtod) {
         sg_dataset_destroy(d);
     }
     free(text), free(vals);
+    sg_context_destroy(ctx);
 }
