@@ -732,13 +732,15 @@ TEST(mixture_lasso_path) {
         CHECK(L == 12, "path length %zu", L);
         double lam0, bic, best = INFINITY;
         sg_mix_path_entry(m, 0, &lam0, NULL, NULL, &nz0);
-        /* the path starts (nearly) empty: lambda_max is computed at the fit
-         * with every penalized coefficient zero, and EM restarted there at
-         * lambda_max may still move a few coefficients off zero (see
-         * docs/MIXTURE.md) */
-        size_t nzl;
+        /* the path starts empty: its first entry is the fit with every
+         * penalized coefficient zero, at lambda_max (its largest penalized
+         * gradient); the next penalty selects something */
+        size_t nzl, nz1;
+        double lam1;
         sg_mix_path_entry(m, L - 1, NULL, NULL, NULL, &nzl);
-        CHECK(nz0 <= 6 && nz0 < nzl, "lambda_max %g leaves %zu nonzero (last: %zu)", lam0, nz0, nzl);
+        sg_mix_path_entry(m, 1, &lam1, NULL, NULL, &nz1);
+        CHECK(nz0 == 0 && nz0 < nzl, "lambda_max %g leaves %zu nonzero (last: %zu)", lam0, nz0, nzl);
+        CHECK(lam1 < lam0 && nz1 <= nzl, "second entry: lambda %g, %zu nonzero", lam1, nz1);
         for (size_t i = 0; i < L; i++) {
             double lm, llp;
             sg_mix_path_entry(m, i, &lm, &llp, &bic, &nz);

@@ -247,8 +247,44 @@ static int ieq(const char *a, const char *b) {
 
 static int is_missing(const char *s) { return !*s || ieq(s, "NA") || ieq(s, "NaN"); }
 
+/* Plain decimals with at most 15 significant digits and a decimal
+ * exponent within +-22 (what R's write.csv and most writers produce):
+ * the digits are an exact double, and so is the power of ten, so one
+ * multiplication or division is correctly rounded, the value strtod gives
+ * (Clinger's fast path). Returns 0 for anything else (strtod decides). */
+static int parse_decimal_fast(const char *s, double *v) {
+    static const double p10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    int neg = 0, digits = 0, sig = 0, frac = 0, ex = 0;
+    uint64_t mant = 0;
+    if (*s == '-' || *s == '+') neg = *s++ == '-';
+    for (; *s >= '0' && *s <= '9'; s++, digits++)
+        if (mant || *s != '0') mant = mant * 10 + (uint64_t)(*s - '0'), sig++;
+    if (*s == '.')
+        for (s++; *s >= '0' && *s <= '9'; s++, digits++, frac++)
+            if (mant || *s != '0') mant = mant * 10 + (uint64_t)(*s - '0'), sig++;
+    if (!digits || sig > 15) return 0;
+    if (*s == 'e' || *s == 'E') {
+        int eneg = 0, ed = 0;
+        s++;
+        if (*s == '-' || *s == '+') eneg = *s++ == '-';
+        for (; *s >= '0' && *s <= '9' && ed < 4; s++, ed++) ex = ex * 10 + (*s - '0');
+        if (!ed) return 0;
+        if (eneg) ex = -ex;
+    }
+    if (*s) return 0;
+    ex -= frac;
+    if (ex < -22 || ex > 22) return 0;
+    double d = (double)mant;
+    d = ex < 0 ? d / p10[-ex] : d * p10[ex];
+    *v = neg ? -d : d;
+    return 1;
+}
+
 /* Parses a whole field as a finite double. */
 static int parse_number(const char *s, double *v) {
+    if (parse_decimal_fast(s, v)) return 1;
     char *e;
     errno = 0;
     double d = strtod(s, &e);

@@ -47,6 +47,7 @@ typedef struct em_state {
     size_t trace_cap;
     int nomem;
     int newton_cap; /* Newton steps of a gate fit (0: 50) */
+    double gate_dec_tol; /* the gate's Newton tolerance (mix_mlogit.dec_tol) */
 } em_state;
 
 /* The fitting result of one EM run. */
@@ -74,18 +75,21 @@ static double estep(em_state *st, const sg_mix_model *m) {
      * values) */
     int finite = 1;
     for (size_t i = 0; i < n * E && finite; i++) finite = isfinite(st->tau[i]);
-    if (finite) {
+    if (finite && E <= 256) {
+        /* sum_i (mx_i + log sum_i), sum_i in [1, E]: the logs by
+         * mix_logsum (one per 32 rows) */
         double ll = 0;
+        mix_logsum ls = {1.0, 0, 0};
         for (size_t i = 0; i < n; i++) {
             double *t = st->tau + i * E, mx = t[0], sum = 0;
             for (size_t k = 1; k < E; k++) mx = t[k] > mx ? t[k] : mx;
             for (size_t k = 0; k < E; k++) sum += (t[k] = exp(t[k] - mx));
             double inv = 1.0 / sum;
             for (size_t k = 0; k < E; k++) t[k] *= inv;
-            st->lse[i] = mx + log(sum);
-            ll += st->lse[i];
+            ll += mx;
+            mix_logsum_add(&ls, sum);
         }
-        return ll;
+        return ll + mix_logsum_value(&ls);
     }
     sg_logsumexp_f64(st->ctx, n, E, st->tau, E, st->lse, NULL);
     double ll = 0;
@@ -207,7 +211,7 @@ static void mstep_multi(em_state *st, sg_mix_model *m, int k, const double *t, s
         ri[st->labels[i]] = t[i * ldt];
     }
     mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                     st->d.z, m->q, st->r, C, NULL};
+                     st->d.z, m->q, st->r, C, NULL, 0};
     double f;
     if (mix_mlogit_fit(&pb, m->beta + (size_t)k * C * m->q, 50, &f) != 0) st->nomem = 1;
 }
@@ -248,7 +252,7 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
         rc = value_only ? mix_laplace_value(&pb, w, &f, NULL, &g) : mix_laplace_fit(&pb, w, LAPLACE_STEPS, &f);
     } else {
         mix_mlogit pb = {st->n, (int)m->q, lv->m, kk, m->T, st->spec->gate_ridge, lam,
-                         gate_design(st, m), m->q, r, ldr, lp0};
+                         gate_design(st, m), m->q, r, ldr, lp0, st->gate_dec_tol};
         rc = value_only ? mix_mlogit_value(&pb, w, &f, &g)
                         : mix_mlogit_fit(&pb, w, st->newton_cap ? st->newton_cap : 50, &f);
     }
@@ -336,7 +340,7 @@ static double grad_norm(em_state *st, sg_mix_model *m, double lam) {
                 ri[st->labels[i]] = st->tau[i * E + k];
             }
             mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                             st->d.z, m->q, st->r, C, NULL};
+                             st->d.z, m->q, st->r, C, NULL, 0};
             double f, g = 0;
             if (mix_mlogit_value(&pb, m->beta + k * C * m->q, &f, &g) != 0) st->nomem = 1;
             if (g > gmax) gmax = g;
@@ -381,6 +385,7 @@ static int trace_push(em_state *st, size_t *len, double v) {
  * top-K gate (kinks).
  */
 #define SQUAREM_MAX_STEP 64.0
+#define GATE_DEC_FRAC 1e-3
 
 static size_t params_len(const sg_mix_model *m) {
     size_t br = m->family == SG_MIX_MULTINOMIAL ? (size_t)m->E * m->C : (size_t)m->E;
@@ -448,7 +453,12 @@ static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_
         obj_2 = obj_1, obj_1 = obj;
         if (accel && phase == 0) params_io(m, th0, 0);
         mstep_experts(st, m, st->tau, (size_t)m->E, lam);
+        /* the gate's Newton solve stops once what it leaves is small next
+         * to EM's last gain (none at the first iteration; at convergence
+         * the gain, <= tol |obj|, makes it the full solve) */
+        st->gate_dec_tol = GATE_DEC_FRAC * (obj_1 - obj_2);
         gate_all(st, m, st->tau, lam, 0, 0, 1);
+        st->gate_dec_tol = 0;
         double lln = estep(st, m), objn = lln - penalty(st, m, lam);
         if (!isfinite(objn) || st->nomem) goto out;
         if (obj - objn > res.max_decrease) res.max_decrease = obj - objn;
@@ -789,6 +799,7 @@ static void initialize(em_state *st, sg_mix_model *m, sg_mix_init s, mix_rng *rn
 #define ESCAPE_ROUNDS 3
 #define ESCAPE_NEWTON 3
 #define ESCAPE_GAIN 1e-8
+#define ESCAPE_GAP 0.25
 
 static int escape_applies(const em_state *st, const sg_mix_model *m, double lam) {
     return st->spec->escape && m->family == SG_MIX_GAUSSIAN && m->nlevels == 1 &&
@@ -1044,12 +1055,18 @@ static void escape(em_state *st, sg_mix_model *m, double lam, int run_id, em_res
                 }
             }
             /* screened EM from each, the highest starting objective
-             * first, until one ends above the fit */
+             * first, until one ends above the fit; none that starts more
+             * than ESCAPE_GAP nats per observation below the fit, and a
+             * group whose best candidate does ends the round */
+            const double floor_obj = res->objective - ESCAPE_GAP * (double)n;
+            int far = nc > 0;
+            for (int c = 0; c < nc; c++) far &= !(c0[c] >= floor_obj);
+            if (far) break;
             for (int tried = 0; tried < nc && won < 0 && spent < budget; tried++) {
                 int bi = -1;
                 for (int c = 0; c < nc; c++)
                     if (c0[c] > -INFINITY && (bi < 0 || c0[c] > c0[bi])) bi = c;
-                if (bi < 0) break;
+                if (bi < 0 || !(c0[bi] >= floor_obj)) break;
                 c0[bi] = -INFINITY;
                 int cap = budget - spent < ESCAPE_SCREEN_CAP ? budget - spent : ESCAPE_SCREEN_CAP;
                 /* max_iter caps the restart's EM iterations, the fit's and
@@ -1298,10 +1315,17 @@ static sg_status lasso_path(em_state *st, sg_mix_model *work, sg_mix_model *best
     }
     double best_bic = INFINITY;
     size_t n = st->n;
+    /* the fit with every penalized coefficient zero satisfies the KKT
+     * conditions at lambda_max (its unpenalized parameters are at a
+     * stationary point, and lambda_max is its largest penalized gradient):
+     * it is the path's first entry as it is, exactly empty (EM run again
+     * from it at lambda_max could move a few coefficients off zero: the
+     * unpenalized parameters were converged to the tolerance only) */
+    const em_result res0 = *bres;
     for (int l = 0; l < L; l++) {
         double lam = lmax * pow(s->path_min_ratio, (double)l / (double)(L - 1));
         if (!(lam > 0)) lam = DBL_MIN;
-        em_result res = em_run(st, work, lam, s->restarts + l, s->max_iter);
+        em_result res = l == 0 ? res0 : em_run(st, work, lam, s->restarts + l, s->max_iter);
         if (!res.ok) {
             if (st->nomem) {
                 sg_mix_model_free(sel);
@@ -1326,7 +1350,8 @@ static sg_status lasso_path(em_state *st, sg_mix_model *work, sg_mix_model *best
                 return SG_ERR_NO_MEMORY;
             }
             *btrace = t;
-            memcpy(t, st->trace, res.trace_len * sizeof *t);
+            /* entry 0: *btrace already holds the zero fit's trace */
+            if (l > 0) memcpy(t, st->trace, res.trace_len * sizeof *t);
         }
     }
     mix_params_copy(best, sel);

@@ -70,6 +70,34 @@ static double ml_eval(const mix_mlogit *pb, const double *w, ml_work *wk) {
     int m = pb->m, q = pb->q;
     mix_gemm_nt(n, m, q, 1.0 / pb->T, pb->d, pb->ldd, w, (size_t)q, wk->lp, (size_t)m);
     double f = 0;
+    if (pb->k == m && m <= 256) {
+        /* dense: sum_j r_j log P_j = sum_j r_j (l_j - mx) - rs log S with
+         * rs = sum_j r_j; rows with rs == 1 (the usual responsibilities)
+         * take log S from mix_logsum (one log per 32 rows), finite rows
+         * only (otherwise the general loop below) */
+        mix_logsum ls = {1.0, 0, 0};
+        size_t i;
+        for (i = 0; i < n; i++) {
+            double *l = wk->lp + i * (size_t)m, *p = wk->pr + i * (size_t)m, mx = l[0], sum = 0;
+            const double *r = pb->r + i * pb->ldr;
+            for (int j = 1; j < m; j++) mx = l[j] > mx ? l[j] : mx;
+            if (!isfinite(mx)) break;
+            for (int j = 0; j < m; j++) sum += (p[j] = exp(l[j] - mx));
+            double inv = 1.0 / sum, rs = 0, fr = 0;
+            for (int j = 0; j < m; j++) {
+                p[j] *= inv;
+                if (r[j] > 0) rs += r[j], fr += r[j] * (l[j] - mx);
+            }
+            f += fr;
+            if (rs == 1.0) mix_logsum_add(&ls, sum);
+            else f -= rs * log(sum);
+        }
+        if (i == n) return f - mix_logsum_value(&ls) - ml_penalty(pb, w);
+        /* a non-finite row: the general loop below, from the logits
+         * again (the rows done hold their probabilities now) */
+        mix_gemm_nt(n, m, q, 1.0 / pb->T, pb->d, pb->ldd, w, (size_t)q, wk->lp, (size_t)m);
+        f = 0;
+    }
     for (size_t i = 0; i < n; i++) {
         double *l = wk->lp + i * (size_t)m;
         topk_logsoftmax(l, wk->pr + i * (size_t)m, m, pb->k);
@@ -255,7 +283,7 @@ int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *fout
             memcpy(step, g, (size_t)kk * sizeof *step);
             if (mix_spd_solve_factored(kk, af, step) != 0) break;
             for (int j = 0; j < kk; j++) dec += g[j] * step[j];
-            if (dec <= 2e-13 * fmax(1.0, fabs(f))) break;
+            if (dec <= fmax(2e-13 * fmax(1.0, fabs(f)), pb->dec_tol)) break;
         }
         for (int j = 0; j < kk; j++)
             if (fabs(step[j]) > smax) smax = fabs(step[j]);

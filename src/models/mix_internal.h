@@ -14,6 +14,7 @@
 #ifndef SG_MODELS_MIX_INTERNAL_H
 #define SG_MODELS_MIX_INTERNAL_H
 
+#include <math.h>
 #include <stddef.h>
 
 #include "core/context.h"
@@ -133,6 +134,10 @@ typedef struct mix_mlogit {
      * gates (k == m) only; mix_mlogit_fit starts from it instead of
      * evaluating W */
     const double *lp0;
+    /* Newton stops once the decrement g' A^-1 g (about twice the gain
+     * left) is at most max(2e-13 max(1, |F|), dec_tol): 0 solves to
+     * convergence; EM passes a fraction of its last gain (mix_em.c) */
+    double dec_tol;
 } mix_mlogit;
 /* Newton (proximal Newton with lam > 0) with step halving, from W, to
  * convergence (at most max_newton steps). *f receives the final F.
@@ -177,5 +182,25 @@ typedef struct mix_rng {
 } mix_rng;
 uint64_t mix_rng_next(mix_rng *r);
 double mix_rng_uniform(mix_rng *r); /* [0, 1) */
+
+/* sum_i log(v_i) for v_i in [1, 2^8] by one log per 32 terms: a running
+ * product renormalized by frexp every 32 factors (no overflow below 2^256),
+ * then log(product) + exponent ln 2. Rounding: about 32 ulp of the log per
+ * 32 terms, the size of summing the logs. */
+typedef struct mix_logsum {
+    double p;
+    int e, cnt;
+} mix_logsum;
+static inline void mix_logsum_add(mix_logsum *a, double v) {
+    a->p *= v;
+    if (++a->cnt == 32) {
+        int e;
+        a->p = frexp(a->p, &e);
+        a->e += e, a->cnt = 0;
+    }
+}
+static inline double mix_logsum_value(const mix_logsum *a) {
+    return log(a->p) + (double)a->e * 0.69314718055994530942;
+}
 
 #endif
