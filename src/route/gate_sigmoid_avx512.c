@@ -108,7 +108,7 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
     float srow[MAXV * 16];
     __mmask16 nan = 0;
     /* s = (x < 0 ? q : 1) / (1 + q), q = exp(-|x| c); key = s + b */
-    for (size_t v = 0; v < NV; v++) {
+    _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) {
         const __mmask16 m = lanes(e - 16 * v);
         const __m512 x = _mm512_maskz_loadu_ps(m, xr + 16 * v);
         nan |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
@@ -125,8 +125,10 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
     if (nan) return 1;
     /* keep[v]: the lanes of vector v whose group is kept */
     __mmask16 keep[MAXV];
+    __m512 glo = _mm512_set1_ps(-INFINITY); /* lane q: group q's second largest key */
+    unsigned keptg = 0;
     if (MODE == 0) {
-        for (size_t v = 0; v < NV; v++) keep[v] = lanes(e - 16 * v);
+        _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) keep[v] = lanes(e - 16 * v);
     } else {
         const size_t ng = NG ? NG : K->ng, gs = GS ? GS : K->gs;
         __m512 gsc;
@@ -137,7 +139,7 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
             size_t cnt, wl; /* vectors in the tree; log2 of the group width */
             if (MODE == 1) {
                 const size_t m = gs / 16;
-                for (size_t q = 0; q < ng; q++) {
+                _Pragma("GCC unroll 16") for (size_t q = 0; q < ng; q++) {
                     t[q].hi = kv[q * m], t[q].lo = ninf;
                     for (size_t v = 1; v < m; v++) {
                         const top2 b = {kv[q * m + v], ninf};
@@ -146,24 +148,25 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
                 }
                 cnt = ng, wl = 4;
             } else {
-                for (size_t v = 0; v < NV; v++) t[v].hi = kv[v], t[v].lo = ninf;
+                _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) t[v].hi = kv[v], t[v].lo = ninf;
                 cnt = NV, wl = (size_t)__builtin_ctzl(gs);
             }
             while (cnt & (cnt - 1)) t[cnt].hi = ninf, t[cnt].lo = ninf, cnt++; /* to a power of two */
-            for (; wl > 0; wl--) {
+            _Pragma("GCC unroll 4") for (; wl > 0; wl--) {
                 if (cnt > 1) {
-                    for (size_t i = 0; i < cnt / 2; i++) t[i] = t2_combine(t[2 * i], t[2 * i + 1], K->ix[wl], K->iy[wl]);
+                    _Pragma("GCC unroll 8") for (size_t i = 0; i < cnt / 2; i++) t[i] = t2_combine(t[2 * i], t[2 * i + 1], K->ix[wl], K->iy[wl]);
                     cnt /= 2;
                 } else {
                     t[0] = t2_combine(t[0], t[0], K->ix[wl], K->iy[wl]);
                 }
             }
             gsc = _mm512_add_ps(t[0].hi, t[0].lo); /* lane q: group q */
+            glo = t[0].lo;
         }
         /* rank_q = #{h : score_h > score_q} + #{h < q : score_h == score_q} */
         __m512i rank = _mm512_setzero_si512();
         const __m512i ione = _mm512_set1_epi32(1);
-        for (size_t h = 0; h < ng; h++) {
+        _Pragma("GCC unroll 16") for (size_t h = 0; h < ng; h++) {
             const __m512 b = _mm512_permutexvar_ps(_mm512_set1_epi32((int)h), gsc);
             const __mmask16 after = (__mmask16)((0xFFFFu << (h + 1)) & 0xFFFFu);
             const __mmask16 beat = _mm512_cmp_ps_mask(b, gsc, _CMP_GT_OQ) |
@@ -172,13 +175,14 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
         }
         const unsigned kept =
             _mm512_mask_cmplt_epi32_mask(lanes(ng), rank, _mm512_set1_epi32((int)K->tg));
+        keptg = kept;
         if (MODE == 1) {
             const size_t m = gs / 16;
-            for (size_t v = 0; v < NV; v++) keep[v] = (kept >> (v / m)) & 1 ? (__mmask16)0xFFFF : 0;
+            _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) keep[v] = (kept >> (v / m)) & 1 ? (__mmask16)0xFFFF : 0;
         } else {
             const size_t per = 16 / gs; /* groups a vector */
             const unsigned gm = (1u << gs) - 1;
-            for (size_t v = 0; v < NV; v++) {
+            _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) {
                 unsigned mv = 0;
                 for (size_t q = 0; q < per; q++)
                     if ((kept >> (v * per + q)) & 1) mv |= gm << (q * gs);
@@ -202,27 +206,35 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
                 (unsigned)_mm512_mask_cmp_ps_mask(rest, v, _mm512_set1_ps(b2), _CMP_EQ_OQ));
         }
     } else {
-        /* thr = the k-th largest lane maximum over the kept keys: k
-         * distinct kept keys (one per lane) are >= thr; -inf when fewer
-         * than k lanes hold a kept key (then every kept key is a
-         * candidate) */
-        __m512 mx = ninf;
-        for (size_t v = 0; v < NV; v++)
-            if (keep[v]) mx = _mm512_max_ps(mx, _mm512_mask_mov_ps(ninf, keep[v], kv[v]));
-        __m512i gt = _mm512_setzero_si512();
         const __m512i ione = _mm512_set1_epi32(1);
-        for (int h = 0; h < 16; h++)
-            gt = _mm512_mask_add_epi32(
-                gt, _mm512_cmp_ps_mask(_mm512_permutexvar_ps(_mm512_set1_epi32(h), mx), mx, _CMP_GT_OQ), gt, ione);
-        const __m512 thr = _mm512_set1_ps(
-            _mm512_mask_reduce_min_ps(_mm512_cmplt_epi32_mask(gt, _mm512_set1_epi32((int)k)), mx));
+        __m512 thr;
+        if ((MODE == 1 || MODE == 2) && 2 * K->tg >= k) {
+            /* every kept group holds two keys >= its second largest, so
+             * 2 tg >= k kept keys are >= the least of those: a lower bound
+             * of the k-th largest kept key, from the tree (the lane maxima
+             * below cost a fifth of the row at E = 256) */
+            thr = _mm512_set1_ps(_mm512_mask_reduce_min_ps((__mmask16)keptg, glo));
+        } else {
+            /* the k-th largest lane maximum over the kept keys: k distinct
+             * kept keys (one per lane) are >= it; -inf when fewer than k
+             * lanes hold a kept key (then every kept key is a candidate) */
+            __m512 mx = ninf;
+            _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++)
+                mx = _mm512_max_ps(mx, _mm512_mask_mov_ps(ninf, keep[v], kv[v]));
+            __m512i gt = _mm512_setzero_si512();
+            for (int h = 0; h < 16; h++)
+                gt = _mm512_mask_add_epi32(
+                    gt, _mm512_cmp_ps_mask(_mm512_permutexvar_ps(_mm512_set1_epi32(h), mx), mx, _CMP_GT_OQ), gt,
+                    ione);
+            thr = _mm512_set1_ps(
+                _mm512_mask_reduce_min_ps(_mm512_cmplt_epi32_mask(gt, _mm512_set1_epi32((int)k)), mx));
+        }
         /* candidates in index order (16 spare slots for full stores) */
         float c[MAXV * 16 + 16];
         int32_t d[MAXV * 16 + 16];
         size_t nc = 0;
         const __m512i iota = _mm512_loadu_si512(iota32);
         for (size_t v = 0; v < NV; v++) {
-            if (!keep[v]) continue;
             const __mmask16 q = _mm512_mask_cmp_ps_mask(keep[v], kv[v], thr, _CMP_GE_OQ);
             _mm512_storeu_ps(c + nc, _mm512_maskz_compress_ps(q, kv[v]));
             _mm512_storeu_si512(d + nc, _mm512_maskz_compress_epi32(
@@ -269,6 +281,24 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
     return 0;
 }
 
+/* The tree's pairing at group width w = 2^wl (row wl): lanes 0..7 from
+ * a, 8..15 from b (index + 16); lane l of a group's half takes lane
+ * l / (w/2) * w + l % (w/2) (ix) and that plus w / 2 (iy). */
+static const int32_t tree_ix[5][16] = {
+    {0},
+    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+    {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+    {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+    {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+};
+static const int32_t tree_iy[5][16] = {
+    {0},
+    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31},
+    {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31},
+    {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31},
+    {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+};
+
 #define ROWS(NV, MODE, NG, GS)                                                                          \
     for (size_t r = 0; r < n; r++)                                                                       \
         if (sgate_row(&K, g, x + r * ldx, ids + r * ldi, w + r * ldw, p ? p + r * ldp : NULL, NV, MODE, \
@@ -295,16 +325,8 @@ size_t sg_route_sgate__avx512(const sg_route_sgate *g, size_t n, const float *x,
     } else ok = 0;
     if (!ok) return sg_route_sgate__ref(g, n, x, ldx, ids, ldi, w, ldw, p, ldp, work);
     K.m = gs / 16;
-    for (size_t wl = 1; wl <= 4; wl++) { /* group width 2^wl -> 2^(wl-1) */
-        const size_t wd = (size_t)1 << wl, h = wd / 2;
-        int32_t ix[16], iy[16];
-        for (size_t l = 0; l < 16; l++) {
-            const size_t src = l < 8 ? 0 : 16, ll = l % 8; /* lanes 0..7 from a, 8..15 from b */
-            ix[l] = (int32_t)(src + ll / h * wd + ll % h);
-            iy[l] = ix[l] + (int32_t)h;
-        }
-        K.ix[wl] = _mm512_loadu_si512(ix), K.iy[wl] = _mm512_loadu_si512(iy);
-    }
+    for (size_t wl = 1; wl <= 4; wl++)
+        K.ix[wl] = _mm512_loadu_si512(tree_ix[wl]), K.iy[wl] = _mm512_loadu_si512(tree_iy[wl]);
     /* the shapes of the benchmark's DeepSeek-V3 rows as constants */
     if (K.mode == 1 && K.nv == 16 && ng == 8) { ROWS(16, 1, 8, 32); }
     if (K.mode == 2 && K.nv == 4 && ng == 8) { ROWS(4, 2, 8, 8); }
