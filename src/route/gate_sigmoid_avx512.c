@@ -180,13 +180,16 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
             const size_t m = gs / 16;
             _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) keep[v] = (kept >> (v / m)) & 1 ? (__mmask16)0xFFFF : 0;
         } else {
-            const size_t per = 16 / gs; /* groups a vector */
-            const unsigned gm = (1u << gs) - 1;
+            /* lane l of vector v is in group (16 v + l) / gs: the kept flags
+             * spread by a permutation (a scalar loop over the groups
+             * branched on the random kept bits) */
+            const __m512i flag = _mm512_maskz_mov_epi32((__mmask16)kept, _mm512_set1_epi32(-1));
+            const __m512i iota = _mm512_loadu_si512(iota32);
+            const unsigned sh = (unsigned)__builtin_ctzl(gs);
             _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) {
-                unsigned mv = 0;
-                for (size_t q = 0; q < per; q++)
-                    if ((kept >> (v * per + q)) & 1) mv |= gm << (q * gs);
-                keep[v] = (__mmask16)(mv & lanes(e - 16 * v));
+                const __m512i grp = _mm512_srli_epi32(_mm512_add_epi32(iota, _mm512_set1_epi32((int)(16 * v))), sh);
+                const __m512i f = _mm512_permutexvar_epi32(grp, flag);
+                keep[v] = (__mmask16)(_mm512_test_epi32_mask(f, f) & lanes(e - 16 * v));
             }
         }
     }
