@@ -91,21 +91,17 @@ static inline top2 t2_combine(top2 a, top2 b, __m512i ix, __m512i iy) {
     return t2_merge(x, y);
 }
 
-/*
- * One row: s and keys, groups, the k ids, weights. NV, MODE (and for the
- * common shapes NG, GS) are constants after inlining, so the row stays in
- * registers. Returns nonzero on NaN.
- */
-static inline __attribute__((always_inline)) int
-sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, float *w, float *p,
-          const size_t NV, const int MODE, const size_t NG, const size_t GS) {
-    static const int32_t iota32[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
-                                       16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
-    const size_t e = K->e, k = K->k;
+static const int32_t iota32[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                   16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+
+/* Pass 1: s (into srow, and p when given) and the keys (-inf past e) into
+ * kv. Returns the lanes holding NaN. */
+static inline __attribute__((always_inline)) __mmask16
+row_keys(const sgk *K, const sg_route_sgate *g, const float *xr, float *p, __m512 *kv, float *srow,
+         const size_t NV) {
+    const size_t e = K->e;
     const __m512 ninf = _mm512_set1_ps(-INFINITY), one = _mm512_set1_ps(1.0f);
     const __m512 vc = _mm512_set1_ps(g->c);
-    __m512 kv[MAXV];
-    float srow[MAXV * 16];
     __mmask16 nan = 0;
     /* s = (x < 0 ? q : 1) / (1 + q), q = exp(-|x| c); key = s + b */
     _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) {
@@ -122,81 +118,134 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
         const __m512 key = g->bias ? _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, g->bias + 16 * v)) : s;
         kv[v] = _mm512_mask_mov_ps(ninf, m, key);
     }
-    if (nan) return 1;
-    /* keep[v]: the lanes of vector v whose group is kept */
-    __mmask16 keep[MAXV];
-    __m512 glo = _mm512_set1_ps(-INFINITY); /* lane q: group q's second largest key */
-    unsigned keptg = 0;
-    if (MODE == 0) {
-        _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) keep[v] = lanes(e - 16 * v);
+    return nan;
+}
+
+/* The group scores (lane q: group q; the sum of its two largest keys) by
+ * the reduction tree; *glo gets each group's second largest. */
+static inline __attribute__((always_inline)) __m512
+group_scores(const sgk *K, const __m512 *kv, __m512 *glo, const size_t NV, const int MODE, const size_t NG,
+             const size_t GS) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const size_t ng = NG ? NG : K->ng, gs = GS ? GS : K->gs;
+    if (MODE == 3) return kv[0]; /* groups of one: the key itself */
+    top2 t[16];
+    size_t cnt, wl; /* vectors in the tree; log2 of the group width */
+    if (MODE == 1) {
+        const size_t m = gs / 16;
+        _Pragma("GCC unroll 16") for (size_t q = 0; q < ng; q++) {
+            t[q].hi = kv[q * m], t[q].lo = ninf;
+            for (size_t v = 1; v < m; v++) {
+                const top2 b = {kv[q * m + v], ninf};
+                t[q] = t2_merge(t[q], b);
+            }
+        }
+        cnt = ng, wl = 4;
     } else {
-        const size_t ng = NG ? NG : K->ng, gs = GS ? GS : K->gs;
-        __m512 gsc;
-        if (MODE == 3) {
-            gsc = kv[0]; /* groups of one: the key itself */
+        _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) t[v].hi = kv[v], t[v].lo = ninf;
+        cnt = NV, wl = (size_t)__builtin_ctzl(gs);
+    }
+    while (cnt & (cnt - 1)) t[cnt].hi = ninf, t[cnt].lo = ninf, cnt++; /* to a power of two */
+    _Pragma("GCC unroll 4") for (; wl > 0; wl--) {
+        if (cnt > 1) {
+            _Pragma("GCC unroll 8") for (size_t i = 0; i < cnt / 2; i++)
+                t[i] = t2_combine(t[2 * i], t[2 * i + 1], K->ix[wl], K->iy[wl]);
+            cnt /= 2;
         } else {
-            top2 t[16];
-            size_t cnt, wl; /* vectors in the tree; log2 of the group width */
-            if (MODE == 1) {
-                const size_t m = gs / 16;
-                _Pragma("GCC unroll 16") for (size_t q = 0; q < ng; q++) {
-                    t[q].hi = kv[q * m], t[q].lo = ninf;
-                    for (size_t v = 1; v < m; v++) {
-                        const top2 b = {kv[q * m + v], ninf};
-                        t[q] = t2_merge(t[q], b);
-                    }
-                }
-                cnt = ng, wl = 4;
-            } else {
-                _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) t[v].hi = kv[v], t[v].lo = ninf;
-                cnt = NV, wl = (size_t)__builtin_ctzl(gs);
-            }
-            while (cnt & (cnt - 1)) t[cnt].hi = ninf, t[cnt].lo = ninf, cnt++; /* to a power of two */
-            _Pragma("GCC unroll 4") for (; wl > 0; wl--) {
-                if (cnt > 1) {
-                    _Pragma("GCC unroll 8") for (size_t i = 0; i < cnt / 2; i++) t[i] = t2_combine(t[2 * i], t[2 * i + 1], K->ix[wl], K->iy[wl]);
-                    cnt /= 2;
-                } else {
-                    t[0] = t2_combine(t[0], t[0], K->ix[wl], K->iy[wl]);
-                }
-            }
-            gsc = _mm512_add_ps(t[0].hi, t[0].lo); /* lane q: group q */
-            glo = t[0].lo;
-        }
-        /* rank_q = #{h : score_h > score_q} + #{h < q : score_h == score_q} */
-        __m512i rank = _mm512_setzero_si512();
-        const __m512i ione = _mm512_set1_epi32(1);
-        _Pragma("GCC unroll 16") for (size_t h = 0; h < ng; h++) {
-            const __m512 b = _mm512_permutexvar_ps(_mm512_set1_epi32((int)h), gsc);
-            const __mmask16 after = (__mmask16)((0xFFFFu << (h + 1)) & 0xFFFFu);
-            const __mmask16 beat = _mm512_cmp_ps_mask(b, gsc, _CMP_GT_OQ) |
-                                   (_mm512_cmp_ps_mask(b, gsc, _CMP_EQ_OQ) & after);
-            rank = _mm512_mask_add_epi32(rank, beat, rank, ione);
-        }
-        const unsigned kept =
-            _mm512_mask_cmplt_epi32_mask(lanes(ng), rank, _mm512_set1_epi32((int)K->tg));
-        keptg = kept;
-        if (MODE == 1) {
-            const size_t m = gs / 16;
-            _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) keep[v] = (kept >> (v / m)) & 1 ? (__mmask16)0xFFFF : 0;
-        } else {
-            /* lane l of vector v is in group (16 v + l) / gs: the kept flags
-             * spread by a permutation (a scalar loop over the groups
-             * branched on the random kept bits) */
-            const __m512i flag = _mm512_maskz_mov_epi32((__mmask16)kept, _mm512_set1_epi32(-1));
-            const __m512i iota = _mm512_loadu_si512(iota32);
-            const unsigned sh = (unsigned)__builtin_ctzl(gs);
-            _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) {
-                const __m512i grp = _mm512_srli_epi32(_mm512_add_epi32(iota, _mm512_set1_epi32((int)(16 * v))), sh);
-                const __m512i f = _mm512_permutexvar_epi32(grp, flag);
-                keep[v] = (__mmask16)(_mm512_test_epi32_mask(f, f) & lanes(e - 16 * v));
-            }
+            t[0] = t2_combine(t[0], t[0], K->ix[wl], K->iy[wl]);
         }
     }
-    /* the k best kept keys */
+    *glo = t[0].lo;
+    return _mm512_add_ps(t[0].hi, t[0].lo);
+}
+
+/* keep[v]: the lanes of vector v whose group is among the topk_group
+ * best (all of the row's lanes without groups); returns the kept groups'
+ * bits, and their second largest keys in *glo. */
+static inline __attribute__((always_inline)) unsigned
+kept_lanes(const sgk *K, const __m512 *kv, __mmask16 *keep, __m512 *glo, const size_t NV, const int MODE,
+           const size_t NG, const size_t GS) {
+    const size_t e = K->e;
+    if (MODE == 0) {
+        _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) keep[v] = lanes(e - 16 * v);
+        return 0;
+    }
+    const size_t ng = NG ? NG : K->ng, gs = GS ? GS : K->gs;
+    const __m512 gsc = group_scores(K, kv, glo, NV, MODE, NG, GS);
+    /* rank_q = #{h : score_h > score_q} + #{h < q : score_h == score_q} */
+    __m512i rank = _mm512_setzero_si512();
+    const __m512i ione = _mm512_set1_epi32(1);
+    _Pragma("GCC unroll 16") for (size_t h = 0; h < ng; h++) {
+        const __m512 b = _mm512_permutexvar_ps(_mm512_set1_epi32((int)h), gsc);
+        const __mmask16 after = (__mmask16)((0xFFFFu << (h + 1)) & 0xFFFFu);
+        const __mmask16 beat = _mm512_cmp_ps_mask(b, gsc, _CMP_GT_OQ) |
+                               (_mm512_cmp_ps_mask(b, gsc, _CMP_EQ_OQ) & after);
+        rank = _mm512_mask_add_epi32(rank, beat, rank, ione);
+    }
+    const unsigned kept =
+        _mm512_mask_cmplt_epi32_mask(lanes(ng), rank, _mm512_set1_epi32((int)K->tg));
+    if (MODE == 1) {
+        const size_t m = gs / 16;
+        _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++)
+            keep[v] = (kept >> (v / m)) & 1 ? (__mmask16)0xFFFF : 0;
+    } else {
+        /* lane l of vector v is in group (16 v + l) / gs: the kept flags
+         * spread by a permutation (a scalar loop over the groups
+         * branched on the random kept bits) */
+        const __m512i flag = _mm512_maskz_mov_epi32((__mmask16)kept, _mm512_set1_epi32(-1));
+        const __m512i iota = _mm512_loadu_si512(iota32);
+        const unsigned sh = (unsigned)__builtin_ctzl(gs);
+        _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++) {
+            const __m512i grp = _mm512_srli_epi32(_mm512_add_epi32(iota, _mm512_set1_epi32((int)(16 * v))), sh);
+            const __m512i f = _mm512_permutexvar_epi32(grp, flag);
+            keep[v] = (__mmask16)(_mm512_test_epi32_mask(f, f) & lanes(e - 16 * v));
+        }
+    }
+    return kept;
+}
+
+/* The k candidates' ranks (nc <= 32 keys c, ids d, in index order):
+ * rank_i = #{j : c_j > c_i} + #{j < i : c_j == c_i}, the position in
+ * descending order, ties in index order; more candidates (many ties at
+ * the threshold) take the exact insertion. */
+static inline void rank_candidates(const float *c, const int32_t *d, size_t nc, size_t k, int32_t *ids) {
+    if (nc > 32) {
+        float top[16];
+        size_t f = 0;
+        for (size_t q = 0; q < nc; q++) sg_route_insert(c[q], (size_t)d[q], k, ids, top, &f, 0);
+        return;
+    }
+    const __m512i ione = _mm512_set1_epi32(1);
+    const __mmask16 m0 = lanes(nc), m1 = lanes(nc > 16 ? nc - 16 : 0);
+    const __m512 v0 = _mm512_maskz_loadu_ps(m0, c), v1 = _mm512_maskz_loadu_ps(m1, c + 16);
+    __m512i r0 = _mm512_setzero_si512(), r1 = r0;
+    for (size_t j = 0; j < nc; j++) {
+        const __m512 b = _mm512_set1_ps(c[j]);
+        const __mmask16 a0 = (__mmask16)((0xFFFFu << (j < 15 ? j + 1 : 16)) & 0xFFFFu);
+        const __mmask16 a1 = j < 16 ? (__mmask16)0xFFFF : (__mmask16)((0xFFFFu << (j - 15)) & 0xFFFFu);
+        r0 = _mm512_mask_add_epi32(
+            r0, _mm512_cmp_ps_mask(b, v0, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(b, v0, _CMP_EQ_OQ) & a0), r0, ione);
+        if (nc > 16)
+            r1 = _mm512_mask_add_epi32(
+                r1, _mm512_cmp_ps_mask(b, v1, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(b, v1, _CMP_EQ_OQ) & a1), r1, ione);
+    }
+    for (size_t s = 0; s < k; s++) {
+        const __m512i rs = _mm512_set1_epi32((int32_t)s);
+        const unsigned e0 = _mm512_cmpeq_epi32_mask(r0, rs) & m0;
+        const unsigned e1 = (_mm512_cmpeq_epi32_mask(r1, rs) & m1) | 0x10000u;
+        ids[s] = d[e0 ? (size_t)__builtin_ctz(e0) : 16 + (size_t)__builtin_ctz(e1)];
+    }
+}
+
+/* The k best kept keys (finite) into ids. */
+static inline __attribute__((always_inline)) void
+select_kept(const sgk *K, const __m512 *kv, const __mmask16 *keep, __m512 glo, unsigned kept, int32_t *ids,
+            const size_t NV, const int MODE) {
+    const size_t k = K->k;
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
     if (NV == 1 && k <= 2) {
         /* the first lane holding the maximum, then the first other lane
-         * holding the maximum of the rest (kept keys are finite) */
+         * holding the maximum of the rest */
         const __m512 v = kv[0];
         const float b1 = _mm512_mask_reduce_max_ps(keep[0], v);
         const unsigned i1 = (unsigned)__builtin_ctz(
@@ -208,75 +257,63 @@ sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, 
             ids[1] = (int32_t)__builtin_ctz(
                 (unsigned)_mm512_mask_cmp_ps_mask(rest, v, _mm512_set1_ps(b2), _CMP_EQ_OQ));
         }
-    } else {
-        const __m512i ione = _mm512_set1_epi32(1);
-        __m512 thr;
-        if ((MODE == 1 || MODE == 2) && 2 * K->tg >= k) {
-            /* every kept group holds two keys >= its second largest, so
-             * 2 tg >= k kept keys are >= the least of those: a lower bound
-             * of the k-th largest kept key, from the tree (the lane maxima
-             * below cost a fifth of the row at E = 256) */
-            thr = _mm512_set1_ps(_mm512_mask_reduce_min_ps((__mmask16)keptg, glo));
-        } else {
-            /* the k-th largest lane maximum over the kept keys: k distinct
-             * kept keys (one per lane) are >= it; -inf when fewer than k
-             * lanes hold a kept key (then every kept key is a candidate) */
-            __m512 mx = ninf;
-            _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++)
-                mx = _mm512_max_ps(mx, _mm512_mask_mov_ps(ninf, keep[v], kv[v]));
-            __m512i gt = _mm512_setzero_si512();
-            for (int h = 0; h < 16; h++)
-                gt = _mm512_mask_add_epi32(
-                    gt, _mm512_cmp_ps_mask(_mm512_permutexvar_ps(_mm512_set1_epi32(h), mx), mx, _CMP_GT_OQ), gt,
-                    ione);
-            thr = _mm512_set1_ps(
-                _mm512_mask_reduce_min_ps(_mm512_cmplt_epi32_mask(gt, _mm512_set1_epi32((int)k)), mx));
-        }
-        /* candidates in index order (16 spare slots for full stores) */
-        float c[MAXV * 16 + 16];
-        int32_t d[MAXV * 16 + 16];
-        size_t nc = 0;
-        const __m512i iota = _mm512_loadu_si512(iota32);
-        for (size_t v = 0; v < NV; v++) {
-            const __mmask16 q = _mm512_mask_cmp_ps_mask(keep[v], kv[v], thr, _CMP_GE_OQ);
-            _mm512_storeu_ps(c + nc, _mm512_maskz_compress_ps(q, kv[v]));
-            _mm512_storeu_si512(d + nc, _mm512_maskz_compress_epi32(
-                                            q, _mm512_add_epi32(iota, _mm512_set1_epi32((int)(16 * v)))));
-            nc += (size_t)__builtin_popcount(q);
-        }
-        if (nc <= 32) {
-            /* rank_i = #{j : c_j > c_i} + #{j < i : c_j == c_i}: the
-             * position in descending order, ties in index order */
-            const __mmask16 m0 = lanes(nc), m1 = lanes(nc > 16 ? nc - 16 : 0);
-            const __m512 v0 = _mm512_maskz_loadu_ps(m0, c), v1 = _mm512_maskz_loadu_ps(m1, c + 16);
-            __m512i r0 = _mm512_setzero_si512(), r1 = r0;
-            for (size_t j = 0; j < nc; j++) {
-                const __m512 b = _mm512_set1_ps(c[j]);
-                const __mmask16 a0 = (__mmask16)((0xFFFFu << (j < 15 ? j + 1 : 16)) & 0xFFFFu);
-                const __mmask16 a1 = j < 16 ? (__mmask16)0xFFFF : (__mmask16)((0xFFFFu << (j - 15)) & 0xFFFFu);
-                r0 = _mm512_mask_add_epi32(r0,
-                                           _mm512_cmp_ps_mask(b, v0, _CMP_GT_OQ) |
-                                               (_mm512_cmp_ps_mask(b, v0, _CMP_EQ_OQ) & a0),
-                                           r0, ione);
-                if (nc > 16)
-                    r1 = _mm512_mask_add_epi32(r1,
-                                               _mm512_cmp_ps_mask(b, v1, _CMP_GT_OQ) |
-                                                   (_mm512_cmp_ps_mask(b, v1, _CMP_EQ_OQ) & a1),
-                                               r1, ione);
-            }
-            for (size_t s = 0; s < k; s++) {
-                const __m512i rs = _mm512_set1_epi32((int32_t)s);
-                const unsigned e0 = _mm512_cmpeq_epi32_mask(r0, rs) & m0;
-                const unsigned e1 = (_mm512_cmpeq_epi32_mask(r1, rs) & m1) | 0x10000u;
-                ids[s] = d[e0 ? (size_t)__builtin_ctz(e0) : 16 + (size_t)__builtin_ctz(e1)];
-            }
-        } else { /* many ties at the threshold: the exact insertion */
-            float top[16];
-            size_t f = 0;
-            for (size_t q = 0; q < nc; q++) sg_route_insert(c[q], (size_t)d[q], k, ids, top, &f, 0);
-        }
+        return;
     }
+    const __m512i ione = _mm512_set1_epi32(1);
+    __m512 thr;
+    if ((MODE == 1 || MODE == 2) && 2 * K->tg >= k) {
+        /* every kept group holds two keys >= its second largest, so
+         * 2 tg >= k kept keys are >= the least of those: a lower bound
+         * of the k-th largest kept key, from the tree (the lane maxima
+         * below cost a fifth of the row at E = 256) */
+        thr = _mm512_set1_ps(_mm512_mask_reduce_min_ps((__mmask16)kept, glo));
+    } else {
+        /* the k-th largest lane maximum over the kept keys: k distinct
+         * kept keys (one per lane) are >= it; -inf when fewer than k
+         * lanes hold a kept key (then every kept key is a candidate) */
+        __m512 mx = ninf;
+        _Pragma("GCC unroll 16") for (size_t v = 0; v < NV; v++)
+            mx = _mm512_max_ps(mx, _mm512_mask_mov_ps(ninf, keep[v], kv[v]));
+        __m512i gt = _mm512_setzero_si512();
+        for (int h = 0; h < 16; h++)
+            gt = _mm512_mask_add_epi32(
+                gt, _mm512_cmp_ps_mask(_mm512_permutexvar_ps(_mm512_set1_epi32(h), mx), mx, _CMP_GT_OQ), gt,
+                ione);
+        thr = _mm512_set1_ps(
+            _mm512_mask_reduce_min_ps(_mm512_cmplt_epi32_mask(gt, _mm512_set1_epi32((int)k)), mx));
+    }
+    /* candidates in index order (16 spare slots for full stores) */
+    float c[MAXV * 16 + 16];
+    int32_t d[MAXV * 16 + 16];
+    size_t nc = 0;
+    const __m512i iota = _mm512_loadu_si512(iota32);
+    for (size_t v = 0; v < NV; v++) {
+        const __mmask16 q = _mm512_mask_cmp_ps_mask(keep[v], kv[v], thr, _CMP_GE_OQ);
+        _mm512_storeu_ps(c + nc, _mm512_maskz_compress_ps(q, kv[v]));
+        _mm512_storeu_si512(d + nc, _mm512_maskz_compress_epi32(
+                                        q, _mm512_add_epi32(iota, _mm512_set1_epi32((int)(16 * v)))));
+        nc += (size_t)__builtin_popcount(q);
+    }
+    rank_candidates(c, d, nc, k, ids);
+}
+
+/*
+ * One row: s and keys, groups, the k ids, weights. NV, MODE (and for the
+ * common shapes NG, GS) are constants after inlining, so the row stays in
+ * registers. Returns nonzero on NaN.
+ */
+static inline __attribute__((always_inline)) int
+sgate_row(const sgk *K, const sg_route_sgate *g, const float *xr, int32_t *ids, float *w, float *p,
+          const size_t NV, const int MODE, const size_t NG, const size_t GS) {
+    __m512 kv[MAXV];
+    float srow[MAXV * 16];
+    if (row_keys(K, g, xr, p, kv, srow, NV)) return 1;
+    __mmask16 keep[MAXV];
+    __m512 glo = _mm512_set1_ps(-INFINITY);
+    const unsigned kept = kept_lanes(K, kv, keep, &glo, NV, MODE, NG, GS);
+    select_kept(K, kv, keep, glo, kept, ids, NV, MODE);
     /* weights from the unbiased s, summed in slot order */
+    const size_t k = K->k;
     double wd[16], sum = 0.0;
     for (size_t l = 0; l < k; l++) sum += wd[l] = (double)srow[ids[l]];
     const double inv = sum > 0 ? 1.0 / sum : 0.0;
