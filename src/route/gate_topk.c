@@ -63,6 +63,8 @@ typedef struct gate_job {
     float *dx, *dq;
     size_t lddx, lddq;
     float *work; /* per task: 3 * e floats when e > SG_ROUTE_STACK_E */
+    sg_route_sgate_fn *sgate; /* the sigmoid gate with a key row, forward */
+    sg_route_sgate sg;
 } gate_job;
 
 static inline int is_softmax_kind(sg_gate_kind k) { return k != SG_GATE_SIGMOID_TOPK && k != SG_GATE_RANDOM; }
@@ -165,113 +167,8 @@ static void selected_softmax(const gate_job *j, const float *z, const int32_t *i
     for (size_t l = 0; l < j->k; l++) wd[l] *= inv;
 }
 
-/* s = sigmoid(c x) for the whole row through the kernels' exponential:
- * exp(-c |x|) (an argument <= 0, the kernels' domain), then
- * s = 1 / (1 + e) for x >= 0 and e / (1 + e) below. */
-static void sigmoid_finish(size_t e, const float *x, float *s);
-
-static void sigmoid_row(const gate_job *j, const float *x, float *s) {
-    const size_t e = j->e;
-    size_t i = 0;
-    for (; i + 16 <= e; i += 16) /* fixed-length blocks: vectorized */
-        for (size_t q = 0; q < 16; q++) s[i + q] = -fabsf(x[i + q]);
-    for (; i < e; i++) s[i] = -fabsf(x[i]);
-    j->kern->expsum_store(e, s, s, 0.0f, j->c);
-    sigmoid_finish(e, x, s);
-}
-
-/* The same for n rows of x (ldx) into s (n x e, contiguous), with one
- * call of the exponential for all of them (short rows: a call per row of
- * 8 experts was a sixth of the DeepSeek-V3 gate's time). */
-static void sigmoid_rows(const gate_job *j, size_t n, const float *x, size_t ldx, float *s) {
-    const size_t e = j->e;
-    for (size_t r = 0; r < n; r++)
-        for (size_t i = 0; i < e; i++) s[r * e + i] = -fabsf(x[r * ldx + i]);
-    j->kern->expsum_store(n * e, s, s, 0.0f, j->c);
-    for (size_t r = 0; r < n; r++) sigmoid_finish(e, x + r * ldx, s + r * e);
-}
-
-static void sigmoid_finish(size_t e, const float *x, float *s) {
-    size_t i;
-    /* s = (x >= 0 ? 1 : q) / (1 + q) without a branch (the sign decides
-     * half the entries at random), 4 at a time in the compiler's portable
-     * vectors (SSE2 / NEON at the baseline ISA; the scalar division with a
-     * branch was half the DeepSeek-V3 gate's time) */
-    typedef float v4f __attribute__((vector_size(16), aligned(4)));
-    typedef int32_t v4i __attribute__((vector_size(16), aligned(4)));
-    const v4f one = {1, 1, 1, 1}, zero = {0, 0, 0, 0};
-    for (i = 0; i + 4 <= e; i += 4) {
-        v4f v, xv;
-        memcpy(&v, s + i, sizeof v);
-        memcpy(&xv, x + i, sizeof xv);
-        const v4i neg = xv < zero; /* all ones where x < 0 */
-        const v4i num = ((v4i)v & neg) | ((v4i)one & ~neg);
-        const v4f r = (v4f)num / (one + v);
-        memcpy(s + i, &r, sizeof r);
-    }
-    for (; i < e; i++) s[i] = (x[i] < 0.0f ? s[i] : 1.0f) / (1.0f + s[i]);
-}
-
-/*
- * Group-limited selection (DeepSeek-V3): group score = sum of the group's
- * two largest keys; the topk_group best groups (ties: lower group), then
- * the K best keys among their experts, scanned in expert order so that
- * ties still go to the lower expert. Returns nonzero on a NaN key.
- */
-static int select_grouped(const gate_job *j, const float *key, int32_t *ids, float *gscore) {
-    const size_t ng = j->cfg->n_group, gs = j->e / ng, tg = j->cfg->topk_group;
-    if (sg_route_has_nan(key, j->e)) return 1;
-    for (size_t g = 0; g < ng; g++) {
-        const float *kg = key + g * gs;
-        float b1 = -INFINITY, b2 = -INFINITY;
-        for (size_t i = 0; i < gs; i++) { /* branch-free: b2 = max(b2, min(b1, v)) */
-            const float v = kg[i], lo = v < b1 ? v : b1;
-            b2 = lo > b2 ? lo : b2;
-            b1 = v > b1 ? v : b1;
-        }
-        gscore[g] = gs == 1 ? b1 : b1 + b2;
-    }
-    /* the topk_group best groups (ties: lower group) */
-    int32_t gsel[256]; /* topk_group <= 256 (checked) */
-    float gtop[256], top[SG_ROUTE_STACK_E];
-    /* keys checked for NaN above; the top-2 of <= 16 groups (just
-     * stored): the scalar path, as below */
-    if (ng <= 16 && tg <= 2) sg_route_topk__ref(gscore, ng, tg, gsel, gtop);
-    else j->topk(gscore, ng, tg, gsel, gtop);
-    /* From 128 experts: the kept groups' keys, gathered in ascending group
-     * order (so in expert order: ties still go to the lower expert), then
-     * one selection over them (K <= the kept experts) and the ids mapped
-     * back; below, the row with -inf in the dropped groups costs less
-     * than the packing. Same ids either way. */
-    float *packed = gscore; /* reused: e floats */
-    if (ng > 256 || j->e < 128) { /* the kept experts keep their key, the others -inf */
-        size_t i = 0;
-        for (; i + 16 <= j->e; i += 16) /* fixed blocks: vector stores */
-            for (size_t q = 0; q < 16; q++) packed[i + q] = -INFINITY;
-        for (; i < j->e; i++) packed[i] = -INFINITY;
-        for (size_t a = 0; a < tg; a++)
-            memcpy(packed + (size_t)gsel[a] * gs, key + (size_t)gsel[a] * gs, gs * sizeof *packed);
-        /* rows of <= 16: the scalar path, which reads the stores just
-         * made key by key (a vector load over them waits for the stores
-         * to retire: measured 8% slower at E = 8) */
-        if (j->e <= 16 && j->k <= 2) sg_route_topk__ref(packed, j->e, j->k, ids, top);
-        else j->topk(packed, j->e, j->k, ids, top);
-        return 0;
-    }
-    unsigned char kept[256] = {0};
-    int32_t gorder[256];
-    for (size_t a = 0; a < tg; a++) kept[gsel[a]] = 1;
-    size_t np = 0;
-    for (size_t g = 0; g < ng; g++) {
-        if (!kept[g]) continue;
-        memcpy(packed + np * gs, key + g * gs, gs * sizeof *packed);
-        gorder[np++] = (int32_t)g;
-    }
-    j->topk(packed, np * gs, j->k, ids, top);
-    for (size_t l = 0; l < j->k; l++)
-        ids[l] = gorder[(size_t)ids[l] / gs] * (int32_t)gs + (int32_t)((size_t)ids[l] % gs);
-    return 0;
-}
+/* s = sigmoid(c x) for the whole row (route_kernels.h). */
+static void sigmoid_row(const gate_job *j, const float *x, float *s) { sg_route_sigmoid_row(j->e, x, j->c, s); }
 
 /* The scratch of a task: 3 rows of e floats. */
 typedef struct scratch {
@@ -283,7 +180,7 @@ typedef struct scratch {
 /* The K ids of row r into ids; the source row z (x, or z') into *zsrc.
  * Returns nonzero on NaN. */
 static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *ids,
-                     const float **zsrc, const float *spre) {
+                     const float **zsrc) {
     const sg_gate_config *cfg = j->cfg;
     const float *x = j->x ? j->x + r * j->ldx : NULL, *z = x;
     size_t f = 0;
@@ -304,26 +201,11 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
         j->topk(z, j->e, j->k, ids, top);
         return 0;
     }
-    if (cfg->kind == SG_GATE_SIGMOID_TOPK) {
-        /* s into zp (the weights reuse it), the key s + b into key; spre:
-         * the row's s computed with its chunk (then NaN stays NaN too) */
-        if (spre) memcpy(sc->zp, spre, j->e * sizeof *sc->zp);
-        else sigmoid_row(j, z, sc->zp);
-        if (cfg->bias) { /* blocks of 16 on restrict pointers: vectorized */
-            float *restrict kd = sc->key;
-            const float *restrict sv = sc->zp, *restrict bv = cfg->bias;
-            size_t i = 0;
-            for (; i + 16 <= j->e; i += 16)
-                for (size_t q = 0; q < 16; q++) kd[i + q] = sv[i + q] + bv[i + q];
-            for (; i < j->e; i++) kd[i] = sv[i] + bv[i];
-        } else
-            memcpy(sc->key, sc->zp, j->e * sizeof *sc->key);
-    } else {
+    {
         for (size_t i = 0; i < j->e; i++) sc->key[i] = z[i] * j->c;
         if (cfg->bias)
             for (size_t i = 0; i < j->e; i++) sc->key[i] += cfg->bias[i];
     }
-    if (cfg->n_group > 1) return select_grouped(j, sc->key, ids, sc->u);
     /* a NaN in z reaches its key (sigmoid, product and sum keep NaN) */
     if (sg_route_has_nan(sc->key, j->e)) return 1;
     j->topk(sc->key, j->e, j->k, ids, top);
@@ -331,7 +213,7 @@ static int route_row(const gate_job *j, size_t r, const scratch *sc, int32_t *id
 }
 
 static void forward_weights(const gate_job *j, size_t r, const float *z, const int32_t *ids,
-                            float *w, float *p, const float *srow) {
+                            float *w, float *p) {
     const sg_gate_config *cfg = j->cfg;
     double wd[64], *wp = wd;
     double big[SG_ROUTE_STACK_E];
@@ -344,15 +226,12 @@ static void forward_weights(const gate_job *j, size_t r, const float *z, const i
         break;
     case SG_GATE_SIGMOID_TOPK: {
         double s = 0.0;
-        /* s from the row computed for the key when there is one */
-        for (size_t l = 0; l < j->k; l++)
-            s += wp[l] = srow ? (double)srow[ids[l]] : sigmoid_f((double)z[ids[l]] * (double)j->c);
+        for (size_t l = 0; l < j->k; l++) s += wp[l] = sigmoid_f((double)z[ids[l]] * (double)j->c);
         if (cfg->renormalize) { /* one division (they were a chain of K) */
             const double inv = s > 0 ? 1.0 / s : 0.0;
             for (size_t l = 0; l < j->k; l++) wp[l] *= inv;
         }
-        if (p && srow) memcpy(p, srow, j->e * sizeof *p);
-        else if (p) sigmoid_row(j, z, p);
+        if (p) sigmoid_row(j, z, p);
         break;
     }
     default: {
@@ -450,9 +329,9 @@ static size_t forward_fused(const gate_job *j, size_t r0, size_t r1, const scrat
             const float *z;
             int32_t *ids = j->ids + r * j->ldi;
             float *w = j->w + r * j->ldw, args[BATCH_K];
-            if (route_row(j, r, sc, ids, &z, NULL)) return r;
+            if (route_row(j, r, sc, ids, &z)) return r;
             if (!batch_args(j, z, ids, args)) {
-                forward_weights(j, r, z, ids, w, NULL, NULL);
+                forward_weights(j, r, z, ids, w, NULL);
                 continue;
             }
             j->kern->expsum_store(j->k, args, args, 0.0f, 1.0f);
@@ -470,17 +349,18 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
     float stack[j->e > SG_ROUTE_STACK_E ? 1 : 4 * j->e];
     scratch sc;
     task_scratch(j, task, stack, &sc);
+    if (j->sgate) { /* the sigmoid gate with a key row: one kernel call (route.sgate) */
+        const size_t bad = j->sgate(&j->sg, r1 - r0, j->x + r0 * j->ldx, j->ldx, j->ids + r0 * j->ldi, j->ldi,
+                                    j->w + r0 * j->ldw, j->ldw, j->p ? j->p + r0 * j->ldp : NULL, j->ldp, sc.key);
+        return bad == SIZE_MAX ? bad : r0 + bad;
+    }
     if (fused_rows(j) && fused_worth(sg_route_kernels_get()->topk_rows, r1 - r0 < 16 ? r1 - r0 : 16, j->e, j->k))
         return forward_fused(j, r0, r1, &sc);
     const int lseb = lse_batched(j), batch = batched(j) || lseb;
     float args[BATCH_ROWS * BATCH_K], lse[BATCH_ROWS];
     unsigned char done[BATCH_ROWS];
-    /* sigmoid gates on rows of <= 16 experts: a chunk's s at once */
-    const int sigb = j->cfg->kind == SG_GATE_SIGMOID_TOPK && j->x && needs_key_row(j) && j->e <= 16;
-    float spre[BATCH_ROWS * 16];
     for (size_t c0 = r0; c0 < r1; c0 += BATCH_ROWS) {
         const size_t c1 = r1 - c0 < BATCH_ROWS ? r1 : c0 + BATCH_ROWS;
-        if (sigb) sigmoid_rows(j, c1 - c0, j->x + c0 * j->ldx, j->ldx, spre);
         if (lseb) /* NaN rows come out NaN (and are reported below); +-inf max rows: -inf here */
             for (size_t r = c0; r < c1;) {
                 const size_t n = c1 - r < 16 ? c1 - r : 16;
@@ -493,7 +373,7 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
             int32_t *ids = j->ids + r * j->ldi;
             const float *z;
             float *p = j->p ? j->p + r * j->ldp : NULL;
-            if (route_row(j, r, &sc, ids, &z, sigb ? spre + (r - c0) * j->e : NULL)) return r;
+            if (route_row(j, r, &sc, ids, &z)) return r;
             if (lseb && fabsf(lse[r - c0]) <= LSE_BATCH_MAX) {
                 /* a = c z - lse <= 0: lse is a float, its rounding (|lse| 2^-24)
                  * enters every argument, hence the bound on |lse|; clamped at 0
@@ -514,8 +394,7 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
                 continue;
             }
             done[r - c0] = 1;
-            const int srow = j->cfg->kind == SG_GATE_SIGMOID_TOPK && needs_key_row(j);
-            forward_weights(j, r, z, ids, j->w + r * j->ldw, p, srow ? sc.zp : NULL);
+            forward_weights(j, r, z, ids, j->w + r * j->ldw, p);
         }
         if (!batch) continue;
         j->kern->expsum_store((c1 - c0) * j->k, args, args, 0.0f, 1.0f);
@@ -711,6 +590,10 @@ sg_status sg_gate_f32(sg_context *ctx, const sg_gate_config *cfg, size_t t, size
     j.ids = ids, j.ldi = ldi, j.w = weights, j.ldw = ldw, j.p = probs, j.ldp = ldp;
     size_t tasks = sg_route_tasks(ctx, t, e);
     if ((st = prepare(ctx, name, &j, tasks)) != SG_OK) return st;
+    if (cfg->kind == SG_GATE_SIGMOID_TOPK && needs_key_row(&j)) {
+        j.sgate = sg_route_kernels_get()->sgate;
+        j.sg = (sg_route_sgate){e, cfg->k, cfg->n_group, cfg->topk_group, j.c, cfg->bias, j.a, cfg->renormalize};
+    }
     size_t bad = sg_route_run_rows(ctx, t, tasks, forward_rows, &j);
     if (bad != SIZE_MAX)
         return sg_fail(ctx, SG_ERR_ARGUMENT, "%s: token %zu has a NaN logit%s", name, bad,

@@ -160,6 +160,7 @@ static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_ec_kth, SG_ISA_REF, "sg_route_ec_kth__ref", (void (*)(void))sg_route_ec_kth__ref},
     {SG_ROUTE_SLOT_topk_rows, SG_ISA_REF, "sg_route_topk_rows__ref",
      (void (*)(void))sg_route_topk_rows__ref},
+    {SG_ROUTE_SLOT_sgate, SG_ISA_REF, "sg_route_sgate__ref", (void (*)(void))sg_route_sgate__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
@@ -177,6 +178,7 @@ static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_ec_kth, SG_ISA_AVX512, "sg_route_ec_kth__avx512", (void (*)(void))sg_route_ec_kth__avx512},
     {SG_ROUTE_SLOT_topk_rows, SG_ISA_AVX512, "sg_route_topk_rows__avx512",
      (void (*)(void))sg_route_topk_rows__avx512},
+    {SG_ROUTE_SLOT_sgate, SG_ISA_AVX512, "sg_route_sgate__avx512", (void (*)(void))sg_route_sgate__avx512},
 #endif
 };
 
@@ -197,6 +199,7 @@ static void fill_table(void) {
         if (k->slot == SG_ROUTE_SLOT_ec_rank) table.ec_rank = (sg_route_ec_rank_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_ec_kth) table.ec_kth = (sg_route_ec_kth_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_topk_rows) table.topk_rows = (sg_route_topk_rows_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_sgate) table.sgate = (sg_route_sgate_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -215,7 +218,8 @@ const sg_route_kernel_entry *sg_route_kernel_entries(size_t *count) {
 size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
     static const char *const names[SG_ROUTE_SLOT_COUNT] = {
         "route.topk", "route.ec_insert", "route.ec_finish", "route.ec_blockmax",
-        "route.ec_collect", "route.ec_rank", "route.ec_kth", "route.topk_rows"};
+        "route.ec_collect", "route.ec_rank", "route.ec_kth", "route.topk_rows",
+        "route.sgate"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

@@ -106,6 +106,44 @@ typedef void sg_route_ec_collect_fn(size_t r0, size_t r1, size_t e, const float 
 typedef int sg_route_ec_finish_fn(size_t c, size_t n, size_t ldb, const double *bk,
                                   const int32_t *bt, int32_t *tok, size_t ldt, float *kf);
 
+/*
+ * sgate(g, n, x, ldx, ids, ldi, w, ldw, p, ldp, work): the sigmoid gate
+ * with a key row (SG_GATE_SIGMOID_TOPK with a bias or groups; route.h,
+ * docs/ROUTING.md) on rows r < n of x (ldx). Per row:
+ *   s_i   = sigmoid(c x_i): q = exp(-|x_i| c) by the softmax core's active
+ *           expsum_store kernel (sg_route_sigmoid_row), then
+ *           s_i = (x_i < 0 ? q : 1) / (1 + q) in float;
+ *   key_i = s_i + b_i (float; s_i without a bias);
+ *   groups (n_group > 1): score_g = the sum in float of the group's two
+ *           largest keys (its one key for groups of one), the topk_group
+ *           best groups kept (ties: lower group);
+ *   ids   = the k largest keys among the kept experts, descending, ties
+ *           to the lower expert (as the top-k kernels);
+ *   w_l   = (float)(a * (s_l * inv)), s_l = (double)s_{ids[l]} and
+ *           inv = 1 / sum_l s_l summed in slot order (0 when the sum is 0)
+ *           with renormalize; else w_l = (float)(a * s_l);
+ *   p row = s when p != NULL.
+ * Returns the first row holding a NaN (its outputs unspecified, later rows
+ * not processed), or SIZE_MAX. The arguments are checked by the caller
+ * (k <= 16 not required; 1 <= topk_group <= n_group, e % n_group == 0,
+ * k <= kept experts, bias finite). work: 4 e floats of scratch. Every
+ * kernel gives exactly the reference's ids, weights and probs (they share
+ * the exponential: kernels compute it with the softmax core's polynomial
+ * where the reference gets it from the same table level).
+ */
+typedef struct sg_route_sgate {
+    size_t e, k, n_group, topk_group; /* n_group <= 1: no groups */
+    float c;                          /* 1 / temperature */
+    const float *bias;                /* [e] or NULL */
+    double a;                         /* routed scale */
+    int renormalize;
+} sg_route_sgate;
+typedef size_t sg_route_sgate_fn(const sg_route_sgate *g, size_t n, const float *x, size_t ldx, int32_t *ids,
+                                 size_t ldi, float *w, size_t ldw, float *p, size_t ldp, float *work);
+/* s = sigmoid(c x) over a row of e as sgate defines it (the reference's and
+ * the plain sigmoid gate's). s may not alias x. */
+void sg_route_sigmoid_row(size_t e, const float *x, float c, float *s);
+
 enum sg_route_slot {
     SG_ROUTE_SLOT_topk,
     SG_ROUTE_SLOT_ec_insert,
@@ -115,6 +153,7 @@ enum sg_route_slot {
     SG_ROUTE_SLOT_ec_rank,
     SG_ROUTE_SLOT_ec_kth,
     SG_ROUTE_SLOT_topk_rows,
+    SG_ROUTE_SLOT_sgate,
     SG_ROUTE_SLOT_COUNT
 };
 
@@ -127,6 +166,7 @@ typedef struct sg_route_kernels {
     sg_route_ec_rank_fn *ec_rank;
     sg_route_ec_kth_fn *ec_kth;
     sg_route_topk_rows_fn *topk_rows;
+    sg_route_sgate_fn *sgate;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -151,6 +191,7 @@ sg_route_ec_collect_fn sg_route_ec_collect__ref;
 sg_route_ec_rank_fn sg_route_ec_rank__ref;
 sg_route_ec_kth_fn sg_route_ec_kth__ref;
 sg_route_topk_rows_fn sg_route_topk_rows__ref;
+sg_route_sgate_fn sg_route_sgate__ref;
 #if defined(__x86_64__) || defined(_M_X64)
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
 sg_route_ec_insert_fn sg_route_ec_insert__avx512;
@@ -160,6 +201,7 @@ sg_route_ec_collect_fn sg_route_ec_collect__avx512;
 sg_route_ec_rank_fn sg_route_ec_rank__avx512;
 sg_route_ec_kth_fn sg_route_ec_kth__avx512;
 sg_route_topk_rows_fn sg_route_topk_rows__avx512;
+sg_route_sgate_fn sg_route_sgate__avx512;
 #endif
 
 #endif
