@@ -82,6 +82,9 @@ TEST(route_sgate_kernels_reference) {
         {128, 8, 8, 4},  {160, 8, 10, 3}, {256, 8, 8, 4},  {256, 16, 8, 4},  {256, 8, 16, 2}, {96, 6, 4, 2},
         {64, 6, 64, 8},  {64, 6, 32, 8},  {17, 5, 0, 0},   {300, 16, 0, 0},  {256, 17, 8, 4}, {1100, 4, 0, 0},
         {512, 8, 32, 4}, {1024, 8, 8, 4},
+        /* group sizes other than the benchmark's at the same vector or group counts */
+        {16, 3, 4, 2},   {16, 6, 4, 2},   {16, 4, 4, 1},   {32, 4, 8, 2},   {32, 6, 4, 3},  {128, 8, 8, 2},
+        {256, 8, 16, 4}, {64, 6, 16, 4},
     };
     size_t count;
     const sg_route_kernel_entry *ents = sg_route_kernel_entries(&count);

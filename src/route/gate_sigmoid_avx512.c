@@ -368,9 +368,10 @@ size_t sg_route_sgate__avx512(const sg_route_sgate *g, size_t n, const float *x,
     for (size_t wl = 1; wl <= 4; wl++)
         K.ix[wl] = _mm512_loadu_si512(tree_ix[wl]), K.iy[wl] = _mm512_loadu_si512(tree_iy[wl]);
     /* the shapes of the benchmark's DeepSeek-V3 rows as constants */
-    if (K.mode == 1 && K.nv == 16 && ng == 8) { ROWS(16, 1, 8, 32); }
-    if (K.mode == 2 && K.nv == 4 && ng == 8) { ROWS(4, 2, 8, 8); }
-    if (K.mode == 2 && K.nv == 1 && ng == 4) { ROWS(1, 2, 4, 2); }
+    /* (the group size decides the tree: E = 16 in 4 groups is not E = 8's shape) */
+    if (K.mode == 1 && K.nv == 16 && ng == 8 && gs == 32) { ROWS(16, 1, 8, 32); }
+    if (K.mode == 2 && K.nv == 4 && ng == 8 && gs == 8) { ROWS(4, 2, 8, 8); }
+    if (K.mode == 2 && K.nv == 1 && ng == 4 && gs == 2) { ROWS(1, 2, 4, 2); }
     switch (K.mode) {
     case 0: ROWS(K.nv, 0, 0, 0);
     case 1: ROWS(K.nv, 1, 0, 0);
