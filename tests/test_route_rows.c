@@ -137,14 +137,17 @@ TEST(route_topk_rows_kernels_reference) {
 /* The gates on T rows at once (the blocks of topk_rows, and the rows it
  * leaves) against the same gate one row at a time (always the row path). */
 TEST(route_softmax_topk_rows_gate) {
-    sg_context *ctx = test_context(1);
+    sg_context *ctx = test_context(1), *ctx3 = test_context(3);
     test_rng r = test_rng_seed(99);
     static const size_t es[] = {8, 16, 17, 64, 100, 256};
     static const size_t ks[] = {1, 2, 6, 8};
-    static const size_t ts[] = {2, 5, 16, 23, 40};
-    const size_t tmax = 40, emax = 256, ldx = emax + 3, ldo = 11;
+    static const size_t ts[] = {2, 5, 16, 23, 40, 150};
+    const size_t tmax = 150, emax = 256, ldx = emax + 3, ldo = 11;
     float *x = malloc(tmax * ldx * sizeof *x), *w = malloc(tmax * ldo * sizeof *w), w1[16];
+    float *w3 = malloc(tmax * ldo * sizeof *w3), *wp = malloc(tmax * ldo * sizeof *wp);
+    float *probs = malloc(tmax * emax * sizeof *probs);
     int32_t *ids = malloc(tmax * ldo * sizeof *ids), id1[16];
+    int32_t *ids3 = malloc(tmax * ldo * sizeof *ids3), *idsp = malloc(tmax * ldo * sizeof *idsp);
     for (size_t ei = 0; ei < sizeof es / sizeof es[0]; ei++)
         for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
             for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
@@ -161,6 +164,19 @@ TEST(route_softmax_topk_rows_gate) {
                 }
                 sg_status st = sg_gate_f32(ctx, &cfg, t, e, x, ldx, ids, ldo, w, ldo, NULL, 0);
                 CHECK(st == SG_OK, "e=%zu k=%zu t=%zu: %s", e, k, t, sg_context_error(ctx));
+                /* 3 threads (blocks split differently) and the same call with
+                 * probs (the row path, never the fused one): the same bits */
+                st = sg_gate_f32(ctx3, &cfg, t, e, x, ldx, ids3, ldo, w3, ldo, NULL, 0);
+                CHECK(st == SG_OK, "e=%zu k=%zu t=%zu, 3 threads: %s", e, k, t, sg_context_error(ctx3));
+                st = sg_gate_f32(ctx, &cfg, t, e, x, ldx, idsp, ldo, wp, ldo, probs, e);
+                CHECK(st == SG_OK, "e=%zu k=%zu t=%zu, with probs: %s", e, k, t, sg_context_error(ctx));
+                for (size_t q = 0; q < t; q++) {
+                    const size_t o = q * ldo;
+                    CHECK(!memcmp(ids + o, ids3 + o, k * sizeof *ids) && !memcmp(w + o, w3 + o, k * sizeof *w),
+                          "e=%zu k=%zu t=%zu row %zu: 1 and 3 threads differ", e, k, t, q);
+                    CHECK(!memcmp(ids + o, idsp + o, k * sizeof *ids) && !memcmp(w + o, wp + o, k * sizeof *w),
+                          "e=%zu k=%zu t=%zu row %zu: with and without probs differ", e, k, t, q);
+                }
                 int bad = 0;
                 for (size_t q = 0; q < t && !bad; q++) {
                     st = sg_gate_f32(ctx, &cfg, 1, e, x + q * ldx, ldx, id1, k, w1, k, NULL, 0);
@@ -189,6 +205,6 @@ TEST(route_softmax_topk_rows_gate) {
         CHECK(st == SG_ERR_ARGUMENT && strstr(sg_context_error(ctx), want), "NaN rows %zu, %zu (e=%zu): %d '%s'",
               nan_rows[c][0], nan_rows[c][1], e, (int)st, sg_context_error(ctx));
     }
-    free(x), free(w), free(ids);
-    sg_context_destroy(ctx);
+    free(x), free(w), free(ids), free(w3), free(wp), free(probs), free(ids3), free(idsp);
+    sg_context_destroy(ctx), sg_context_destroy(ctx3);
 }
