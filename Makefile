@@ -21,16 +21,24 @@ CFLAGS_LIB  = $(CFLAGS_BASE) -fvisibility=hidden
 BLAS_LIBS ?= -lopenblas
 LDLIBS   = $(BLAS_LIBS) -lm -pthread
 # The CLI binary links OpenBLAS statically when its archive and libgfortran's
-# are found (Debian: libopenblas-dev, libgfortran-12-dev): the dynamic
-# relocation of libopenblas.so and libgfortran.so costs about 1.5 ms of CPU
-# at every start, a third of a small `softgate fit`. Otherwise (the arm64
-# cross build has no libgfortran.a), and for the library, -lopenblas.
-ifeq ($(BLAS_LIBS),-lopenblas)
+# are found (Debian: libopenblas-dev, libgfortran-12-dev) and a trial link
+# with them succeeds (the archive of an OpenMP or foreign OpenBLAS build may
+# need more): the dynamic relocation of libopenblas.so and libgfortran.so
+# costs about 1.5 ms of CPU at every start, a third of a small `softgate
+# fit`. Otherwise (the arm64 cross build has no libgfortran.a), and for the
+# library, -lopenblas. STATIC_BLAS=0 turns the attempt off.
+STATIC_BLAS ?= 1
+ifeq ($(BLAS_LIBS)$(STATIC_BLAS),-lopenblas1)
 OPENBLAS_A := $(wildcard $(shell $(CC) -print-file-name=libopenblas.a))
 GFORTRAN_A := $(wildcard $(shell $(CC) -print-file-name=libgfortran.a))
 QUADMATH_A := $(wildcard $(shell $(CC) -print-file-name=libquadmath.a))
+ifneq ($(and $(OPENBLAS_A),$(GFORTRAN_A)),)
+BLAS_PROBE := char cblas_sgemm(void); char dposv_(void); int main(void) { return cblas_sgemm() + dposv_(); }
+STATIC_BLAS_LIBS := $(shell echo '$(BLAS_PROBE)' | $(CC) -x c - -x none -o /dev/null $(OPENBLAS_A) $(GFORTRAN_A) \
+    $(QUADMATH_A) -lm -pthread >/dev/null 2>&1 && echo '$(OPENBLAS_A) $(GFORTRAN_A) $(QUADMATH_A)')
 endif
-CLI_BLAS_LIBS ?= $(if $(and $(OPENBLAS_A),$(GFORTRAN_A)),$(OPENBLAS_A) $(GFORTRAN_A) $(QUADMATH_A),$(BLAS_LIBS))
+endif
+CLI_BLAS_LIBS ?= $(or $(STATIC_BLAS_LIBS),$(BLAS_LIBS))
 CLI_LDLIBS = $(CLI_BLAS_LIBS) -lm -pthread
 EXTRA_CFLAGS ?=
 EXTRA_LDFLAGS ?=
