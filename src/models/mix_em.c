@@ -455,8 +455,10 @@ static em_result em_run_from(em_state *st, sg_mix_model *m, double lam, int run_
         mstep_experts(st, m, st->tau, (size_t)m->E, lam);
         /* the gate's Newton solve stops once what it leaves is small next
          * to EM's last gain (none at the first iteration; at convergence
-         * the gain, <= tol |obj|, makes it the full solve) */
-        st->gate_dec_tol = GATE_DEC_FRAC * (obj_1 - obj_2);
+         * the gain, <= tol |obj|, makes it the full solve). Top-K gates
+         * have no gradient test to catch a partial solve at the end, so
+         * they always get the full one. */
+        st->gate_dec_tol = m->K < m->E ? 0 : GATE_DEC_FRAC * (obj_1 - obj_2);
         gate_all(st, m, st->tau, lam, 0, 0, 1);
         st->gate_dec_tol = 0;
         double lln = estep(st, m), objn = lln - penalty(st, m, lam);

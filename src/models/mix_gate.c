@@ -64,7 +64,8 @@ static double ml_penalty(const mix_mlogit *pb, const double *w) {
     return pen;
 }
 
-/* F(W), leaving log P and P in wk. */
+/* F(W), leaving P in wk->pr (wk->lp holds the logits on the dense path,
+ * log P on the general one: read neither after this call). */
 static double ml_eval(const mix_mlogit *pb, const double *w, ml_work *wk) {
     size_t n = pb->n;
     int m = pb->m, q = pb->q;
@@ -217,7 +218,8 @@ int mix_mlogit_value(const mix_mlogit *pb, const double *w, double *f, double *g
  * method: cheap, and exact enough near the optimum, where EM spends its
  * time). Every accepted step satisfies F(new) >= F(old). Stops when the
  * Newton decrement g' A^-1 g (about twice the remaining gain) falls under
- * 1e-13 |F|, or when no halving helps. With lam > 0 the step comes from
+ * max(2e-13 |F|, pb->dec_tol) (EM passes a looser dec_tol between its
+ * iterations), or when no halving helps. With lam > 0 the step comes from
  * coordinate descent on the l1-penalized quadratic model (proximal
  * Newton), stopping when the step or the gain vanishes.
  */
