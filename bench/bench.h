@@ -25,8 +25,6 @@ double sg_bench_probe(sg_context *ctx, const float *x, float *y, size_t count);
  * read-only bounds such as the MoE layer's weight-streaming floor). */
 float sg_bench_read_sum(const float *x, size_t n);
 
-/* Parses "1,2,4" into out[] (at most max values); returns the count or 0. */
-size_t sg_bench_parse_list(const char *s, long *out, size_t max);
 
 /*
  * Command-line options, one table per benchmark. Each entry names an option,
@@ -72,6 +70,11 @@ typedef struct sg_bench_opt {
  * it returns the exit status for the benchmark to return (0 after --help,
  * 2 after bad usage, with the reason on stderr). */
 #define SG_BENCH_RUN (-1)
+
+/* Upper bounds for sizes and counts, and for thread counts, in option
+ * tables: finite, so that products of sizes cannot wrap size_t. */
+#define SG_BENCH_MAX_COUNT 1073741824.0
+#define SG_BENCH_MAX_THREADS 1024.0
 
 /* Parses argv[0..argc) against opts[0..n_opts) for `softgate bench <bench>`.
  * --help (anywhere) prints the benchmark's summary and the options with their

@@ -75,7 +75,7 @@ static int parse_args(int argc, char **argv, cfg *c) {
         SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
         SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "row lengths 64,1000,32768 and 3 repetitions", .action = quick),
         SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
-                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+                     .max = MAX_LIST, .lo = 1, .hi = SG_BENCH_MAX_THREADS),
         SG_BENCH_OPT("--n", SG_OPT_LIST, c->ns, "row lengths", .count = &c->n_ns, .max = MAX_LIST, .lo = 1,
                      .hi = (double)ELEMS),
         SG_BENCH_OPT("--op", SG_OPT_SET, c->ops, "ops to time", .names = op_names, .n_names = N_OPS),

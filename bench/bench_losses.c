@@ -53,14 +53,14 @@ static int parse(int argc, char **argv, cfg *c) {
     const sg_bench_opt opts[] = {
         SG_BENCH_OPT("--op", SG_OPT_SET, c->ops, "ops to time", .names = op_names, .n_names = N_OPS),
         SG_BENCH_OPT("--n", SG_OPT_LIST, c->ns, "row lengths", .count = &c->n_ns, .max = MAX_LIST, .lo = 1,
-                     .hi = HUGE_VAL),
+                     .hi = SG_BENCH_MAX_COUNT),
         SG_BENCH_OPT("--rows", SG_OPT_LIST, c->rows, "rows per row length (the last repeats; default: the "
                      "issue's shapes 4096x1024, 512x32000, 64x131072, other N get 4M/N rows)",
-                     .count = &n_rows, .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+                     .count = &n_rows, .max = MAX_LIST, .lo = 1, .hi = SG_BENCH_MAX_COUNT),
         SG_BENCH_OPT("--k", SG_OPT_LIST, c->ks, "k of topk", .count = &c->n_ks, .max = MAX_LIST, .lo = 1,
-                     .hi = HUGE_VAL),
+                     .hi = SG_BENCH_MAX_COUNT),
         SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
-                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+                     .max = MAX_LIST, .lo = 1, .hi = SG_BENCH_MAX_THREADS),
         SG_BENCH_OPT("--eps", SG_OPT_DOUBLE, &c->eps, "label smoothing of cross_entropy", .arg = "E"),
         SG_BENCH_OPT("--lambda", SG_OPT_DOUBLE, &c->lambda, "z-loss weight of cross_entropy", .arg = "L"),
         SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved", .arg = "R", .lo = 1,

@@ -60,7 +60,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
         SG_BENCH_OPT("--json", SG_OPT_FLAG, &c->json, "JSON lines instead of the table"),
         SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "T = 1,16,256 and 3 repetitions", .action = quick),
         SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
-                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+                     .max = MAX_LIST, .lo = 1, .hi = SG_BENCH_MAX_THREADS),
         SG_BENCH_OPT("--t", SG_OPT_LIST, c->ts, "tokens per call", .count = &c->n_ts, .max = MAX_LIST, .lo = 1,
                      .hi = 65536),
         SG_BENCH_OPT("--config", SG_OPT_CHOICE, &config, "the layer: Mixtral-like (8 experts, F = 2816, K = 2), "

@@ -66,7 +66,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
         SG_BENCH_OPT("--quick", SG_OPT_ACTION, c, "row lengths 32,1000,32000,1048576 and 3 repetitions",
                      .action = quick),
         SG_BENCH_OPT("--threads", SG_OPT_LIST, c->threads, "thread counts", .count = &c->n_threads,
-                     .max = MAX_LIST, .lo = 1, .hi = HUGE_VAL),
+                     .max = MAX_LIST, .lo = 1, .hi = SG_BENCH_MAX_THREADS),
         SG_BENCH_OPT("--n", SG_OPT_LIST, c->ns, "row lengths", .count = &c->n_ns, .max = MAX_LIST, .lo = 1,
                      .hi = (double)OUT_CACHE_ELEMS),
         SG_BENCH_OPT("--cache", SG_OPT_CHOICE, &cache, "rows in cache (about 256 KiB of input), out of it "
@@ -76,7 +76,7 @@ static int parse_args(int argc, char **argv, bench_cfg *c) {
                      "the softmax-core ops)", .count = &c->n_algos, .max = 4, .names = algo_names,
                      .n_names = SG_SOFTMAX_ONLINE + 1),
         SG_BENCH_OPT("--reps", SG_OPT_INT, &c->reps, "repetitions, interleaved (medians over at most 64)",
-                     .arg = "R", .lo = 1, .hi = HUGE_VAL),
+                     .arg = "R", .lo = 1, .hi = SG_BENCH_MAX_COUNT),
     };
     int rc = sg_bench_options("softmax", opts, sizeof opts / sizeof opts[0], argc, argv);
     c->cache_in = cache != 1, c->cache_out = cache != 0;

@@ -30,20 +30,6 @@ double sg_bench_median(double *v, size_t n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-size_t sg_bench_parse_list(const char *s, long *out, size_t max) {
-    size_t k = 0;
-    while (*s && k < max) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s) return 0;
-        out[k++] = v;
-        if (*end == ',') end++;
-        else if (*end) return 0;
-        s = end;
-    }
-    return k;
-}
-
 /* ---- command-line options (sg_bench_options) ------------------------------ */
 
 enum { HELP_INDENT = 26, HELP_WIDTH = 79 };
@@ -255,8 +241,8 @@ static int opt_store(const char *bench, const sg_bench_opt *o, const char *v) {
     case SG_OPT_DOUBLE: {
         char *end;
         double d = strtod(v, &end);
-        if (end == v || *end)
-            return !sg_bench_bad_usage(bench, "bad value '%s' for %s: expects a number", v, o->name);
+        if (end == v || *end || !isfinite(d))
+            return !sg_bench_bad_usage(bench, "bad value '%s' for %s: expects a finite number", v, o->name);
         if (!opt_in_bounds(bench, o, d)) return 0;
         *(double *)o->ptr = d;
         return 1;
