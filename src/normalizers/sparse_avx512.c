@@ -304,27 +304,25 @@ static double newton15_small(size_t m, const float *d) {
     return 0.0;
 }
 
-/* The candidates of one block of 16 (mask k): d = x - max in double,
- * rounded once (as shift), converted before the compress (converting
- * compressed lanes waits on the compress), stored at dv + m. */
-AI size_t take15(__mmask16 k, __m512 v, __m512d xb, float *dv, size_t m) {
+/* The candidates of one block of 16 (mask k): d = x - max, stored at
+ * dv + m. One float subtraction: the double difference rounded once to
+ * float (as shift) is the float difference itself, since double rounding
+ * through a format of p' >= 2p + 2 bits is innocuous for a subtraction
+ * (Figueroa 1995: 53 >= 2 * 24 + 2), and no candidate overflows. */
+AI size_t take15(__mmask16 k, __m512 v, __m512 mx, float *dv, size_t m) {
     if (!k) return m;
-    const __m256 lo = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), xb));
-    const __m256 hi = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), xb));
-    const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-    _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, d));
+    _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, _mm512_sub_ps(v, mx)));
     return m + (size_t)__builtin_popcount(k);
 }
 
-/* row15 phase 1: the max, the candidates' d (converted to double and
- * back before the compress: converting compressed lanes waits on the
- * compress) stored densely, and each block's mask. 0: not taken. */
+/* row15 phase 1: the max, the candidates' d stored densely, and each
+ * block's mask. 0: not taken. */
 AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
     int bad = 0;
     const float mx = sg_sparse_max_f32__avx512_u64(n, x, &bad);
     if (bad || mx == -INFINITY) return 0;
     const __m512 thr = _mm512_set1_ps(sg_sparse_filter_threshold(mx, 2.0, 1.0));
-    const __m512d xb = _mm512_set1_pd((double)mx);
+    const __m512 xb = _mm512_set1_ps(mx);
     size_t m = 0, i = 0;
     /* 64 floats per step: most blocks of rows with spread-out logits have
      * no candidate (one test for four compares) */
