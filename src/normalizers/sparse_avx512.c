@@ -349,6 +349,42 @@ AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
     return 1;
 }
 
+/* sel15 for rows of n <= 128: the row is loaded once into eight
+ * registers (blocks past n masked to -inf), the max, the NaN / +inf flag
+ * and the candidates taken from them (the same values as sel15). */
+#define SEL15_BLOCK(b) __m512 v##b = _mm512_mask_loadu_ps(ninf, live15(n, 16 * (b)), x + 16 * (b))
+AI __mmask16 live15(size_t n, size_t i) {
+    return i >= n ? (__mmask16)0 : n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+}
+AI int sel15r(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), inf = _mm512_set1_ps(INFINITY);
+    SEL15_BLOCK(0); SEL15_BLOCK(1); SEL15_BLOCK(2); SEL15_BLOCK(3);
+    SEL15_BLOCK(4); SEL15_BLOCK(5); SEL15_BLOCK(6); SEL15_BLOCK(7);
+    const __mmask16 bad = _mm512_cmp_ps_mask(v0, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v1, inf, _CMP_NLT_UQ) |
+                          _mm512_cmp_ps_mask(v2, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v3, inf, _CMP_NLT_UQ) |
+                          _mm512_cmp_ps_mask(v4, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v5, inf, _CMP_NLT_UQ) |
+                          _mm512_cmp_ps_mask(v6, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v7, inf, _CMP_NLT_UQ);
+    const __m512 ma = _mm512_max_ps(_mm512_max_ps(v0, v1), _mm512_max_ps(v2, v3));
+    const __m512 mb = _mm512_max_ps(_mm512_max_ps(v4, v5), _mm512_max_ps(v6, v7));
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(ma, mb));
+    if (bad || mx == -INFINITY) return 0;
+    const __m512 thr = _mm512_set1_ps(sg_sparse_filter_threshold(mx, 2.0, 1.0));
+    const __m512 xb = _mm512_set1_ps(mx);
+    size_t m = 0;
+#define SEL15_TAKE(b)                                                          \
+    do {                                                                       \
+        const __mmask16 k = _mm512_cmp_ps_mask(v##b, thr, _CMP_GT_OQ);         \
+        if (16 * (b) < n) km[b] = k;                                           \
+        m = take15(k, v##b, xb, dv, m);                                        \
+    } while (0)
+    SEL15_TAKE(0); SEL15_TAKE(1); SEL15_TAKE(2); SEL15_TAKE(3);
+    SEL15_TAKE(4); SEL15_TAKE(5); SEL15_TAKE(6); SEL15_TAKE(7);
+#undef SEL15_TAKE
+    *mo = m;
+    return 1;
+}
+#undef SEL15_BLOCK
+
 /* row15 last phase: the candidates' outputs densely in double (as out15),
  * then y block by block, expanded under the kept masks. */
 AI void out15r(size_t n, float *y, size_t m, const float *dv, const __mmask16 *km, float *o, double tau) {
@@ -398,7 +434,8 @@ void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size
         float t1[2] = {0.0f, 0.0f};
         double t[2] = {-1.0, -1.0}, tau[2] = {0.0, 0.0};
         for (size_t q = 0; q < nr; q++) {
-            ok[q] = sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
+            ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q])
+                           : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
             grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
         }
         for (size_t q = 0; q < nr; q++)
