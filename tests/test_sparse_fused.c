@@ -315,3 +315,36 @@ TEST(sparse_fused_ops) {
     }
     sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
 }
+
+/* row15's branch-free filter threshold against sg_sparse_filter_threshold
+ * (radius 2, T = 1): the same float on every 4099th float bit pattern
+ * (every sign, exponent and a spread of mantissas), around 2 (where
+ * xb - r crosses 0) and at the specials. */
+TEST(sparse_fused_filter2) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (!sg_cpu_supports(SG_ISA_AVX512)) return;
+    size_t bad = 0;
+    for (uint64_t b = 0; b <= 0xffffffffull && bad < 5; b += test_quick ? 65537 : 4099) {
+        const uint32_t u = (uint32_t)b;
+        float x;
+        memcpy(&x, &u, sizeof x);
+        if (isnan(x)) continue;
+        const float a = sg_sparse_filter_threshold(x, 2.0, 1.0), c = sg_sparse_filter2_f32__avx512(x);
+        if (memcmp(&a, &c, sizeof a) != 0) {
+            bad++;
+            CHECK(0, "x=%a: %a, scalar %a", (double)x, (double)c, (double)a);
+        }
+    }
+    const float sp[] = {INFINITY, -INFINITY, FLT_MAX, -FLT_MAX, 0.0f, -0.0f, 1e-45f, -1e-45f, -1e30f};
+    for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) {
+        const float a = sg_sparse_filter_threshold(sp[i], 2.0, 1.0), c = sg_sparse_filter2_f32__avx512(sp[i]);
+        CHECK(memcmp(&a, &c, sizeof a) == 0, "x=%a: %a, scalar %a", (double)sp[i], (double)c, (double)a);
+    }
+    float x = 2.0f; /* the floats around 2: xb - r changes sign between them */
+    for (int i = 0; i < 40; i++) x = nextafterf(x, 0.0f);
+    for (int i = 0; i < 80; i++, x = nextafterf(x, 4.0f)) {
+        const float a = sg_sparse_filter_threshold(x, 2.0, 1.0), c = sg_sparse_filter2_f32__avx512(x);
+        CHECK(memcmp(&a, &c, sizeof a) == 0, "x=%a: %a, scalar %a", (double)x, (double)c, (double)a);
+    }
+#endif
+}

@@ -193,6 +193,12 @@ static inline float sg_sparse_filter_threshold(float xb, double radius, double t
     return f;
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+/* sg_sparse_filter_threshold(xb, 2.0, 1.0) without branches (AVX-512F;
+ * the same floats for every xb; row15's filter). */
+float sg_sparse_filter2_f32__avx512(float xb);
+#endif
+
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,
 #include "normalizers/sparse_slots.inc"
