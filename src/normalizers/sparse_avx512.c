@@ -373,9 +373,10 @@ AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
 }
 
 /* sel15 for rows of n <= 128: the row is loaded once into eight
- * registers (blocks past n masked to -inf), the max, the NaN / +inf flag
+ * registers (blocks past n masked to -inf, their address kept inside the
+ * row), the max, the NaN / +inf flag
  * and the candidates taken from them (the same values as sel15). */
-#define SEL15_BLOCK(b) __m512 v##b = _mm512_mask_loadu_ps(ninf, live15(n, 16 * (b)), x + 16 * (b))
+#define SEL15_BLOCK(b) __m512 v##b = _mm512_mask_loadu_ps(ninf, live15(n, 16 * (b)), x + (16 * (b) < n ? 16 * (b) : 0))
 AI __mmask16 live15(size_t n, size_t i) {
     return i >= n ? (__mmask16)0 : n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
 }
