@@ -183,8 +183,9 @@ static int composed(sg_isa isa, size_t n, const float *x, float *y) {
 
 /* Row kinds: N(0,1) x 1, x 10, x 0.1, x 3, ties on a grid of 1/4, four
  * maxima with an entry exactly at tau (d = -1), a constant row, -inf
- * entries, and the special rows (NaN, +inf, all -inf). */
-#define N_ROW_KINDS 11
+ * entries, the special rows (NaN, +inf, all -inf), magnitudes far apart
+ * (tiny and subnormal entries near a max of 1) and rows around -1e6. */
+#define N_ROW_KINDS 13
 static void fill_row(test_rng *g, size_t n, int kind, float *x) {
     static const double sc[] = {1.0, 10.0, 0.1, 3.0};
     for (size_t i = 0; i < n; i++) {
@@ -204,9 +205,19 @@ static void fill_row(test_rng *g, size_t n, int kind, float *x) {
     if (kind == 9) x[n - 1] = INFINITY;
     if (kind == 10)
         for (size_t i = 0; i < n; i++) x[i] = -INFINITY;
+    if (kind == 11) /* magnitudes far apart near a max of 1: d = x - max rounds (row15 subtracts in
+                     * float, the candidate path in double and rounds again: the same floats) */
+        for (size_t i = 0; i < n; i++)
+            x[i] = i % 4 == 0   ? 1e-30f * (float)test_normal(g)
+                   : i % 4 == 1 ? 1e-40f * (float)test_normal(g) /* subnormal */
+                   : i % 4 == 2 ? 1.0f - (float)ldexp(test_uniform(g), -(int)(i % 30))
+                                : (float)(0.5 * test_normal(g));
+    if (kind == 12) /* around -1e6 (float spacing 1/16): many ties, some at tau */
+        for (size_t i = 0; i < n; i++) x[i] = -1e6f + (float)(1.5 * test_normal(g));
 }
 
-static const size_t NS[] = {1, 15, 16, 17, 63, 64, 65, 100, 127, 128, 129, 200, 255, 256, 257, 511, 512, 513};
+static const size_t NS[] = {1,   15,  16,  17,  63,  64,  65,  79,  80,  96,  100, 112, 113,
+                            127, 128, 129, 200, 255, 256, 257, 511, 512, 513};
 #define N_NS (sizeof NS / sizeof NS[0])
 
 TEST(sparse_fused_row15_kernels) {
@@ -303,4 +314,37 @@ TEST(sparse_fused_ops) {
         free(x), free(y1), free(y2), free(y3), free(yg), free(keep);
     }
     sg_context_destroy(c1), sg_context_destroy(c2), sg_context_destroy(c3);
+}
+
+/* row15's branch-free filter threshold against sg_sparse_filter_threshold
+ * (radius 2, T = 1): the same float on every 4099th float bit pattern
+ * (every sign, exponent and a spread of mantissas), around 2 (where
+ * xb - r crosses 0) and at the specials. */
+TEST(sparse_fused_filter2) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (!sg_cpu_supports(SG_ISA_AVX512)) return;
+    size_t bad = 0;
+    for (uint64_t b = 0; b <= 0xffffffffull && bad < 5; b += test_quick ? 65537 : 4099) {
+        const uint32_t u = (uint32_t)b;
+        float x;
+        memcpy(&x, &u, sizeof x);
+        if (isnan(x)) continue;
+        const float a = sg_sparse_filter_threshold(x, 2.0, 1.0), c = sg_sparse_filter2_f32__avx512(x);
+        if (memcmp(&a, &c, sizeof a) != 0) {
+            bad++;
+            CHECK(0, "x=%a: %a, scalar %a", (double)x, (double)c, (double)a);
+        }
+    }
+    const float sp[] = {INFINITY, -INFINITY, FLT_MAX, -FLT_MAX, 0.0f, -0.0f, 1e-45f, -1e-45f, -1e30f};
+    for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) {
+        const float a = sg_sparse_filter_threshold(sp[i], 2.0, 1.0), c = sg_sparse_filter2_f32__avx512(sp[i]);
+        CHECK(memcmp(&a, &c, sizeof a) == 0, "x=%a: %a, scalar %a", (double)sp[i], (double)c, (double)a);
+    }
+    float x = 2.0f; /* the floats around 2: xb - r changes sign between them */
+    for (int i = 0; i < 40; i++) x = nextafterf(x, 0.0f);
+    for (int i = 0; i < 80; i++, x = nextafterf(x, 4.0f)) {
+        const float a = sg_sparse_filter_threshold(x, 2.0, 1.0), c = sg_sparse_filter2_f32__avx512(x);
+        CHECK(memcmp(&a, &c, sizeof a) == 0, "x=%a: %a, scalar %a", (double)x, (double)c, (double)a);
+    }
+#endif
 }

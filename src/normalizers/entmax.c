@@ -284,9 +284,10 @@ static void entmax15_rows15(const sg_sparse_job *j, size_t r0, size_t r1) {
  * Each row's path depends only on x, never on the thread count; both
  * kernels' rows are exact (the support checked in double), and agree
  * with the candidate path within its rounding (6e-7 in the tests). Above
- * 88 row15 is as fast on flat rows too (0.26x softmax at n = 92 and 96).
+ * 72 row15 is as fast on flat rows too (since its sixth round: about 5%
+ * faster than the lanes at n = 76 and 80, even at 72, 4% slower at 65).
  */
-#define SG_ENTMAX15_MIX_MAX 88
+#define SG_ENTMAX15_MIX_MAX 72
 #define SG_ENTMAX15_MID_CANDS 16 /* mid_rows from this many candidates on */
 static size_t probe_cands(size_t n, const float *x) {
     int bad = 0;

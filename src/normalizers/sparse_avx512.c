@@ -304,27 +304,47 @@ static double newton15_small(size_t m, const float *d) {
     return 0.0;
 }
 
-/* The candidates of one block of 16 (mask k): d = x - max in double,
- * rounded once (as shift), converted before the compress (converting
- * compressed lanes waits on the compress), stored at dv + m. */
-AI size_t take15(__mmask16 k, __m512 v, __m512d xb, float *dv, size_t m) {
+/*
+ * sg_sparse_filter_threshold(xb, 2, 1) (sparse_kernels.h) without
+ * branches: its result is the largest float below a = RN(xb - r) in
+ * double (r = 2 (1 + 2e-6)): the largest float at or below the double
+ * just below a (no float lies between that double and a), which the
+ * conversion rounding toward -inf gives; below -FLT_MAX, -inf (as the
+ * conversion gives, and by a blend for a = -inf). a is never 0 (r is not
+ * a float). The scalar version's last test (does the nearest float lie
+ * above?) is a coin flip on real data: about 10 ns of mispredictions per
+ * row in row15. Asserted equal to it on every 61st float bit pattern.
+ */
+float sg_sparse_filter2_f32__avx512(float xb) {
+    const double r = 2.0 * 1.0 * (1.0 + 2e-6); /* as sg_sparse_filter_threshold's */
+    const __m128d a = _mm_set_sd((double)xb - r);
+    const __m128i pos = _mm_castpd_si128(_mm_cmpgt_sd(a, _mm_setzero_pd())); /* all ones: a > 0 */
+    const __m128i step = _mm_or_si128(_mm_add_epi64(pos, pos), _mm_set1_epi64x(1)); /* -1 or +1 */
+    const __m128d below = _mm_castsi128_pd(_mm_add_epi64(_mm_castpd_si128(a), step)); /* next double down */
+    const __m128 f = _mm_cvt_roundsd_ss(_mm_setzero_ps(), below, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __mmask8 low = _mm_cmp_sd_mask(a, _mm_set_sd(-(double)FLT_MAX), _CMP_NGT_UQ);
+    return _mm_cvtss_f32(_mm_mask_mov_ps(f, low, _mm_set_ss(-INFINITY)));
+}
+
+/* The candidates of one block of 16 (mask k): d = x - max, stored at
+ * dv + m. One float subtraction: the double difference rounded once to
+ * float (as shift) is the float difference itself, since double rounding
+ * through a format of p' >= 2p + 2 bits is innocuous for a subtraction
+ * (Figueroa 1995: 53 >= 2 * 24 + 2), and no candidate overflows. */
+AI size_t take15(__mmask16 k, __m512 v, __m512 mx, float *dv, size_t m) {
     if (!k) return m;
-    const __m256 lo = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), xb));
-    const __m256 hi = _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)), xb));
-    const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-    _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, d));
+    _mm512_storeu_ps(dv + m, _mm512_maskz_compress_ps(k, _mm512_sub_ps(v, mx)));
     return m + (size_t)__builtin_popcount(k);
 }
 
-/* row15 phase 1: the max, the candidates' d (converted to double and
- * back before the compress: converting compressed lanes waits on the
- * compress) stored densely, and each block's mask. 0: not taken. */
+/* row15 phase 1: the max, the candidates' d stored densely, and each
+ * block's mask. 0: not taken. */
 AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
     int bad = 0;
     const float mx = sg_sparse_max_f32__avx512_u64(n, x, &bad);
     if (bad || mx == -INFINITY) return 0;
-    const __m512 thr = _mm512_set1_ps(sg_sparse_filter_threshold(mx, 2.0, 1.0));
-    const __m512d xb = _mm512_set1_pd((double)mx);
+    const __m512 thr = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mx));
+    const __m512 xb = _mm512_set1_ps(mx);
     size_t m = 0, i = 0;
     /* 64 floats per step: most blocks of rows with spread-out logits have
      * no candidate (one test for four compares) */
@@ -347,9 +367,48 @@ AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
         km[i / 16] = k;
         m = take15(k, v, xb, dv, m);
     }
+    _mm512_storeu_ps(dv + m, _mm512_set1_ps(-INFINITY)); /* padding for the block loops */
     *mo = m;
     return 1;
 }
+
+/* sel15 for rows of n <= 128: the row is loaded once into eight
+ * registers (blocks past n masked to -inf, their address kept inside the
+ * row), the max, the NaN / +inf flag
+ * and the candidates taken from them (the same values as sel15). */
+#define SEL15_BLOCK(b) __m512 v##b = _mm512_mask_loadu_ps(ninf, live15(n, 16 * (b)), x + (16 * (b) < n ? 16 * (b) : 0))
+AI __mmask16 live15(size_t n, size_t i) {
+    return i >= n ? (__mmask16)0 : n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+}
+AI int sel15r(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), inf = _mm512_set1_ps(INFINITY);
+    SEL15_BLOCK(0); SEL15_BLOCK(1); SEL15_BLOCK(2); SEL15_BLOCK(3);
+    SEL15_BLOCK(4); SEL15_BLOCK(5); SEL15_BLOCK(6); SEL15_BLOCK(7);
+    const __mmask16 bad = _mm512_cmp_ps_mask(v0, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v1, inf, _CMP_NLT_UQ) |
+                          _mm512_cmp_ps_mask(v2, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v3, inf, _CMP_NLT_UQ) |
+                          _mm512_cmp_ps_mask(v4, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v5, inf, _CMP_NLT_UQ) |
+                          _mm512_cmp_ps_mask(v6, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(v7, inf, _CMP_NLT_UQ);
+    const __m512 ma = _mm512_max_ps(_mm512_max_ps(v0, v1), _mm512_max_ps(v2, v3));
+    const __m512 mb = _mm512_max_ps(_mm512_max_ps(v4, v5), _mm512_max_ps(v6, v7));
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(ma, mb));
+    if (bad || mx == -INFINITY) return 0;
+    const __m512 thr = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mx));
+    const __m512 xb = _mm512_set1_ps(mx);
+    size_t m = 0;
+#define SEL15_TAKE(b)                                                          \
+    do {                                                                       \
+        const __mmask16 k = _mm512_cmp_ps_mask(v##b, thr, _CMP_GT_OQ);         \
+        if (16 * (b) < n) km[b] = k;                                           \
+        m = take15(k, v##b, xb, dv, m);                                        \
+    } while (0)
+    SEL15_TAKE(0); SEL15_TAKE(1); SEL15_TAKE(2); SEL15_TAKE(3);
+    SEL15_TAKE(4); SEL15_TAKE(5); SEL15_TAKE(6); SEL15_TAKE(7);
+#undef SEL15_TAKE
+    _mm512_storeu_ps(dv + m, _mm512_set1_ps(-INFINITY)); /* padding for the block loops */
+    *mo = m;
+    return 1;
+}
+#undef SEL15_BLOCK
 
 /* row15 last phase: the candidates' outputs densely in double (as out15),
  * then y block by block, expanded under the kept masks. */
@@ -379,6 +438,71 @@ AI void out15r(size_t n, float *y, size_t m, const float *dv, const __mmask16 *k
 }
 
 /*
+ * row15's phases with loops of ceil(m / 16) steps and no remainder loops:
+ * the trip counts of the grid1 / grid2 / sums / output loops vary from row
+ * to row, and their exits were mispredicted about eight times per row
+ * (n = 96 N(0,1): about 80 of 320 TSC ticks per row went there, measured
+ * against rows repeated so that the predictor learns them). Now every
+ * loop runs over blocks of 16, so the exits of one row's loops agree
+ * (a global-history predictor follows the first), and the lists are
+ * padded with -inf (adds 0 to every G, never above a threshold).
+ */
+AI __m256 grid_b8(size_t m, const float *v, __m256 T) {
+    const __m256 z = _mm256_setzero_ps();
+    __m256 g0 = z, g1 = z, g2 = z, g3 = z;
+    for (size_t i = 0; i < m; i += 16) {
+        for (size_t j = 0; j < 16; j += 4) {
+            const __m256 w0 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + j]), T), z);
+            const __m256 w1 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + j + 1]), T), z);
+            const __m256 w2 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + j + 2]), T), z);
+            const __m256 w3 = _mm256_max_ps(_mm256_sub_ps(_mm256_set1_ps(v[i + j + 3]), T), z);
+            g0 = _mm256_fmadd_ps(w0, w0, g0), g1 = _mm256_fmadd_ps(w1, w1, g1);
+            g2 = _mm256_fmadd_ps(w2, w2, g2), g3 = _mm256_fmadd_ps(w3, w3, g3);
+        }
+    }
+    return _mm256_add_ps(_mm256_add_ps(g0, g1), _mm256_add_ps(g2, g3));
+}
+
+AI __m512 grid_b16(size_t m, const float *v, __m512 T) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 g0 = z, g1 = z, g2 = z, g3 = z;
+    for (size_t i = 0; i < m; i += 16) {
+        for (size_t j = 0; j < 16; j += 4) {
+            const __m512 w0 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + j]), T), z);
+            const __m512 w1 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + j + 1]), T), z);
+            const __m512 w2 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + j + 2]), T), z);
+            const __m512 w3 = _mm512_max_ps(_mm512_sub_ps(_mm512_set1_ps(v[i + j + 3]), T), z);
+            g0 = _mm512_fmadd_ps(w0, w0, g0), g1 = _mm512_fmadd_ps(w1, w1, g1);
+            g2 = _mm512_fmadd_ps(w2, w2, g2), g3 = _mm512_fmadd_ps(w3, w3, g3);
+        }
+    }
+    return _mm512_add_ps(_mm512_add_ps(g0, g1), _mm512_add_ps(g2, g3));
+}
+
+/* grid1 over d padded with -inf to a multiple of 16 (as grid1). */
+AI float grid1b(size_t m, const float *d) {
+    const __m256 lane = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 G = grid_b8(m, d, _mm256_fmadd_ps(lane, _mm256_set1_ps(0.25f), _mm256_set1_ps(-2.0f)));
+    const unsigned c = (unsigned)__builtin_popcount(_mm256_cmp_ps_mask(G, _mm256_set1_ps(4.0f), _CMP_GE_OQ));
+    return -2.0f + 0.25f * (float)(c ? c - 1 : 0);
+}
+
+/* above, with v padded with -inf after its m2 entries. */
+AI size_t aboveb(size_t m, const float *d, float t1, float *v) {
+    const size_t m2 = above(m, d, t1, v);
+    _mm512_storeu_ps(v + m2, _mm512_set1_ps(-INFINITY));
+    return m2;
+}
+
+/* grid2 over v padded with -inf (as grid2). */
+AI double grid2b(size_t m2, const float *v, float t1) {
+    const __m512 lane = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 G = grid_b16(m2, v, _mm512_fmadd_ps(lane, _mm512_set1_ps(1.0f / 64.0f), _mm512_set1_ps(t1)));
+    const unsigned c = (unsigned)__builtin_popcount(_mm512_cmp_ps_mask(G, _mm512_set1_ps(4.0f), _CMP_GE_OQ));
+    return 0.5 * ((double)t1 + (double)(c ? c - 1 : 0) / 64.0);
+}
+
+/*
  * row15 (sparse_kernels.h), fused, two rows at a time: each phase (the max
  * and the candidates, grid 1, the entries above its threshold, grid 2,
  * the exact Newton, the outputs) runs for both rows back to back, so
@@ -400,15 +524,16 @@ void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size
         float t1[2] = {0.0f, 0.0f};
         double t[2] = {-1.0, -1.0}, tau[2] = {0.0, 0.0};
         for (size_t q = 0; q < nr; q++) {
-            ok[q] = sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
+            ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q])
+                           : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
             grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
         }
         for (size_t q = 0; q < nr; q++)
-            if (grid[q]) t1[q] = grid1(m[q], dv[q]);
+            if (grid[q]) t1[q] = grid1b(m[q], dv[q]);
         for (size_t q = 0; q < nr; q++)
-            if (grid[q]) m2[q] = above(m[q], dv[q], t1[q], v[q]);
+            if (grid[q]) m2[q] = aboveb(m[q], dv[q], t1[q], v[q]);
         for (size_t q = 0; q < nr; q++)
-            if (grid[q]) t[q] = grid2(m2[q], v[q], t1[q]);
+            if (grid[q]) t[q] = grid2b(m2[q], v[q], t1[q]);
         if (nr == 2 && grid[0] && grid[1]) {
             /* the first exact passes of both rows side by side (each a
              * chain of reductions, a division and a square root; most

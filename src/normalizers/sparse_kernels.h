@@ -148,7 +148,7 @@ typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size
  * row). The ops take this path only when a SIMD kernel is installed
  * (sg_sparse_rows_kernel below): the reference is slower than the
  * candidate path there. Every row of n <= SG_SPARSE_MID_OPS takes it;
- * above, only 1.5-entmax chunks of flat rows of n <= 88 do (entmax.c,
+ * above, only 1.5-entmax chunks of flat rows of n <= 72 do (entmax.c,
  * entmax15_rows_mix: its passes do not shrink with the candidate count,
  * the fused row15 kernel's do).
  */
@@ -192,6 +192,12 @@ static inline float sg_sparse_filter_threshold(float xb, double radius, double t
     if ((double)f > thr) f = f == -FLT_MAX ? -INFINITY : sg_sparse_down_f(f);
     return f;
 }
+
+#if defined(__x86_64__) || defined(_M_X64)
+/* sg_sparse_filter_threshold(xb, 2.0, 1.0) without branches (AVX-512F;
+ * the same floats for every xb; row15's filter). */
+float sg_sparse_filter2_f32__avx512(float xb);
+#endif
 
 enum sg_sparse_slot {
 #define SG_SPARSE_SLOT(slot) SG_SPARSE_SLOT_##slot,
