@@ -63,7 +63,7 @@ static inline __mmask16 lanes(size_t m) {
 /* Per call: the shape and the index vectors of the reduction tree. */
 typedef struct sgk {
     size_t e, nv, k, ng, gs, tg, m;
-    int mode;      /* 0 no groups, 1 gs % 16 == 0 (m vectors a group), 2 gs in {2, 4, 8, 16}, 3 gs == 1 */
+    int mode; /* 0 no groups, 1 gs % 16 == 0 (m vectors a group), 2 gs in {2, 4, 8}, 3 gs == 1 */
     __m512i ix[5], iy[5]; /* the tree's pairing at group width w = 2^i */
 } sgk;
 

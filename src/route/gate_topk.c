@@ -6,11 +6,15 @@
  * the balance machinery live in their own files.
  *
  * Per row: the selection key (the logits themselves, or a row computed
- * into scratch: biased logits, biased sigmoid scores, perturbed logits,
- * uniforms) goes through sg_route_select, which also reports NaN; then the
- * K weights are evaluated in double from the float inputs, and the full
- * row (probs, or the normalizer of softmax-then-top-k) through the softmax
- * core's kernels. Scratch rows are on the stack up to SG_ROUTE_STACK_E
+ * into scratch: biased logits, perturbed logits, uniforms) goes through
+ * the route.topk kernel after a NaN check; then the K weights are
+ * evaluated in double from the float inputs, and the full row (probs, or
+ * the normalizer of softmax-then-top-k) through the softmax core's
+ * kernels. Two kinds of rows take one kernel call per block instead:
+ * the renormalized softmax-top-k / top-k-softmax on the logits without
+ * probs (route.topk_rows, where fused_worth says it pays) and the sigmoid
+ * gate with a key row (route.sgate, gate_sigmoid.c); both give the row
+ * path's bits. Scratch rows are on the stack up to SG_ROUTE_STACK_E
  * experts, in the context's workspace beyond.
  */
 #include <float.h>
@@ -62,7 +66,7 @@ typedef struct gate_job {
     size_t lddw;
     float *dx, *dq;
     size_t lddx, lddq;
-    float *work; /* per task: 3 * e floats when e > SG_ROUTE_STACK_E */
+    float *work; /* per task: 4 * e floats when e > SG_ROUTE_STACK_E */
     sg_route_sgate_fn *sgate; /* the sigmoid gate with a key row, forward */
     sg_route_sgate sg;
 } gate_job;
@@ -170,7 +174,8 @@ static void selected_softmax(const gate_job *j, const float *z, const int32_t *i
 /* s = sigmoid(c x) for the whole row (route_kernels.h). */
 static void sigmoid_row(const gate_job *j, const float *x, float *s) { sg_route_sigmoid_row(j->e, x, j->c, s); }
 
-/* The scratch of a task: 3 rows of e floats. */
+/* The scratch of a task: key (e floats), perturbed logits (e) and
+ * uniforms (2 e, the noisy gate's pairs), from task_scratch. */
 typedef struct scratch {
     float *key, *zp, *u;
 } scratch;
