@@ -238,10 +238,12 @@ AI double grid2(size_t m2, const float *v, float t1) {
 }
 
 /* Newton in double from t with the exact closed-form check; a start above
- * tau (a step that does not increase) restarts once from -1. */
-AI double newton15_from(size_t m, const float *d, double t) {
-    int restarted = t == -1.0;
-    for (int it = 0; it < 40; it++) {
+ * tau (a step that does not increase) restarts once from -1. One loop with
+ * its pass count it0 and restarted flag as parameters, so a caller that did
+ * the first pass itself continues the same loop: at most 40 passes (a
+ * restart counts as one) and one restart in all. */
+AI double newton15_loop(size_t m, const float *d, double t, int it0, int restarted) {
+    for (int it = it0; it < 40; it++) {
         sg_sparse_sums a;
         sums16(m, d, 0.5, t, &a);
         double ts, next;
@@ -256,11 +258,15 @@ AI double newton15_from(size_t m, const float *d, double t) {
     return 0.0;
 }
 
+AI double newton15_from(size_t m, const float *d, double t) { return newton15_loop(m, d, t, 0, t == -1.0); }
+
 /* newton15_from(m, d, t) after its first pass, which did not settle and
- * proposed next: the rest of the same loop (so the same result). */
+ * proposed next: the rest of the same loop (so the same result, within
+ * the same pass and restart budget). */
 static double newton15_next(size_t m, const float *d, double t, double next) {
-    if (!(next > t)) return t == -1.0 ? 0.0 : newton15_from(m, d, -1.0);
-    return newton15_from(m, d, next);
+    const int restarted = t == -1.0;
+    if (!(next > t)) return restarted ? 0.0 : newton15_loop(m, d, -1.0, 1, 1);
+    return newton15_loop(m, d, next, 1, restarted);
 }
 
 AI double tau15_g16(size_t m, const float *d) {
