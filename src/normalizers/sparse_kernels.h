@@ -154,7 +154,7 @@ typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size
  * row). The ops take this path only when a SIMD kernel is installed
  * (sg_sparse_rows_kernel below): the reference is slower than the
  * candidate path there. Every row of n <= SG_SPARSE_MID_OPS takes it;
- * above, only 1.5-entmax chunks of flat rows of n <= 72 do (entmax.c,
+ * above, only 1.5-entmax chunks of flat rows of n <= 68 do (entmax.c,
  * entmax15_rows_mix: its passes do not shrink with the candidate count,
  * the fused row15 kernel's do).
  */
