@@ -19,7 +19,7 @@
  * (n <= 32, T = 1; n <= 64 with AVX-512) take the sort-free short_rows /
  * mid_rows kernels first (sparse_kernels.h, docs/SPARSE.md "Short rows"),
  * and with AVX-512 unmasked rows of 65..512 (T = 1) the fused row15
- * kernel (65..88: row15 or mid_rows per chunk of 64 rows, by the first
+ * kernel (65..68: row15 or mid_rows per chunk of 64 rows, by the first
  * row's candidate count); candidate thresholds go to the tau15 kernel (docs/SPARSE.md
  * "1.5-entmax rows of 65 to 512").
  */
@@ -284,10 +284,12 @@ static void entmax15_rows15(const sg_sparse_job *j, size_t r0, size_t r1) {
  * Each row's path depends only on x, never on the thread count; both
  * kernels' rows are exact (the support checked in double), and agree
  * with the candidate path within its rounding (6e-7 in the tests). Above
- * 72 row15 is as fast on flat rows too (since its sixth round: about 5%
- * faster than the lanes at n = 76 and 80, even at 72, 4% slower at 65).
+ * 68 row15 is as fast on flat rows too (since its sixth round: about 5%
+ * faster than the lanes at n = 76 and 80, 4% slower at 65; since the
+ * seventh, two rows' candidate phases side by side: 2% faster at 72,
+ * even at 68 and 70).
  */
-#define SG_ENTMAX15_MIX_MAX 72
+#define SG_ENTMAX15_MIX_MAX 68
 #define SG_ENTMAX15_MID_CANDS 16 /* mid_rows from this many candidates on */
 static size_t probe_cands(size_t n, const float *x) {
     int bad = 0;

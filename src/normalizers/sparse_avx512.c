@@ -238,10 +238,12 @@ AI double grid2(size_t m2, const float *v, float t1) {
 }
 
 /* Newton in double from t with the exact closed-form check; a start above
- * tau (a step that does not increase) restarts once from -1. */
-AI double newton15_from(size_t m, const float *d, double t) {
-    int restarted = t == -1.0;
-    for (int it = 0; it < 40; it++) {
+ * tau (a step that does not increase) restarts once from -1. One loop with
+ * its pass count it0 and restarted flag as parameters, so a caller that did
+ * the first pass itself continues the same loop: at most 40 passes (a
+ * restart counts as one) and one restart in all. */
+AI double newton15_loop(size_t m, const float *d, double t, int it0, int restarted) {
+    for (int it = it0; it < 40; it++) {
         sg_sparse_sums a;
         sums16(m, d, 0.5, t, &a);
         double ts, next;
@@ -256,11 +258,15 @@ AI double newton15_from(size_t m, const float *d, double t) {
     return 0.0;
 }
 
+AI double newton15_from(size_t m, const float *d, double t) { return newton15_loop(m, d, t, 0, t == -1.0); }
+
 /* newton15_from(m, d, t) after its first pass, which did not settle and
- * proposed next: the rest of the same loop (so the same result). */
+ * proposed next: the rest of the same loop (so the same result, within
+ * the same pass and restart budget). */
 static double newton15_next(size_t m, const float *d, double t, double next) {
-    if (!(next > t)) return t == -1.0 ? 0.0 : newton15_from(m, d, -1.0);
-    return newton15_from(m, d, next);
+    const int restarted = t == -1.0;
+    if (!(next > t)) return restarted ? 0.0 : newton15_loop(m, d, -1.0, 1, 1);
+    return newton15_loop(m, d, next, 1, restarted);
 }
 
 AI double tau15_g16(size_t m, const float *d) {
@@ -410,6 +416,51 @@ AI int sel15r(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
 }
 #undef SEL15_BLOCK
 
+/* sel15r for two rows at once (both present, n <= 128): the same values,
+ * each phase of both rows side by side (two independent chains: the max
+ * reductions, the thresholds, the compress-and-store sequences). */
+#define SEL2_BLOCK(p, xp, b) __m512 p##b = _mm512_mask_loadu_ps(ninf, live15(n, 16 * (b)), xp + (16 * (b) < n ? 16 * (b) : 0))
+#define SEL2_BAD(p)                                                                                       \
+    (_mm512_cmp_ps_mask(p##0, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(p##1, inf, _CMP_NLT_UQ) |           \
+     _mm512_cmp_ps_mask(p##2, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(p##3, inf, _CMP_NLT_UQ) |           \
+     _mm512_cmp_ps_mask(p##4, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(p##5, inf, _CMP_NLT_UQ) |           \
+     _mm512_cmp_ps_mask(p##6, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(p##7, inf, _CMP_NLT_UQ))
+#define SEL2_MAX(p)                                                                                       \
+    _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(_mm512_max_ps(p##0, p##1), _mm512_max_ps(p##2, p##3)), \
+                                       _mm512_max_ps(_mm512_max_ps(p##4, p##5), _mm512_max_ps(p##6, p##7))))
+#define SEL2_TAKE(l)                                                                   \
+    do {                                                                               \
+        const __mmask16 ka = _mm512_cmp_ps_mask(ra##l, ta, _CMP_GT_OQ);                 \
+        const __mmask16 kb = _mm512_cmp_ps_mask(rb##l, tb, _CMP_GT_OQ);                 \
+        if (16 * (l) < n) km0[l] = ka, km1[l] = kb;                                    \
+        ma = take15(ka, ra##l, xa, dv0, ma);                                            \
+        mb = take15(kb, rb##l, xb, dv1, mb);                                            \
+    } while (0)
+AI void sel15r2(size_t n, const float *x0, const float *x1, float *dv0, float *dv1, __mmask16 *km0,
+                __mmask16 *km1, size_t *m0, size_t *m1, int *ok) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), inf = _mm512_set1_ps(INFINITY);
+    SEL2_BLOCK(ra, x0, 0); SEL2_BLOCK(ra, x0, 1); SEL2_BLOCK(ra, x0, 2); SEL2_BLOCK(ra, x0, 3);
+    SEL2_BLOCK(ra, x0, 4); SEL2_BLOCK(ra, x0, 5); SEL2_BLOCK(ra, x0, 6); SEL2_BLOCK(ra, x0, 7);
+    SEL2_BLOCK(rb, x1, 0); SEL2_BLOCK(rb, x1, 1); SEL2_BLOCK(rb, x1, 2); SEL2_BLOCK(rb, x1, 3);
+    SEL2_BLOCK(rb, x1, 4); SEL2_BLOCK(rb, x1, 5); SEL2_BLOCK(rb, x1, 6); SEL2_BLOCK(rb, x1, 7);
+    const __mmask16 bada = SEL2_BAD(ra), badb = SEL2_BAD(rb);
+    const float mxa = SEL2_MAX(ra), mxb = SEL2_MAX(rb);
+    ok[0] = !bada && mxa != -INFINITY, ok[1] = !badb && mxb != -INFINITY;
+    /* a row not taken: its candidates are computed and ignored */
+    const __m512 ta = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mxa));
+    const __m512 tb = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mxb));
+    const __m512 xa = _mm512_set1_ps(mxa), xb = _mm512_set1_ps(mxb);
+    size_t ma = 0, mb = 0;
+    SEL2_TAKE(0); SEL2_TAKE(1); SEL2_TAKE(2); SEL2_TAKE(3);
+    SEL2_TAKE(4); SEL2_TAKE(5); SEL2_TAKE(6); SEL2_TAKE(7);
+    _mm512_storeu_ps(dv0 + ma, ninf), _mm512_storeu_ps(dv1 + mb, ninf); /* padding for the block loops */
+    *m0 = ma, *m1 = mb;
+}
+#undef SEL2_BLOCK
+#undef SEL2_BAD
+#undef SEL2_MAX
+#undef SEL2_TAKE
+
 /* row15 last phase: the candidates' outputs densely in double (as out15),
  * then y block by block, expanded under the kept masks. */
 AI void out15r(size_t n, float *y, size_t m, const float *dv, const __mmask16 *km, float *o, double tau) {
@@ -523,11 +574,15 @@ void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size
         int ok[2] = {0, 0}, grid[2] = {0, 0};
         float t1[2] = {0.0f, 0.0f};
         double t[2] = {-1.0, -1.0}, tau[2] = {0.0, 0.0};
-        for (size_t q = 0; q < nr; q++) {
-            ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q])
-                           : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
-            grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
+        if (nr == 2 && n <= 128) {
+            sel15r2(n, x + r * ldx, x + (r + 1) * ldx, dv[0], dv[1], km[0], km[1], &m[0], &m[1], ok);
+        } else {
+            for (size_t q = 0; q < nr; q++)
+                ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q])
+                               : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
         }
+        for (size_t q = 0; q < nr; q++)
+            grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
         for (size_t q = 0; q < nr; q++)
             if (grid[q]) t1[q] = grid1b(m[q], dv[q]);
         for (size_t q = 0; q < nr; q++)

@@ -80,7 +80,12 @@ typedef void sg_sparse_sums_fn(size_t n, const float *d, double scale, double t,
  * stall by rounding); the caller then takes another solver. The sums are
  * in the order of the same ISA level's sums kernel, so the result has the
  * bits of Newton from -1 with that kernel (the reference: that loop with
- * the reference sums). SIMD kernels propose the start on a float grid up
+ * the reference sums), except with entries exactly at tau: then two
+ * supports can pass the check (S and S plus the ties, whose t_S rounds
+ * just below tau), another start may settle on the other one, and the
+ * tie entries' outputs come out as 0 or as tau's rounding error squared
+ * (below 2^-90 in the tests), which may differ between kernels and ISA
+ * levels; the support elsewhere is the same. SIMD kernels propose the start on a float grid up
  * to m = SG_SPARSE_TAU15_MAX (above, they start from -1); the op takes
  * this slot only from a SIMD kernel, for 4 < m <= SG_SPARSE_TAU15_MAX.
  */
@@ -105,7 +110,8 @@ typedef void sg_sparse_out15_fn(size_t n, float *y, size_t m, const float *d, co
  * select and shift), tau (as the op's candidate path: the inline scalar
  * Newton for m <= SG_SPARSE_SUMS_INLINE, else tau15) and y (as out15), so
  * the same bits as the general path at the same ISA level for the rows it
- * takes, whatever their position. taken[r] = 1 with y written; 0 with the
+ * takes, whatever their position (entries exactly at tau: 0 or a tiny
+ * value that may differ, as tau15 says). taken[r] = 1 with y written; 0 with the
  * row's y untouched when n is too large, the row has a NaN or +inf or
  * nothing above -inf, or the solver gave up (the caller then takes the
  * general path). The op takes this slot only from a SIMD kernel, for rows
@@ -148,7 +154,7 @@ typedef void sg_sparse_short_rows_fn(size_t rows, size_t n, const float *x, size
  * row). The ops take this path only when a SIMD kernel is installed
  * (sg_sparse_rows_kernel below): the reference is slower than the
  * candidate path there. Every row of n <= SG_SPARSE_MID_OPS takes it;
- * above, only 1.5-entmax chunks of flat rows of n <= 72 do (entmax.c,
+ * above, only 1.5-entmax chunks of flat rows of n <= 68 do (entmax.c,
  * entmax15_rows_mix: its passes do not shrink with the candidate count,
  * the fused row15 kernel's do).
  */
