@@ -216,8 +216,8 @@ static void fill_row(test_rng *g, size_t n, int kind, float *x) {
         for (size_t i = 0; i < n; i++) x[i] = -1e6f + (float)(1.5 * test_normal(g));
 }
 
-static const size_t NS[] = {1,   15,  16,  17,  63,  64,  65,  79,  80,  96,  100, 112, 113,
-                            127, 128, 129, 200, 255, 256, 257, 511, 512, 513};
+static const size_t NS[] = {1,   15,  16,  17,  63,  64,  65,  68,  72,  76,  79,  80,  84,  88,  96,
+                            100, 112, 113, 127, 128, 129, 200, 255, 256, 257, 511, 512, 513};
 #define N_NS (sizeof NS / sizeof NS[0])
 
 TEST(sparse_fused_row15_kernels) {
@@ -276,6 +276,66 @@ TEST(sparse_fused_row15_kernels) {
         }
     }
     free(x), free(y), free(yc), free(xi);
+}
+
+/* row15's float Newton start (pairs of rows with at most 64 candidates
+ * each: 2 or 4 blocks of 16): pairs of flat rows of several spreads (so
+ * both counts up to 32, one or both 33..64, above 64), rows whose
+ * count-based start lies above tau (one max, many entries just above the
+ * filter: d around -1.9) and far below it, ties at tau (kind 5), odd row
+ * counts; every row bit for bit against the composed candidate path
+ * (taken or untouched as it says), in place too. */
+TEST(sparse_fused_row15_start) {
+    size_t count;
+    const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
+    test_rng g = test_rng_seed(317);
+    static const size_t ns[] = {65, 69, 72, 76, 80, 84, 88, 96, 113, 128, 200, 300};
+    static const double sc[] = {0.4, 0.7, 1.0, 1.5, 2.5};
+    const size_t maxrows = 7, ld = 300;
+    float *x = malloc(maxrows * ld * sizeof *x), *y = malloc(maxrows * ld * sizeof *y);
+    float *xi = malloc(maxrows * ld * sizeof *xi), *yc = malloc(ld * sizeof *yc);
+    uint8_t taken[8], taken2[8];
+    int bad = 0;
+    for (size_t q = 0; q < count && bad < 5; q++) {
+        if (e[q].slot != SG_SPARSE_SLOT_row15 || !sg_cpu_supports(e[q].isa)) continue;
+        sg_sparse_row15_fn *f = (sg_sparse_row15_fn *)e[q].fn;
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0] && bad < 5; a++) {
+            const size_t n = ns[a];
+            for (int rep = 0; rep < (test_quick ? 3 : 12) && bad < 5; rep++) {
+                const size_t rows = rep % 3 == 2 ? maxrows : 6;
+                for (size_t r = 0; r < rows; r++) {
+                    float *xr = x + r * n;
+                    const int kind = (rep + (int)r) % 7;
+                    if (kind < 5) {
+                        for (size_t i = 0; i < n; i++) xr[i] = (float)(sc[kind] * test_normal(&g));
+                    } else if (kind == 5) { /* start above tau: one max, the rest near d = -1.9 */
+                        for (size_t i = 0; i < n; i++) xr[i] = (float)(-1.9 + 0.08 * test_uniform(&g));
+                        xr[(size_t)rep % n] = 0.0f;
+                    } else { /* a few maxima, the rest spread (start far below tau) */
+                        for (size_t i = 0; i < n; i++) xr[i] = (float)(-3.0 * test_uniform(&g));
+                        xr[n / 3] = xr[n / 2] = 0.0f;
+                    }
+                }
+                if (rep % 4 == 3) fill_row(&g, n, 5, x); /* an entry exactly at tau */
+                for (size_t i = 0; i < rows * n; i++) y[i] = -7.0f;
+                memcpy(xi, x, rows * n * sizeof *x);
+                f(rows, n, x, n, y, n, taken);
+                f(rows, n, xi, n, xi, n, taken2);
+                for (size_t r = 0; r < rows; r++) {
+                    const float *xr = x + r * n, *yr = y + r * n;
+                    for (size_t i = 0; i < n; i++) yc[i] = -7.0f;
+                    const int want = composed(e[q].isa, n, xr, yc);
+                    int ok = taken[r] == want && taken2[r] == taken[r];
+                    ok = ok && memcmp(yr, yc, n * sizeof *yr) == 0;
+                    ok = ok && memcmp(xi + r * n, want ? yr : xr, n * sizeof *yr) == 0;
+                    CHECK(ok, "%s n=%zu rep %d row %zu: taken %d/%d want %d", e[q].name, n, rep, r, taken[r],
+                          taken2[r], want);
+                    bad += !ok;
+                }
+            }
+        }
+    }
+    free(x), free(y), free(xi), free(yc);
 }
 
 /* The op on rows the fused kernel takes (SIMD levels) against its general
