@@ -81,34 +81,40 @@ size_t sg_route_top1__avx512(size_t n, size_t e, const float *x, size_t ldx, flo
     if (sg_kernels_get()->expsum != sg_expsum_f32__avx512_u64)
         return sg_route_top1__ref(n, e, x, ldx, c, a, ids, ldi, w, ldw);
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vc = _mm512_set1_ps(c);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (size_t r = 0; r < n; r++) {
         const float *z = x + r * ldx;
+        /* per lane the maximum and the first index reaching it (a strict
+         * compare keeps the earlier index; -0 == +0) */
         __m512 m0 = ninf, m1 = ninf;
+        __m512i i0 = _mm512_setzero_si512(), i1 = i0;
         __mmask16 bad = 0;
         size_t i = 0;
         for (; i + 32 <= e; i += 32) {
             const __m512 v0 = _mm512_loadu_ps(z + i), v1 = _mm512_loadu_ps(z + i + 16);
             bad |= _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q);
+            i0 = _mm512_mask_add_epi32(i0, _mm512_cmp_ps_mask(v0, m0, _CMP_GT_OQ), iota, _mm512_set1_epi32((int)i));
+            i1 = _mm512_mask_add_epi32(i1, _mm512_cmp_ps_mask(v1, m1, _CMP_GT_OQ), iota,
+                                       _mm512_set1_epi32((int)i + 16));
             m0 = _mm512_max_ps(m0, v0), m1 = _mm512_max_ps(m1, v1);
         }
         for (; i < e; i += 16) {
             const __mmask16 l = lanes(e - i);
             const __m512 v = _mm512_mask_loadu_ps(ninf, l, z + i);
             bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            i0 = _mm512_mask_add_epi32(i0, _mm512_cmp_ps_mask(v, m0, _CMP_GT_OQ), iota, _mm512_set1_epi32((int)i));
             m0 = _mm512_max_ps(m0, v);
         }
-        const float mx = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+        /* merge the two halves: m1's lane wins only where strictly larger,
+         * or equal with a lower index */
+        const __mmask16 take1 = _mm512_cmp_ps_mask(m1, m0, _CMP_GT_OQ) |
+                                (_mm512_cmp_ps_mask(m1, m0, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(i1, i0));
+        m0 = _mm512_mask_mov_ps(m0, take1, m1), i0 = _mm512_mask_mov_epi32(i0, take1, i1);
+        const float mx = _mm512_reduce_max_ps(m0);
         if (bad || !(fabsf(mx) < INFINITY)) return r;
         const __m512 vmax = _mm512_set1_ps(mx);
         const double sum = expsum(e, z, vmax, vc);
-        for (i = 0;; i += 16) {
-            const __mmask16 l = lanes(e - i);
-            const __mmask16 q = _mm512_mask_cmp_ps_mask(l, _mm512_maskz_loadu_ps(l, z + i), vmax, _CMP_EQ_OQ);
-            if (q) {
-                ids[r * ldi] = (int32_t)(i + (size_t)__builtin_ctz(q));
-                break;
-            }
-        }
+        ids[r * ldi] = _mm512_mask_reduce_min_epi32(_mm512_cmp_ps_mask(m0, vmax, _CMP_EQ_OQ), i0);
         w[r * ldw] = (float)((double)a * (1.0 / sum));
     }
     return n;
