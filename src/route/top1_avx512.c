@@ -45,15 +45,16 @@ static inline __m512 exp_ps(__m512 d) {
 
 static inline __mmask16 lanes(size_t m) { return m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u); }
 
-/* (x - max) c; the core skips the product when c == 1, which changes no
- * bit (x c = x exactly for c = 1). */
+/* (x - max) c, the product skipped when c == 1 as the core does (`unit`
+ * a constant after inlining). */
 #define STEP(v, acc, wmask)                                                                              \
     do {                                                                                                 \
-        const __m512 e_ = _mm512_maskz_mov_ps((wmask), exp_ps(_mm512_mul_ps(_mm512_sub_ps((v), vmax), vc))); \
-        (acc) = _mm512_add_ps((acc), e_);                                                                \
+        const __m512 d_ = unit ? _mm512_sub_ps((v), vmax) : _mm512_mul_ps(_mm512_sub_ps((v), vmax), vc); \
+        (acc) = _mm512_add_ps((acc), _mm512_maskz_mov_ps((wmask), exp_ps(d_)));                          \
     } while (0)
 
-static inline double expsum(size_t n, const float *x, __m512 vmax, __m512 vc) {
+static inline __attribute__((always_inline)) double expsum(size_t n, const float *x, __m512 vmax, __m512 vc,
+                                                           int unit) {
     __m512d dlo = _mm512_setzero_pd(), dhi = _mm512_setzero_pd();
     size_t i = 0;
     while (i < n) {
@@ -113,7 +114,7 @@ size_t sg_route_top1__avx512(size_t n, size_t e, const float *x, size_t ldx, flo
         const float mx = _mm512_reduce_max_ps(m0);
         if (bad || !(fabsf(mx) < INFINITY)) return r;
         const __m512 vmax = _mm512_set1_ps(mx);
-        const double sum = expsum(e, z, vmax, vc);
+        const double sum = c == 1.0f ? expsum(e, z, vmax, vc, 1) : expsum(e, z, vmax, vc, 0);
         ids[r * ldi] = _mm512_mask_reduce_min_epi32(_mm512_cmp_ps_mask(m0, vmax, _CMP_EQ_OQ), i0);
         w[r * ldw] = (float)((double)a * (1.0 / sum));
     }
