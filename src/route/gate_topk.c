@@ -321,11 +321,16 @@ static int fused_worth(sg_route_topk_rows_fn *rows, size_t n, size_t e, size_t k
 }
 
 /* Switch's gate (softmax-top-k, K = 1, not renormalized) on the logits
- * themselves, no bias, no probs, rows beyond the short-row kernel: the
+ * themselves, no bias, no probs, more than TOP1_SHORT_MAX experts: the
  * row path's weight is a / sum with sum = expsum(z, rmax(z), c) (prob_of
  * at the top expert); route.top1 forms it in one call for many rows, with
  * the NaN test in its maximum pass and no separate top-k pass. Same id and
- * weight as the row path bit for bit. */
+ * weight as the row path bit for bit. Up to TOP1_SHORT_MAX experts the
+ * short-row lse way (lse_batched) stays faster (E = 8: 16 rows per
+ * logsumexp call); from 17 to the short rows' 128, route.top1 is (E = 64,
+ * T = 4096: about 240 -> 150 us). The choice depends on e only, so every
+ * row of a call, whatever its block or thread, takes the same way. */
+#define TOP1_SHORT_MAX 16
 static int top1_rows(const gate_job *j) {
     return j->cfg->kind == SG_GATE_SOFTMAX_TOPK && !j->cfg->renormalize && j->k == 1 && !j->cfg->bias && !j->p &&
            j->x;
@@ -373,7 +378,7 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
     if (fused_rows(j) && fused_worth(sg_route_kernels_get()->topk_rows, r1 - r0 < 16 ? r1 - r0 : 16, j->e, j->k))
         return forward_fused(j, r0, r1, &sc);
     const int lseb = lse_batched(j), batch = batched(j) || lseb, top1 = top1_rows(j);
-    if (top1 && !lseb) { /* route.top1, a row it leaves by the row path */
+    if (top1 && (!lseb || j->e > TOP1_SHORT_MAX)) { /* route.top1, a row it leaves by the row path */
         sg_route_top1_fn *top1k = sg_route_kernels_get()->top1;
         for (size_t r = r0; r < r1; r++) {
             r += top1k(r1 - r, j->e, j->x + r * j->ldx, j->ldx, j->c, (float)j->a, j->ids + r * j->ldi, j->ldi,
