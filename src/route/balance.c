@@ -12,6 +12,11 @@
 
 static sg_status check_ids(sg_context *ctx, const char *name, size_t t, size_t k, const int32_t *ids,
                            size_t ldi, size_t e) {
+    if (k == 1 && ldi == 1) { /* one branch-free pass (vectorized); the message by the loop below */
+        uint32_t out = 0;
+        for (size_t r = 0; r < t; r++) out |= (uint32_t)ids[r] >= (uint64_t)e;
+        if (!out) return SG_OK;
+    }
     for (size_t r = 0; r < t; r++)
         for (size_t j = 0; j < k; j++) {
             int32_t v = ids[r * ldi + j];
@@ -129,10 +134,14 @@ sg_status sg_route_apply_capacity_f32(sg_context *ctx, size_t t, size_t k, size_
         for (size_t q = 0; q < t; q++) {
             size_t r = order ? (size_t)order[q] : q;
             int32_t ex = ids[r * ldi + j];
-            P[r * ldP + j] = cnt[ex] < cap ? (int32_t)cnt[ex]++ : -1;
+            const int kept_here = cnt[ex] < cap;
+            P[r * ldP + j] = kept_here ? (int32_t)cnt[ex]++ : -1;
+            /* without renormalizing, a dropped weight is just 0 (slot j's
+             * order, by weight, is already formed) */
+            if (!renormalize && !kept_here) weights[r * ldw + j] = 0.0f;
         }
     }
-    for (size_t r = 0; r < t; r++) {
+    for (size_t r = 0; renormalize && r < t; r++) {
         float *w = weights + r * ldw;
         double all = 0.0, keep = 0.0;
         for (size_t j = 0; j < k; j++) {

@@ -320,6 +320,22 @@ static int fused_worth(sg_route_topk_rows_fn *rows, size_t n, size_t e, size_t k
     return e >= 32 || n * (16 + e) > 20 + e * (k + 1);
 }
 
+/* Switch's gate (softmax-top-k, K = 1, not renormalized) on the logits
+ * themselves, no bias, no probs, more than TOP1_SHORT_MAX experts: the
+ * row path's weight is a / sum with sum = expsum(z, rmax(z), c) (prob_of
+ * at the top expert); route.top1 forms it in one call for many rows, with
+ * the NaN test in its maximum pass and no separate top-k pass. Same id and
+ * weight as the row path bit for bit. Up to TOP1_SHORT_MAX experts the
+ * short-row lse way (lse_batched) stays faster (E = 8: 16 rows per
+ * logsumexp call); from 17 to the short rows' 128, route.top1 is (E = 64,
+ * T = 4096: about 240 -> 150 us). The choice depends on e only, so every
+ * row of a call, whatever its block or thread, takes the same way. */
+#define TOP1_SHORT_MAX 16
+static int top1_rows(const gate_job *j) {
+    return j->cfg->kind == SG_GATE_SOFTMAX_TOPK && !j->cfg->renormalize && j->k == 1 && !j->cfg->bias && !j->p &&
+           j->x;
+}
+
 static size_t forward_fused(const gate_job *j, size_t r0, size_t r1, const scratch *sc) {
     sg_route_topk_rows_fn *rows = sg_route_kernels_get()->topk_rows;
     for (size_t b0 = r0; b0 < r1; b0 += 16) {
@@ -361,7 +377,19 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
     }
     if (fused_rows(j) && fused_worth(sg_route_kernels_get()->topk_rows, r1 - r0 < 16 ? r1 - r0 : 16, j->e, j->k))
         return forward_fused(j, r0, r1, &sc);
-    const int lseb = lse_batched(j), batch = batched(j) || lseb;
+    const int lseb = lse_batched(j), batch = batched(j) || lseb, top1 = top1_rows(j);
+    if (top1 && (!lseb || j->e > TOP1_SHORT_MAX)) { /* route.top1, a row it leaves by the row path */
+        sg_route_top1_fn *top1k = sg_route_kernels_get()->top1;
+        for (size_t r = r0; r < r1; r++) {
+            r += top1k(r1 - r, j->e, j->x + r * j->ldx, j->ldx, j->c, (float)j->a, j->ids + r * j->ldi, j->ldi,
+                       j->w + r * j->ldw, j->ldw);
+            if (r == r1) break;
+            const float *z;
+            if (route_row(j, r, &sc, j->ids + r * j->ldi, &z)) return r;
+            forward_weights(j, r, z, j->ids + r * j->ldi, j->w + r * j->ldw, NULL);
+        }
+        return SIZE_MAX;
+    }
     float args[BATCH_ROWS * BATCH_K], lse[BATCH_ROWS];
     unsigned char done[BATCH_ROWS];
     for (size_t c0 = r0; c0 < r1; c0 += BATCH_ROWS) {
@@ -378,6 +406,29 @@ static size_t forward_rows(void *arg, size_t r0, size_t r1, size_t task) {
             int32_t *ids = j->ids + r * j->ldi;
             const float *z;
             float *p = j->p ? j->p + r * j->ldp : NULL;
+            if (top1 && fabsf(lse[r - c0]) <= LSE_BATCH_MAX) {
+                /* a finite lse: no NaN in the row (a NaN row's lse is NaN),
+                 * max finite; the first maximum as topk picks it */
+                const float *x = j->x + r * j->ldx;
+                float m = x[0];
+                if (j->e <= 16) { /* a short chain of selects, no call */
+                    size_t id = 0;
+                    for (size_t i = 1; i < j->e; i++) {
+                        const int gt = x[i] > m;
+                        m = gt ? x[i] : m;
+                        id = gt ? i : id;
+                    }
+                    ids[0] = (int32_t)id;
+                } else { /* (m's address is not taken: the chain above stays in registers) */
+                    float top;
+                    j->topk(x, j->e, 1, ids, &top);
+                    m = top;
+                }
+                const double a = (double)m * (double)j->c - (double)lse[r - c0];
+                args[(r - c0) * j->k] = a < 0.0 ? (float)a : 0.0f;
+                done[r - c0] = 0;
+                continue;
+            }
             if (route_row(j, r, &sc, ids, &z)) return r;
             if (lseb && fabsf(lse[r - c0]) <= LSE_BATCH_MAX) {
                 /* a = c z - lse <= 0: lse is a float, its rounding (|lse| 2^-24)

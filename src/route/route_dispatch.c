@@ -146,6 +146,25 @@ uint32_t sg_route_topk_rows__ref(size_t n, size_t e, size_t k, const float *x, s
     return left;
 }
 
+/* Reference of top1: per row the softmax core's rmax and expsum (the
+ * NaN test from the sum: with a finite maximum, a NaN logit makes it NaN),
+ * then topk on the NaN-free row. */
+size_t sg_route_top1__ref(size_t n, size_t e, const float *x, size_t ldx, float c, float a, int32_t *ids,
+                          size_t ldi, float *w, size_t ldw) {
+    const sg_kernels *kern = sg_kernels_get();
+    for (size_t r = 0; r < n; r++) {
+        const float *z = x + r * ldx;
+        const float mx = kern->rmax(e, z);
+        if (!(fabsf(mx) < INFINITY)) return r;
+        const double sum = kern->expsum(e, z, mx, c);
+        if (sum != sum) return r;
+        float top;
+        sg_route_topk__ref(z, e, 1, ids + r * ldi, &top);
+        w[r * ldw] = (float)((double)a * (1.0 / sum));
+    }
+    return n;
+}
+
 static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_topk, SG_ISA_REF, "sg_route_topk__ref", (void (*)(void))sg_route_topk__ref},
     {SG_ROUTE_SLOT_ec_insert, SG_ISA_REF, "sg_route_ec_insert__ref",
@@ -161,6 +180,7 @@ static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_topk_rows, SG_ISA_REF, "sg_route_topk_rows__ref",
      (void (*)(void))sg_route_topk_rows__ref},
     {SG_ROUTE_SLOT_sgate, SG_ISA_REF, "sg_route_sgate__ref", (void (*)(void))sg_route_sgate__ref},
+    {SG_ROUTE_SLOT_top1, SG_ISA_REF, "sg_route_top1__ref", (void (*)(void))sg_route_top1__ref},
 #if defined(__x86_64__) || defined(_M_X64)
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX2, "sg_route_topk__avx2", (void (*)(void))sg_route_topk__avx2},
     {SG_ROUTE_SLOT_topk, SG_ISA_AVX512, "sg_route_topk__avx512",
@@ -179,6 +199,7 @@ static const sg_route_kernel_entry all_kernels[] = {
     {SG_ROUTE_SLOT_topk_rows, SG_ISA_AVX512, "sg_route_topk_rows__avx512",
      (void (*)(void))sg_route_topk_rows__avx512},
     {SG_ROUTE_SLOT_sgate, SG_ISA_AVX512, "sg_route_sgate__avx512", (void (*)(void))sg_route_sgate__avx512},
+    {SG_ROUTE_SLOT_top1, SG_ISA_AVX512, "sg_route_top1__avx512", (void (*)(void))sg_route_top1__avx512},
 #endif
 };
 
@@ -200,6 +221,7 @@ static void fill_table(void) {
         if (k->slot == SG_ROUTE_SLOT_ec_kth) table.ec_kth = (sg_route_ec_kth_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_topk_rows) table.topk_rows = (sg_route_topk_rows_fn *)k->fn;
         if (k->slot == SG_ROUTE_SLOT_sgate) table.sgate = (sg_route_sgate_fn *)k->fn;
+        if (k->slot == SG_ROUTE_SLOT_top1) table.top1 = (sg_route_top1_fn *)k->fn;
         table.impl_name[k->slot] = k->name;
     }
 }
@@ -219,7 +241,7 @@ size_t sg_route_kernel_list(size_t i, const char **slot, const char **impl) {
     static const char *const names[SG_ROUTE_SLOT_COUNT] = {
         "route.topk", "route.ec_insert", "route.ec_finish", "route.ec_blockmax",
         "route.ec_collect", "route.ec_rank", "route.ec_kth", "route.topk_rows",
-        "route.sgate"};
+        "route.sgate", "route.top1"};
     if (i < SG_ROUTE_SLOT_COUNT) {
         *slot = names[i];
         *impl = sg_route_kernels_get()->impl_name[i];

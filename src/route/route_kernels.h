@@ -144,6 +144,19 @@ typedef size_t sg_route_sgate_fn(const sg_route_sgate *g, size_t n, const float 
  * the plain sigmoid gate's). s may not alias x. */
 void sg_route_sigmoid_row(size_t e, const float *x, float c, float *s);
 
+/*
+ * top1(n, e, x, ldx, c, a, ids, ldi, w, ldw): Switch's gate, the
+ * softmax-top-1 without renormalizing, on rows r < n of x (e logits each,
+ * ldx >= e; NaN allowed): ids[r * ldi] = the first index of the row's
+ * maximum (as topk with k = 1 picks it: -0 == +0) and w[r * ldw] =
+ * (float)((double)a * (1.0 / sum)), sum = the softmax core's
+ * expsum(e, row, rmax(row), c): the gate's row path bit for bit. Stops at
+ * the first row with a NaN or a +-inf maximum and returns its index (the
+ * caller takes that row the row-path way), n when every row is done.
+ */
+typedef size_t sg_route_top1_fn(size_t n, size_t e, const float *x, size_t ldx, float c, float a, int32_t *ids,
+                                size_t ldi, float *w, size_t ldw);
+
 enum sg_route_slot {
     SG_ROUTE_SLOT_topk,
     SG_ROUTE_SLOT_ec_insert,
@@ -154,6 +167,7 @@ enum sg_route_slot {
     SG_ROUTE_SLOT_ec_kth,
     SG_ROUTE_SLOT_topk_rows,
     SG_ROUTE_SLOT_sgate,
+    SG_ROUTE_SLOT_top1,
     SG_ROUTE_SLOT_COUNT
 };
 
@@ -167,6 +181,7 @@ typedef struct sg_route_kernels {
     sg_route_ec_kth_fn *ec_kth;
     sg_route_topk_rows_fn *topk_rows;
     sg_route_sgate_fn *sgate;
+    sg_route_top1_fn *top1;
     const char *impl_name[SG_ROUTE_SLOT_COUNT];
 } sg_route_kernels;
 
@@ -192,7 +207,9 @@ sg_route_ec_rank_fn sg_route_ec_rank__ref;
 sg_route_ec_kth_fn sg_route_ec_kth__ref;
 sg_route_topk_rows_fn sg_route_topk_rows__ref;
 sg_route_sgate_fn sg_route_sgate__ref;
+sg_route_top1_fn sg_route_top1__ref;
 #if defined(__x86_64__) || defined(_M_X64)
+sg_route_top1_fn sg_route_top1__avx512;
 sg_route_topk_fn sg_route_topk__avx2, sg_route_topk__avx512;
 sg_route_ec_insert_fn sg_route_ec_insert__avx512;
 sg_route_ec_finish_fn sg_route_ec_finish__avx512;
