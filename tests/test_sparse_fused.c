@@ -408,3 +408,43 @@ TEST(sparse_fused_filter2) {
     }
 #endif
 }
+
+/* A row's bits never depend on the rows next to it, ties at tau included
+ * (4 maxima and m entries at d = -1, exactly at tau for entmax15 with
+ * suitable m): every row15 kernel on the tie row alone, then paired with
+ * flat, spread and tie partners, before and after it. */
+TEST(sparse_fused_row15_neighbours) {
+    size_t count;
+    const sg_sparse_kernel_entry *e = sg_sparse_kernel_entries(&count);
+    test_rng g = test_rng_seed(4242);
+    enum { LD = 130 };
+    float x[3 * LD], y[3 * LD], alone[LD];
+    uint8_t taken[3], taken1[1];
+    int bad = 0;
+    for (size_t q = 0; q < count && bad < 5; q++) {
+        if (e[q].slot != SG_SPARSE_SLOT_row15 || !sg_cpu_supports(e[q].isa)) continue;
+        sg_sparse_row15_fn *f = (sg_sparse_row15_fn *)e[q].fn;
+        for (size_t n = 65; n <= 128 && bad < 5; n += test_quick ? 9 : 1)
+            for (size_t m = 1; m + 4 < n && m <= 20 && bad < 5; m++) {
+                float tie[LD];
+                for (size_t i = 0; i < n; i++) tie[i] = i < 4 ? 0.0f : i < 4 + m ? -1.0f : (i % 2 ? -3.0f : -2.0f);
+                f(1, n, tie, LD, alone, LD, taken1);
+                for (int kind = 0; kind < 3 && bad < 5; kind++)
+                    for (int pos = 0; pos < 2 && bad < 5; pos++) {
+                        float *other = x + (size_t)(1 - pos) * LD;
+                        memcpy(x + (size_t)pos * LD, tie, n * sizeof *tie);
+                        for (size_t i = 0; i < n; i++)
+                            other[i] = kind == 0   ? (float)test_normal(&g)
+                                       : kind == 1 ? (float)(-0.05 * (double)i)
+                                                   : (i == 0 ? 5.0f : 0.0f);
+                        f(2, n, x, LD, y, LD, taken);
+                        const float *got = y + (size_t)pos * LD;
+                        const int same = taken[pos] == taken1[0] &&
+                                         (!taken1[0] || memcmp(got, alone, n * sizeof *got) == 0);
+                        if (!same) bad++;
+                        CHECK(same, "%s n=%zu m=%zu partner %d at %d: taken %d (alone %d), bits differ from alone",
+                              e[q].name, n, m, kind, 1 - pos, taken[pos], taken1[0]);
+                    }
+            }
+    }
+}

@@ -653,10 +653,20 @@ void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size
         }
         for (size_t q = 0; q < nr; q++)
             grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
-        if (nr == 2 && grid[0] && grid[1] && m[0] <= 64 && m[1] <= 64) {
+        /* the float start for every row of <= 64 candidates, whatever its
+         * partner (a row alone goes with itself: each row's start comes
+         * from its own sums only), so that a row's bits never depend on
+         * its neighbour, ties at tau included */
+        const int fs0 = grid[0] && m[0] <= 64, fs1 = nr == 2 && grid[1] && m[1] <= 64;
+        if (fs0 && fs1) {
             start15_newton2(m[0], dv[0], m[1], dv[1], &t[0], &t[1]);
-            grid[0] = grid[1] = 2; /* started: no grids */
+        } else if (fs0 || fs1) {
+            const size_t q = fs0 ? 0 : 1;
+            double t_twin;
+            start15_newton2(m[q], dv[q], m[q], dv[q], &t[q], &t_twin);
         }
+        if (fs0) grid[0] = 2; /* started: no grids */
+        if (fs1) grid[1] = 2;
         for (size_t q = 0; q < nr; q++)
             if (grid[q] == 1) t1[q] = grid1b(m[q], dv[q]);
         for (size_t q = 0; q < nr; q++)

@@ -14,7 +14,7 @@ static sg_status check_ids(sg_context *ctx, const char *name, size_t t, size_t k
                            size_t ldi, size_t e) {
     if (k == 1 && ldi == 1) { /* one branch-free pass (vectorized); the message by the loop below */
         uint32_t out = 0;
-        for (size_t r = 0; r < t; r++) out |= (uint32_t)ids[r] >= (uint64_t)e;
+        for (size_t r = 0; r < t; r++) out |= (uint64_t)(int64_t)ids[r] >= (uint64_t)e; /* negative: huge */
         if (!out) return SG_OK;
     }
     for (size_t r = 0; r < t; r++)
