@@ -81,9 +81,12 @@ static double estep(em_state *st, const sg_mix_model *m) {
         double ll = 0;
         mix_logsum ls = {1.0, 0, 0};
         for (size_t i = 0; i < n; i++) {
+            /* the maximum's exp(0) is exactly 1: not computed */
             double *t = st->tau + i * E, mx = t[0], sum = 0;
-            for (size_t k = 1; k < E; k++) mx = t[k] > mx ? t[k] : mx;
-            for (size_t k = 0; k < E; k++) sum += (t[k] = exp(t[k] - mx));
+            size_t am = 0;
+            for (size_t k = 1; k < E; k++)
+                if (t[k] > mx) mx = t[k], am = k;
+            for (size_t k = 0; k < E; k++) sum += (t[k] = k == am ? 1.0 : exp(t[k] - mx));
             double inv = 1.0 / sum;
             for (size_t k = 0; k < E; k++) t[k] *= inv;
             ll += mx;

@@ -81,9 +81,12 @@ static double ml_eval(const mix_mlogit *pb, const double *w, ml_work *wk) {
         for (i = 0; i < n; i++) {
             double *l = wk->lp + i * (size_t)m, *p = wk->pr + i * (size_t)m, mx = l[0], sum = 0;
             const double *r = pb->r + i * pb->ldr;
-            for (int j = 1; j < m; j++) mx = l[j] > mx ? l[j] : mx;
+            int am = 0;
+            for (int j = 1; j < m; j++)
+                if (l[j] > mx) mx = l[j], am = j;
             if (!isfinite(mx)) break;
-            for (int j = 0; j < m; j++) sum += (p[j] = exp(l[j] - mx));
+            /* the maximum's exp(0) is exactly 1: not computed */
+            for (int j = 0; j < m; j++) sum += (p[j] = j == am ? 1.0 : exp(l[j] - mx));
             double inv = 1.0 / sum, rs = 0, fr = 0;
             for (int j = 0; j < m; j++) {
                 p[j] *= inv;

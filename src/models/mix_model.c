@@ -395,8 +395,11 @@ static int dense_log_softmax(size_t n, size_t E, double *l) {
         if (!isfinite(l[i])) return 0;
     for (size_t i = 0; i < n; i++) {
         double *li = l + i * E, mx = li[0], s = 0;
-        for (size_t k = 1; k < E; k++) mx = li[k] > mx ? li[k] : mx;
-        for (size_t k = 0; k < E; k++) s += exp(li[k] - mx);
+        size_t am = 0;
+        for (size_t k = 1; k < E; k++)
+            if (li[k] > mx) mx = li[k], am = k;
+        /* the maximum's exp(0) is exactly 1: not computed */
+        for (size_t k = 0; k < E; k++) s += k == am ? 1.0 : exp(li[k] - mx);
         double c = mx + log(s);
         for (size_t k = 0; k < E; k++) li[k] -= c;
     }
