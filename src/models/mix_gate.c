@@ -86,7 +86,7 @@ static double ml_eval(const mix_mlogit *pb, const double *w, ml_work *wk) {
                 if (l[j] > mx) mx = l[j], am = j;
             if (!isfinite(mx)) break;
             /* the maximum's exp(0) is exactly 1: not computed */
-            for (int j = 0; j < m; j++) sum += (p[j] = j == am ? 1.0 : exp(l[j] - mx));
+            for (int j = 0; j < m; j++) sum += (p[j] = j == am ? 1.0 : mix_exp(l[j] - mx));
             double inv = 1.0 / sum, rs = 0, fr = 0;
             for (int j = 0; j < m; j++) {
                 p[j] *= inv;
@@ -254,13 +254,14 @@ int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *fout
     for (int j = 0; j < kk; j++) pen[j] = (j % q) != 0;
     double f;
     if (pb->lp0 && pb->k == m) {
-        /* log P at W given (the E-step's gate): P = exp(log P) */
+        /* log P at W given (the E-step's gate): P = exp(log P), or P
+         * given too (p0) */
         f = 0;
         for (size_t i = 0; i < n; i++) {
             const double *l0 = pb->lp0 + i * (size_t)m, *r = pb->r + i * pb->ldr;
             double *l = wk.lp + i * (size_t)m, *p = wk.pr + i * (size_t)m;
             for (int j = 0; j < m; j++) {
-                l[j] = l0[j], p[j] = exp(l0[j]);
+                l[j] = l0[j], p[j] = pb->p0 ? pb->p0[i * (size_t)m + j] : mix_exp(l0[j]);
                 if (r[j] > 0) f += r[j] * l[j];
             }
         }

@@ -53,18 +53,19 @@ int mix_spd_solve(int k, double *a, double *b) {
 #define MIX_SMALL_GEMM 32
 
 /* The plain loops below, with the inner length Q a constant for the
- * common small cases (gcc then unrolls the inner loop; the arithmetic and
+ * common small cases, and for the products also the outer length M for
+ * 2 and 3 outputs (gcc then unrolls those loops; the arithmetic and
  * its order are the same for every Q: results do not depend on the case
  * taken). b (and the small products' inputs) are read through local
  * restrict pointers: c is never an alias of a or b. */
-#define GEMM_NT_LOOP(Q)                                                          \
+#define GEMM_NT_LOOP(M, Q)                                                       \
     do {                                                                         \
         const double *restrict a_ = a, *restrict b_ = b;                         \
         double *restrict c_ = c;                                                 \
         for (size_t i = 0; i < n; i++) {                                         \
             const double *ai = a_ + i * lda;                                     \
             double *ci = c_ + i * ldc;                                           \
-            for (int k = 0; k < m; k++) {                                        \
+            for (int k = 0; k < (M); k++) {                                      \
                 const double *bk = b_ + (size_t)k * ldb;                         \
                 double s = 0;                                                    \
                 for (int j = 0; j < (Q); j++) s += ai[j] * bk[j];                \
@@ -109,13 +110,18 @@ void mix_gemm_nt(size_t n, int m, int q, double alpha, const double *a, size_t l
                     (int)ldb, 0.0, c, (int)ldc);
         return;
     }
-    switch (q) {
-    case 1: GEMM_NT_LOOP(1); return;
-    case 2: GEMM_NT_LOOP(2); return;
-    case 3: GEMM_NT_LOOP(3); return;
-    case 4: GEMM_NT_LOOP(4); return;
-    default: GEMM_NT_LOOP(q); return;
+#define GEMM_NT_CASES(M)                                                         \
+    switch (q) {                                                                 \
+    case 1: GEMM_NT_LOOP(M, 1); return;                                          \
+    case 2: GEMM_NT_LOOP(M, 2); return;                                          \
+    case 3: GEMM_NT_LOOP(M, 3); return;                                          \
+    case 4: GEMM_NT_LOOP(M, 4); return;                                          \
+    default: GEMM_NT_LOOP(M, q); return;                                         \
     }
+    if (m == 2) GEMM_NT_CASES(2)
+    if (m == 3) GEMM_NT_CASES(3)
+    GEMM_NT_CASES(m)
+#undef GEMM_NT_CASES
 }
 
 void mix_gemm_tn(size_t n, int m, int q, const double *a, size_t lda, const double *b,

@@ -390,7 +390,7 @@ static void level_scores(const sg_mix_model *m, int l, const mix_design *d, doub
  * per row (sg_log_softmax_f64's formula without its per-element special-
  * value classification). Returns 0, leaving the rows untouched, when a
  * logit is not finite: the caller then uses sg_log_softmax_f64. */
-static int dense_log_softmax(size_t n, size_t E, double *l) {
+static int dense_log_softmax(size_t n, size_t E, double *l, double *prob) {
     for (size_t i = 0; i < n * E; i++)
         if (!isfinite(l[i])) return 0;
     for (size_t i = 0; i < n; i++) {
@@ -399,7 +399,14 @@ static int dense_log_softmax(size_t n, size_t E, double *l) {
         for (size_t k = 1; k < E; k++)
             if (li[k] > mx) mx = li[k], am = k;
         /* the maximum's exp(0) is exactly 1: not computed */
-        for (size_t k = 0; k < E; k++) s += k == am ? 1.0 : exp(li[k] - mx);
+        if (prob) {
+            double *pi = prob + i * E;
+            for (size_t k = 0; k < E; k++) s += (pi[k] = k == am ? 1.0 : mix_exp(li[k] - mx));
+            double inv = 1.0 / s;
+            for (size_t k = 0; k < E; k++) pi[k] *= inv;
+        } else {
+            for (size_t k = 0; k < E; k++) s += k == am ? 1.0 : mix_exp(li[k] - mx);
+        }
         double c = mx + log(s);
         for (size_t k = 0; k < E; k++) li[k] -= c;
     }
@@ -407,11 +414,21 @@ static int dense_log_softmax(size_t n, size_t E, double *l) {
 }
 
 int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d, double *logg) {
+    int ok;
+    return mix_gate_logprob_p(ctx, m, d, logg, NULL, &ok);
+}
+
+int mix_gate_logprob_p(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
+                       double *logg, double *prob, int *prob_ok) {
     size_t n = d->n, E = (size_t)m->E;
+    *prob_ok = 0;
     if (n == 0) return 0;
     if (m->nlevels == 1) {
         level_scores(m, 0, d, logg);
-        if (m->K == m->E && dense_log_softmax(n, E, logg)) return 0;
+        if (m->K == m->E && dense_log_softmax(n, E, logg, prob)) {
+            *prob_ok = prob != NULL;
+            return 0;
+        }
         sg_softmax_options o = sg_softmax_options_default();
         uint8_t *keep = NULL;
         if (m->K < m->E) {
