@@ -253,15 +253,30 @@ int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *fout
     row_sums(pb, wk.s);
     for (int j = 0; j < kk; j++) pen[j] = (j % q) != 0;
     double f;
-    if (pb->lp0 && pb->k == m) {
-        /* log P at W given (the E-step's gate): P = exp(log P), or P
-         * given too (p0) */
+    if (pb->lp0 && pb->p0 && pb->k == m) {
+        /* the E-step's max-shifted logits, row sums and P at W (ml_eval's
+         * sum over rows without its product and exponentials) */
+        f = 0;
+        mix_logsum ls = {1.0, 0, 0};
+        memcpy(wk.pr, pb->p0, n * (size_t)m * sizeof *wk.pr);
+        for (size_t i = 0; i < n; i++) {
+            const double *l0 = pb->lp0 + i * (size_t)m, *r = pb->r + i * pb->ldr;
+            double rs = 0, fr = 0;
+            for (int j = 0; j < m; j++)
+                if (r[j] > 0) rs += r[j], fr += r[j] * l0[j];
+            f += fr;
+            if (rs == 1.0) mix_logsum_add(&ls, pb->s0[i]);
+            else f -= rs * log(pb->s0[i]);
+        }
+        f -= mix_logsum_value(&ls) + ml_penalty(pb, w);
+    } else if (pb->lp0 && pb->k == m) {
+        /* log P at W given (the E-step's gate): P = exp(log P) */
         f = 0;
         for (size_t i = 0; i < n; i++) {
             const double *l0 = pb->lp0 + i * (size_t)m, *r = pb->r + i * pb->ldr;
             double *l = wk.lp + i * (size_t)m, *p = wk.pr + i * (size_t)m;
             for (int j = 0; j < m; j++) {
-                l[j] = l0[j], p[j] = pb->p0 ? pb->p0[i * (size_t)m + j] : mix_exp(l0[j]);
+                l[j] = l0[j], p[j] = mix_exp(l0[j]);
                 if (r[j] > 0) f += r[j] * l[j];
             }
         }

@@ -87,12 +87,14 @@ void mix_design_free(mix_design *d);
  * or -1 when out of memory. */
 int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
                      double *logg);
-/* The same log g, and when prob != NULL the probabilities g [n x E] as the
- * row's exponentials over their sum (max-shifted, mix_exp), written only
- * on the dense single-level path with finite logits: *prob_ok says
- * whether they were (0: prob untouched). */
-int mix_gate_logprob_p(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
-                       double *logg, double *prob, int *prob_ok);
+/* Dense single-level gates with finite logits (the usual softmax gate):
+ * lsh [n x E] = each row's logits minus their maximum (log g plus the
+ * row's log-sum, without the log), sums [n] = sum_k exp(lsh_k) (in
+ * [1, E]), prob [n x E] = exp(lsh) / sums (mix_exp; the maximum's
+ * exp(0) = 1 not computed). Returns 1; 0 for other gates or non-finite
+ * logits (lsh then holds scratch; use mix_gate_logprob). */
+int mix_gate_shifted(const sg_mix_model *m, const mix_design *d, double *lsh, double *prob,
+                     double *sums);
 /* Expert means: Gaussian mu [n x E]; multinomial log P [n x (E*C)]. */
 int mix_expert_scores(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
                       double *out);
@@ -146,8 +148,10 @@ typedef struct mix_mlogit {
      * left) is at most max(2e-13 max(1, |F|), dec_tol): 0 solves to
      * convergence; EM passes a fraction of its last gain (mix_em.c) */
     double dec_tol;
-    /* optional with lp0 (NULL: exp(lp0)): P at the starting W, [n x m] */
-    const double *p0;
+    /* optional with lp0 (NULL: P = exp(lp0)): P at the starting W [n x m];
+     * lp0 then holds the max-shifted logits (mix_gate_shifted) and s0 [n]
+     * the row sums of their exponentials, log P = lp0 - log s0 */
+    const double *p0, *s0;
 } mix_mlogit;
 /* Newton (proximal Newton with lam > 0) with step halving, from W, to
  * convergence (at most max_newton steps). *f receives the final F.

@@ -390,7 +390,7 @@ static void level_scores(const sg_mix_model *m, int l, const mix_design *d, doub
  * per row (sg_log_softmax_f64's formula without its per-element special-
  * value classification). Returns 0, leaving the rows untouched, when a
  * logit is not finite: the caller then uses sg_log_softmax_f64. */
-static int dense_log_softmax(size_t n, size_t E, double *l, double *prob) {
+static int dense_log_softmax(size_t n, size_t E, double *l) {
     for (size_t i = 0; i < n * E; i++)
         if (!isfinite(l[i])) return 0;
     for (size_t i = 0; i < n; i++) {
@@ -399,36 +399,43 @@ static int dense_log_softmax(size_t n, size_t E, double *l, double *prob) {
         for (size_t k = 1; k < E; k++)
             if (li[k] > mx) mx = li[k], am = k;
         /* the maximum's exp(0) is exactly 1: not computed */
-        if (prob) {
-            double *pi = prob + i * E;
-            for (size_t k = 0; k < E; k++) s += (pi[k] = k == am ? 1.0 : mix_exp(li[k] - mx));
-            double inv = 1.0 / s;
-            for (size_t k = 0; k < E; k++) pi[k] *= inv;
-        } else {
-            for (size_t k = 0; k < E; k++) s += k == am ? 1.0 : mix_exp(li[k] - mx);
-        }
+        for (size_t k = 0; k < E; k++) s += k == am ? 1.0 : mix_exp(li[k] - mx);
         double c = mx + log(s);
         for (size_t k = 0; k < E; k++) li[k] -= c;
     }
     return 1;
 }
 
-int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d, double *logg) {
-    int ok;
-    return mix_gate_logprob_p(ctx, m, d, logg, NULL, &ok);
+int mix_gate_shifted(const sg_mix_model *m, const mix_design *d, double *lsh, double *prob,
+                     double *sums) {
+    size_t n = d->n, E = (size_t)m->E;
+    if (m->nlevels != 1 || m->K != m->E || E > 256) return 0;
+    if (n == 0) return 1;
+    level_scores(m, 0, d, lsh);
+    for (size_t i = 0; i < n * E; i++)
+        if (!isfinite(lsh[i])) return 0;
+    for (size_t i = 0; i < n; i++) {
+        double *li = lsh + i * E, *pi = prob + i * E, mx = li[0], s = 0;
+        size_t am = 0;
+        for (size_t k = 1; k < E; k++)
+            if (li[k] > mx) mx = li[k], am = k;
+        for (size_t k = 0; k < E; k++) {
+            li[k] = k == am ? 0.0 : li[k] - mx;
+            s += (pi[k] = k == am ? 1.0 : mix_exp(li[k]));
+        }
+        double inv = 1.0 / s;
+        for (size_t k = 0; k < E; k++) pi[k] *= inv;
+        sums[i] = s;
+    }
+    return 1;
 }
 
-int mix_gate_logprob_p(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
-                       double *logg, double *prob, int *prob_ok) {
+int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d, double *logg) {
     size_t n = d->n, E = (size_t)m->E;
-    *prob_ok = 0;
     if (n == 0) return 0;
     if (m->nlevels == 1) {
         level_scores(m, 0, d, logg);
-        if (m->K == m->E && dense_log_softmax(n, E, logg, prob)) {
-            *prob_ok = prob != NULL;
-            return 0;
-        }
+        if (m->K == m->E && dense_log_softmax(n, E, logg)) return 0;
         sg_softmax_options o = sg_softmax_options_default();
         uint8_t *keep = NULL;
         if (m->K < m->E) {
