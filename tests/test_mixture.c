@@ -1084,3 +1084,40 @@ TEST(mixture_accelerated_same_fit) {
     free(b[0]), free(b[1]), free(x), free(y);
     sg_context_destroy(ctx);
 }
+
+/* mix_exp (the EM fit's inline exp) against long double expl: within 1 ulp
+ * of the exact value on random arguments over its whole table range, at
+ * the table's cut points and near 0; libm's exp outside |x| <= 700. */
+static double ulp_err(double got, long double want) {
+    double w = (double)want;
+    double u = nextafter(fabs(w), INFINITY) - fabs(w);
+    return (double)fabsl((long double)got - want) / u;
+}
+TEST(mixture_exp_ulp) {
+    test_rng r = test_rng_seed(77);
+    size_t cnt = test_quick ? 2000 : 200000;
+    double worst = 0, wx = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        double x;
+        switch (i % 4) {
+        case 0: x = 1400.0 * (test_uniform(&r) - 0.5); break;
+        case 1: x = -40.0 * test_uniform(&r); break;
+        case 2: x = (test_uniform(&r) - 0.5) * 1e-3; break;
+        default: /* near k ln2 / 128, the cut between table entries */
+            x = (double)((long)(test_uniform(&r) * 2000) - 1000) * 0.693147180559945309 / 128 +
+                (test_uniform(&r) - 0.5) * 1e-12;
+        }
+        double e = ulp_err(mix_exp(x), expl((long double)x));
+        if (e > worst) worst = e, wx = x;
+    }
+    CHECK(worst <= 1.0, "mix_exp: %.3f ulp at x = %.17g", worst, wx);
+    CHECK(mix_exp(0.0) == 1.0 && mix_exp(-0.0) == 1.0, "mix_exp(0) = %.17g", mix_exp(0.0));
+    CHECK(mix_exp(-INFINITY) == 0.0 && mix_exp(INFINITY) == INFINITY && isnan(mix_exp(NAN)),
+          "mix_exp special values");
+    CHECK(mix_exp(-745.5) == exp(-745.5) && mix_exp(-701.0) == exp(-701.0) &&
+              mix_exp(709.0) == exp(709.0),
+          "mix_exp beyond |x| <= 700 is libm's exp");
+    double a = mix_exp(-700.0), b = mix_exp(700.0);
+    CHECK(ulp_err(a, expl(-700.0L)) <= 1.0 && ulp_err(b, expl(700.0L)) <= 1.0,
+          "mix_exp at +-700: %.17g %.17g", a, b);
+}

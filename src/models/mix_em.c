@@ -38,6 +38,10 @@ typedef struct em_state {
     const int32_t *labels;
     double vary;    /* sample variance of y (Gaussian) */
     double *logg;   /* [n x E] */
+    double *gp;     /* [n x E] gate probabilities at logg's W, if gp_ok */
+    double *gsum;   /* [n] if gp_ok: logg holds the max-shifted logits, log
+                     * g = logg - log gsum (mix_gate_shifted) */
+    int gp_ok;
     double *sc;     /* [n x E*C] expert scores */
     double *tau;    /* [n x E] responsibilities */
     double *lse;    /* [n] */
@@ -62,9 +66,19 @@ typedef struct em_result {
 /* Observed log-likelihood at m; tau <- posterior responsibilities. */
 static double estep(em_state *st, const sg_mix_model *m) {
     size_t n = st->n, E = (size_t)m->E;
-    if (mix_gate_logprob(st->ctx, m, &st->d, st->logg) != 0) {
+    /* the usual dense gate: the max-shifted logits stand in for log g
+     * (the same responsibilities; the row log-sums are subtracted from the
+     * log-likelihood, one log per 32 rows by mix_logsum) */
+    st->gp_ok = mix_gate_shifted(m, &st->d, st->logg, st->gp, st->gsum);
+    if (!st->gp_ok && mix_gate_logprob(st->ctx, m, &st->d, st->logg) != 0) {
         st->nomem = 1;
         return NAN;
+    }
+    double gl = 0;
+    if (st->gp_ok) {
+        mix_logsum gs = {1.0, 0, 0};
+        for (size_t i = 0; i < n; i++) mix_logsum_add(&gs, st->gsum[i]);
+        gl = mix_logsum_value(&gs);
     }
     mix_expert_scores(st->ctx, m, &st->d, st->sc);
     mix_expert_logdens(m, n, st->sc, st->y, st->labels, st->tau);
@@ -81,15 +95,18 @@ static double estep(em_state *st, const sg_mix_model *m) {
         double ll = 0;
         mix_logsum ls = {1.0, 0, 0};
         for (size_t i = 0; i < n; i++) {
+            /* the maximum's exp(0) is exactly 1: not computed */
             double *t = st->tau + i * E, mx = t[0], sum = 0;
-            for (size_t k = 1; k < E; k++) mx = t[k] > mx ? t[k] : mx;
-            for (size_t k = 0; k < E; k++) sum += (t[k] = exp(t[k] - mx));
+            size_t am = 0;
+            for (size_t k = 1; k < E; k++)
+                if (t[k] > mx) mx = t[k], am = k;
+            for (size_t k = 0; k < E; k++) sum += (t[k] = k == am ? 1.0 : mix_exp(t[k] - mx));
             double inv = 1.0 / sum;
             for (size_t k = 0; k < E; k++) t[k] *= inv;
             ll += mx;
             mix_logsum_add(&ls, sum);
         }
-        return ll + mix_logsum_value(&ls);
+        return ll + mix_logsum_value(&ls) - gl;
     }
     sg_logsumexp_f64(st->ctx, n, E, st->tau, E, st->lse, NULL);
     double ll = 0;
@@ -100,7 +117,7 @@ static double estep(em_state *st, const sg_mix_model *m) {
             *t = exp(*t - st->lse[i]);
         }
     }
-    return ll;
+    return ll - gl;
 }
 
 /* ---- penalties --------------------------------------------------------- */
@@ -211,7 +228,7 @@ static void mstep_multi(em_state *st, sg_mix_model *m, int k, const double *t, s
         ri[st->labels[i]] = t[i * ldt];
     }
     mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                     st->d.z, m->q, st->r, C, NULL, 0};
+                     st->d.z, m->q, st->r, C, NULL, 0, NULL, NULL};
     double f;
     if (mix_mlogit_fit(&pb, m->beta + (size_t)k * C * m->q, 50, &f) != 0) st->nomem = 1;
 }
@@ -238,7 +255,7 @@ static const double *gate_design(const em_state *st, const sg_mix_model *m) {
  * current coefficients. value_only: *gn gets the gradient norm instead. */
 static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const double *r,
                        size_t ldr, double lam, int kk, int value_only, const double *lp0,
-                       double *gn) {
+                       const double *p0, double *gn) {
     const mix_level *lv = &m->lev[l];
     size_t cols = mix_level_cols(m, l);
     double *w = lv->w + (size_t)blk * lv->m * cols, f = 0, g = 0;
@@ -252,7 +269,8 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
         rc = value_only ? mix_laplace_value(&pb, w, &f, NULL, &g) : mix_laplace_fit(&pb, w, LAPLACE_STEPS, &f);
     } else {
         mix_mlogit pb = {st->n, (int)m->q, lv->m, kk, m->T, st->spec->gate_ridge, lam,
-                         gate_design(st, m), m->q, r, ldr, lp0, st->gate_dec_tol};
+                         gate_design(st, m), m->q, r, ldr, lp0, st->gate_dec_tol, p0,
+                         p0 ? st->gsum : NULL};
         rc = value_only ? mix_mlogit_value(&pb, w, &f, &g)
                         : mix_mlogit_fit(&pb, w, st->newton_cap ? st->newton_cap : 50, &f);
     }
@@ -262,8 +280,9 @@ static void gate_solve(em_state *st, sg_mix_model *m, int l, int blk, const doub
 
 /* Fits (or measures the gradient of) every gate block from targets t. */
 /* at_logg: st->logg holds the gate's log-probabilities at its current
- * coefficients (the E-step just before), which a dense single-level
- * solver then starts from instead of recomputing them. */
+ * coefficients (the E-step just before; or its max-shifted logits, with
+ * the probabilities and row sums, when st->gp_ok), which a dense
+ * single-level solver then starts from instead of recomputing them. */
 static double gate_all(em_state *st, sg_mix_model *m, const double *t, double lam, int dense,
                        int value_only, int at_logg) {
     size_t n = st->n, E = (size_t)m->E;
@@ -271,7 +290,8 @@ static double gate_all(em_state *st, sg_mix_model *m, const double *t, double la
     if (m->nlevels == 1) {
         int kk = dense ? m->E : m->K;
         const double *lp0 = at_logg && kk == m->E && !m->lev[0].laplace ? st->logg : NULL;
-        gate_solve(st, m, 0, 0, t, E, lam, kk, value_only, lp0, &g);
+        gate_solve(st, m, 0, 0, t, E, lam, kk, value_only, lp0, lp0 && st->gp_ok ? st->gp : NULL,
+                   &g);
         return g;
     }
     size_t G = (size_t)m->G, mm = E / G;
@@ -281,10 +301,10 @@ static double gate_all(em_state *st, sg_mix_model *m, const double *t, double la
             for (size_t j = 0; j < mm; j++) s += t[i * E + gg * mm + j];
             st->r[i * G + gg] = s;
         }
-    gate_solve(st, m, 0, 0, st->r, G, lam, (int)G, value_only, NULL, &g);
+    gate_solve(st, m, 0, 0, st->r, G, lam, (int)G, value_only, NULL, NULL, &g);
     gmax = g;
     for (size_t gg = 0; gg < G; gg++) {
-        gate_solve(st, m, 1, (int)gg, t + gg * mm, E, lam, (int)mm, value_only, NULL, &g);
+        gate_solve(st, m, 1, (int)gg, t + gg * mm, E, lam, (int)mm, value_only, NULL, NULL, &g);
         if (g > gmax) gmax = g;
     }
     return gmax;
@@ -340,7 +360,7 @@ static double grad_norm(em_state *st, sg_mix_model *m, double lam) {
                 ri[st->labels[i]] = st->tau[i * E + k];
             }
             mix_mlogit pb = {n, (int)m->q, (int)C, (int)C, 1.0, st->spec->gate_ridge, lam,
-                             st->d.z, m->q, st->r, C, NULL, 0};
+                             st->d.z, m->q, st->r, C, NULL, 0, NULL, NULL};
             double f, g = 0;
             if (mix_mlogit_value(&pb, m->beta + k * C * m->q, &f, &g) != 0) st->nomem = 1;
             if (g > gmax) gmax = g;
@@ -1224,7 +1244,8 @@ static double lambda_max(em_state *st, sg_mix_model *m) {
 
 static void state_free(em_state *st) {
     mix_design_free(&st->d);
-    free(st->logg), free(st->sc), free(st->tau), free(st->lse), free(st->r), free(st->buf);
+    free(st->logg), free(st->gp), free(st->gsum), free(st->sc), free(st->tau), free(st->lse);
+    free(st->r), free(st->buf);
     free(st->trace);
 }
 
@@ -1409,12 +1430,14 @@ sg_status mix_fit(sg_context *ctx, const sg_mix_spec *spec, size_t n, size_t p, 
     size_t rcols = C > G ? C : G;
     if (!mix_design_build(work, n, x, ldx, &st.d)) goto nomem;
     st.logg = malloc(n * E * sizeof(double));
+    st.gp = malloc(n * E * sizeof(double));
+    st.gsum = malloc(n * sizeof(double));
     st.sc = malloc(n * E * C * sizeof(double));
     st.tau = malloc(n * E * sizeof(double));
     st.lse = malloc(n * sizeof(double));
     st.r = malloc(n * rcols * sizeof(double));
     st.buf = malloc(n * shape.q * sizeof(double));
-    if (!st.logg || !st.sc || !st.tau || !st.lse || !st.r || !st.buf) goto nomem;
+    if (!st.logg || !st.gp || !st.gsum || !st.sc || !st.tau || !st.lse || !st.r || !st.buf) goto nomem;
 
     em_result bres;
     memset(&bres, 0, sizeof bres);

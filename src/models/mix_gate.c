@@ -81,9 +81,12 @@ static double ml_eval(const mix_mlogit *pb, const double *w, ml_work *wk) {
         for (i = 0; i < n; i++) {
             double *l = wk->lp + i * (size_t)m, *p = wk->pr + i * (size_t)m, mx = l[0], sum = 0;
             const double *r = pb->r + i * pb->ldr;
-            for (int j = 1; j < m; j++) mx = l[j] > mx ? l[j] : mx;
+            int am = 0;
+            for (int j = 1; j < m; j++)
+                if (l[j] > mx) mx = l[j], am = j;
             if (!isfinite(mx)) break;
-            for (int j = 0; j < m; j++) sum += (p[j] = exp(l[j] - mx));
+            /* the maximum's exp(0) is exactly 1: not computed */
+            for (int j = 0; j < m; j++) sum += (p[j] = j == am ? 1.0 : mix_exp(l[j] - mx));
             double inv = 1.0 / sum, rs = 0, fr = 0;
             for (int j = 0; j < m; j++) {
                 p[j] *= inv;
@@ -250,14 +253,30 @@ int mix_mlogit_fit(const mix_mlogit *pb, double *w, int max_newton, double *fout
     row_sums(pb, wk.s);
     for (int j = 0; j < kk; j++) pen[j] = (j % q) != 0;
     double f;
-    if (pb->lp0 && pb->k == m) {
+    if (pb->lp0 && pb->p0 && pb->k == m) {
+        /* the E-step's max-shifted logits, row sums and P at W (ml_eval's
+         * sum over rows without its product and exponentials) */
+        f = 0;
+        mix_logsum ls = {1.0, 0, 0};
+        memcpy(wk.pr, pb->p0, n * (size_t)m * sizeof *wk.pr);
+        for (size_t i = 0; i < n; i++) {
+            const double *l0 = pb->lp0 + i * (size_t)m, *r = pb->r + i * pb->ldr;
+            double rs = 0, fr = 0;
+            for (int j = 0; j < m; j++)
+                if (r[j] > 0) rs += r[j], fr += r[j] * l0[j];
+            f += fr;
+            if (rs == 1.0) mix_logsum_add(&ls, pb->s0[i]);
+            else f -= rs * log(pb->s0[i]);
+        }
+        f -= mix_logsum_value(&ls) + ml_penalty(pb, w);
+    } else if (pb->lp0 && pb->k == m) {
         /* log P at W given (the E-step's gate): P = exp(log P) */
         f = 0;
         for (size_t i = 0; i < n; i++) {
             const double *l0 = pb->lp0 + i * (size_t)m, *r = pb->r + i * pb->ldr;
             double *l = wk.lp + i * (size_t)m, *p = wk.pr + i * (size_t)m;
             for (int j = 0; j < m; j++) {
-                l[j] = l0[j], p[j] = exp(l0[j]);
+                l[j] = l0[j], p[j] = mix_exp(l0[j]);
                 if (r[j] > 0) f += r[j] * l[j];
             }
         }

@@ -16,6 +16,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "core/context.h"
 #include "softgate.h"
@@ -85,6 +87,14 @@ void mix_design_free(mix_design *d);
  * or -1 when out of memory. */
 int mix_gate_logprob(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
                      double *logg);
+/* Dense single-level gates with finite logits (the usual softmax gate):
+ * lsh [n x E] = each row's logits minus their maximum (log g plus the
+ * row's log-sum, without the log), sums [n] = sum_k exp(lsh_k) (in
+ * [1, E]), prob [n x E] = exp(lsh) / sums (mix_exp; the maximum's
+ * exp(0) = 1 not computed). Returns 1; 0 for other gates or non-finite
+ * logits (lsh then holds scratch; use mix_gate_logprob). */
+int mix_gate_shifted(const sg_mix_model *m, const mix_design *d, double *lsh, double *prob,
+                     double *sums);
 /* Expert means: Gaussian mu [n x E]; multinomial log P [n x (E*C)]. */
 int mix_expert_scores(sg_context *ctx, const sg_mix_model *m, const mix_design *d,
                       double *out);
@@ -138,6 +148,10 @@ typedef struct mix_mlogit {
      * left) is at most max(2e-13 max(1, |F|), dec_tol): 0 solves to
      * convergence; EM passes a fraction of its last gain (mix_em.c) */
     double dec_tol;
+    /* optional with lp0 (NULL: P = exp(lp0)): P at the starting W [n x m];
+     * lp0 then holds the max-shifted logits (mix_gate_shifted) and s0 [n]
+     * the row sums of their exponentials, log P = lp0 - log s0 */
+    const double *p0, *s0;
 } mix_mlogit;
 /* Newton (proximal Newton with lam > 0) with step halving, from W, to
  * convergence (at most max_newton steps). *f receives the final F.
@@ -201,6 +215,35 @@ static inline void mix_logsum_add(mix_logsum *a, double v) {
 }
 static inline double mix_logsum_value(const mix_logsum *a) {
     return log(a->p) + (double)a->e * 0.69314718055994530942;
+}
+
+/* exp(x) for the EM fit's hot loops (E-step, gate objective and gate
+ * log-softmax), inline: x = k ln2/128 + r, |r| <= ln2/256 (Cody-Waite: the
+ * high part of ln2/128 has 29 significant bits, so k times it is exact for
+ * |k| < 2^24), exp(r) - 1 by its Taylor polynomial of degree 5 (truncation
+ * below 6e-19 relative), 2^(k/128) from mix_exp_tab (nearest double and
+ * its relative rounding error, folded into the correction term), the
+ * power of two added to the exponent bits. Within 1 ulp of exp (about
+ * 0.51 ulp; test mixture_exp_ulp against long double); mix_exp(0) == 1
+ * exactly. |x| > 700, infinities and NaN go to libm's exp (results there
+ * are libm's). Plain C with no contraction (ISO C mode compiles with
+ * -ffp-contract=off), the same value for the same input on every path and
+ * thread count. */
+#define MIX_EXP_N 128
+extern const double mix_exp_tab[2 * MIX_EXP_N];
+static inline double mix_exp(double x) {
+    if (!(fabs(x) <= 700.0)) return exp(x);
+    double kd = x * 0x1.71547652b82fep+7; /* x 128 / ln2 */
+    kd = (kd + 0x1.8p52) - 0x1.8p52;      /* nearest integer */
+    int64_t k = (int64_t)kd;
+    double r = (x - kd * 0x1.62e42ff000000p-8) - kd * -0x1.718432a1b0e26p-42;
+    double p = r + r * r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120))));
+    uint64_t j = (uint64_t)k & (MIX_EXP_N - 1), bits;
+    double s = mix_exp_tab[2 * j];
+    memcpy(&bits, &s, sizeof bits);
+    bits += ((uint64_t)k - j) << 45; /* + (k - j) / 128 in the exponent */
+    memcpy(&s, &bits, sizeof s);
+    return s + s * (p + mix_exp_tab[2 * j + 1]);
 }
 
 #endif

@@ -52,6 +52,56 @@ int mix_spd_solve(int k, double *a, double *b) {
  * gates and experts of small problems), so those run as plain loops. */
 #define MIX_SMALL_GEMM 32
 
+/* The plain loops below, with the inner length Q a constant for the
+ * common small cases, and for the products also the outer length M for
+ * 2 and 3 outputs (gcc then unrolls those loops; the arithmetic and
+ * its order are the same for every Q: results do not depend on the case
+ * taken). b (and the small products' inputs) are read through local
+ * restrict pointers: c is never an alias of a or b. */
+#define GEMM_NT_LOOP(M, Q)                                                       \
+    do {                                                                         \
+        const double *restrict a_ = a, *restrict b_ = b;                         \
+        double *restrict c_ = c;                                                 \
+        for (size_t i = 0; i < n; i++) {                                         \
+            const double *ai = a_ + i * lda;                                     \
+            double *ci = c_ + i * ldc;                                           \
+            for (int k = 0; k < (M); k++) {                                      \
+                const double *bk = b_ + (size_t)k * ldb;                         \
+                double s = 0;                                                    \
+                for (int j = 0; j < (Q); j++) s += ai[j] * bk[j];                \
+                ci[k] = alpha * s;                                               \
+            }                                                                    \
+        }                                                                        \
+    } while (0)
+
+#define GEMM_TN_LOOP(Q)                                                          \
+    do {                                                                         \
+        const double *restrict a_ = a, *restrict b_ = b;                         \
+        double *restrict c_ = c;                                                 \
+        for (size_t i = 0; i < n; i++) {                                         \
+            const double *ai = a_ + i * lda, *bi = b_ + i * ldb;                 \
+            for (int k = 0; k < m; k++) {                                        \
+                double v = ai[k];                                                \
+                double *ck = c_ + (size_t)k * (Q);                               \
+                for (int j = 0; j < (Q); j++) ck[j] += v * bi[j];                \
+            }                                                                    \
+        }                                                                        \
+    } while (0)
+
+#define GRAM_LOOP(K)                                                             \
+    do {                                                                         \
+        const double *restrict a_ = a, *restrict w_ = w;                         \
+        double *restrict c_ = c;                                                 \
+        for (size_t i = 0; i < n; i++) {                                         \
+            double wi = w_ ? w_[i] : 1.0;                                        \
+            const double *ai = a_ + i * lda;                                     \
+            for (int r = 0; r < (K); r++) {                                      \
+                double v = wi * ai[r];                                           \
+                for (int j = 0; j <= r; j++) c_[(size_t)r * (K) + j] += v * ai[j]; \
+            }                                                                    \
+        }                                                                        \
+    } while (0)
+
 void mix_gemm_nt(size_t n, int m, int q, double alpha, const double *a, size_t lda,
                  const double *b, size_t ldb, double *c, size_t ldc) {
     if (n == 0) return;
@@ -60,15 +110,18 @@ void mix_gemm_nt(size_t n, int m, int q, double alpha, const double *a, size_t l
                     (int)ldb, 0.0, c, (int)ldc);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        const double *ai = a + i * lda;
-        for (int k = 0; k < m; k++) {
-            const double *bk = b + (size_t)k * ldb;
-            double s = 0;
-            for (int j = 0; j < q; j++) s += ai[j] * bk[j];
-            c[i * ldc + (size_t)k] = alpha * s;
-        }
+#define GEMM_NT_CASES(M)                                                         \
+    switch (q) {                                                                 \
+    case 1: GEMM_NT_LOOP(M, 1); return;                                          \
+    case 2: GEMM_NT_LOOP(M, 2); return;                                          \
+    case 3: GEMM_NT_LOOP(M, 3); return;                                          \
+    case 4: GEMM_NT_LOOP(M, 4); return;                                          \
+    default: GEMM_NT_LOOP(M, q); return;                                         \
     }
+    if (m == 2) GEMM_NT_CASES(2)
+    if (m == 3) GEMM_NT_CASES(3)
+    GEMM_NT_CASES(m)
+#undef GEMM_NT_CASES
 }
 
 void mix_gemm_tn(size_t n, int m, int q, const double *a, size_t lda, const double *b,
@@ -79,13 +132,12 @@ void mix_gemm_tn(size_t n, int m, int q, const double *a, size_t lda, const doub
         return;
     }
     memset(c, 0, (size_t)m * (size_t)q * sizeof *c);
-    for (size_t i = 0; i < n; i++) {
-        const double *ai = a + i * lda, *bi = b + i * ldb;
-        for (int k = 0; k < m; k++) {
-            double v = ai[k];
-            double *ck = c + (size_t)k * q;
-            for (int j = 0; j < q; j++) ck[j] += v * bi[j];
-        }
+    switch (q) {
+    case 1: GEMM_TN_LOOP(1); return;
+    case 2: GEMM_TN_LOOP(2); return;
+    case 3: GEMM_TN_LOOP(3); return;
+    case 4: GEMM_TN_LOOP(4); return;
+    default: GEMM_TN_LOOP(q); return;
     }
 }
 
@@ -97,13 +149,12 @@ void mix_weighted_gram(size_t n, int k, const double *a, size_t lda, const doubl
     }
     if ((size_t)k * (size_t)k <= MIX_SMALL_GEMM) {
         memset(c, 0, (size_t)k * (size_t)k * sizeof *c);
-        for (size_t i = 0; i < n; i++) {
-            double wi = w ? w[i] : 1.0;
-            const double *ai = a + i * lda;
-            for (int r = 0; r < k; r++) {
-                double v = wi * ai[r];
-                for (int j = 0; j <= r; j++) c[(size_t)r * k + j] += v * ai[j];
-            }
+        switch (k) {
+        case 1: GRAM_LOOP(1); break;
+        case 2: GRAM_LOOP(2); break;
+        case 3: GRAM_LOOP(3); break;
+        case 4: GRAM_LOOP(4); break;
+        default: GRAM_LOOP(k); break;
         }
         for (int r = 0; r < k; r++)
             for (int j = 0; j < r; j++) c[(size_t)j * k + r] = c[(size_t)r * k + j];

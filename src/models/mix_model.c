@@ -395,10 +395,37 @@ static int dense_log_softmax(size_t n, size_t E, double *l) {
         if (!isfinite(l[i])) return 0;
     for (size_t i = 0; i < n; i++) {
         double *li = l + i * E, mx = li[0], s = 0;
-        for (size_t k = 1; k < E; k++) mx = li[k] > mx ? li[k] : mx;
-        for (size_t k = 0; k < E; k++) s += exp(li[k] - mx);
+        size_t am = 0;
+        for (size_t k = 1; k < E; k++)
+            if (li[k] > mx) mx = li[k], am = k;
+        /* the maximum's exp(0) is exactly 1: not computed */
+        for (size_t k = 0; k < E; k++) s += k == am ? 1.0 : mix_exp(li[k] - mx);
         double c = mx + log(s);
         for (size_t k = 0; k < E; k++) li[k] -= c;
+    }
+    return 1;
+}
+
+int mix_gate_shifted(const sg_mix_model *m, const mix_design *d, double *lsh, double *prob,
+                     double *sums) {
+    size_t n = d->n, E = (size_t)m->E;
+    if (m->nlevels != 1 || m->K != m->E || E > 256) return 0;
+    if (n == 0) return 1;
+    level_scores(m, 0, d, lsh);
+    for (size_t i = 0; i < n * E; i++)
+        if (!isfinite(lsh[i])) return 0;
+    for (size_t i = 0; i < n; i++) {
+        double *li = lsh + i * E, *pi = prob + i * E, mx = li[0], s = 0;
+        size_t am = 0;
+        for (size_t k = 1; k < E; k++)
+            if (li[k] > mx) mx = li[k], am = k;
+        for (size_t k = 0; k < E; k++) {
+            li[k] = k == am ? 0.0 : li[k] - mx;
+            s += (pi[k] = k == am ? 1.0 : mix_exp(li[k]));
+        }
+        double inv = 1.0 / s;
+        for (size_t k = 0; k < E; k++) pi[k] *= inv;
+        sums[i] = s;
     }
     return 1;
 }
