@@ -758,6 +758,48 @@ AI void outsm(size_t n, float *y, size_t m, const float *dv, const __mmask16 *km
 }
 
 /*
+ * rowsm's shortcut for SG_SPARSE_SUMS_INLINE < m <= 16 candidates (dv
+ * padded with -inf to 16): the support proposed in float by the short-row
+ * test (j in S iff sum_i (d_i - d_j)_+ < 1; each candidate broadcast
+ * against the register), then tau = (sum_S d - 1) / |S| with the sum in
+ * the order of sums16 over such a list (lane l holds d_l + d_{8+l} under
+ * the mask, then the same reduction): the bits Michelot's last pass gets
+ * over the same set. Michelot from -1 stops at a set passing the exact
+ * check (min_S d > tau >= max of the rest) and two sets can both pass only
+ * with entries within rounding of tau; so the shortcut requires a margin
+ * of 1e-12 (d in [-1, 0], m <= 16: tau's error is below 1e-14) on both
+ * sides, and then its set is Michelot's, hence the same tau. 0: no
+ * verdict (the caller runs Michelot).
+ */
+AI int rowsm_short(size_t m, const float *dv, double *tau) {
+    const __m512 d = _mm512_loadu_ps(dv), z = _mm512_setzero_ps();
+    __m512 f0 = z, f1 = z;
+    size_t i = 0;
+    for (; i + 2 <= m; i += 2) {
+        const __m512 b0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)i), d);
+        const __m512 b1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)i + 1), d);
+        f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(b0, d), z));
+        f1 = _mm512_add_ps(f1, _mm512_max_ps(_mm512_sub_ps(b1, d), z));
+    }
+    if (i < m) f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)i), d), d), z));
+    const __mmask16 live = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
+    const __mmask16 sup = _mm512_mask_cmp_ps_mask(live, _mm512_add_ps(f0, f1), _mm512_set1_ps(1.0f), _CMP_LT_OQ);
+    const __mmask8 sl = (__mmask8)sup, sh = (__mmask8)(sup >> 8);
+    const __mmask8 ol = (__mmask8)(live & ~sup), oh = (__mmask8)((live & ~sup) >> 8);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1)));
+    const __m512d acc = _mm512_add_pd(_mm512_maskz_mov_pd(sl, lo), _mm512_maskz_mov_pd(sh, hi));
+    const double s1 = _mm512_reduce_add_pd(_mm512_add_pd(acc, _mm512_setzero_pd()));
+    const double t = (s1 - 1.0) / (double)__builtin_popcount(sup);
+    const __m512d up = _mm512_set1_pd(t + 1e-12), dn = _mm512_set1_pd(t - 1e-12);
+    if (_mm512_mask_cmp_pd_mask(sl, lo, up, _CMP_GT_OQ) != sl || _mm512_mask_cmp_pd_mask(sh, hi, up, _CMP_GT_OQ) != sh ||
+        _mm512_mask_cmp_pd_mask(ol, lo, dn, _CMP_LE_OQ) != ol || _mm512_mask_cmp_pd_mask(oh, hi, dn, _CMP_LE_OQ) != oh)
+        return 0;
+    *tau = t;
+    return 1;
+}
+
+/*
  * rowsm (sparse_kernels.h), fused, two rows at a time: the max, flag and
  * candidates (radius 1) from registers for n <= 128 (sel15r2 / sel15r),
  * else sel15; then Michelot's iteration from -1 of both rows side by
@@ -785,8 +827,11 @@ void sg_sparse_rowsm_f32__avx512_u16(size_t rows, size_t n, const float *x, size
                 ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q], 1)
                                  : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q], 1);
         }
+        for (size_t q = 0; q < nr; q++)
+            if (ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= 16 && rowsm_short(m[q], dv[q], &tau[q]))
+                ok[q] = 2; /* settled */
         for (size_t q = 0; q < nr; q++) {
-            if (!ok[q]) continue;
+            if (ok[q] != 1) continue;
             sg_sparse_sums a;
             sums_sm(m[q], dv[q], -1.0, &a);
             k[q] = a.k, tau[q] = (a.s1 - 1.0) / (double)a.k, live[q] = 1;

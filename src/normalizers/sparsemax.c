@@ -9,6 +9,9 @@
  * op take the sort-free short_rows / mid_rows kernels instead
  * (sparse_kernels.h, docs/SPARSE.md "Short rows");
  * the rows it declines (NaN/inf, or its exact check failed) come here.
+ * With AVX-512, unmasked rows of 65..256 (T = 1) take the fused rowsm
+ * kernel (sparse_kernels.h, docs/SPARSE.md): the bits of forward_row's
+ * candidate path; the rows it declines come here too.
  *
  * Per row of the forward op (the loss does the same with dx as its row):
  *  1. sg_sparse_gather (sparse_rows.c) classifies the row. Unmasked rows:
