@@ -345,11 +345,17 @@ AI size_t take15(__mmask16 k, __m512 v, __m512 mx, float *dv, size_t m) {
 
 /* row15 phase 1: the max, the candidates' d stored densely, and each
  * block's mask. 0: not taken. */
-AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
+/* The filter threshold of row15 (radius 2) or of rowsm (r1: radius 1, as
+ * the sparsemax op's sg_sparse_gather). */
+AI float sel_thr(float mx, int r1) {
+    return r1 ? sg_sparse_filter_threshold(mx, 1.0, 1.0) : sg_sparse_filter2_f32__avx512(mx);
+}
+
+AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo, int r1) {
     int bad = 0;
     const float mx = sg_sparse_max_f32__avx512_u64(n, x, &bad);
     if (bad || mx == -INFINITY) return 0;
-    const __m512 thr = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mx));
+    const __m512 thr = _mm512_set1_ps(sel_thr(mx, r1));
     const __m512 xb = _mm512_set1_ps(mx);
     size_t m = 0, i = 0;
     /* 64 floats per step: most blocks of rows with spread-out logits have
@@ -386,7 +392,7 @@ AI int sel15(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
 AI __mmask16 live15(size_t n, size_t i) {
     return i >= n ? (__mmask16)0 : n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
 }
-AI int sel15r(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
+AI int sel15r(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo, int r1) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY), inf = _mm512_set1_ps(INFINITY);
     SEL15_BLOCK(0); SEL15_BLOCK(1); SEL15_BLOCK(2); SEL15_BLOCK(3);
     SEL15_BLOCK(4); SEL15_BLOCK(5); SEL15_BLOCK(6); SEL15_BLOCK(7);
@@ -398,7 +404,7 @@ AI int sel15r(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
     const __m512 mb = _mm512_max_ps(_mm512_max_ps(v4, v5), _mm512_max_ps(v6, v7));
     const float mx = _mm512_reduce_max_ps(_mm512_max_ps(ma, mb));
     if (bad || mx == -INFINITY) return 0;
-    const __m512 thr = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mx));
+    const __m512 thr = _mm512_set1_ps(sel_thr(mx, r1));
     const __m512 xb = _mm512_set1_ps(mx);
     size_t m = 0;
 #define SEL15_TAKE(b)                                                          \
@@ -437,7 +443,7 @@ AI int sel15r(size_t n, const float *x, float *dv, __mmask16 *km, size_t *mo) {
         mb = take15(kb, rb##l, xb, dv1, mb);                                            \
     } while (0)
 AI void sel15r2(size_t n, const float *x0, const float *x1, float *dv0, float *dv1, __mmask16 *km0,
-                __mmask16 *km1, size_t *m0, size_t *m1, int *ok) {
+                __mmask16 *km1, size_t *m0, size_t *m1, int *ok, int r1) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY), inf = _mm512_set1_ps(INFINITY);
     SEL2_BLOCK(ra, x0, 0); SEL2_BLOCK(ra, x0, 1); SEL2_BLOCK(ra, x0, 2); SEL2_BLOCK(ra, x0, 3);
     SEL2_BLOCK(ra, x0, 4); SEL2_BLOCK(ra, x0, 5); SEL2_BLOCK(ra, x0, 6); SEL2_BLOCK(ra, x0, 7);
@@ -447,8 +453,8 @@ AI void sel15r2(size_t n, const float *x0, const float *x1, float *dv0, float *d
     const float mxa = SEL2_MAX(ra), mxb = SEL2_MAX(rb);
     ok[0] = !bada && mxa != -INFINITY, ok[1] = !badb && mxb != -INFINITY;
     /* a row not taken: its candidates are computed and ignored */
-    const __m512 ta = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mxa));
-    const __m512 tb = _mm512_set1_ps(sg_sparse_filter2_f32__avx512(mxb));
+    const __m512 ta = _mm512_set1_ps(sel_thr(mxa, r1));
+    const __m512 tb = _mm512_set1_ps(sel_thr(mxb, r1));
     const __m512 xa = _mm512_set1_ps(mxa), xb = _mm512_set1_ps(mxb);
     size_t ma = 0, mb = 0;
     SEL2_TAKE(0); SEL2_TAKE(1); SEL2_TAKE(2); SEL2_TAKE(3);
@@ -645,11 +651,11 @@ void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size
         float t1[2] = {0.0f, 0.0f};
         double t[2] = {-1.0, -1.0}, tau[2] = {0.0, 0.0};
         if (nr == 2 && n <= 128) {
-            sel15r2(n, x + r * ldx, x + (r + 1) * ldx, dv[0], dv[1], km[0], km[1], &m[0], &m[1], ok);
+            sel15r2(n, x + r * ldx, x + (r + 1) * ldx, dv[0], dv[1], km[0], km[1], &m[0], &m[1], ok, 0);
         } else {
             for (size_t q = 0; q < nr; q++)
-                ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q])
-                               : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q]);
+                ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q], 0)
+                               : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q], 0);
         }
         for (size_t q = 0; q < nr; q++)
             grid[q] = ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= SG_SPARSE_TAU15_MAX;
@@ -696,6 +702,169 @@ void sg_sparse_row15_f32__avx512_u16(size_t rows, size_t n, const float *x, size
         }
     }
 }
+
+/* rowsm: the sums of the sparsemax op's solver (sg_sparse_sums_run at
+ * this level: the inline scalar loop up to SG_SPARSE_SUMS_INLINE, else the
+ * sums kernel), so the same bits. */
+AI void sums_sm(size_t m, const float *d, double t, sg_sparse_sums *out) {
+    if (m > SG_SPARSE_SUMS_INLINE) {
+        /* sums16's count and sum alone (Michelot needs no more): the same
+         * accumulators, lanes and reduction, so the same bits of s1 */
+        const __m512d vt = _mm512_set1_pd(t);
+        __m512d s1a = _mm512_setzero_pd(), s1b = s1a;
+        size_t k = 0, i = 0;
+        for (; i + 16 <= m; i += 16) {
+            __m512d u = _mm512_cvtps_pd(_mm256_loadu_ps(d + i));
+            __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(d + i + 8));
+            __mmask8 mu = _mm512_cmp_pd_mask(u, vt, _CMP_GT_OQ), mv = _mm512_cmp_pd_mask(v, vt, _CMP_GT_OQ);
+            k += (size_t)__builtin_popcount(mu) + (size_t)__builtin_popcount(mv);
+            s1a = _mm512_mask_add_pd(s1a, mu, s1a, u), s1b = _mm512_mask_add_pd(s1b, mv, s1b, v);
+        }
+        for (; i < m; i += 8) {
+            const __mmask8 live = m - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (m - i)) - 1);
+            __m512d u = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, d + i));
+            __mmask8 mu = _mm512_mask_cmp_pd_mask(live, u, vt, _CMP_GT_OQ);
+            k += (size_t)__builtin_popcount(mu);
+            s1a = _mm512_mask_add_pd(s1a, mu, s1a, u);
+        }
+        out->k = k;
+        out->s1 = _mm512_reduce_add_pd(_mm512_add_pd(s1a, s1b));
+        return;
+    }
+    sg_sparse_sums a = {0, 0.0, 0.0, INFINITY, -INFINITY};
+    for (size_t i = 0; i < m; i++) {
+        const double u = (double)d[i];
+        if (u > t) {
+            a.k++, a.s1 += u, a.s2 += u * u;
+            if (u < a.min_in) a.min_in = u;
+        } else if (u > a.max_out) {
+            a.max_out = u;
+        }
+    }
+    *out = a;
+}
+
+/* rowsm last phase: y = max(d - tau, 0) in double for the candidates
+ * (sg_relu's values), expanded under the kept masks (as out15r). */
+AI void outsm(size_t n, float *y, size_t m, const float *dv, const __mmask16 *km, float *o, double tau) {
+    const __m512d vt = _mm512_set1_pd(tau), z = _mm512_setzero_pd();
+    for (size_t j = 0; j < m; j += 8) {
+        const __mmask8 live = m - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (m - j)) - 1);
+        const __m512d dd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(live, dv + j));
+        _mm256_storeu_ps(o + j, _mm512_cvtpd_ps(_mm512_max_pd(_mm512_sub_pd(dd, vt), z)));
+    }
+    size_t pos = 0;
+    for (size_t b = 0, i = 0; i < n; b++, i += 16) {
+        __m512 e = _mm512_setzero_ps();
+        if (km[b]) {
+            __m512 ob = _mm512_loadu_ps(o + pos);
+            __asm__("" : "+v"(ob)); /* as out15r */
+            e = _mm512_maskz_expand_ps(km[b], ob);
+        }
+        if (n - i >= 16) _mm512_storeu_ps(y + i, e);
+        else _mm512_mask_storeu_ps(y + i, (__mmask16)((1u << (n - i)) - 1), e);
+        pos += (size_t)__builtin_popcount(km[b]);
+    }
+}
+
+/*
+ * rowsm's shortcut for SG_SPARSE_SUMS_INLINE < m <= 16 candidates (dv
+ * padded with -inf to 16): the support proposed in float by the short-row
+ * test (j in S iff sum_i (d_i - d_j)_+ < 1; each candidate broadcast
+ * against the register), then tau = (sum_S d - 1) / |S| with the sum in
+ * the order of sums16 over such a list (lane l holds d_l + d_{8+l} under
+ * the mask, then the same reduction): the bits Michelot's last pass gets
+ * over the same set. Michelot from -1 stops at a set passing the exact
+ * check (min_S d > tau >= max of the rest) and two sets can both pass only
+ * with entries within rounding of tau; so the shortcut requires a margin
+ * of 1e-12 (d in [-1, 0], m <= 16: tau's error is below 1e-14) on both
+ * sides, and then its set is Michelot's, hence the same tau. 0: no
+ * verdict (the caller runs Michelot).
+ */
+AI int rowsm_short(size_t m, const float *dv, double *tau) {
+    const __m512 d = _mm512_loadu_ps(dv), z = _mm512_setzero_ps();
+    __m512 f0 = z, f1 = z;
+    size_t i = 0;
+    for (; i + 2 <= m; i += 2) {
+        const __m512 b0 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)i), d);
+        const __m512 b1 = _mm512_permutexvar_ps(_mm512_set1_epi32((int)i + 1), d);
+        f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(b0, d), z));
+        f1 = _mm512_add_ps(f1, _mm512_max_ps(_mm512_sub_ps(b1, d), z));
+    }
+    if (i < m) f0 = _mm512_add_ps(f0, _mm512_max_ps(_mm512_sub_ps(_mm512_permutexvar_ps(_mm512_set1_epi32((int)i), d), d), z));
+    const __mmask16 live = m >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << m) - 1);
+    const __mmask16 sup = _mm512_mask_cmp_ps_mask(live, _mm512_add_ps(f0, f1), _mm512_set1_ps(1.0f), _CMP_LT_OQ);
+    const __mmask8 sl = (__mmask8)sup, sh = (__mmask8)(sup >> 8);
+    const __mmask8 ol = (__mmask8)(live & ~sup), oh = (__mmask8)((live & ~sup) >> 8);
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1)));
+    const __m512d acc = _mm512_add_pd(_mm512_maskz_mov_pd(sl, lo), _mm512_maskz_mov_pd(sh, hi));
+    const double s1 = _mm512_reduce_add_pd(_mm512_add_pd(acc, _mm512_setzero_pd()));
+    const double t = (s1 - 1.0) / (double)__builtin_popcount(sup);
+    const __m512d up = _mm512_set1_pd(t + 1e-12), dn = _mm512_set1_pd(t - 1e-12);
+    if (_mm512_mask_cmp_pd_mask(sl, lo, up, _CMP_GT_OQ) != sl || _mm512_mask_cmp_pd_mask(sh, hi, up, _CMP_GT_OQ) != sh ||
+        _mm512_mask_cmp_pd_mask(ol, lo, dn, _CMP_LE_OQ) != ol || _mm512_mask_cmp_pd_mask(oh, hi, dn, _CMP_LE_OQ) != oh)
+        return 0;
+    *tau = t;
+    return 1;
+}
+
+/*
+ * rowsm (sparse_kernels.h), fused, two rows at a time: the max, flag and
+ * candidates (radius 1) from registers for n <= 128 (sel15r2 / sel15r),
+ * else sel15; then Michelot's iteration from -1 of both rows side by
+ * side (each pass a chain of reductions and a division), exactly the op's
+ * solve_tau_array (same sums, same stop), so the same tau; the outputs.
+ */
+#define ROWSM_MAX_ITER 32 /* sparsemax.c's MICHELOT_MAX_ITER */
+void sg_sparse_rowsm_f32__avx512_u16(size_t rows, size_t n, const float *x, size_t ldx, float *y,
+                                     size_t ldy, uint8_t *taken) {
+    float dv[2][SG_SPARSE_ROW15_MAX + 16], o[SG_SPARSE_ROW15_MAX + 16];
+    __mmask16 km[2][SG_SPARSE_ROW15_MAX / 16];
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) {
+        for (size_t r = 0; r < rows; r++) taken[r] = 0;
+        return;
+    }
+    for (size_t r = 0; r < rows; r += 2) {
+        const size_t nr = rows - r >= 2 ? 2 : 1;
+        size_t m[2] = {0, 0}, k[2] = {0, 0};
+        int ok[2] = {0, 0}, live[2] = {0, 0};
+        double tau[2] = {0.0, 0.0};
+        if (nr == 2 && n <= 128) {
+            sel15r2(n, x + r * ldx, x + (r + 1) * ldx, dv[0], dv[1], km[0], km[1], &m[0], &m[1], ok, 1);
+        } else {
+            for (size_t q = 0; q < nr; q++)
+                ok[q] = n <= 128 ? sel15r(n, x + (r + q) * ldx, dv[q], km[q], &m[q], 1)
+                                 : sel15(n, x + (r + q) * ldx, dv[q], km[q], &m[q], 1);
+        }
+        for (size_t q = 0; q < nr; q++)
+            if (ok[q] && m[q] > SG_SPARSE_SUMS_INLINE && m[q] <= 16 && rowsm_short(m[q], dv[q], &tau[q]))
+                ok[q] = 2; /* settled */
+        for (size_t q = 0; q < nr; q++) {
+            if (ok[q] != 1) continue;
+            sg_sparse_sums a;
+            sums_sm(m[q], dv[q], -1.0, &a);
+            k[q] = a.k, tau[q] = (a.s1 - 1.0) / (double)a.k, live[q] = 1;
+        }
+        for (int it = 0; it < ROWSM_MAX_ITER && (live[0] || live[1]); it++) {
+            for (size_t q = 0; q < 2; q++) {
+                if (!live[q]) continue;
+                sg_sparse_sums a;
+                sums_sm(m[q], dv[q], tau[q], &a);
+                if (a.k == k[q]) {
+                    live[q] = 0, ok[q] = 2; /* settled */
+                    continue;
+                }
+                k[q] = a.k, tau[q] = (a.s1 - 1.0) / (double)a.k;
+            }
+        }
+        for (size_t q = 0; q < nr; q++) {
+            taken[r + q] = ok[q] == 2;
+            if (taken[r + q]) outsm(n, y + (r + q) * ldy, m[q], dv[q], km[q], o, tau[q]);
+        }
+    }
+}
+#undef ROWSM_MAX_ITER
 
 /* The short-row path (contract in sparse_kernels.h): a row of up to 32 in
  * two registers of floats; f_j for all j at once by broadcasting each u_i

@@ -122,6 +122,22 @@ typedef void sg_sparse_row15_fn(size_t rows, size_t n, const float *x, size_t ld
                                 size_t ldy, uint8_t *taken);
 
 /*
+ * Whole unmasked sparsemax rows (T = 1) of n <= SG_SPARSE_ROW15_MAX, the
+ * same arguments as row15, fused: the max (NaN / +inf flagged), the
+ * candidates x > sg_sparse_filter_threshold(max, 1, 1) and their d, tau
+ * by Michelot's iteration from -1 with the sums of sg_sparse_sums_run at
+ * the kernel's level (the op's solve_tau_array, same stop), and
+ * y = max(d - tau, 0) in double rounded once: the bits of the op's
+ * candidate path at the same ISA level for every row it takes, whatever
+ * the row's position (ties at tau included: the same sets). taken[r] = 0
+ * with y untouched for a NaN / +inf / all -inf row or when Michelot did
+ * not settle in 32 passes (the op then bisects). The op takes this slot
+ * only from a SIMD kernel, for SG_SPARSE_MID_OPS < n <= SG_SPARSE_ROWSM_OPS.
+ */
+#define SG_SPARSE_ROWSM_OPS 256
+typedef sg_sparse_row15_fn sg_sparse_rowsm_fn;
+
+/*
  * The short-row path (n <= SG_SPARSE_SHORT_MAX, no mask, T = 1): the whole
  * forward op of one row x of n floats into y (may be x itself; every x is
  * read first). entmax 0: sparsemax; 1: 1.5-entmax. Sort-free: with

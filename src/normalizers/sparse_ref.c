@@ -156,3 +156,39 @@ void sg_sparse_mid_rows_f32__ref(size_t rows, size_t n, const float *x, size_t l
                                  size_t ldy, int entmax, uint8_t *taken) {
     sg_sparse_short_rows_f32__ref(rows, n, x, ldx, y, ldy, entmax, taken);
 }
+
+/* rowsm (sparse_kernels.h): the sparsemax op's candidate path with the
+ * reference kernels (gather with radius 1, Michelot's iteration from -1
+ * with sg_sparse_sums_run's sums, sg_relu's outputs). */
+static int rowsm(size_t n, const float *x, float *y) {
+    float v[SG_SPARSE_ROW15_MAX + 16];
+    uint32_t idx[SG_SPARSE_ROW15_MAX + 16];
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
+    int bad = 0;
+    const float mx = sg_sparse_max_f32__ref(n, x, &bad);
+    if (bad || mx == -INFINITY) return 0;
+    const size_t m = sg_sparse_select_f32__ref(n, x, sg_sparse_filter_threshold(mx, 1.0, 1.0), idx, v, n);
+    sg_sparse_shift_f32__ref(m, v, (double)mx);
+    sg_sparse_sums a;
+    sg_sparse_sums_f32__ref(m, v, 1.0, -1.0, &a); /* the inline loop of the op for m <= 4: the same */
+    size_t k = a.k;
+    double tau = (a.s1 - 1.0) / (double)k;
+    int it = 0;
+    for (; it < 32; it++) { /* sparsemax.c's MICHELOT_MAX_ITER */
+        sg_sparse_sums_f32__ref(m, v, 1.0, tau, &a);
+        if (a.k == k) break;
+        k = a.k, tau = (a.s1 - 1.0) / (double)k;
+    }
+    if (it == 32) return 0;
+    for (size_t i = 0; i < n; i++) y[i] = 0.0f;
+    for (size_t q = 0; q < m; q++) {
+        const double w = (double)v[q] - tau;
+        y[idx[q]] = (float)(0.5 * (w + fabs(w)));
+    }
+    return 1;
+}
+
+void sg_sparse_rowsm_f32__ref(size_t rows, size_t n, const float *x, size_t ldx, float *y, size_t ldy,
+                              uint8_t *taken) {
+    for (size_t r = 0; r < rows; r++) taken[r] = (uint8_t)rowsm(n, x + r * ldx, y + r * ldy);
+}

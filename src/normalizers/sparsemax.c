@@ -9,6 +9,9 @@
  * op take the sort-free short_rows / mid_rows kernels instead
  * (sparse_kernels.h, docs/SPARSE.md "Short rows");
  * the rows it declines (NaN/inf, or its exact check failed) come here.
+ * With AVX-512, unmasked rows of 65..256 (T = 1) take the fused rowsm
+ * kernel (sparse_kernels.h, docs/SPARSE.md): the bits of forward_row's
+ * candidate path; the rows it declines come here too.
  *
  * Per row of the forward op (the loss does the same with dx as its row):
  *  1. sg_sparse_gather (sparse_rows.c) classifies the row. Unmasked rows:
@@ -217,6 +220,7 @@ typedef struct sm_job {
     const float *add;
     size_t add_ld;
     sg_sparse_short_rows_fn *short_rows; /* fetched once per call */
+    sg_sparse_rowsm_fn *rowsm;           /* SIMD only, for n in (MID_OPS, ROWSM_OPS] */
 } sm_job;
 
 static sg_row_view view_of(const sm_job *j, size_t r) {
@@ -330,9 +334,30 @@ static void forward_short(const sm_job *j, size_t r0, size_t r1) {
     }
 }
 
+/* Unmasked rows of SG_SPARSE_MID_OPS < n <= SG_SPARSE_ROWSM_OPS (T = 1)
+ * where a SIMD rowsm kernel is installed: the fused row kernel, the bits
+ * of forward_row (sparse_kernels.h); the rows it declines go there. */
+static int rowsm_ok(const sm_job *j) {
+    return j->op == OP_FORWARD && j->rowsm && !j->keep && !j->add && j->t == 1.0;
+}
+
+static void forward_rowsm(const sm_job *j, size_t r0, size_t r1) {
+    uint8_t taken[64];
+    for (size_t r = r0; r < r1; r += 64) {
+        const size_t nb = r1 - r < 64 ? r1 - r : 64;
+        j->rowsm(nb, j->n, j->x + r * j->ldx, j->ldx, j->out + r * j->ldo, j->ldo, taken);
+        for (size_t q = 0; q < nb; q++)
+            if (!taken[q]) forward_row(j, r + q);
+    }
+}
+
 static void run_rows(const sm_job *j, size_t r0, size_t r1) {
     if (short_ok(j)) {
         forward_short(j, r0, r1);
+        return;
+    }
+    if (rowsm_ok(j)) {
+        forward_rowsm(j, r0, r1);
         return;
     }
     for (size_t r = r0; r < r1; r++) {
@@ -363,6 +388,10 @@ static void run_job(sg_context *ctx, sm_job *j, size_t rows, size_t n,
     j->add_ld = o->add_mask_ld;
     j->rows_per_task = sg_rows_per_task(n);
     j->short_rows = sg_sparse_rows_kernel(n);
+    j->rowsm = NULL;
+    if (!j->short_rows && n > SG_SPARSE_MID_OPS && n <= SG_SPARSE_ROWSM_OPS &&
+        sg_sparse_kernels_get()->isa[SG_SPARSE_SLOT_rowsm] > SG_ISA_REF)
+        j->rowsm = sg_sparse_kernels_get()->rowsm;
     if (ctx->threads == 1 || rows * n < SG_PARALLEL_MIN_ELEMS) run_rows(j, 0, rows);
     else sg_parallel_for(ctx, (rows + j->rows_per_task - 1) / j->rows_per_task, rows_task, j);
 }
