@@ -31,6 +31,7 @@
 #include <immintrin.h>
 
 #include "moe/moe_kernels.h"
+#include "softmax/exp_avx512.h"
 
 #define VL 16
 
@@ -176,21 +177,9 @@ void sg_moe_rowdot_f32__avx512(size_t n, size_t m, size_t len, const float *x, s
     }
 }
 
-/* exp(t) for t in [-87, 88.5] (clamped by the caller): t = k ln2 + r by
- * Cody-Waite, exp(r) by the degree-5 polynomial of the softmax kernels
- * (relative error 9.2e-8 on |r| <= ln2/2), 2^k through the exponent field. */
-static inline __m512 exp_clamped(__m512 t) {
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(0x1.715476p+0f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(-0x1.62E430p-1f), t);
-    r = _mm512_fmadd_ps(k, _mm512_set1_ps(0x1.05C610p-29f), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0F9F9Cp-7f), r, _mm512_set1_ps(0x1.573A1Ap-5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555A80p-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.FFFDC6p-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.FFFFF6p-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
-}
+/* exp(t) for t in [-87, 88.5] (clamped by the caller): the softmax
+ * kernels' exponential (exp_avx512.h). */
+static inline __m512 exp_clamped(__m512 t) { return sg_exp_clamped_avx512(t); }
 
 /* a / (1 + exp(-s)): s = a for silu, s = 2 sqrt(2/pi) (a + 0.044715 a^3)
  * for gelu-tanh (a sigmoid(2u) = a/2 (1 + tanh u)). Below -87 exp(-s) is

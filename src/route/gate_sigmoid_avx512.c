@@ -25,34 +25,11 @@
 
 #include "route/route_internal.h"
 #include "route/route_kernels.h"
+#include "softmax/exp_avx512.h"
 
-/* The softmax core's exponential (softmax_avx512.c, exp_ps; the same
- * constants and operations, so that s is bit for bit what the reference
- * kernel gets from the core's AVX-512 expsum_store): Cody-Waite reduction
- * with FMA, degree-5 polynomial on |r| <= ln2/2, 2^k by scalef; arguments
- * below -150 clamped (exp(-inf) = 0). */
-#define C5 0x1.0F9F9Cp-7f
-#define C4 0x1.573A1Ap-5f
-#define C3 0x1.555A80p-3f
-#define C2 0x1.FFFDC6p-2f
-#define C1 0x1.FFFFF6p-1f
-#define LOG2E 0x1.715476p+0f
-#define MINUS_LN2_HI -0x1.62E430p-1f
-#define PLUS_LN2_LO 0x1.05C610p-29f
-
-static inline __m512 exp_ps(__m512 d) {
-    d = _mm512_max_ps(_mm512_set1_ps(-150.0f), d);
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(LOG2E)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(MINUS_LN2_HI), d);
-    r = _mm512_fmadd_ps(k, _mm512_set1_ps(PLUS_LN2_LO), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(C5), r, _mm512_set1_ps(C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
-}
+/* The softmax core's exponential (exp_avx512.h), so that s is bit for bit
+ * what the reference kernel gets from the core's AVX-512 expsum_store. */
+static inline __m512 exp_ps(__m512 d) { return sg_exp_nonpos_avx512(d); }
 
 static inline __mmask16 lanes(size_t m) {
     return m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1);

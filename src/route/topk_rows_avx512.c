@@ -29,6 +29,7 @@
 
 #include "route/route_internal.h"
 #include "route/route_kernels.h"
+#include "softmax/exp_avx512.h"
 
 /* 16 x 16 transpose in registers: r[i] lane q -> r[q] lane i. */
 static inline __attribute__((always_inline)) void transpose16(__m512 *r) {
@@ -78,21 +79,9 @@ static inline __attribute__((always_inline)) void insert_levels(__m512 v, __m512
     id[0] = _mm512_mask_mov_epi32(id[0], s[0], vi);
 }
 
-/* exp(d) for d <= 0 (the softmax core's polynomial and reduction, as in
- * softmax_avx512.c): within 2 ulp; -inf gives 0. */
-static inline __m512 exp_nonpos(__m512 d) {
-    d = _mm512_max_ps(_mm512_set1_ps(-150.0f), d);
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(0x1.715476p+0f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(-0x1.62E430p-1f), d);
-    r = _mm512_fmadd_ps(k, _mm512_set1_ps(0x1.05C610p-29f), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0F9F9Cp-7f), r, _mm512_set1_ps(0x1.573A1Ap-5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555A80p-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.FFFDC6p-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.FFFFF6p-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
-}
+/* exp(d) for d <= 0, the softmax core's (exp_avx512.h): within 2 ulp;
+ * -inf gives 0. */
+static inline __m512 exp_nonpos(__m512 d) { return sg_exp_nonpos_avx512(d); }
 
 static inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
 static inline __m512d hi_pd(__m512 v) {

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "softmax/softmax_kernels.h"
+#include "softmax/exp_avx512.h"
 
 #define U 64 /* floats per unrolled iteration */
 
@@ -25,13 +26,7 @@
 #define PLUS_LN2_LO 0x1.05C610p-29f  /* -(ln2 - LN2_HI) */
 #define FLUSH_BELOW -87.33654475f    /* ln(2^-126) */
 
-static inline __m512 poly_exp_reduced(__m512 r) {
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(C5), r, _mm512_set1_ps(C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C1));
-    return _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-}
+static inline __m512 poly_exp_reduced(__m512 r) { return sg_exp_poly_avx512(r); }
 
 /* Splits exp(t) = p * 2^k, k = round(t * log2 e), by Cody-Waite reduction
  * with FMA: k*ln2 is subtracted in two parts so r stays exact for |k| up to
@@ -57,14 +52,7 @@ static inline __m512 exp_split(__m512 t, __m512 *k) {
  * and NaN stays NaN (vmaxps returns its second operand when one is NaN).
  * Outputs below 2^-126 come out denormal or 0.
  */
-static inline __m512 exp_ps(__m512 d) {
-    d = _mm512_max_ps(_mm512_set1_ps(-150.0f), d);
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(MINUS_LN2_HI), d);
-    r = _mm512_fmadd_ps(k, _mm512_set1_ps(PLUS_LN2_LO), r);
-    return _mm512_scalef_ps(poly_exp_reduced(r), k);
-}
+static inline __m512 exp_ps(__m512 d) { return sg_exp_nonpos_avx512(d); }
 
 /* exp(t) = p * 2^k with one reduction step: exact for |t| <= 2^17, where
  * t log2 e rounds to within 2^-7 of itself, so |r| <= 0.352. */
