@@ -139,15 +139,17 @@ TEST(route_ec_kernels_reference) {
         const enum sg_route_slot slot = ents[en].slot;
         for (int trial = 0; trial < (test_quick ? 12 : 40); trial++) {
             const size_t t = 1 + (size_t)(test_uniform(&rng) * (trial < 20 ? 40 : (double)tmax));
-            const size_t e = 1 + (size_t)(test_uniform(&rng) * (double)emax), ldx = e + 3;
-            const size_t ldb = (e + 7) & ~(size_t)7;
+            size_t e = 1 + (size_t)(test_uniform(&rng) * (double)emax);
+            if (trial % 5 == 4) e = 32 + e % 9; /* c = 1 below: ec_insert's 32-expert blocks and a tail */
+            const size_t ldx = e + 3, ldb = (e + 7) & ~(size_t)7;
             const int kind = trial % 3;
             const double inv = trial % 4 == 3 ? 2.0 : trial % 4 == 2 ? 0.625 : 1.0;
             fill_logits(&rng, kind, x, t * ldx);
             for (size_t r = 0; r < t; r++) lse[r] = 1.0 + 3.0 * test_uniform(&rng);
             if (kind == 1)
                 for (size_t r = 0; r < t; r++) lse[r] = 2.5; /* equal keys across tokens */
-            const size_t c = 1 + (size_t)(test_uniform(&rng) * (double)(t < cmax ? t : cmax));
+            size_t c = 1 + (size_t)(test_uniform(&rng) * (double)(t < cmax ? t : cmax));
+            if (trial % 5 == 4) c = 1;
             if (slot == SG_ROUTE_SLOT_ec_insert || slot == SG_ROUTE_SLOT_ec_finish) {
                 /* the lists, in two calls (the second continues), against
                  * the c best keys; with or without the exact c-th key as thr */

@@ -225,7 +225,40 @@ void sg_route_ec_insert__avx512(size_t r0, size_t r1, size_t e, const float *x, 
     }
     for (size_t rt = r0; rt < r1; rt += 32) {
         const size_t re = r1 - rt < 32 ? r1 : rt + 32;
-        for (size_t i = 0; i < e; i += 8) {
+        size_t i = 0;
+        if (c == 1) /* 32 experts at a time: four independent chains of the loop below */
+            for (; i + 32 <= e; i += 32) {
+                __m512d b0 = _mm512_loadu_pd(bk + i), b1 = _mm512_loadu_pd(bk + i + 8);
+                __m512d b2 = _mm512_loadu_pd(bk + i + 16), b3 = _mm512_loadu_pd(bk + i + 24);
+                __m256i t0 = _mm256_loadu_si256((const __m256i *)(const void *)(bt + i));
+                __m256i t1 = _mm256_loadu_si256((const __m256i *)(const void *)(bt + i + 8));
+                __m256i t2 = _mm256_loadu_si256((const __m256i *)(const void *)(bt + i + 16));
+                __m256i t3 = _mm256_loadu_si256((const __m256i *)(const void *)(bt + i + 24));
+                for (size_t r = rt; r < re; r++) {
+                    const __m512d l = _mm512_set1_pd(lse[r]);
+                    const __m256i tr = _mm256_set1_epi32((int)r);
+                    const float *xr = x + r * ldx + i;
+#define SG_EC_LANE(B, T, O)                                                                           \
+    do {                                                                                              \
+        const __m512d v = _mm512_sub_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(xr + O)), vinv), l); \
+        const __mmask8 gt = _mm512_cmp_pd_mask(v, B, _CMP_GT_OQ);                                    \
+        B = _mm512_mask_mov_pd(B, gt, v);                                                             \
+        T = _mm256_mask_mov_epi32(T, gt, tr);                                                         \
+    } while (0)
+                    SG_EC_LANE(b0, t0, 0);
+                    SG_EC_LANE(b1, t1, 8);
+                    SG_EC_LANE(b2, t2, 16);
+                    SG_EC_LANE(b3, t3, 24);
+#undef SG_EC_LANE
+                }
+                _mm512_storeu_pd(bk + i, b0), _mm512_storeu_pd(bk + i + 8, b1);
+                _mm512_storeu_pd(bk + i + 16, b2), _mm512_storeu_pd(bk + i + 24, b3);
+                _mm256_storeu_si256((__m256i *)(void *)(bt + i), t0);
+                _mm256_storeu_si256((__m256i *)(void *)(bt + i + 8), t1);
+                _mm256_storeu_si256((__m256i *)(void *)(bt + i + 16), t2);
+                _mm256_storeu_si256((__m256i *)(void *)(bt + i + 24), t3);
+            }
+        for (; i < e; i += 8) {
             const __mmask8 m8 = lanes8(e - i);
             if (c == 1) {
                 __m512d b = _mm512_loadu_pd(bk + i);
