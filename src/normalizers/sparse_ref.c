@@ -3,6 +3,7 @@
  * SIMD kernels in sparse_avx2.c / sparse_avx512.c are tested against).
  */
 #include <math.h>
+#include <stdint.h>
 
 #include "normalizers/sparse_kernels.h"
 
@@ -79,15 +80,25 @@ void sg_sparse_out15_f32__ref(size_t n, float *y, size_t m, const float *d, cons
 /* row15 (sparse_kernels.h): the reference kernels in sequence (for
  * m <= SG_SPARSE_SUMS_INLINE the op's inline sums are the reference sums'
  * loop, so tau15's reference is the op's solver at every m). */
+/* The candidates of a fused row kernel's row with the reference kernels:
+ * x > the filter threshold of the radius, their d = x - max in v (idx
+ * their positions); SIZE_MAX for a row the kernels decline (n out of
+ * range, NaN or +inf, nothing above -inf). */
+static size_t row_candidates(size_t n, const float *x, double radius, float *v, uint32_t *idx) {
+    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return SIZE_MAX;
+    int bad = 0;
+    const float mx = sg_sparse_max_f32__ref(n, x, &bad);
+    if (bad || mx == -INFINITY) return SIZE_MAX;
+    const size_t m = sg_sparse_select_f32__ref(n, x, sg_sparse_filter_threshold(mx, radius, 1.0), idx, v, n);
+    sg_sparse_shift_f32__ref(m, v, (double)mx);
+    return m;
+}
+
 static int row15(size_t n, const float *x, float *y) {
     float v[SG_SPARSE_ROW15_MAX + 16];
     uint32_t idx[SG_SPARSE_ROW15_MAX + 16];
-    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
-    int bad = 0;
-    const float mx = sg_sparse_max_f32__ref(n, x, &bad);
-    if (bad || mx == -INFINITY) return 0;
-    const size_t m = sg_sparse_select_f32__ref(n, x, sg_sparse_filter_threshold(mx, 2.0, 1.0), idx, v, n);
-    sg_sparse_shift_f32__ref(m, v, (double)mx);
+    const size_t m = row_candidates(n, x, 2.0, v, idx);
+    if (m == SIZE_MAX) return 0;
     const double tau = sg_sparse_tau15_f32__ref(m, v);
     if (tau == 0.0) return 0;
     sg_sparse_out15_f32__ref(n, y, m, v, idx, tau);
@@ -163,12 +174,8 @@ void sg_sparse_mid_rows_f32__ref(size_t rows, size_t n, const float *x, size_t l
 static int rowsm(size_t n, const float *x, float *y) {
     float v[SG_SPARSE_ROW15_MAX + 16];
     uint32_t idx[SG_SPARSE_ROW15_MAX + 16];
-    if (n == 0 || n > SG_SPARSE_ROW15_MAX) return 0;
-    int bad = 0;
-    const float mx = sg_sparse_max_f32__ref(n, x, &bad);
-    if (bad || mx == -INFINITY) return 0;
-    const size_t m = sg_sparse_select_f32__ref(n, x, sg_sparse_filter_threshold(mx, 1.0, 1.0), idx, v, n);
-    sg_sparse_shift_f32__ref(m, v, (double)mx);
+    const size_t m = row_candidates(n, x, 1.0, v, idx);
+    if (m == SIZE_MAX) return 0;
     sg_sparse_sums a;
     sg_sparse_sums_f32__ref(m, v, 1.0, -1.0, &a); /* the inline loop of the op for m <= 4: the same */
     size_t k = a.k;
